@@ -1,0 +1,104 @@
+"""Shared integration fixtures: a moto S3 server in a child process, and fresh buckets.
+
+``moto_server`` (session) starts ``moto.server.ThreadedMotoServer`` on 127.0.0.1 with a
+free port in a child process: the server's state, threads and warnings stay out of the
+test process, and the child exits when its stdin closes, so a killed pytest leaves no
+server behind. ``moto_s3`` (per test) sets fake credentials through monkeypatch, so they
+never leak into other tests, and yields the endpoint URL. ``AWS_ENDPOINT_URL`` is left
+unset on purpose: pass the endpoint explicitly, or set it yourself in the test.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+_SERVER = """
+import sys
+from moto.server import ThreadedMotoServer
+server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+server.start()
+print(server.get_host_and_port()[1], flush=True)
+sys.stdin.read()  # returns when the test process closes our stdin (or dies)
+server.stop()
+"""
+_START_TIMEOUT_S = 60.0
+
+
+def _read_port(proc: subprocess.Popen[bytes], log: Path) -> int:
+    assert proc.stdout is not None
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([proc.stdout], [], [], 0.5)
+        if ready:
+            line = proc.stdout.readline().strip()
+            if line.isdigit():
+                return int(line)
+            break
+        if proc.poll() is not None:
+            break
+    raise RuntimeError(f"moto server did not start; its log: {log.read_text()[-2000:]}")
+
+
+@pytest.fixture(scope="session")
+def moto_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Endpoint URL of a moto S3 server shared by the whole session (no env changes)."""
+    log = tmp_path_factory.mktemp("moto") / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with open(log, "wb") as log_fh:
+        proc = subprocess.Popen([sys.executable, "-c", _SERVER], stdin=subprocess.PIPE,
+                                stdout=subprocess.PIPE, stderr=log_fh, env=env)
+    try:
+        yield f"http://127.0.0.1:{_read_port(proc, log)}"
+    finally:
+        assert proc.stdin is not None and proc.stdout is not None
+        proc.stdin.close()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+
+
+@pytest.fixture
+def moto_s3(moto_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> str:
+    """The moto endpoint URL, with fake credentials and region set for this test only."""
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_ENDPOINT_URL",
+                 "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    # Keep a developer's ~/.aws profiles (and their endpoints) out of the test.
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    return moto_server
+
+
+@pytest.fixture
+def s3_client(moto_s3: str) -> Iterator[Any]:
+    """A plain boto3 S3 client on the moto server, for arranging and inspecting buckets."""
+    import boto3
+
+    client = boto3.session.Session().client("s3", endpoint_url=moto_s3)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def s3_bucket(s3_client: Any) -> str:
+    """``s3://<fresh bucket>/<prefix>`` on the moto server."""
+    bucket = f"test-{uuid.uuid4().hex[:16]}"
+    s3_client.create_bucket(Bucket=bucket)
+    return f"s3://{bucket}/shopstream/ckpt"

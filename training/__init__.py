@@ -1,0 +1,1 @@
+"""ShopStream training stage."""

@@ -1,0 +1,143 @@
+"""Turn a frozen config dataclass into argparse flags and back.
+
+Each stage declares one frozen dataclass whose fields carry ``metadata={"help": ...}``;
+this module makes ``--field-name`` flags from it, so ``--help`` documents every setting
+and the dataclass's ``__post_init__`` stays the single place values are validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import types
+import typing
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class ConfigError(ValueError):
+    """A setting has a value the stage cannot use; the message names the setting."""
+
+
+def require(condition: bool, setting: str, message: str) -> None:
+    """Raise :class:`ConfigError` naming ``setting`` unless ``condition`` holds."""
+    if not condition:
+        raise ConfigError(f"{setting}: {message}")
+
+
+def field_help(cls: type, name: str) -> str:
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if f.name == name:
+            return str(f.metadata.get("help", ""))
+    raise KeyError(name)
+
+
+def _base_type(annotation: Any) -> tuple[Any, bool]:
+    """(inner type, is_optional) for ``X`` / ``X | None`` / ``Optional[X]``."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return annotation, False
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.strip().lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _converter(annotation: Any) -> Any:
+    base, optional = _base_type(annotation)
+    origin = typing.get_origin(base)
+    if base is bool:
+        conv: Any = _parse_bool
+    elif base in (int, float, str):
+        conv = base
+    elif origin is tuple:
+        inner = typing.get_args(base)[0]
+
+        def conv(text: str) -> tuple[Any, ...]:
+            return tuple(inner(x) for x in text.split(",") if x.strip())
+
+    elif origin is typing.Literal:
+        conv = str
+    else:
+        conv = str
+    if not optional:
+        return conv
+
+    def opt(text: str) -> Any:
+        return None if text.strip().lower() in ("none", "") else conv(text)
+
+    return opt
+
+
+def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Add one ``--<prefix><field-name>`` flag per field of the dataclass ``cls``."""
+    hints = typing.get_type_hints(cls)
+    group = parser.add_argument_group(cls.__name__)
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        if not f.init or f.metadata.get("cli") is False:
+            continue
+        flag = "--" + prefix + f.name.replace("_", "-")
+        annotation = hints[f.name]
+        default = f.default if f.default is not dataclasses.MISSING else None
+        base, _ = _base_type(annotation)
+        choices = None
+        if typing.get_origin(base) is typing.Literal:
+            choices = list(typing.get_args(base))
+        group.add_argument(
+            flag,
+            dest=prefix.replace("-", "_") + f.name,
+            type=_converter(annotation),
+            default=argparse.SUPPRESS,
+            choices=choices,
+            help=f"{f.metadata.get('help', '')} (default: {default!r})",
+        )
+
+
+def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = "",
+                        base: T | None = None) -> T:
+    """Build ``cls`` from the flags given on the command line, over ``base`` if set."""
+    given = vars(args)
+    key_prefix = prefix.replace("-", "_")
+    overrides = {
+        f.name: given[key_prefix + f.name]
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+        if key_prefix + f.name in given
+    }
+    if base is not None:
+        return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
+    return cls(**overrides)
+
+
+def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
+    """Rebuild a config from ``asdict`` output (e.g. after crossing Ray), naming unknown keys."""
+    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ConfigError(f"{cls.__name__}: unknown setting(s) {unknown}")
+    hints = typing.get_type_hints(cls)
+    fixed: dict[str, Any] = {}
+    for key, value in values.items():
+        base, _ = _base_type(hints[key])
+        # JSON turns tuples into lists; the frozen configs hold tuples.
+        fixed[key] = tuple(value) if typing.get_origin(base) is tuple and isinstance(
+            value, list) else value
+    return cls(**fixed)
+
+
+def setup_logging(level: str | None = None) -> None:
+    """Configure root logging once, from a stage's ``main()`` (never at import)."""
+    logging.basicConfig(level=(level or os.environ.get("SHOPSTREAM_LOG_LEVEL", "INFO")).upper(),
+                        format=LOG_FORMAT)

@@ -1,0 +1,164 @@
+"""Evaluate a model on the next window: recommendation (warm and cold users) and fraud.
+
+Recommendation protocol (the same for the model and the baselines, on the same users):
+
+* candidates: every item the model knows plus the next window's new catalogue items,
+  which the model scores from their titles alone (cold-start items);
+* warm users (bought before the window): query = their last ``history_len`` purchases,
+  targets = the distinct items they buy in the window;
+* cold users (never seen): query = their first basket in the window (its timestamp),
+  targets = the distinct items they buy afterwards that are not in that basket.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training.baselines import PopularityRecommender, RepeatThenPopular
+from training.data.schema import WindowData
+from training.examples import FraudExamples, fraud_examples
+from training.history import PurchaseHistory, history_matrix, purchases
+from training.metrics import fraud_metrics, ranking_metrics, top_k
+from training.model import FraudBatch, ShopStreamModel
+
+SCORE_CHUNK = 1024
+
+
+@dataclass
+class RecQueries:
+    """Users to rank for, with their query items and target items (as ids)."""
+
+    user_ids: list[str]
+    query_items: list[list[str]]
+    targets: list[list[str]]
+    is_warm: np.ndarray
+    cold_baskets: pd.DataFrame
+
+
+def rec_queries(history: PurchaseHistory, window: WindowData) -> RecQueries:
+    bought = purchases(window.interactions)
+    known = set(history.users())
+    user_ids: list[str] = []
+    queries: list[list[str]] = []
+    targets: list[list[str]] = []
+    warm: list[bool] = []
+    baskets: list[pd.DataFrame] = []
+    last = dict(zip(history.users(), history.last_items(history.users())))
+    for user, rows in bought.groupby("user_id", sort=True):
+        items = rows["item_id"].tolist()
+        if user in known:
+            query, target = last[user], list(dict.fromkeys(items))
+        else:
+            first = rows["ts"] == rows["ts"].min()
+            baskets.append(rows[first])
+            query = list(dict.fromkeys(rows.loc[first, "item_id"]))
+            target = [i for i in dict.fromkeys(rows.loc[~first, "item_id"]) if i not in query]
+        if target:
+            user_ids.append(str(user))
+            queries.append(query)
+            targets.append(target)
+            warm.append(user in known)
+    cold = pd.concat(baskets, ignore_index=True) if baskets else bought.iloc[:0]
+    return RecQueries(user_ids, queries, targets, np.asarray(warm, dtype=bool), cold)
+
+
+def candidate_items(model: ShopStreamModel, window: WindowData) -> tuple[list[str], list[str]]:
+    """(known item ids in index order, new item ids of the window) — the ranking pool."""
+    known = model.items.ids
+    seen = set(known)
+    new = [i for i in dict.fromkeys(window.items["item_id"]) if i not in seen]
+    return known, new
+
+
+@torch.no_grad()
+def candidate_matrix(model: ShopStreamModel, window: WindowData) -> tuple[list[str], torch.Tensor]:
+    known, new = candidate_items(model, window)
+    matrix = model.catalogue_matrix()[1:]
+    if new:
+        titles = dict(zip(window.items["item_id"], window.items["title"]))
+        cold = model.item_vectors_from_titles([titles[i] for i in new])
+        matrix = torch.cat([matrix, cold.to(matrix.device)])
+    return known + new, matrix
+
+
+def _positions(lists: list[list[str]], pos: dict[str, int]) -> list[np.ndarray]:
+    return [np.asarray([pos.get(i, -1) for i in items], dtype=np.int64) for items in lists]
+
+
+@torch.no_grad()
+def model_rankings(model: ShopStreamModel, queries: RecQueries, candidates: list[str],
+                   matrix: torch.Tensor, k: int) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    users = model.users.lookup(np.asarray(queries.user_ids, dtype=object))
+    hist = history_matrix([list(model.items.lookup(np.asarray(q, dtype=object)))
+                           for q in queries.query_items], model.cfg.history_len)
+    out = []
+    for start in range(0, len(users), SCORE_CHUNK):
+        sl = slice(start, start + SCORE_CHUNK)
+        vec = model.user_vectors(torch.from_numpy(users[sl]).to(device),
+                                 torch.from_numpy(hist[sl]).to(device))
+        scores = model.score_items(vec, matrix.to(device)).cpu().numpy()
+        out.append(top_k(scores, min(k, len(candidates))))
+    return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+def _split_metrics(ranked: np.ndarray, targets: list[np.ndarray], warm: np.ndarray,
+                   k: int) -> dict[str, float]:
+    metrics: dict[str, float] = {}
+    for name, mask in (("all", np.ones_like(warm)), ("warm", warm), ("cold", ~warm)):
+        rows = np.flatnonzero(mask)
+        part = ranking_metrics(ranked[rows], [targets[r] for r in rows], k=k) if len(rows) \
+            else {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"),
+                  f"hitrate@{k}": float("nan"), "n_users": 0}
+        metrics.update({f"{name}/{key}": float(v) for key, v in part.items()})
+    return metrics
+
+
+def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interactions:
+                 pd.DataFrame, window: WindowData, k: int = 20) -> dict[str, dict[str, float]]:
+    """Recall/NDCG/HitRate@k of the model and of the two baselines on the same users."""
+    queries = rec_queries(history, window)
+    candidates, matrix = candidate_matrix(model, window)
+    pos = {item: i for i, item in enumerate(candidates)}
+    targets = _positions(queries.targets, pos)
+    results = {"model": _split_metrics(model_rankings(model, queries, candidates, matrix, k),
+                                       targets, queries.is_warm, k)}
+    popular = PopularityRecommender().fit(train_interactions)
+    # Repeat-then-popular may see exactly what the model sees: cold users' first baskets.
+    seen = pd.concat([train_interactions[["user_id", "item_id", "event", "ts"]],
+                      queries.cold_baskets.assign(event="purchase")], ignore_index=True)
+    repeat = RepeatThenPopular().fit(seen)
+    for name, recommender in (("popularity", popular), ("repeat_then_popular", repeat)):
+        recs = recommender.recommend(queries.user_ids, k)
+        ranked = np.asarray([np.pad(p, (0, k - len(p)), constant_values=-1)[:k]
+                             for p in _positions(recs, pos)], dtype=np.int64).reshape(-1, k)
+        results[name] = _split_metrics(ranked, targets, queries.is_warm, k)
+    return results
+
+
+@torch.no_grad()
+def fraud_scores(model: ShopStreamModel, examples: FraudExamples) -> np.ndarray:
+    model.eval()
+    device = next(model.parameters()).device
+    out = []
+    for start in range(0, len(examples), 4096):
+        part = examples.take(np.arange(start, min(start + 4096, len(examples))))
+        batch = FraudBatch(*(torch.from_numpy(a).to(device) for a in (
+            part.features, part.amount, part.user_idx, part.hist_idx, part.item_idx,
+            part.label)))
+        out.append(torch.sigmoid(model.fraud_logits(batch)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+
+
+def evaluate_fraud(model: ShopStreamModel, history: PurchaseHistory,
+                   window: WindowData) -> dict[str, float]:
+    examples = fraud_examples(model, window.transactions, history)
+    if len(examples) == 0:
+        return {"n": 0}
+    return {k: float(v) for k, v in
+            fraud_metrics(examples.label.astype(bool), fraud_scores(model, examples)).items()}

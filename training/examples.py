@@ -1,0 +1,160 @@
+"""Turn a window's tables into model-ready example arrays, and arrays into batches.
+
+Examples are plain numpy arrays so they shard cheaply across Ray Train workers
+(:func:`shard`) and are built once per window, not per step.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import torch
+
+from training.data.schema import WindowData
+from training.history import PurchaseHistory, history_matrix, purchases
+from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
+
+
+@dataclass
+class RecExamples:
+    """One row per purchase: who bought, what they had bought before, what they bought."""
+
+    user_idx: np.ndarray
+    hist_idx: np.ndarray
+    target_idx: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.target_idx)
+
+    def take(self, rows: np.ndarray) -> RecExamples:
+        return RecExamples(self.user_idx[rows], self.hist_idx[rows], self.target_idx[rows])
+
+
+@dataclass
+class FraudExamples:
+    """One row per labelled transaction."""
+
+    features: np.ndarray
+    amount: np.ndarray
+    user_idx: np.ndarray
+    hist_idx: np.ndarray
+    item_idx: np.ndarray
+    label: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def take(self, rows: np.ndarray) -> FraudExamples:
+        return FraudExamples(self.features[rows], self.amount[rows], self.user_idx[rows],
+                             self.hist_idx[rows], self.item_idx[rows], self.label[rows])
+
+
+def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
+                 history: PurchaseHistory) -> RecExamples:
+    """Every purchase in the window, with the buyer's previous ``history_len`` items.
+
+    Earlier windows' purchases come from ``history``; within the window each purchase
+    sees the ones before it (lines of the same basket included: they are recent items).
+    """
+    length = model.cfg.history_len
+    new = purchases(interactions)
+    prior = history.frame[history.frame["user_id"].isin(new["user_id"].unique())]
+    both = pd.concat([prior.assign(_new=False), new.assign(_new=True)], ignore_index=True)
+    both = both.sort_values(["user_id", "_new", "ts"], kind="stable").reset_index(drop=True)
+    items = model.items.lookup(both["item_id"])
+    users = both["user_id"].to_numpy()
+    hist = np.zeros((len(both), length), dtype=np.int64)
+    for lag in range(1, length + 1):
+        same_user = np.zeros(len(both), dtype=bool)
+        same_user[lag:] = users[lag:] == users[:-lag]
+        shifted = np.zeros(len(both), dtype=np.int64)
+        shifted[lag:] = items[:-lag]
+        hist[:, length - lag] = np.where(same_user, shifted, 0)
+    keep = both["_new"].to_numpy()
+    return RecExamples(model.users.lookup(both.loc[keep, "user_id"]), hist[keep], items[keep])
+
+
+def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
+                   history: PurchaseHistory) -> FraudExamples:
+    """Labelled transactions with the features the model was built on, in its order."""
+    labelled = transactions[transactions["is_fraud"].notna()] if len(transactions) else transactions
+    names = list(model.cfg.fraud_features)
+    missing = [n for n in names if n not in labelled.columns]
+    if missing:
+        raise KeyError(f"transactions lack the model's fraud feature column(s) {missing}")
+    user_ids = labelled["user_id"].fillna("").astype(str).to_numpy()
+    hist_lists = [list(model.items.lookup(np.asarray(x, dtype=object))) if x else []
+                  for x in history.last_items(user_ids)]
+    item_ids = labelled["item_id"].fillna("").astype(str) if "item_id" in labelled else \
+        pd.Series([""] * len(labelled))
+    return FraudExamples(
+        features=labelled[names].to_numpy(dtype=np.float32).reshape(len(labelled), len(names)),
+        amount=labelled["amount"].to_numpy(dtype=np.float32),
+        user_idx=model.users.lookup(user_ids),
+        hist_idx=history_matrix(hist_lists, model.cfg.history_len),
+        item_idx=model.items.lookup(item_ids.to_numpy()),
+        label=labelled["is_fraud"].astype(bool).to_numpy(dtype=np.float32),
+    )
+
+
+@dataclass
+class WindowExamples:
+    rec: RecExamples
+    fraud: FraudExamples
+
+    @classmethod
+    def build(cls, model: ShopStreamModel, window: WindowData,
+              history: PurchaseHistory) -> WindowExamples:
+        return cls(rec_examples(model, window.interactions, history),
+                   fraud_examples(model, window.transactions, history))
+
+    def shard(self, rank: int, world_size: int) -> WindowExamples:
+        """Every ``world_size``-th example from ``rank``: disjoint, covering all rows."""
+        return WindowExamples(self.rec.take(np.arange(rank, len(self.rec), world_size)),
+                              self.fraud.take(np.arange(rank, len(self.fraud), world_size)))
+
+
+def steps_per_epoch(n_rec: int, n_fraud: int, batch_size: int) -> int:
+    """Both tasks cover their rows once per epoch in the same number of steps."""
+    return max(1, math.ceil(n_rec / batch_size), math.ceil(n_fraud / batch_size))
+
+
+def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None) -> RecBatch:
+    return RecBatch(user_idx=torch.from_numpy(ex.user_idx[rows]),
+                    hist_idx=torch.from_numpy(ex.hist_idx[rows]),
+                    target_idx=torch.from_numpy(ex.target_idx[rows]),
+                    neg_idx=None if negatives is None else torch.from_numpy(negatives))
+
+
+def _fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
+    return FraudBatch(features=torch.from_numpy(ex.features[rows]),
+                      amount=torch.from_numpy(ex.amount[rows]),
+                      user_idx=torch.from_numpy(ex.user_idx[rows]),
+                      hist_idx=torch.from_numpy(ex.hist_idx[rows]),
+                      item_idx=torch.from_numpy(ex.item_idx[rows]),
+                      label=torch.from_numpy(ex.label[rows]))
+
+
+def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives: int,
+                 rng: np.random.Generator) -> Iterator[MultiTaskBatch]:
+    """``steps`` batches; each task's rows shuffled and split evenly over the steps.
+
+    ``steps`` is given (not derived from this shard) so that every DDP rank runs the
+    same number of steps even when shards differ by a row.
+    """
+    rec_order = rng.permutation(len(examples.rec))
+    fraud_order = rng.permutation(len(examples.fraud))
+    rec_parts = np.array_split(rec_order, steps)
+    fraud_parts = np.array_split(fraud_order, steps)
+    for rec_rows, fraud_rows in zip(rec_parts, fraud_parts):
+        negatives = None
+        if n_negatives and n_items > 1:
+            negatives = rng.integers(1, n_items, size=n_negatives, dtype=np.int64)
+        yield MultiTaskBatch(
+            rec=_rec_batch(examples.rec, rec_rows, negatives) if len(rec_rows) else None,
+            fraud=_fraud_batch(examples.fraud, fraud_rows) if len(fraud_rows) else None,
+        )

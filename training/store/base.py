@@ -1,0 +1,391 @@
+"""The checkpoint store: all policy lives here, backends only move raw objects.
+
+Layout under the store root (a directory, or an S3 bucket prefix)::
+
+    versions/<version>/<file>...   files of a published version
+    versions/<version>/meta.json   written after every file and verified; its presence
+                                   marks the version complete
+    rejected/<version>/...         rejected candidates, same shape, status "rejected";
+                                   kept apart so versions/ is exactly the promotable lineage
+    latest.json                    {"version", "created_at"}; written last, atomically
+    configs/<name>.json            small JSON documents (e.g. the run config)
+
+Publishing uploads every file, then ``meta.json``, reads every object back to check
+its sha256 and size, calls :meth:`CheckpointStore._before_promote`, and only then
+replaces ``latest.json``: any error or crash before that leaves ``latest`` unchanged.
+One writer per store at a time; concurrent publishers are not coordinated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, BinaryIO, TypeVar
+
+from tqdm import tqdm
+
+from training.cli import require
+from training.store.errors import (
+    CheckpointCorruptError,
+    CheckpointMissingError,
+    InvalidMetaError,
+)
+from training.store.keys import is_version_id, new_version_id, validate_key, validate_version
+from training.store.meta import (
+    META_NAME,
+    FileEntry,
+    Status,
+    VersionInfo,
+    build_meta,
+    check_user_meta,
+    digest_bytes,
+    digest_file,
+    dump_json,
+    load_json_object,
+    parse_meta,
+    validate_file_names,
+)
+
+logger = logging.getLogger(__name__)
+
+LATEST_KEY = "latest.json"
+PUBLISHED_AREA = "versions"
+REJECTED_AREA = "rejected"
+CONFIG_AREA = "configs"
+
+FileSource = Path | bytes
+_Store = TypeVar("_Store", bound="CheckpointStore")
+
+
+class CheckpointStore(ABC):
+    """Versioned checkpoints under one root; see the module docstring for the layout."""
+
+    # ---- raw object operations: the whole of what a backend implements -----------------
+
+    @property
+    @abstractmethod
+    def uri(self) -> str:
+        """Where the store lives, e.g. ``file:///data/ckpt`` or ``s3://bucket/prefix``."""
+
+    @abstractmethod
+    def _put_bytes(self, key: str, data: bytes) -> None:
+        """Write one object; a reader never sees a half-written one."""
+
+    @abstractmethod
+    def _put_file(self, key: str, path: Path) -> None:
+        """Write one object from a local file."""
+
+    @abstractmethod
+    def _iter_object(self, key: str) -> Iterator[bytes]:
+        """Yield an object's bytes in chunks; raise :class:`CheckpointMissingError` naming
+        the key if it does not exist."""
+
+    @abstractmethod
+    def _list_keys(self, prefix: str) -> list[str]:
+        """Every key under ``prefix`` (which ends with ``/``), relative to the root."""
+
+    @abstractmethod
+    def _delete_keys(self, keys: Sequence[str]) -> None:
+        """Delete objects; keys that are already gone are not an error."""
+
+    def close(self) -> None:
+        """Release connections; the store must not be used afterwards."""
+        return None  # a directory holds no connections
+
+    def __enter__(self: _Store) -> _Store:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def _before_promote(self, info: VersionInfo) -> None:
+        """Called just before ``latest.json`` is written (the crash-injection point of tests)."""
+        return None  # nothing to do in production; override to inject a failure
+
+    def _location(self, key: str) -> str:
+        return f"{self.uri.rstrip('/')}/{key}"
+
+    # ---- reading ------------------------------------------------------------------------
+
+    def latest(self) -> VersionInfo | None:
+        """The version ``latest.json`` names, or None for an empty store."""
+        version = self._latest_pointer()
+        if version is None:
+            return None
+        try:
+            return self._info(version, PUBLISHED_AREA)
+        except CheckpointMissingError as exc:
+            raise CheckpointMissingError(
+                f"{self._location(LATEST_KEY)} names {version}, but {exc}") from exc
+
+    def list_versions(self) -> list[str]:
+        """Complete published versions, oldest first."""
+        return self._complete(PUBLISHED_AREA, self._scan(PUBLISHED_AREA))
+
+    def list_rejected(self) -> list[str]:
+        """Recorded rejected candidates, oldest first."""
+        return self._complete(REJECTED_AREA, self._scan(REJECTED_AREA))
+
+    def read_meta(self, version: str) -> dict[str, Any]:
+        """The whole ``meta.json`` of a published or rejected version."""
+        return dict(self._find(version).meta)
+
+    def load(self, version: str, dest_dir: Path) -> VersionInfo:
+        """Copy a version's files (and its ``meta.json``) into ``dest_dir``, verifying each.
+
+        Files are staged under temporary names and renamed only once all of them check
+        out, so a failed load adds nothing to ``dest_dir``.
+        """
+        info = self._find(version)
+        dest_dir = Path(dest_dir)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        area = PUBLISHED_AREA if info.status == "published" else REJECTED_AREA
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, entry in tqdm(sorted(info.files.items()), desc=f"load {version}",
+                                    unit="file", disable=None, leave=False):
+                final = dest_dir / name
+                final.parent.mkdir(parents=True, exist_ok=True)
+                part = final.with_name(f".{final.name}.part-{secrets.token_hex(4)}")
+                staged.append((part, final))
+                with open(part, "wb") as sink:
+                    self._verify(f"{area}/{version}/{name}", entry, sink)
+            for part, final in staged:
+                os.replace(part, final)
+        finally:
+            for part, _ in staged:
+                part.unlink(missing_ok=True)
+        (dest_dir / META_NAME).write_bytes(dump_json(dict(info.meta), META_NAME))
+        return info
+
+    # ---- writing ------------------------------------------------------------------------
+
+    def publish(self, files: Mapping[str, FileSource], meta: Mapping[str, Any],
+                parent: str | None) -> VersionInfo:
+        """Store ``files`` (name -> local path or bytes) as a new version with ``parent``
+        (None for the first), verify every object read back, then make it ``latest``.
+        Any error before the final ``latest.json`` write removes the partial version
+        and leaves ``latest`` as it was."""
+        info = self._write_version(PUBLISHED_AREA, files, meta, parent, None)
+        self._write_latest(info)
+        logger.info("published %s (parent %s, %d files) to %s",
+                    info.version, parent, len(info.files), self.uri)
+        return info
+
+    def record_rejected(self, files: Mapping[str, FileSource], meta: Mapping[str, Any],
+                        parent: str | None, *, reason: str,
+                        metrics: Mapping[str, Any] | None = None) -> VersionInfo:
+        """Keep a candidate that failed its gate, with why, under ``rejected/``;
+        ``latest`` does not move. ``files`` may be empty to record only the verdict."""
+        if not isinstance(reason, str) or not reason.strip():
+            raise InvalidMetaError(f"reason {reason!r}: a rejected candidate needs a reason")
+        rejection = {"reason": reason, "metrics": dict(metrics or {})}
+        info = self._write_version(REJECTED_AREA, files, meta, parent, rejection)
+        logger.info("recorded rejected candidate %s (parent %s): %s", info.version, parent,
+                    reason)
+        return info
+
+    def promote(self, version: str) -> VersionInfo:
+        """Point ``latest`` at an existing published version (e.g. to roll back)."""
+        info = self._info(validate_version(version), PUBLISHED_AREA)
+        self._before_promote(info)
+        self._write_latest(info)
+        logger.info("promoted %s to latest in %s", version, self.uri)
+        return info
+
+    def retain(self, keep_last: int) -> list[str]:
+        """Delete published versions beyond the newest ``keep_last`` (never ``latest`` or its
+        parent) and rejected candidates beyond the newest ``keep_last``; also removes
+        leftovers of interrupted publishes older than every kept version.
+        Returns the deleted version ids, oldest first."""
+        require(isinstance(keep_last, int) and keep_last >= 1, "keep_last",
+                f"must be an integer >= 1, got {keep_last!r}")
+        current = self.latest()  # raises if latest is broken: never prune blind
+        doomed: list[tuple[str, str, list[str]]] = []
+        for area in (PUBLISHED_AREA, REJECTED_AREA):
+            groups = self._scan(area)
+            complete = self._complete(area, groups)
+            keep = set(complete[-keep_last:])
+            if area == PUBLISHED_AREA and current is not None:
+                keep.update(v for v in (current.version, current.parent) if v is not None)
+            oldest_kept = min(keep, default=None)
+            for version, keys in groups.items():
+                leftover = version not in complete and oldest_kept is not None \
+                    and version < oldest_kept
+                if (version in complete and version not in keep) or leftover:
+                    doomed.append((version, area, keys))
+        for version, area, keys in sorted(doomed):
+            meta_key = f"{area}/{version}/{META_NAME}"
+            # meta.json goes first: a half-deleted version then reads as incomplete, not corrupt.
+            self._delete_keys([k for k in keys if k == meta_key])
+            self._delete_keys([k for k in keys if k != meta_key])
+        deleted = [v for v, _, _ in sorted(doomed)]
+        if deleted:
+            logger.info("retain(keep_last=%d) deleted %d version(s) from %s",
+                        keep_last, len(deleted), self.uri)
+        return deleted
+
+    def put_config(self, name: str, data: Mapping[str, Any]) -> None:
+        """Write ``configs/<name>.json``."""
+        key = self._config_key(name)
+        self._put_bytes(key, dump_json(dict(data), key))
+
+    def get_config(self, name: str) -> dict[str, Any] | None:
+        """Read ``configs/<name>.json``; None if it was never written."""
+        key = self._config_key(name)
+        try:
+            raw = self._read_bytes(key)
+        except CheckpointMissingError:
+            return None
+        return load_json_object(raw, self._location(key))
+
+    # ---- internals ----------------------------------------------------------------------
+
+    @staticmethod
+    def _config_key(name: str) -> str:
+        return f"{CONFIG_AREA}/{validate_key(name, 'config name')}.json"
+
+    def _read_bytes(self, key: str) -> bytes:
+        return b"".join(self._iter_object(key))
+
+    def _latest_pointer(self) -> str | None:
+        try:
+            raw = self._read_bytes(LATEST_KEY)
+        except CheckpointMissingError:
+            return None
+        version = load_json_object(raw, self._location(LATEST_KEY)).get("version")
+        if not is_version_id(version):
+            raise CheckpointCorruptError(
+                f"{self._location(LATEST_KEY)}: bad version {version!r}")
+        return str(version)
+
+    def _info(self, version: str, area: str) -> VersionInfo:
+        key = f"{area}/{version}/{META_NAME}"
+        info = parse_meta(self._read_bytes(key), self._location(key), version)
+        expected = "published" if area == PUBLISHED_AREA else "rejected"
+        if info.status != expected:
+            raise CheckpointCorruptError(
+                f"{self._location(key)}: status {info.status!r} under {area}/")
+        return info
+
+    def _find(self, version: str) -> VersionInfo:
+        validate_version(version)
+        for area in (PUBLISHED_AREA, REJECTED_AREA):
+            try:
+                return self._info(version, area)
+            except CheckpointMissingError:
+                pass
+        raise CheckpointMissingError(
+            f"{self._location(f'{PUBLISHED_AREA}/{version}/{META_NAME}')}: no such version "
+            f"(nor under {REJECTED_AREA}/)")
+
+    def _scan(self, area: str) -> dict[str, list[str]]:
+        """Keys under ``area/`` grouped by version id; foreign names are ignored."""
+        groups: dict[str, list[str]] = {}
+        for key in self._list_keys(f"{area}/"):
+            version = key[len(area) + 1:].split("/", 1)[0]
+            if is_version_id(version):
+                groups.setdefault(version, []).append(key)
+            else:
+                logger.debug("ignoring foreign object %s", self._location(key))
+        return groups
+
+    @staticmethod
+    def _complete(area: str, groups: Mapping[str, list[str]]) -> list[str]:
+        return sorted(v for v, keys in groups.items() if f"{area}/{v}/{META_NAME}" in keys)
+
+    def _verify(self, key: str, entry: FileEntry, sink: BinaryIO | None = None) -> None:
+        """Stream one object, checking size and sha256 against ``entry``."""
+        sha = hashlib.sha256()
+        size = 0
+        for chunk in self._iter_object(key):
+            sha.update(chunk)
+            size += len(chunk)
+            if sink is not None:
+                sink.write(chunk)
+        if size != entry.size:
+            raise CheckpointCorruptError(
+                f"{self._location(key)}: {size} bytes, expected {entry.size} (truncated?)")
+        if sha.hexdigest() != entry.sha256:
+            raise CheckpointCorruptError(
+                f"{self._location(key)}: sha256 {sha.hexdigest()} != expected {entry.sha256}")
+
+    def _write_latest(self, info: VersionInfo) -> None:
+        doc = {"version": info.version, "created_at": info.created_at}
+        self._put_bytes(LATEST_KEY, dump_json(doc, LATEST_KEY))
+
+    def _write_version(self, area: str, files: Mapping[str, FileSource],
+                       meta: Mapping[str, Any], parent: str | None,
+                       rejection: Mapping[str, Any] | None) -> VersionInfo:
+        """Upload, verify and (for published versions) pass the pre-promote hook; on any
+        error remove what was written, so only complete versions remain."""
+        sources = _check_sources(files)
+        check_user_meta(meta)
+        if parent is not None:
+            self._info(validate_version(parent), PUBLISHED_AREA)
+        entries = {n: digest_bytes(s) if isinstance(s, bytes) else digest_file(s)
+                   for n, s in sources.items()}
+        after = max((v for v in (parent, self._latest_or_none()) if v), default=None)
+        version, created = new_version_id(after)
+        status: Status = "published" if rejection is None else "rejected"
+        doc = build_meta(meta, version=version, parent=parent, created_at=created,
+                         status=status, files=entries, rejection=rejection)
+        meta_key = f"{area}/{version}/{META_NAME}"
+        meta_bytes = dump_json(doc, meta_key)
+        try:
+            for name, src in tqdm(sorted(sources.items()), desc=f"upload {version}",
+                                  unit="file", disable=None, leave=False):
+                key = f"{area}/{version}/{name}"
+                if isinstance(src, bytes):
+                    self._put_bytes(key, src)
+                else:
+                    self._put_file(key, src)
+            self._put_bytes(meta_key, meta_bytes)
+            for name, entry in entries.items():
+                self._verify(f"{area}/{version}/{name}", entry)
+            self._verify(meta_key, digest_bytes(meta_bytes))
+            info = parse_meta(meta_bytes, self._location(meta_key), version)
+            if rejection is None:
+                self._before_promote(info)
+        except Exception:
+            self._discard(f"{area}/{version}/")
+            raise
+        return info
+
+    def _latest_or_none(self) -> str | None:
+        try:
+            return self._latest_pointer()
+        except CheckpointCorruptError:
+            logger.warning("%s is unreadable; publishing replaces it",
+                           self._location(LATEST_KEY))
+            return None
+
+    def _discard(self, prefix: str) -> None:
+        try:
+            self._delete_keys(self._list_keys(prefix))
+        except Exception:  # the original error matters more than a failed cleanup
+            logger.warning("could not remove partial %s", self._location(prefix),
+                           exc_info=True)
+
+
+def _check_sources(files: Mapping[str, FileSource]) -> dict[str, FileSource]:
+    validate_file_names(list(files))
+    sources: dict[str, FileSource] = {}
+    for name, src in files.items():
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            sources[name] = bytes(src)
+        elif isinstance(src, Path):
+            if not src.is_file():
+                raise CheckpointMissingError(f"file {name!r}: source {src} is not a file")
+            sources[name] = src
+        else:
+            raise TypeError(f"file {name!r}: expected pathlib.Path or bytes, got "
+                            f"{type(src).__name__}")
+    return sources
