@@ -36,7 +36,7 @@ from training.cli import (
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
-from training.evaluate import evaluate_fraud, evaluate_rec
+from training.evaluate import candidate_items, evaluate_fraud, evaluate_rec
 from training.history import PurchaseHistory
 from training.loop import prepare_window, resolve_device, train_window
 from training.model import IdMap, ModelConfig, ShopStreamModel, fraud_stats
@@ -115,6 +115,7 @@ def run_job(job: JobConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
                   "samples_per_s": round(stats.samples_per_s, 1),
                   "final_loss": stats.mean_loss()},
         "recommendation": rec, "fraud": fraud,
+        "n_candidates": sum(len(part) for part in candidate_items(model, target)),
         "seconds": round(time.perf_counter() - started, 2),
     }
 
