@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -23,6 +22,7 @@ from training.data.schema import WindowData
 from training.examples import WindowExamples, iter_batches, steps_per_epoch
 from training.history import PurchaseHistory
 from training.model import MultiTaskBatch, ShopStreamModel
+from training.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
 
@@ -63,33 +63,28 @@ def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int,
         optimizer, lambda step: lr_factor(step, total_steps, cfg))
 
 
-def train_step(model: nn.Module, optimizer: torch.optim.Optimizer,
+def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer,
                scheduler: torch.optim.lr_scheduler.LRScheduler | None,
-               batch: MultiTaskBatch, cfg: TrainConfig,
-               extra_loss: Callable[[MultiTaskBatch], torch.Tensor] | None = None,
-               ) -> dict[str, float]:
-    """One optimizer step on one multi-task batch; ``model`` may be DDP-wrapped.
+               batch: MultiTaskBatch, cfg: TrainConfig) -> dict[str, float]:
+    """One optimizer step on one multi-task batch.
 
-    ``extra_loss`` lets later stages add terms (distillation, adversarial) without
-    another copy of the step.
+    ``objective`` is a :class:`TrainingObjective` (tasks + distillation + adversarial
+    terms in one forward), possibly DDP-wrapped by Ray Train.
     """
-    model.train()
+    objective.train()
     optimizer.zero_grad(set_to_none=True)
-    losses = model(batch, cfg.task_weights, fraud_pos_weight=cfg.fraud_pos_weight)
+    losses = objective(batch)
     total = losses["loss"]
-    if extra_loss is not None:
-        total = total + extra_loss(batch)
     if not torch.isfinite(total):
         raise FloatingPointError(f"non-finite training loss {float(total)}: "
                                  "lower lr/encoder_lr or check the input features")
     total.backward()
     if cfg.grad_clip:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), cfg.grad_clip)
     optimizer.step()
     if scheduler is not None:
         scheduler.step()
-    return {"loss": float(total.detach()), "rec": float(losses["rec"].detach()),
-            "fraud": float(losses["fraud"].detach())}
+    return {key: float(value.detach()) for key, value in losses.items()}
 
 
 @dataclass
@@ -135,6 +130,7 @@ def train_window(model: ShopStreamModel, window: WindowData, history: PurchaseHi
     optimizer = build_optimizer(model, cfg)
     scheduler = build_scheduler(optimizer, total, cfg)
     rng = np.random.default_rng(cfg.seed)
+    objective = TrainingObjective(model, cfg.task_weights, cfg.fraud_pos_weight)
     stats = TrainStats()
     start = time.perf_counter()
     bar = tqdm(total=total, desc=f"train {window.window_id}", disable=not progress, unit="step")
@@ -142,7 +138,7 @@ def train_window(model: ShopStreamModel, window: WindowData, history: PurchaseHi
         for batch in iter_batches(examples, steps, len(model.items), cfg.n_negatives, rng):
             if stats.steps >= total:
                 break
-            row = train_step(model, optimizer, scheduler, batch.to(device), cfg)
+            row = train_step(objective, optimizer, scheduler, batch.to(device), cfg)
             stats.steps += 1
             stats.samples += batch_size_of(batch)
             stats.losses.append(row)

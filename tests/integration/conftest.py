@@ -102,3 +102,25 @@ def s3_bucket(s3_client: Any) -> str:
     bucket = f"test-{uuid.uuid4().hex[:16]}"
     s3_client.create_bucket(Bucket=bucket)
     return f"s3://{bucket}/shopstream/ckpt"
+
+
+# Ray must stay on loopback and quiet; set before ray.init so every worker inherits it.
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
+           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[None]:
+    """One real local Ray instance (2 CPUs, 127.0.0.1) shared by the session's tests."""
+    import ray
+
+    os.environ.update(RAY_ENV)
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             runtime_env={"env_vars": RAY_ENV})
+    node_ip = ray.nodes()[0]["NodeManagerAddress"]
+    assert node_ip == "127.0.0.1", f"Ray bound to {node_ip}, not loopback"
+    try:
+        yield None
+    finally:
+        ray.shutdown()

@@ -21,13 +21,15 @@ from tqdm import tqdm
 
 from training.model.batches import BatchError, FraudBatch, MultiTaskBatch, RecBatch
 from training.model.config import ModelConfig
+from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FraudBatch", "MultiTaskBatch", "RecBatch", "ShopStreamModel", "TASKS",
-           "fraud_input_matrix", "fraud_stats", "item_title_list", "signed_log1p"]
+__all__ = ["FraudBatch", "FraudInputs", "MultiTaskBatch", "RecBatch", "RecLogits",
+           "ShopStreamModel", "StepOutputs", "TASKS", "fraud_input_matrix", "fraud_stats",
+           "item_title_list", "signed_log1p"]
 
 TASKS: tuple[str, ...] = ("rec", "fraud")
 # Id embeddings start small so the title, not a random id vector, dominates early scores.
@@ -204,9 +206,11 @@ class ShopStreamModel(nn.Module):
         """0.0 that touches every trainable parameter: backward works with no task rows,
         and DDP sees a gradient (of zeros) for every parameter on every rank."""
         params = [p for p in self.parameters() if p.requires_grad]
+        if not params:  # a frozen model (e.g. a distillation teacher)
+            return torch.zeros((), device=self.fraud_mean.device)
         return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
 
-    def _rec_loss(self, batch: RecBatch, table: _ItemTable) -> Tensor:
+    def _rec_logits(self, batch: RecBatch, table: _ItemTable) -> RecLogits:
         users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
         cand = batch.target_idx
         if batch.neg_idx is not None and batch.neg_idx.numel():
@@ -215,43 +219,48 @@ class ShopStreamModel(nn.Module):
         rows = torch.arange(len(batch), device=logits.device)
         # Another row's target (or a sampled negative) equal to this row's target is no
         # negative: mask it, keeping only the diagonal positive.
-        same = batch.target_idx[:, None] == cand[None, :]
-        same[rows, rows] = False
-        logits = logits.masked_fill(same, float("-inf"))
-        return F.cross_entropy(logits, rows)
+        valid = batch.target_idx[:, None] != cand[None, :]
+        valid[rows, rows] = True
+        return RecLogits(logits, valid)
+
+    def rec_logits(self, batch: RecBatch) -> RecLogits:
+        """Logits [B, C] over the candidates (targets, then ``neg_idx``) and their mask."""
+        batch.validate()
+        return self._rec_logits(batch, self._item_table(self._rec_items(batch)))
 
     def rec_loss(self, batch: RecBatch) -> Tensor:
         """Sampled softmax over in-batch targets (+ ``neg_idx``); 0 for an empty batch."""
         batch.validate()
         if len(batch) == 0:
             return self._zero()
-        return self._rec_loss(batch, self._item_table(self._rec_items(batch)))
+        return self.rec_logits(batch).loss()
 
-    def _fraud_logits(self, batch: FraudBatch, table: _ItemTable) -> Tensor:
+    def _fraud_inputs(self, batch: FraudBatch, table: _ItemTable) -> FraudInputs:
         numeric = torch.cat([signed_log1p(batch.amount.float())[:, None],
                              batch.features.float()], dim=1)
         numeric = (numeric - self.fraud_mean) / self.fraud_std
         users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
         item = table.text_rows(batch.item_idx) * (batch.item_idx != 0)[:, None].to(users.dtype)
-        return self.fraud_mlp(torch.cat([numeric, users, item], dim=1)).squeeze(-1)
+        return FraudInputs(numeric, users, item, batch.label)
+
+    def fraud_head(self, inputs: FraudInputs, numeric: Tensor | None = None) -> Tensor:
+        """Fraud logits [B] from the head's inputs; ``numeric`` (normalised units) replaces
+        ``inputs.numeric``, e.g. adversarially perturbed."""
+        numeric = inputs.numeric if numeric is None else numeric
+        return self.fraud_mlp(torch.cat([numeric, inputs.users, inputs.item], dim=1)).squeeze(-1)
 
     def fraud_logits(self, batch: FraudBatch) -> Tensor:
         """Fraud logits [B] (sigmoid = probability of fraud)."""
         batch.validate(len(self.cfg.fraud_features))
-        return self._fraud_logits(batch, self._item_table(self._fraud_items(batch)))
-
-    def _fraud_loss(self, batch: FraudBatch, table: _ItemTable, pos_weight: float) -> Tensor:
-        logits = self._fraud_logits(batch, table)
-        weight = torch.tensor(pos_weight, dtype=logits.dtype, device=logits.device)
-        return F.binary_cross_entropy_with_logits(logits, batch.label.to(logits.dtype),
-                                                  pos_weight=weight)
+        table = self._item_table(self._fraud_items(batch))
+        return self.fraud_head(self._fraud_inputs(batch, table))
 
     def fraud_loss(self, batch: FraudBatch, pos_weight: float = 1.0) -> Tensor:
         """BCE with logits (positives weighted by ``pos_weight``); 0 for an empty batch."""
         batch.validate(len(self.cfg.fraud_features))
         if len(batch) == 0:
             return self._zero()
-        return self._fraud_loss(batch, self._item_table(self._fraud_items(batch)), pos_weight)
+        return fraud_bce(self.fraud_logits(batch), batch.label, pos_weight)
 
     @staticmethod
     def _rec_items(batch: RecBatch) -> Tensor:
@@ -265,18 +274,16 @@ class ShopStreamModel(nn.Module):
         return torch.cat([batch.hist_idx.reshape(-1), batch.item_idx])
 
     @staticmethod
-    def _task_weights(weights: Mapping[str, float]) -> dict[str, float]:
+    def task_weights(weights: Mapping[str, float]) -> dict[str, float]:
+        """Every task's weight (missing = 1.0); unknown task names raise ValueError."""
         unknown = sorted(set(weights) - set(TASKS))
         if unknown:
             raise ValueError(f"weights: unknown task(s) {unknown}; expected keys from {TASKS}")
         return {task: float(weights.get(task, 1.0)) for task in TASKS}
 
-    def forward(self, batch: MultiTaskBatch, weights: Mapping[str, float],
-                fraud_pos_weight: float = 1.0) -> dict[str, Tensor]:
-        """{"loss": Σ weight·task loss, "rec": ..., "fraud": ...}; a task whose batch is None
-        or empty contributes exactly 0. A missing weight means 1.0. Every item title the
-        step needs (both tasks) is encoded once."""
-        alpha = self._task_weights(weights)
+    def step_outputs(self, batch: MultiTaskBatch) -> StepOutputs:
+        """Rec logits and fraud-head inputs of one step, each distinct item title of both
+        tasks encoded once; a task whose batch is None or empty is None."""
         rec = batch.rec if batch.rec is not None and len(batch.rec) > 0 else None
         fraud = batch.fraud if batch.fraud is not None and len(batch.fraud) > 0 else None
         if rec is not None:
@@ -285,15 +292,29 @@ class ShopStreamModel(nn.Module):
             fraud.validate(len(self.cfg.fraud_features))
         needed = ([self._rec_items(rec)] if rec is not None else []) + (
             [self._fraud_items(fraud)] if fraud is not None else [])
-        zero = self._zero()
-        losses = {"rec": zero, "fraud": zero}
+        out = StepOutputs(self._zero())
         if needed:
             table = self._item_table(torch.cat(needed))
             if rec is not None:
-                losses["rec"] = self._rec_loss(rec, table)
+                out.rec = self._rec_logits(rec, table)
             if fraud is not None:
-                losses["fraud"] = self._fraud_loss(fraud, table, fraud_pos_weight)
-        total = zero + alpha["rec"] * losses["rec"] + alpha["fraud"] * losses["fraud"]
+                out.fraud = self._fraud_inputs(fraud, table)
+        return out
+
+    def forward(self, batch: MultiTaskBatch, weights: Mapping[str, float],
+                fraud_pos_weight: float = 1.0) -> dict[str, Tensor]:
+        """{"loss": Σ weight·task loss, "rec": ..., "fraud": ...}; a task whose batch is None
+        or empty contributes exactly 0. A missing weight means 1.0. Every item title the
+        step needs (both tasks) is encoded once."""
+        alpha = self.task_weights(weights)
+        out = self.step_outputs(batch)
+        losses = {"rec": out.zero, "fraud": out.zero}
+        if out.rec is not None:
+            losses["rec"] = out.rec.loss()
+        if out.fraud is not None:
+            losses["fraud"] = fraud_bce(self.fraud_head(out.fraud), out.fraud.label,
+                                        fraud_pos_weight)
+        total = out.zero + alpha["rec"] * losses["rec"] + alpha["fraud"] * losses["fraud"]
         return {"loss": total, **losses}
 
     # ---- vocabulary and statistics --------------------------------------------------------

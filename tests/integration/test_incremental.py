@@ -1,0 +1,113 @@
+"""Incremental fine-tuning on a real local Ray cluster with 2 CPU workers and the real MiniLM."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from training.config import TrainConfig
+from training.data.synthetic import SyntheticShopConfig
+from training.incremental import run_incremental
+from training.incremental_config import IncrementalConfig
+from training.model import ModelConfig, load_model
+from training.store import CheckpointCorruptError, open_store
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
+
+SHOP = SyntheticShopConfig(seed=3, n_users=300, n_items=150, new_items_per_window=10,
+                           n_windows=3, interactions_per_window=2500,
+                           transactions_per_window=800, fraud_rate=0.03)
+MODEL = ModelConfig(finetune_layers=1, dim=32, history_len=5)
+TRAIN = TrainConfig(epochs=1, batch_size=128, device="cpu", seed=1)
+
+
+def run(store: str, tmp: Path, endpoint: str | None = None, train: TrainConfig = TRAIN,
+        **overrides: Any) -> dict[str, Any]:
+    storage = overrides.pop("storage_path", str(tmp / "ray"))
+    inc = IncrementalConfig(source="synthetic", store=store, endpoint_url=endpoint,
+                            num_workers=2, storage_path=storage, **overrides)
+    return run_incremental(inc, train, MODEL, SHOP)
+
+
+def _params(store: str, version: str, tmp: Path, endpoint: str | None) -> dict[str, torch.Tensor]:
+    dest = tmp / f"load-{version}"
+    open_store(store, endpoint).load(version, dest)
+    return dict(load_model(dest).named_parameters())
+
+
+def _two_windows(store: str, tmp: Path, endpoint: str | None = None,
+                 **overrides: Any) -> None:
+    first = run(store, tmp, endpoint, **overrides)
+    assert first["promoted"] and first["parent"] is None
+    assert first["window"] == "2024-01-01"
+    second = run(store, tmp, endpoint, **overrides)
+    assert second["window"] == "2024-01-08"
+    assert second["parent"] == first["version"]
+    s = open_store(store, endpoint)
+    latest = s.latest()
+    assert latest is not None
+    if second["promoted"]:
+        assert latest.version == second["version"] != first["version"]
+        meta = s.read_meta(second["version"])
+        assert meta["parent"] == first["version"] and meta["window"] == "2024-01-08"
+    a = _params(store, first["version"], tmp, endpoint)
+    b = _params(store, second["version"], tmp, endpoint) if second["promoted"] else None
+    if b is not None:
+        changed = [n for n in a if n in b and a[n].shape == b[n].shape
+                   and not torch.equal(a[n], b[n])]
+        # The fine-tuned top encoder layer and the heads moved; frozen layers did not.
+        assert "text.bert.encoder.layer.5.output.dense.weight" in changed
+        assert "fraud_mlp.0.weight" in changed and "user_mlp.0.weight" in changed
+        frozen = [n for n in a if ".layer.0." in n]
+        assert frozen and all(torch.equal(a[n], b[n]) for n in frozen)
+        # New users of the second window grew the id table.
+        assert b["user_emb.weight"].shape[0] > a["user_emb.weight"].shape[0]
+
+
+def test_two_windows_on_local_store_chain_versions(tmp_path: Path) -> None:
+    _two_windows(str(tmp_path / "store"), tmp_path, gate_tolerance=1.0)
+
+
+def test_two_windows_on_moto_s3(tmp_path: Path, moto_s3: str, s3_bucket: str) -> None:
+    bucket = s3_bucket.split("/")[2]
+    _two_windows(s3_bucket, tmp_path, moto_s3, gate_tolerance=1.0,
+                 storage_path=f"s3://{bucket}/ray-runs")
+
+
+def test_corrupt_latest_raises_named_error_and_publishes_nothing(tmp_path: Path) -> None:
+    store_dir = tmp_path / "store"
+    first = run(str(store_dir), tmp_path)
+    weights = store_dir / "versions" / first["version"] / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(CheckpointCorruptError, match="model.safetensors"):
+        run(str(store_dir), tmp_path)
+    store = open_store(str(store_dir))
+    assert store.latest() is not None and store.latest().version == first["version"]
+    assert store.list_versions() == [first["version"]]
+
+
+def test_destroyed_candidate_is_rejected_by_the_gate(tmp_path: Path) -> None:
+    store_dir = str(tmp_path / "store")
+    first = run(store_dir, tmp_path)
+    wrecked = dataclasses.replace(TRAIN, lr=50.0, encoder_lr=5.0, warmup_frac=0.0,
+                                  schedule="constant", grad_clip=0.0)
+    second = run(store_dir, tmp_path, train=wrecked, distill_weight=0.0, replay_ratio=0.0)
+    assert not second["promoted"]
+    assert "fell" in second["gate"]
+    store = open_store(store_dir)
+    assert store.latest().version == first["version"]
+    assert second["version"] in store.list_rejected()
+
+
+def test_worker_failure_resumes_from_last_checkpoint(tmp_path: Path) -> None:
+    marker = tmp_path / "failed-once"
+    result = run(str(tmp_path / "store"), tmp_path, checkpoint_every=2,
+                 inject_failure_at_step=3, inject_failure_marker=str(marker))
+    assert marker.exists()
+    assert result["promoted"]
+    assert result["train"]["resumed_from"] == 2
+    assert result["train"]["steps"] >= 4

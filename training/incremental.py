@@ -1,0 +1,208 @@
+"""Fine-tune the latest model on a new window across Ray Train workers, gate, publish.
+
+    python -m training.incremental --source synthetic --store runs/store --num-workers 2
+    ray job submit --working-dir . -- python -m training.incremental \
+        --source windows --path /data/windows --store s3://bucket/shopstream --num-workers 8
+
+Flow: read ``latest`` from the store (or start from the pretrained encoder when the
+store is empty) → hold out the tail of the new window → mix a replay sample into the
+rest → Ray Train ``TorchTrainer`` (DDP, each worker on its own shard, distillation
+from the previous version) → score candidate and incumbent on the same held-out slice
+→ promotion gate → publish (or record the rejection) → retention.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import ray
+
+from training.bundle import Parent, load_parent, write_bundle
+from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.config import TrainConfig
+from training.data.schema import WindowData
+from training.data.synthetic import SyntheticShopConfig
+from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
+from training.examples import WindowExamples, fraud_examples
+from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
+from training.history import PurchaseHistory
+from training.incremental_config import IncrementalConfig, apply_best_config
+from training.loop import prepare_window
+from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
+from training.raytrain import fit_window
+from training.replay import ReplayBuffer
+from training.sources import SourceError, load_windows, merge_windows
+from training.split import choose_window, split_holdout
+from training.store import StoreError, open_store
+from training.train import init_model
+
+logger = logging.getLogger(__name__)
+
+
+def _start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: WindowData
+                 ) -> tuple[ShopStreamModel, ShopStreamModel | None]:
+    """(student to train, frozen teacher = previous version or None)."""
+    if parent is None:
+        return init_model(model_cfg, train_part), None
+    teacher = parent.model.eval()
+    return model_from_state(*model_state(teacher)).train(), teacher
+
+
+def calibrate(model: ShopStreamModel, history: PurchaseHistory, window: WindowData
+              ) -> dict[str, Any]:
+    """Fraud decision thresholds from the candidate's scores on the held-out slice."""
+    examples = fraud_examples(model, window.transactions, history)
+    return fraud_thresholds(examples.label.astype(bool), fraud_scores(model, examples))
+
+
+def evaluate_models(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
+                    train_part: WindowData, gate_window: WindowData, k: int
+                    ) -> dict[str, dict[str, Any]]:
+    """Both models scored on exactly the same held-out slice."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        if model is None:
+            continue
+        model.eval()
+        rec = evaluate_rec(model, history, train_part.interactions, gate_window, k=k) \
+            if len(gate_window.interactions) else {}
+        fraud = evaluate_fraud(model, history, gate_window)
+        out[name] = {"rec": rec, "fraud": fraud, "main": main_metrics(rec, fraud, k)}
+    return out
+
+
+def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: ModelConfig,
+                    synthetic: SyntheticShopConfig | None = None,
+                    explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """One incremental update; returns the summary (also logged as one line).
+
+    ``explicit`` names the TrainConfig fields the user set; they override the store's
+    ``configs/best.json`` (written by tuning.sweep), which overrides the defaults.
+    """
+    began = time.perf_counter()
+    store = open_store(inc.store, inc.endpoint_url)
+    train_cfg, config_used = apply_best_config(store, inc, train_cfg, explicit)
+    windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
+    with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
+        parent = load_parent(store, Path(tmp) / "parent", model_cfg.history_len,
+                             inc.replay_capacity, train_cfg.seed)
+        window = choose_window(windows, inc.window, parent.window if parent else None)
+        train_part, holdout = split_holdout(window, inc.holdout_frac)
+        replay = parent.replay if parent else ReplayBuffer(inc.replay_capacity, train_cfg.seed)
+        history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
+        model, teacher = _start_model(parent, model_cfg, train_part)
+        mixed = replay.mix(train_part, inc.replay_ratio, train_cfg.seed)
+        vocab = prepare_window(model, mixed)
+        examples = WindowExamples.build(model, mixed, history)
+        fit = fit_window(inc, train_cfg, model, teacher, parent.optimizer if parent else None,
+                         examples, window.window_id)
+        history_train = history.update(train_part.interactions)
+        gate_window = merge_windows([holdout, replay.sample(
+            len(holdout.interactions), len(holdout.transactions), train_cfg.seed)]) \
+            if len(replay) else holdout
+        scores = evaluate_models({"candidate": fit.model, "incumbent": teacher}, history_train,
+                                 train_part, gate_window, train_cfg.eval_k)
+        decision = decide(scores["candidate"]["main"],
+                          scores["incumbent"]["main"] if "incumbent" in scores else None,
+                          inc.gate_tolerance)
+        thresholds = calibrate(fit.model, history_train, gate_window)
+        replay.add_window(window)
+        summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
+                           history.update(window.interactions), parent, window,
+                           {"scores": scores, "fraud_thresholds": thresholds}, decision,
+                           train_cfg, config_used, vocab)
+    summary["seconds"] = round(time.perf_counter() - began, 1)
+    summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
+                        "samples_per_s": round(fit.samples_per_s, 1),
+                        "workers": inc.num_workers, "use_gpu": fit.use_gpu,
+                        "resumed_from": fit.resumed_from}
+    logger.info("SUMMARY %s", summary_line(summary))
+    return summary
+
+
+def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
+             replay: ReplayBuffer, history: PurchaseHistory, parent: Parent | None,
+             window: WindowData, evaluation: dict[str, Any], decision: GateDecision,
+             train_cfg: TrainConfig, config_used: str, vocab: dict[str, int]
+             ) -> dict[str, Any]:
+    files, bundle_meta = write_bundle(directory, fit.model, fit.optimizer, replay, history)
+    meta = {**bundle_meta, "window": window.window_id, "source": inc.source,
+            "metrics": evaluation["scores"], "gate": decision.to_json(),
+            "fraud_thresholds": evaluation["fraud_thresholds"],
+            "train_config": asdict(train_cfg),
+            "incremental_config": inc.public_dict(), "config_used": config_used,
+            "vocab_growth": vocab}
+    parent_version = parent.info.version if parent else None
+    meta = json_safe(meta)
+    if decision.promote:
+        info = store.publish(files, meta, parent=parent_version)
+        deleted = store.retain(inc.keep_last)
+    else:
+        info = store.record_rejected(files, meta, parent_version, reason=decision.reason,
+                                     metrics=json_safe(decision.candidate))
+        deleted = []
+    return {"version": info.version, "parent": parent_version, "window": window.window_id,
+            "promoted": decision.promote, "gate": decision.reason,
+            "candidate": decision.candidate, "incumbent": decision.incumbent,
+            "config_used": config_used, "retention_deleted": deleted}
+
+
+def json_safe(value: Any) -> Any:
+    """Meta is strict JSON: NaN/inf (an unmeasured metric) become null."""
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def summary_line(summary: dict[str, Any]) -> str:
+    fmt = {k: round(v, 4) for k, v in summary["candidate"].items()}
+    return (f"version={summary['version']} window={summary['window']} "
+            f"parent={summary['parent']} promoted={summary['promoted']} "
+            f"candidate={fmt} gate='{summary['gate']}' config={summary['config_used']} "
+            f"seconds={summary.get('seconds')}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training.incremental", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_dataclass_args(parser, IncrementalConfig)
+    add_dataclass_args(parser, TrainConfig)
+    add_dataclass_args(parser, ModelConfig, prefix="model-")
+    add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    setup_logging()
+    try:
+        inc = dataclass_from_args(IncrementalConfig, args)
+        train_cfg = dataclass_from_args(TrainConfig, args)
+        model_cfg = dataclass_from_args(ModelConfig, args, prefix="model-")
+        synthetic = dataclass_from_args(SyntheticShopConfig, args, prefix="synth-")
+        # Flags given on the command line win over configs/best.json.
+        explicit = frozenset(k for k in vars(args) if k in TrainConfig.__dataclass_fields__)
+        if not ray.is_initialized():
+            ray.init(address=inc.ray_address or None)
+        summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
+    except (ConfigError, SourceError, StoreError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print("SUMMARY " + summary_line(summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,111 @@
+"""Settings of an incremental update, and how a sweep's best config feeds into it."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from training.cli import config_from_dict, require
+from training.config import TrainConfig
+from training.sources import SOURCES
+from training.store import CheckpointStore
+
+logger = logging.getLogger(__name__)
+
+BEST_CONFIG = "best"
+
+
+@dataclass(frozen=True)
+class IncrementalConfig:
+    """Where the new window and the store are, the workers, and the continual-learning knobs."""
+
+    source: str = field(default="synthetic", metadata={"help": f"data source: {SOURCES}"})
+    path: str | None = field(default=None, metadata={
+        "help": "file or folder of the source (a folder of windows for source=windows)"})
+    freq: str = field(default="week", metadata={
+        "help": "window length when splitting a real source: hour, day, week or month"})
+    window: str | None = field(default=None, metadata={
+        "help": "id of the window to train on (default: the first one after latest's)"})
+    store: str = field(default="runs/store", metadata={
+        "help": "checkpoint store: a local directory or s3://bucket/prefix"})
+    endpoint_url: str | None = field(default=None, metadata={
+        "help": "S3 endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS"})
+    ray_address: str | None = field(default=None, metadata={
+        "help": "Ray cluster address (default: RAY_ADDRESS, else a local Ray)"})
+    num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
+    use_gpu: str = field(default="auto", metadata={
+        "help": "auto (GPUs when Ray sees them), true or false"})
+    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per worker"})
+    storage_path: str = field(default="runs/ray", metadata={
+        "help": "Ray Train run storage for mid-run checkpoints: a directory or s3://bucket/path"})
+    max_failures: int = field(default=2, metadata={
+        "help": "worker-group failures survived by resuming from the last checkpoint"})
+    checkpoint_every: int = field(default=0, metadata={
+        "help": "also checkpoint every N steps (0: only at the end)"})
+    replay_ratio: float = field(default=0.3, metadata={
+        "help": "replayed rows mixed in, as a fraction of the new window's rows (0: off)"})
+    replay_capacity: int = field(default=20000, metadata={
+        "help": "rows kept per table in the replay reservoir"})
+    distill_weight: float = field(default=0.5, metadata={
+        "help": "weight of distillation from the previous version (0: off)"})
+    distill_temperature: float = field(default=2.0, metadata={"help": "distillation temperature"})
+    adv_epsilon: float = field(default=0.0, metadata={
+        "help": "FGM/PGD radius on fraud features in std units (0: off, the default)"})
+    adv_steps: int = field(default=1, metadata={"help": "1 = FGM, >1 = PGD steps"})
+    holdout_frac: float = field(default=0.2, metadata={
+        "help": "tail of the window (by time) held out for the promotion gate"})
+    gate_tolerance: float = field(default=0.01, metadata={
+        "help": "largest allowed absolute drop of any task's main metric vs latest"})
+    keep_last: int = field(default=5, metadata={"help": "published versions kept"})
+    use_best_config: bool = field(default=True, metadata={
+        "help": "start from the store's configs/best.json when present"})
+    inject_failure_at_step: int | None = field(default=None, metadata={
+        "help": "testing: a worker raises once at this step (needs the marker path)"})
+    inject_failure_marker: str | None = field(default=None, metadata={
+        "help": "testing: file that records the injected failure so it happens once"})
+
+    def __post_init__(self) -> None:
+        require(self.source in SOURCES, "source", f"must be one of {SOURCES}")
+        require(self.freq in ("hour", "day", "week", "month"), "freq",
+                "must be hour, day, week or month")
+        require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
+        require(self.use_gpu in ("auto", "true", "false"), "use_gpu",
+                f"must be auto, true or false, got {self.use_gpu!r}")
+        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
+        require(self.max_failures >= -1, "max_failures", "must be >= -1")
+        require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        require(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
+        require(self.replay_capacity >= 1, "replay_capacity", "must be >= 1")
+        require(self.distill_weight >= 0, "distill_weight", "must be >= 0")
+        require(self.distill_temperature > 0, "distill_temperature", "must be > 0")
+        require(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0")
+        require(self.adv_steps >= 1, "adv_steps", "must be >= 1")
+        require(0 < self.holdout_frac < 1, "holdout_frac", "must be in (0, 1)")
+        require(self.gate_tolerance >= 0, "gate_tolerance", "must be >= 0")
+        require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        require((self.inject_failure_at_step is None) == (self.inject_failure_marker is None),
+                "inject_failure_at_step", "needs inject_failure_marker too (and vice versa)")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Settings recorded in a version's meta (no endpoints: they can carry hosts)."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in ("endpoint_url", "ray_address")}
+
+
+def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
+                      explicit: frozenset[str]) -> tuple[TrainConfig, str]:
+    """Overlay ``configs/best.json``'s train settings under the explicitly given flags."""
+    if not inc.use_best_config:
+        return train_cfg, "flags/defaults (best config disabled)"
+    best = store.get_config(BEST_CONFIG)
+    if not best:
+        return train_cfg, "flags/defaults (no configs/best.json)"
+    tuned = {k: v for k, v in dict(best.get("train_config", {})).items() if k not in explicit}
+    merged = config_from_dict(TrainConfig, {**dataclasses.asdict(train_cfg), **tuned})
+    label = f"configs/best.json (sweep {best.get('sweep_id', '?')})"
+    if explicit & set(best.get("train_config", {})):
+        label += f" overridden by flags {sorted(explicit & set(best['train_config']))}"
+    logger.info("using %s: %s", label, tuned)
+    return merged, label

@@ -1,0 +1,115 @@
+"""Run one window's training as a Ray Train ``TorchTrainer`` and collect the result.
+
+Ray Train storage (mid-run checkpoints) is a local directory or S3: for
+``s3://bucket/path`` with a custom endpoint (MinIO, moto) we hand Ray a
+``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one, Ray resolves the
+URI itself through the standard AWS credential chain.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+import uuid
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import pyarrow.fs
+import ray
+import torch
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
+from safetensors.torch import load_file
+
+from training.config import TrainConfig
+from training.examples import WindowExamples
+from training.incremental_config import IncrementalConfig
+from training.model import ShopStreamModel, load_model, model_state
+from training.worker import STATE_FILE, WorkerSettings, global_steps, train_loop_per_worker
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class FitResult:
+    model: ShopStreamModel
+    optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]]
+    steps: int
+    seconds: float
+    samples_per_s: float
+    use_gpu: bool
+    resumed_from: int | None
+
+
+def resolve_use_gpu(setting: str) -> bool:
+    if setting == "auto":
+        return float(ray.cluster_resources().get("GPU", 0)) > 0
+    return setting == "true"
+
+
+def storage(path: str, endpoint_url: str | None) -> tuple[str, pyarrow.fs.FileSystem | None]:
+    """(storage_path, storage_filesystem) for Ray Train's RunConfig."""
+    parsed = urlparse(path)
+    if parsed.scheme != "s3":
+        return str(Path(path).resolve()), None
+    endpoint = endpoint_url or os.environ.get("AWS_ENDPOINT_URL")
+    if not endpoint:
+        return path, None
+    fs = pyarrow.fs.S3FileSystem(
+        endpoint_override=endpoint, scheme=urlparse(endpoint).scheme or "https",
+        region=os.environ.get("AWS_DEFAULT_REGION", "us-east-1"),
+        access_key=os.environ.get("AWS_ACCESS_KEY_ID"),
+        secret_key=os.environ.get("AWS_SECRET_ACCESS_KEY"))
+    return f"{parsed.netloc}{parsed.path}".rstrip("/"), fs
+
+
+def worker_settings(inc: IncrementalConfig, has_teacher: bool) -> WorkerSettings:
+    return WorkerSettings(
+        distill_weight=inc.distill_weight if has_teacher else 0.0,
+        distill_temperature=inc.distill_temperature, adv_epsilon=inc.adv_epsilon,
+        adv_steps=inc.adv_steps, checkpoint_every=inc.checkpoint_every,
+        inject_failure_at_step=inc.inject_failure_at_step,
+        inject_failure_marker=inc.inject_failure_marker)
+
+
+def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamModel,
+               teacher: ShopStreamModel | None,
+               optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]] | None,
+               examples: WindowExamples, window_id: str) -> FitResult:
+    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
+    use_gpu = resolve_use_gpu(inc.use_gpu)
+    payload = ray.put({"model": model_state(model),
+                       "teacher": model_state(teacher) if teacher is not None else None,
+                       "optimizer": optimizer, "examples": examples})
+    storage_path, fs = storage(inc.storage_path, inc.endpoint_url)
+    name = f"incremental-{window_id.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
+    trainer = TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config={"train": asdict(train_cfg),
+                           "worker": asdict(worker_settings(inc, teacher is not None)),
+                           "payload": payload},
+        scaling_config=ScalingConfig(num_workers=inc.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": inc.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs,
+                             failure_config=FailureConfig(max_failures=inc.max_failures),
+                             checkpoint_config=CheckpointConfig(num_to_keep=2)))
+    began = time.perf_counter()
+    result = trainer.fit()
+    seconds = time.perf_counter() - began
+    if result.checkpoint is None:
+        raise RuntimeError(f"Ray Train run {name} finished without a checkpoint")
+    with result.checkpoint.as_directory() as directory:
+        path = Path(directory)
+        trained = load_model(path)
+        state = json.loads((path / STATE_FILE).read_text())
+        opt = (load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+    metrics = result.metrics or {}
+    steps = global_steps(examples, inc.num_workers, train_cfg.batch_size) * train_cfg.epochs
+    logger.info("Ray Train run %s: %.1f s wall, metrics %s", name, seconds, metrics)
+    return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
+                     float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
+                     state.get("resumed_from"))

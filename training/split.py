@@ -1,0 +1,49 @@
+"""Choosing the next window and holding out its tail for the promotion gate."""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from training.cli import ConfigError
+from training.data.schema import WindowData
+
+
+def choose_window(windows: list[WindowData], requested: str | None,
+                  after: str | None) -> WindowData:
+    """The requested window, else the first one after ``after`` (the latest's window)."""
+    ids = [w.window_id for w in windows]
+    if requested is not None:
+        if requested not in ids:
+            raise ConfigError(f"window: {requested!r} is not among the source's windows {ids}")
+        return windows[ids.index(requested)]
+    later = [w for w in windows if after is None or w.window_id > after]
+    if not later:
+        raise ConfigError(f"window: no window after the latest version's {after!r} "
+                          f"(windows: {ids}); nothing new to train on")
+    return later[0]
+
+
+def _restrict_items(window: WindowData, inter: pd.DataFrame, txns: pd.DataFrame,
+                    in_range: pd.Series) -> pd.DataFrame:
+    """Items referenced by the rows, plus items first seen in the part's time range."""
+    used = set(inter["item_id"]) | set(txns["item_id"].dropna() if "item_id" in txns else [])
+    items = window.items
+    return items[items["item_id"].isin(used) | in_range].reset_index(drop=True)
+
+
+def split_holdout(window: WindowData, frac: float) -> tuple[WindowData, WindowData]:
+    """(train part, held-out tail): rows at or after the time quantile ``1 - frac``."""
+    stamps = pd.concat([window.interactions["ts"], window.transactions["ts"]])
+    if stamps.empty:
+        raise ConfigError(f"window: {window.window_id} has no interactions or transactions")
+    cut = stamps.quantile(1 - frac)
+    inter, txns = window.interactions, window.transactions
+    late_i, late_t = inter["ts"] >= cut, txns["ts"] >= cut
+    train_i, train_t = inter[~late_i].reset_index(drop=True), txns[~late_t].reset_index(drop=True)
+    hold_i, hold_t = inter[late_i].reset_index(drop=True), txns[late_t].reset_index(drop=True)
+    early = window.items["first_seen"] < cut
+    train = WindowData(window.window_id, _restrict_items(window, train_i, train_t, early),
+                       train_i, train_t)
+    hold = WindowData(f"{window.window_id}/holdout",
+                      _restrict_items(window, hold_i, hold_t, ~early), hold_i, hold_t)
+    return train, hold
