@@ -105,16 +105,21 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         fit = fit_window(inc, train_cfg, model, teacher, parent.optimizer if parent else None,
                          examples, window.window_id)
         history_train = history.update(train_part.interactions)
+        # The gate's replay rows are disjoint from the ones mixed into training.
         gate_window = merge_windows([holdout, replay.sample(
-            len(holdout.interactions), len(holdout.transactions), train_cfg.seed)]) \
-            if len(replay) else holdout
+            len(holdout.interactions), len(holdout.transactions), train_cfg.seed + 1,
+            exclude=mixed)]) if len(replay) else holdout
         scores = evaluate_models({"candidate": fit.model, "incumbent": teacher}, history_train,
                                  train_part, gate_window, train_cfg.eval_k)
         decision = decide(scores["candidate"]["main"],
                           scores["incumbent"]["main"] if "incumbent" in scores else None,
                           inc.gate_tolerance)
         thresholds = calibrate(fit.model, history_train, gate_window)
-        replay.add_window(window)
+        if window.window_id in replay.windows:
+            logger.info("window %s retrained: its rows are already in the replay buffer",
+                        window.window_id)
+        else:
+            replay.add_window(window)
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
                            history.update(window.interactions), parent, window,
                            {"scores": scores, "fraud_thresholds": thresholds}, decision,

@@ -76,7 +76,7 @@ def train_step(objective: nn.Module, optimizer: torch.optim.Optimizer,
     losses = objective(batch)
     total = losses["loss"]
     if not torch.isfinite(total):
-        raise FloatingPointError(f"non-finite training loss {float(total)}: "
+        raise FloatingPointError(f"non-finite training loss {float(total.detach())}: "
                                  "lower lr/encoder_lr or check the input features")
     total.backward()
     if cfg.grad_clip:
