@@ -25,35 +25,24 @@ from typing import Any
 
 import ray
 
-from training.bundle import Parent, load_parent, write_bundle
+from training.bundle import Parent, write_bundle
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
-from training.examples import WindowExamples, fraud_examples
+from training.examples import fraud_examples
 from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
-from training.loop import prepare_window
-from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
+from training.model import ModelConfig, ShopStreamModel
 from training.raytrain import fit_window
 from training.replay import ReplayBuffer
-from training.sources import SourceError, load_windows, merge_windows
-from training.split import choose_window, split_holdout
+from training.sources import SourceError, merge_windows
 from training.store import StoreError, open_store
-from training.train import init_model
+from training.update import prepare_update
 
 logger = logging.getLogger(__name__)
-
-
-def _start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: WindowData
-                 ) -> tuple[ShopStreamModel, ShopStreamModel | None]:
-    """(student to train, frozen teacher = previous version or None)."""
-    if parent is None:
-        return init_model(model_cfg, train_part), None
-    teacher = parent.model.eval()
-    return model_from_state(*model_state(teacher)).train(), teacher
 
 
 def calibrate(model: ShopStreamModel, history: PurchaseHistory, window: WindowData
@@ -84,26 +73,18 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                     explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One incremental update; returns the summary (also logged as one line).
 
-    ``explicit`` names the TrainConfig fields the user set; they override the store's
+    ``explicit`` names the settings the user gave; they override the store's
     ``configs/best.json`` (written by tuning.sweep), which overrides the defaults.
     """
     began = time.perf_counter()
     store = open_store(inc.store, inc.endpoint_url)
-    train_cfg, config_used = apply_best_config(store, inc, train_cfg, explicit)
-    windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
+    train_cfg, inc, config_used = apply_best_config(store, inc, train_cfg, explicit)
     with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
-        parent = load_parent(store, Path(tmp) / "parent", model_cfg.history_len,
-                             inc.replay_capacity, train_cfg.seed)
-        window = choose_window(windows, inc.window, parent.window if parent else None)
-        train_part, holdout = split_holdout(window, inc.holdout_frac)
-        replay = parent.replay if parent else ReplayBuffer(inc.replay_capacity, train_cfg.seed)
-        history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
-        model, teacher = _start_model(parent, model_cfg, train_part)
-        mixed = replay.mix(train_part, inc.replay_ratio, train_cfg.seed)
-        vocab = prepare_window(model, mixed)
-        examples = WindowExamples.build(model, mixed, history)
-        fit = fit_window(inc, train_cfg, model, teacher, parent.optimizer if parent else None,
-                         examples, window.window_id)
+        up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
+        parent, window, replay, history = up.parent, up.window, up.replay, up.history
+        train_part, holdout, teacher, mixed = up.train_part, up.holdout, up.teacher, up.mixed
+        fit = fit_window(inc, train_cfg, up.model, teacher,
+                         parent.optimizer if parent else None, up.examples, window.window_id)
         history_train = history.update(train_part.interactions)
         # The gate's replay rows are disjoint from the ones mixed into training.
         gate_window = merge_windows([holdout, replay.sample(
@@ -123,7 +104,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
                            history.update(window.interactions), parent, window,
                            {"scores": scores, "fraud_thresholds": thresholds}, decision,
-                           train_cfg, config_used, vocab)
+                           train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
                         "samples_per_s": round(fit.samples_per_s, 1),
@@ -198,7 +179,8 @@ def main(argv: list[str] | None = None) -> int:
         model_cfg = dataclass_from_args(ModelConfig, args, prefix="model-")
         synthetic = dataclass_from_args(SyntheticShopConfig, args, prefix="synth-")
         # Flags given on the command line win over configs/best.json.
-        explicit = frozenset(k for k in vars(args) if k in TrainConfig.__dataclass_fields__)
+        fields = set(TrainConfig.__dataclass_fields__) | set(IncrementalConfig.__dataclass_fields__)
+        explicit = frozenset(k for k in vars(args) if k in fields)
         if not ray.is_initialized():
             ray.init(address=inc.ray_address or None)
         summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)

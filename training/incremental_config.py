@@ -94,18 +94,34 @@ class IncrementalConfig:
                 if k not in ("endpoint_url", "ray_address")}
 
 
+# Fields of IncrementalConfig a sweep may tune (the rest say where data and stores are).
+TUNABLE_INCREMENTAL = ("replay_ratio", "distill_weight", "distill_temperature",
+                       "adv_epsilon")
+
+
 def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
-                      explicit: frozenset[str]) -> tuple[TrainConfig, str]:
-    """Overlay ``configs/best.json``'s train settings under the explicitly given flags."""
+                      explicit: frozenset[str]
+                      ) -> tuple[TrainConfig, IncrementalConfig, str]:
+    """Overlay ``configs/best.json`` under the explicitly given flags.
+
+    The file's ``train_config`` entries are TrainConfig fields, its
+    ``incremental_config`` entries tunable IncrementalConfig fields.
+    """
     if not inc.use_best_config:
-        return train_cfg, "flags/defaults (best config disabled)"
+        return train_cfg, inc, "flags/defaults (best config disabled)"
     best = store.get_config(BEST_CONFIG)
     if not best:
-        return train_cfg, "flags/defaults (no configs/best.json)"
-    tuned = {k: v for k, v in dict(best.get("train_config", {})).items() if k not in explicit}
+        return train_cfg, inc, "flags/defaults (no configs/best.json)"
+    train_best = dict(best.get("train_config", {}))
+    inc_best = {k: v for k, v in dict(best.get("incremental_config", {})).items()
+                if k in TUNABLE_INCREMENTAL}
+    tuned = {k: v for k, v in train_best.items() if k not in explicit}
+    tuned_inc = {k: v for k, v in inc_best.items() if k not in explicit}
     merged = config_from_dict(TrainConfig, {**dataclasses.asdict(train_cfg), **tuned})
+    merged_inc = dataclasses.replace(inc, **tuned_inc)
     label = f"configs/best.json (sweep {best.get('sweep_id', '?')})"
-    if explicit & set(best.get("train_config", {})):
-        label += f" overridden by flags {sorted(explicit & set(best['train_config']))}"
-    logger.info("using %s: %s", label, tuned)
-    return merged, label
+    overridden = sorted(explicit & (set(train_best) | set(inc_best)))
+    if overridden:
+        label += f" overridden by flags {overridden}"
+    logger.info("using %s: %s %s", label, tuned, tuned_inc)
+    return merged, merged_inc, label
