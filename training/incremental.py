@@ -13,7 +13,6 @@ from the previous version) → score candidate and incumbent on the same held-ou
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import sys
@@ -26,7 +25,7 @@ from typing import Any
 import ray
 
 from training.bundle import Parent, write_bundle
-from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.cli import ConfigError, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
@@ -40,6 +39,7 @@ from training.raytrain import fit_window
 from training.replay import ReplayBuffer
 from training.sources import SourceError, merge_windows
 from training.store import StoreError, open_store
+from training.train import training_configs, training_parser
 from training.update import prepare_update
 
 logger = logging.getLogger(__name__)
@@ -160,24 +160,13 @@ def summary_line(summary: dict[str, Any]) -> str:
             f"seconds={summary.get('seconds')}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.incremental", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, IncrementalConfig)
-    add_dataclass_args(parser, TrainConfig)
-    add_dataclass_args(parser, ModelConfig, prefix="model-")
-    add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")
-    return parser
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = training_parser("python -m training.incremental", __doc__, IncrementalConfig)
+    args = parser.parse_args(argv)
     setup_logging()
     try:
         inc = dataclass_from_args(IncrementalConfig, args)
-        train_cfg = dataclass_from_args(TrainConfig, args)
-        model_cfg = dataclass_from_args(ModelConfig, args, prefix="model-")
-        synthetic = dataclass_from_args(SyntheticShopConfig, args, prefix="synth-")
+        train_cfg, model_cfg, synthetic = training_configs(args)
         # Flags given on the command line win over configs/best.json.
         fields = set(TrainConfig.__dataclass_fields__) | set(IncrementalConfig.__dataclass_fields__)
         explicit = frozenset(k for k in vars(args) if k in fields)

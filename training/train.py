@@ -143,24 +143,30 @@ def format_report(result: dict[str, Any], k: int) -> str:
     return "\n".join(lines)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__,
+def training_parser(prog: str, doc: str | None, stage: type) -> argparse.ArgumentParser:
+    """Flags of a training stage: its own config, then train, model and synthetic-shop."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, JobConfig)
+    add_dataclass_args(parser, stage)
     add_dataclass_args(parser, TrainConfig)
     add_dataclass_args(parser, ModelConfig, prefix="model-")
     add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")
     return parser
 
 
+def training_configs(args: argparse.Namespace
+                     ) -> tuple[TrainConfig, ModelConfig, SyntheticShopConfig]:
+    return (dataclass_from_args(TrainConfig, args),
+            dataclass_from_args(ModelConfig, args, prefix="model-"),
+            dataclass_from_args(SyntheticShopConfig, args, prefix="synth-"))
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = training_parser("python -m training.train", __doc__, JobConfig).parse_args(argv)
     setup_logging()
     try:
         job = dataclass_from_args(JobConfig, args)
-        train_cfg = dataclass_from_args(TrainConfig, args)
-        model_cfg = dataclass_from_args(ModelConfig, args, prefix="model-")
-        synthetic = dataclass_from_args(SyntheticShopConfig, args, prefix="synth-")
+        train_cfg, model_cfg, synthetic = training_configs(args)
         result = run_job(job, model_cfg, train_cfg, synthetic)
     except (ConfigError, SourceError) as err:
         print(f"error: {err}", file=sys.stderr)
