@@ -57,14 +57,20 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
                  history: PurchaseHistory) -> RecExamples:
     """Every purchase in the window, with the buyer's previous ``history_len`` items.
 
-    Earlier windows' purchases come from ``history``; within the window each purchase
-    sees the ones before it (lines of the same basket included: they are recent items).
+    Earlier windows' purchases come from ``history``; each purchase sees the ones made
+    before it in time (lines of the same basket included: they are recent items), so
+    replayed old rows mixed into a window are point-in-time correct too.
     """
     length = model.cfg.history_len
     new = purchases(interactions)
     prior = history.frame[history.frame["user_id"].isin(new["user_id"].unique())]
+    # Replayed rows are old purchases that may also sit in the stored history: drop those
+    # copies and order by time, so every row sees only purchases made before it.
+    prior = prior.merge(new[["user_id", "item_id", "ts"]].drop_duplicates(), how="left",
+                        indicator=True)
+    prior = prior[prior["_merge"] == "left_only"].drop(columns="_merge")
     both = pd.concat([prior.assign(_new=False), new.assign(_new=True)], ignore_index=True)
-    both = both.sort_values(["user_id", "_new", "ts"], kind="stable").reset_index(drop=True)
+    both = both.sort_values(["user_id", "ts", "_new"], kind="stable").reset_index(drop=True)
     items = model.items.lookup(both["item_id"])
     users = both["user_id"].to_numpy()
     hist = np.zeros((len(both), length), dtype=np.int64)

@@ -35,6 +35,9 @@ from training.optim_state import load_optimizer, restore_optimizer_state, save_o
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.json"
+# Steps left out of the steady-state throughput: the first ones fill the text-encoder cache
+# and (under DDP) build gradient buckets, so they are several times slower than the rest.
+STEADY_WARMUP_STEPS = 5
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class WorkerSettings:
     checkpoint_every: int = 0
     inject_failure_at_step: int | None = None
     inject_failure_marker: str | None = None
+    timing_warmup_steps: int = STEADY_WARMUP_STEPS
 
 
 class InjectedFailure(RuntimeError):
@@ -80,6 +84,43 @@ def _resume(model: ShopStreamModel, optimizer: torch.optim.Optimizer) -> int:
         load_optimizer(path / "optimizer.safetensors", optimizer, model, state["optimizer"])
     logger.info("resumed from Ray Train checkpoint at step %d", state["step"])
     return int(state["step"])
+
+
+class StepClock:
+    """A rank's loop timing: overall, the first step on its own, and the steady state.
+
+    ``samples_per_s`` covers the whole loop (as before); ``steady_samples_per_s`` only the
+    steps after the first ``warmup`` (all of them when the run has no more).
+    """
+
+    def __init__(self, warmup: int) -> None:
+        self.warmup = warmup
+        self.began = self.steady_began = time.perf_counter()
+        self.steps = self.samples = self.steady_samples = 0
+        self.first_step_s = 0.0
+
+    def tick(self, samples: int) -> None:
+        now = time.perf_counter()
+        self.steps += 1
+        self.samples += samples
+        if self.steps == 1:
+            self.first_step_s = now - self.began
+        if self.steps <= self.warmup:
+            self.steady_began = now
+        else:
+            self.steady_samples += samples
+
+    def metrics(self) -> dict[str, float]:
+        now = time.perf_counter()
+        seconds = now - self.began
+        overall = self.samples / seconds if seconds > 0 else 0.0
+        steady_s = now - self.steady_began
+        steady = self.steady_samples / steady_s if self.steady_samples and steady_s > 0 \
+            else overall
+        return {"samples_per_s": overall, "steady_samples_per_s": steady,
+                "steady_steps": max(0, self.steps - self.warmup),
+                "first_step_s": self.first_step_s, "train_s": seconds,
+                "torch_threads": torch.get_num_threads()}
 
 
 def _report(model: ShopStreamModel, optimizer: torch.optim.Optimizer, step: int,
@@ -118,6 +159,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     payload = ray.get(config["payload"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    # Dropout and negative sampling are reproducible per (seed, rank).
+    torch.manual_seed(cfg.seed * 1000 + rank)
     device = ray.train.torch.get_device()
     model = model_from_state(*payload["model"]).train()
     teacher = model_from_state(*payload["teacher"]).to(device) if payload["teacher"] else None
@@ -152,7 +195,7 @@ def _run_steps(objective: torch.nn.Module, model: ShopStreamModel,
                cfg: TrainConfig, settings: WorkerSettings, start: int, total: int,
                steps: int) -> None:
     device = ray.train.torch.get_device()
-    step, samples, began = 0, 0, time.perf_counter()
+    step, clock = 0, StepClock(settings.timing_warmup_steps)
     losses: list[dict[str, float]] = []
     for epoch in range(cfg.epochs):
         # Seeded per epoch: a resumed run replays the same batch order and skips ahead.
@@ -166,12 +209,11 @@ def _run_steps(objective: torch.nn.Module, model: ShopStreamModel,
             _maybe_fail(settings, step)
             losses.append(train_step(objective, optimizer, scheduler, batch.to(device), cfg))
             step += 1
-            samples += batch_size_of(batch)
+            clock.tick(batch_size_of(batch))
             last = step == total
             every = settings.checkpoint_every
             if last or (every and step % every == 0):
-                seconds = time.perf_counter() - began
-                metrics = {"step": step, "epoch": epoch, "samples_per_s": samples / seconds,
+                metrics = {"step": step, "epoch": epoch, **clock.metrics(),
                            **{k: float(np.mean([r[k] for r in losses[-20:]]))
                               for k in losses[-1]}}
                 logger.info("step %d/%d %s", step, total, metrics)

@@ -145,3 +145,16 @@ def test_init_model_records_fraud_features_and_scaling() -> None:
     model = init_model(dataclasses.replace(TINY, fraud_features=("ignored",)), window)
     assert model.cfg.fraud_features == ("f_night",)
     assert len(model.users) == 2 and len(model.items) == 2
+
+
+def test_replayed_rows_see_only_earlier_purchases() -> None:
+    first = _window("w0", [("u1", "a", 0), ("u1", "b", 1), ("u1", "c", 2)])
+    model = init_model(TINY, first)
+    history = PurchaseHistory(3).update(first.interactions)
+    # A window mixing a replayed old purchase (a at t=0) with a new one (d at t=10).
+    mixed = _window("w1", [("u1", "a", 0), ("u1", "c", 10)])
+    ex = rec_examples(model, mixed.interactions, history)
+    idx = {i: int(model.items.lookup(np.array([i], dtype=object))[0]) for i in "abc"}
+    assert ex.target_idx.tolist() == [idx["a"], idx["c"]]
+    assert ex.hist_idx[0].tolist() == [0, 0, 0]  # nothing was bought before a
+    assert ex.hist_idx[1].tolist() == [idx["a"], idx["b"], idx["c"]]
