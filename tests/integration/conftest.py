@@ -124,3 +124,21 @@ def ray_cluster() -> Iterator[None]:
         yield None
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def serve_http(ray_cluster: None) -> Iterator[str]:
+    """Ray Serve on the session's Ray, its HTTP proxy on 127.0.0.1 at a free port; yields the
+    base URL. Shut down at the end of the module, so its replicas free their CPUs."""
+    import socket
+
+    from ray import serve
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        serve.shutdown()

@@ -1,0 +1,126 @@
+"""Settings of the serving stage: one frozen :class:`ServeConfig`, also the builder's typed args.
+
+    serve run serving.app:build_app store=s3://bucket/shopstream poll_interval_s=2
+    python -m serving.app --store runs/store --port 8000
+
+The same dataclass is the argparse surface of ``python -m serving.app`` (one ``--flag`` per
+field), the typed argument of :func:`serving.app.build_app` (through :class:`AppArgs`, which
+Serve validates ``serve run ... key=value`` pairs and ``args:`` in ``config.yaml`` against),
+and what every deployment receives. Replica counts, autoscaling and ``max_ongoing_requests``
+are Serve's own per-deployment options (``deployments:`` in ``serving/config.yaml``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import ConfigDict, RootModel
+
+from training.cli import require
+
+# Deployment names: the keys of ``deployments:`` in config.yaml and of GET /version.
+INGRESS = "Ingress"
+RECOMMENDER = "Recommender"
+FRAUD_SCORER = "FraudScorer"
+DEPLOYMENTS: tuple[str, ...] = (INGRESS, RECOMMENDER, FRAUD_SCORER)
+
+TOKEN_ENV = "SHOPSTREAM_API_TOKEN"
+MAX_K = 100
+MAX_RECENT_ITEMS = 100
+MAX_TRANSACTIONS = 256
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """Where versions come from, how they are watched, and the HTTP limits of the API."""
+
+    # Serve validates builder args with pydantic; these keep unknown keys an error and keep
+    # values (the token among them) out of validation messages and logs.
+    __pydantic_config__: ClassVar[ConfigDict] = ConfigDict(extra="forbid",
+                                                          hide_input_in_errors=True)
+
+    store: str = field(default="runs/store", metadata={
+        "help": "checkpoint store to serve from: a directory, file:///abs/path or "
+                "s3://bucket/prefix"})
+    endpoint_url: str | None = field(default=None, metadata={
+        "help": "S3 endpoint (MinIO, moto); unset uses AWS_ENDPOINT_URL or AWS itself"})
+    catalogue: str | None = field(default=None, metadata={
+        "help": "optional items Parquet file (items schema): ids the version does not know "
+                "are added to the ranking pool, scored from their titles"})
+    poll_interval_s: float = field(default=1.0, metadata={
+        "help": "seconds between checks of the store's latest.json (user_config "
+                "poll_interval_s overrides it live)"})
+    max_load_attempts: int = field(default=3, metadata={
+        "help": "failed loads of one version (e.g. store unreachable) before it is skipped; "
+                "corrupt or invalid versions are skipped at once"})
+    max_batch_size: int = field(default=32, metadata={
+        "help": "most requests one model call handles (@serve.batch)"})
+    batch_wait_timeout_s: float = field(default=0.0, metadata={
+        "help": "longest wait for a batch to fill before the model runs (0: take what is "
+                "queued; requests arriving while a batch runs still form the next one)"})
+    max_body_bytes: int = field(default=262_144, metadata={
+        "help": "largest request body accepted; larger ones get 413"})
+    # No command-line flag (argv is visible to every local user): builder args or the env.
+    auth_token: str | None = field(default=None, repr=False, metadata={
+        "cli": False,
+        "help": f"bearer token required on /recommend, /fraud and /version (default: the "
+                f"{TOKEN_ENV} environment variable of the ingress; unset = no auth). "
+                "Never logged"})
+    token_env: str = field(default=TOKEN_ENV, metadata={
+        "help": "environment variable the ingress reads the bearer token from when "
+                "auth_token is unset"})
+    cache_dir: str | None = field(default=None, metadata={
+        "help": "folder for precomputed item title vectors shared by replicas on a node "
+                "(default: <tmp>/shopstream-serve-cache; '' disables)"})
+    torch_threads: int = field(default=1, metadata={
+        "help": "torch intra-op threads per model replica"})
+    host: str = field(default="127.0.0.1", metadata={
+        "help": "HTTP host of Serve's proxy (python -m serving.app only)"})
+    port: int = field(default=8000, metadata={
+        "help": "HTTP port of Serve's proxy (python -m serving.app only)"})
+    app_name: str = field(default="shopstream", metadata={
+        "help": "Serve application name (python -m serving.app only)"})
+
+    def __post_init__(self) -> None:
+        require(bool(self.store.strip()), "store", "must not be empty")
+        require(self.endpoint_url is None or self.store.startswith("s3://"), "endpoint_url",
+                "only applies to s3:// stores")
+        require(self.catalogue is None or bool(self.catalogue.strip()), "catalogue",
+                "must be a path or unset")
+        require(math.isfinite(self.poll_interval_s) and 0.05 <= self.poll_interval_s <= 3600,
+                "poll_interval_s", f"must be in [0.05, 3600], got {self.poll_interval_s}")
+        require(self.max_load_attempts >= 1, "max_load_attempts",
+                f"must be >= 1, got {self.max_load_attempts}")
+        require(1 <= self.max_batch_size <= 1024, "max_batch_size",
+                f"must be in [1, 1024], got {self.max_batch_size}")
+        require(math.isfinite(self.batch_wait_timeout_s) and
+                0.0 <= self.batch_wait_timeout_s <= 1.0, "batch_wait_timeout_s",
+                f"must be in [0, 1], got {self.batch_wait_timeout_s}")
+        require(1024 <= self.max_body_bytes <= 64 * 2**20, "max_body_bytes",
+                f"must be in [1024, 64 MiB], got {self.max_body_bytes}")
+        require(self.auth_token is None or len(self.auth_token) >= 8, "auth_token",
+                "must be at least 8 characters")
+        require(bool(self.token_env.strip()), "token_env", "must not be empty")
+        require(1 <= self.torch_threads <= 64, "torch_threads",
+                f"must be in [1, 64], got {self.torch_threads}")
+        require(bool(self.host.strip()), "host", "must not be empty")
+        require(1 <= self.port <= 65535, "port", f"must be in [1, 65535], got {self.port}")
+        require(bool(self.app_name.strip()), "app_name", "must not be empty")
+
+    def public_dict(self) -> dict[str, Any]:
+        """Every setting, fit for logs: the token is reduced to whether one is set."""
+        values = asdict(self)
+        values["auth_token"] = "<set>" if self.auth_token else None
+        return values
+
+
+class AppArgs(RootModel[ServeConfig]):
+    """Typed arguments of :func:`serving.app.build_app`: the fields of :class:`ServeConfig`.
+
+    ``serve run serving.app:build_app store=... poll_interval_s=2`` passes strings; pydantic
+    converts them, rejects unknown keys, and ``ServeConfig.__post_init__`` checks ranges.
+    """
+
+    model_config = ConfigDict(hide_input_in_errors=True)

@@ -1,0 +1,189 @@
+"""The three Serve deployments of the ShopStream application (built by :mod:`serving.app`).
+
+``Ingress`` (FastAPI, see :mod:`serving.api`) validates requests and calls ``Recommender``
+(POST /recommend) and ``FraudScorer`` (POST /fraud) through deployment handles. Each model
+replica watches the store and hot-swaps newer versions (:mod:`serving.holder`); its
+``@serve.batch`` method answers a whole batch from one version. The options given here are
+defaults: ``deployments:`` in ``serving/config.yaml`` overrides them per deployment.
+"""
+
+import asyncio
+import dataclasses
+import logging
+import os
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, cast
+
+from fastapi import FastAPI
+from ray import serve
+from ray.serve import Application, Deployment
+from ray.serve.handle import DeploymentHandle
+
+from serving.api import create_api
+from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, ServeConfig
+from serving.errors import ErrorInfo, ServingError, UnavailableError
+from serving.schemas import (
+    FraudListResponse,
+    FraudRequest,
+    FraudResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ReplicaStatus,
+)
+from training.cli import setup_logging
+
+if TYPE_CHECKING:  # torch is imported by model replicas only, never by the ingress
+    from serving.replica import FraudAnswer, RecommendAnswer
+
+logger = logging.getLogger(__name__)
+
+STATUS_TIMEOUT_S = 10.0
+
+
+def _set_batching(method: Any, config: ServeConfig) -> None:
+    """Apply the configured batch size and wait to a ``@serve.batch`` method."""
+    method.set_max_batch_size(config.max_batch_size)
+    method.set_batch_wait_timeout_s(config.batch_wait_timeout_s)
+
+
+class _ModelDeployment:
+    """Shared by the two model deployments: a :class:`ModelReplica` and its status."""
+
+    def __init__(self, config: ServeConfig, name: str) -> None:
+        setup_logging()
+        from serving.replica import ModelReplica
+
+        tag = serve.get_replica_context().replica_tag
+        self._replica: ModelReplica = ModelReplica(config, name, replica_id=tag)
+
+    async def status(self) -> ReplicaStatus:
+        return self._replica.status()
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self._replica.reconfigure(user_config)
+
+    def __del__(self) -> None:
+        replica = getattr(self, "_replica", None)
+        if replica is not None:
+            replica.shutdown()
+
+
+@serve.deployment(name=RECOMMENDER, max_ongoing_requests=64,
+                  ray_actor_options={"num_cpus": 0.5})
+class Recommender(_ModelDeployment):
+    """Top-k items per user, batched."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        super().__init__(config, RECOMMENDER)
+        _set_batching(self._batch, config)
+
+    async def recommend(self, request: RecommendRequest) -> "RecommendAnswer":
+        answer: RecommendAnswer = await self._batch(request)
+        return answer
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _batch(self, requests: list[RecommendRequest]) -> list["RecommendAnswer"]:
+        # A worker thread keeps this replica's loop free (status calls, batch building).
+        return await asyncio.to_thread(self._replica.recommend, requests)
+
+
+@serve.deployment(name=FRAUD_SCORER, max_ongoing_requests=64,
+                  ray_actor_options={"num_cpus": 0.5})
+class FraudScorer(_ModelDeployment):
+    """Fraud probability and decision per transaction, batched."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        super().__init__(config, FRAUD_SCORER)
+        _set_batching(self._batch, config)
+
+    async def fraud(self, request: FraudRequest) -> "FraudAnswer":
+        answer: FraudAnswer = await self._batch(request)
+        return answer
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _batch(self, requests: list[FraudRequest]) -> list["FraudAnswer"]:
+        return await asyncio.to_thread(self._replica.fraud, requests)
+
+
+@serve.deployment(name=INGRESS, max_ongoing_requests=256,
+                  ray_actor_options={"num_cpus": 0.25})
+@serve.ingress()
+class Ingress:
+    """HTTP front: :func:`serving.api.create_api` over the two model deployments."""
+
+    def __init__(self, recommender: DeploymentHandle, fraud_scorer: DeploymentHandle,
+                 config: ServeConfig) -> None:
+        setup_logging()
+        self._models = {RECOMMENDER: recommender, FRAUD_SCORER: fraud_scorer}
+        self._config = config
+        # The token stays in this process: never logged (see application() for the models).
+        self._token = config.auth_token or os.environ.get(config.token_env) or None
+        logger.info("ingress for %s; bearer token %s", config.store,
+                    "required" if self._token else "not configured")
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self, max_body_bytes=self._config.max_body_bytes,
+                          token=self._token)
+
+    async def _call(self, deployment: str, call: Awaitable[Any]) -> Any:
+        try:
+            answer = await call
+        except ServingError:
+            raise
+        except Exception as exc:  # replica died, backpressure, ...: the client did no wrong
+            logger.warning("%s call failed: %s", deployment, exc)
+            raise UnavailableError(f"{deployment} is unavailable, retry later") from exc
+        if isinstance(answer, ErrorInfo):
+            raise answer.to_exception()
+        return answer
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        handle = self._models[RECOMMENDER]
+        answer: RecommendResponse = await self._call(RECOMMENDER,
+                                                     handle.recommend.remote(request))
+        return answer
+
+    async def fraud(self, request: FraudRequest) -> FraudResponse | FraudListResponse:
+        handle = self._models[FRAUD_SCORER]
+        answer: FraudResponse | FraudListResponse = await self._call(
+            FRAUD_SCORER, handle.fraud.remote(request))
+        return answer
+
+    async def _status(self, name: str) -> ReplicaStatus:
+        try:
+            status: ReplicaStatus = await asyncio.wait_for(
+                self._call(name, self._models[name].status.remote()), STATUS_TIMEOUT_S)
+            return status
+        except (ServingError, asyncio.TimeoutError) as exc:
+            return ReplicaStatus(deployment=name, replica="?", ready=False, version=None,
+                                 loaded_at=None, poll_interval_s=self._config.poll_interval_s,
+                                 skipped={"error": str(exc) or type(exc).__name__})
+
+    async def statuses(self) -> dict[str, ReplicaStatus]:
+        names = list(self._models)
+        found = await asyncio.gather(*(self._status(n) for n in names))
+        return dict(zip(names, found))
+
+
+def application(config: ServeConfig,
+                options: Mapping[str, Mapping[str, Any]] | None = None) -> Application:
+    """The bound application: the ingress over one Recommender and one FraudScorer.
+
+    ``options`` maps a deployment name to ``Deployment.options`` overrides (num_replicas,
+    autoscaling_config, max_ongoing_requests, ray_actor_options, ...), the programmatic
+    twin of ``deployments:`` in config.yaml."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - {INGRESS, RECOMMENDER, FRAUD_SCORER})
+    if unknown:
+        raise ValueError(f"options: unknown deployment(s) {unknown}; expected "
+                         f"{[INGRESS, RECOMMENDER, FRAUD_SCORER]}")
+
+    def deployment(cls: Any, name: str) -> Deployment:
+        found = cast(Deployment, cls)
+        return found.options(**options[name]) if name in options else found
+
+    # Only the ingress checks the bearer token: the model replicas never receive it.
+    model_config = dataclasses.replace(config, auth_token=None)
+    models = [deployment(Recommender, RECOMMENDER).bind(model_config),
+              deployment(FraudScorer, FRAUD_SCORER).bind(model_config)]
+    return deployment(Ingress, INGRESS).bind(*models, config)

@@ -1,0 +1,128 @@
+"""Loading one published version into a :class:`~serving.predictor.Predictor`, and the
+watcher that keeps a replica on the newest good one.
+
+A load downloads the version into a temporary folder with ``CheckpointStore.load`` (every
+file's sha256 checked), reads its thresholds, model and purchase history, adds the new
+catalogue items, precomputes the item table and probes the result; only a predictor that
+passed all of that is handed to the holder to swap in.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from serving.config import ServeConfig
+from serving.errors import VersionRejectedError
+from serving.holder import VersionHolder
+from serving.item_cache import ItemVectorCache, default_cache_dir
+from serving.predictor import Predictor, Thresholds
+from training.bundle import HISTORY_FILE
+from training.cli import ConfigError
+from training.gate import DEFAULT_THRESHOLDS
+from training.history import PurchaseHistory
+from training.model import IdMap, IdMapError, ModelFormatError, load_model
+from training.store import (
+    CheckpointCorruptError,
+    CheckpointMissingError,
+    CheckpointStore,
+    InvalidMetaError,
+    open_store,
+)
+
+logger = logging.getLogger(__name__)
+
+# Failures that another try cannot fix: the version is skipped at once.
+PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
+    CheckpointCorruptError, CheckpointMissingError, InvalidMetaError, ModelFormatError,
+    VersionRejectedError, ConfigError, IdMapError)
+
+
+class CatalogueError(ValueError):
+    """The catalogue file cannot be used; the message names the file and the column."""
+
+
+def read_catalogue(path: str, known: IdMap) -> tuple[list[str], list[str]]:
+    """(ids, titles) of the catalogue items ``known`` lacks, first occurrence of each id;
+    rows with an empty id or title are left out (and counted in the log)."""
+    try:
+        table = pq.read_table(path, columns=["item_id", "title"])
+    except (OSError, pa.ArrowInvalid, KeyError) as exc:
+        raise CatalogueError(f"catalogue {path}: cannot read item_id and title: {exc}") from exc
+    for name in ("item_id", "title"):
+        if not pa.types.is_string(table.schema.field(name).type) and \
+                not pa.types.is_large_string(table.schema.field(name).type):
+            raise CatalogueError(f"catalogue {path}: column {name} must be strings, got "
+                                 f"{table.schema.field(name).type}")
+    ids, titles = table.column("item_id").to_pylist(), table.column("title").to_pylist()
+    new_ids: list[str] = []
+    new_titles: list[str] = []
+    seen: set[str] = set()
+    dropped = 0
+    for item, title in zip(ids, titles):
+        if not item or not title or not item.strip():
+            dropped += 1
+            continue
+        if item in known or item in seen:
+            continue
+        seen.add(item)
+        new_ids.append(item)
+        new_titles.append(title)
+    if dropped:
+        logger.warning("catalogue %s: %d row(s) without an id or title left out", path, dropped)
+    return new_ids, new_titles
+
+
+def load_version(store: CheckpointStore, version: str, config: ServeConfig,
+                 cache: ItemVectorCache) -> Predictor:
+    """Download, verify and precompute ``version``; raises on anything wrong with it."""
+    with tempfile.TemporaryDirectory(prefix="shopstream-serve-") as tmp:
+        folder = Path(tmp)
+        info = store.load(version, folder)
+        meta = info.user_meta
+        thresholds = Thresholds.from_meta(meta, DEFAULT_THRESHOLDS)
+        model = load_model(folder)
+        history_path = folder / HISTORY_FILE
+        try:
+            history = PurchaseHistory.load(history_path, model.cfg.history_len) \
+                if history_path.exists() else PurchaseHistory(model.cfg.history_len)
+        except (ValueError, KeyError, OSError, pa.ArrowInvalid) as exc:
+            raise VersionRejectedError(f"{HISTORY_FILE}: {exc}") from exc
+    new_items: tuple[list[str], list[str]] = ([], [])
+    if config.catalogue:
+        try:
+            new_items = read_catalogue(config.catalogue, model.items)
+        except CatalogueError as exc:  # a config problem, not the version's: serve without
+            logger.error("%s; serving the version's own items only", exc)
+    window = meta.get("window")
+    predictor = Predictor(version, model, thresholds, history, new_items, cache,
+                          None if window is None else str(window))
+    predictor.verify()
+    return predictor
+
+
+def item_cache(config: ServeConfig) -> ItemVectorCache:
+    if config.cache_dir == "":
+        return ItemVectorCache(None)
+    return ItemVectorCache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
+
+
+def make_holder(config: ServeConfig, name: str) -> VersionHolder[Predictor]:
+    """A holder watching ``config.store`` (not started)."""
+    torch.set_num_threads(config.torch_threads)
+    store = open_store(config.store, config.endpoint_url)
+    cache = item_cache(config)
+
+    def latest() -> str | None:
+        info = store.latest()
+        return None if info is None else info.version
+
+    return VersionHolder(latest, lambda version: load_version(store, version, config, cache),
+                         poll_interval_s=config.poll_interval_s,
+                         max_attempts=config.max_load_attempts,
+                         permanent=PERMANENT_ERRORS, name=name)

@@ -1,0 +1,102 @@
+"""What a model replica does, without Ray: watch the store, answer batches, report status.
+
+:class:`ModelReplica` is used by both Serve model deployments (``serving.app``) and the
+in-process backend of ``serving.local``. Each batch takes the holder's current version once,
+so every answer in it (and every field of each answer) comes from that one version.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from serving.config import ServeConfig
+from serving.errors import ErrorInfo, NotReadyError
+from serving.holder import VersionHolder
+from serving.loading import make_holder
+from serving.predictor import Predictor
+from serving.schemas import (
+    FraudListResponse,
+    FraudRequest,
+    FraudResponse,
+    RecommendRequest,
+    RecommendResponse,
+    ReplicaStatus,
+)
+
+logger = logging.getLogger(__name__)
+
+FraudAnswer = FraudResponse | FraudListResponse | ErrorInfo
+RecommendAnswer = RecommendResponse | ErrorInfo
+
+
+def rss_mib() -> float | None:
+    """Resident memory of this process in MiB (Linux /proc; None elsewhere)."""
+    try:
+        with open("/proc/self/statm") as fh:
+            pages = int(fh.read().split()[1])
+    except (OSError, ValueError, IndexError):
+        return None
+    return round(pages * os.sysconf("SC_PAGE_SIZE") / 2**20, 1)
+
+
+class ModelReplica:
+    """One replica's model state: a started :class:`VersionHolder` over ``config.store``."""
+
+    def __init__(self, config: ServeConfig, deployment: str, replica_id: str | None = None,
+                 holder: VersionHolder[Predictor] | None = None) -> None:
+        self.config = config
+        self.deployment = deployment
+        self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.holder = holder or make_holder(config, deployment)
+        logger.info("%s replica %s serving from %s (poll every %.2f s)", deployment,
+                    self.replica_id, config.store, config.poll_interval_s)
+        # The first load happens before the constructor returns: Serve routes traffic to a
+        # replica (and, in a rolling update, stops the old ones) once it is constructed, so
+        # a replica must not count as started while it has no model. An empty store or a
+        # bad latest version does not block: the watcher keeps trying.
+        self.holder.check()
+        self.holder.start()
+
+    def _predictor(self) -> Predictor:
+        loaded = self.holder.current
+        if loaded is None:
+            raise NotReadyError(f"{self.deployment}: no model version loaded yet from "
+                                f"{self.config.store}")
+        return loaded.value
+
+    def recommend(self, requests: Sequence[RecommendRequest]) -> list[RecommendAnswer]:
+        try:
+            predictor = self._predictor()
+        except NotReadyError as err:
+            return [ErrorInfo.of(err)] * len(requests)
+        return list(predictor.recommend(requests))
+
+    def fraud(self, requests: Sequence[FraudRequest]) -> list[FraudAnswer]:
+        try:
+            predictor = self._predictor()
+        except NotReadyError as err:
+            return [ErrorInfo.of(err)] * len(requests)
+        return predictor.fraud(requests)
+
+    def status(self) -> ReplicaStatus:
+        loaded = self.holder.current
+        predictor = loaded.value if loaded else None
+        return ReplicaStatus(
+            deployment=self.deployment, replica=self.replica_id, ready=loaded is not None,
+            version=loaded.version if loaded else None,
+            loaded_at=loaded.loaded_at if loaded else None,
+            window=predictor.window if predictor else None,
+            n_items=predictor.n_items if predictor else None,
+            fraud_features=list(predictor.fraud_features) if predictor else None,
+            skipped=dict(self.holder.skipped), poll_interval_s=self.holder.poll_interval_s,
+            rss_mib=rss_mib())
+
+    def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
+        self.holder.apply_user_config(user_config)
+
+    def shutdown(self) -> None:
+        self.holder.stop()
