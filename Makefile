@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # A single-node Ray started here binds to 127.0.0.1 only (read when ray is imported).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: setup demo test test-unit test-integration lint bench clean
+.PHONY: setup demo report-real test test-unit test-integration lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,12 +26,32 @@ $(VENV)/.installed: pyproject.toml
 
 setup: $(VENV)/.installed
 
-# The main job on the embedded default: the synthetic drifting shop, trained on one
-# window and evaluated on the next.
-DEMO_ARGS ?= --source synthetic --epochs 3 --metrics-out runs/demo/metrics.json
-
+# The main job on the embedded default (local Ray, local store, a small synthetic shop):
+# every window test-then-train for every method, the report, then Serve answering until
+# Ctrl-C (add --once to DEMO_ARGS to exit after the sample queries). Rerun = resume.
+DEMO_SHOP ?= --synth-n-windows 4 --synth-interactions-per-window 2500 \
+	--synth-transactions-per-window 1200 --synth-n-users 600 --synth-n-items 300 \
+	--synth-fraud-rate 0.04
+DEMO_ARGS ?=
 demo: setup
-	$(PY) -m training.train $(DEMO_ARGS)
+	$(PY) -m cluster.pipeline $(DEMO_SHOP) --model-finetune-layers 0 --epochs 2 \
+		--store runs/demo/store --report-dir runs/demo/report --work-dir runs/demo/work \
+		--storage-path runs/demo/ray $(DEMO_ARGS)
+
+# The report on the real data in ../shared/data: Online Retail weekly windows
+# (recommendation), then ULB hourly windows (fraud). Reports land in $(REAL_OUT)/<source>/.
+SHARED_DATA ?= ../shared/data
+REAL_OUT ?= runs/real
+REAL_ARGS ?= --model-finetune-layers 0 --epochs 2 --num-workers 2 --once
+report-real: setup
+	$(PY) -m cluster.pipeline --source online_retail --path $(SHARED_DATA)/online_retail \
+		--freq week --store $(REAL_OUT)/online_retail/store \
+		--report-dir $(REAL_OUT)/online_retail/report --work-dir $(REAL_OUT)/online_retail/work \
+		--storage-path $(REAL_OUT)/online_retail/ray $(REAL_ARGS)
+	$(PY) -m cluster.pipeline --source ulb \
+		--path $(SHARED_DATA)/ulb_creditcard/creditcard_first_6h.csv --freq hour \
+		--store $(REAL_OUT)/ulb/store --report-dir $(REAL_OUT)/ulb/report \
+		--work-dir $(REAL_OUT)/ulb/work --storage-path $(REAL_OUT)/ulb/ray $(REAL_ARGS)
 
 test: setup
 	$(PY) -m pytest tests

@@ -107,8 +107,10 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                            train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
+                        "loop_seconds": round(fit.loop_seconds, 2),
                         "samples_per_s": round(fit.samples_per_s, 1),
-                        "workers": inc.num_workers, "use_gpu": fit.use_gpu,
+                        "workers": inc.num_workers if inc.trainer == "ray" else 1,
+                        "trainer": inc.trainer, "use_gpu": fit.use_gpu,
                         "resumed_from": fit.resumed_from}
     logger.info("SUMMARY %s", summary_line(summary))
     return summary

@@ -34,6 +34,9 @@ class IncrementalConfig:
         "help": "S3 endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS"})
     ray_address: str | None = field(default=None, metadata={
         "help": "Ray cluster address (default: RAY_ADDRESS, else a local Ray)"})
+    trainer: str = field(default="ray", metadata={
+        "help": "ray: Ray Train TorchTrainer across num_workers (production); local: this "
+                "process, one worker, no Ray Train start-up (small runs, comparison arms)"})
     num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
     use_gpu: str = field(default="auto", metadata={
         "help": "auto (GPUs when Ray sees them), true or false"})
@@ -70,6 +73,8 @@ class IncrementalConfig:
         require(self.source in SOURCES, "source", f"must be one of {SOURCES}")
         require(self.freq in ("hour", "day", "week", "month"), "freq",
                 "must be hour, day, week or month")
+        require(self.trainer in ("ray", "local"), "trainer",
+                f"must be ray or local, got {self.trainer!r}")
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.use_gpu in ("auto", "true", "false"), "use_gpu",
                 f"must be auto, true or false, got {self.use_gpu!r}")

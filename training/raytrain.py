@@ -13,36 +13,25 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs
 import ray
-import torch
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file
 
 from training.config import TrainConfig
 from training.examples import WindowExamples
+from training.fit_result import FitResult, OptimizerState
 from training.incremental_config import IncrementalConfig
+from training.local_fit import fit_local
 from training.model import ShopStreamModel, load_model, model_state
 from training.worker import STATE_FILE, WorkerSettings, global_steps, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class FitResult:
-    model: ShopStreamModel
-    optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]]
-    steps: int
-    seconds: float
-    samples_per_s: float
-    use_gpu: bool
-    resumed_from: int | None
 
 
 def resolve_use_gpu(setting: str) -> bool:
@@ -78,9 +67,13 @@ def worker_settings(inc: IncrementalConfig, has_teacher: bool) -> WorkerSettings
 
 def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamModel,
                teacher: ShopStreamModel | None,
-               optimizer: tuple[dict[str, torch.Tensor], dict[str, Any]] | None,
+               optimizer: OptimizerState | None,
                examples: WindowExamples, window_id: str) -> FitResult:
-    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
+    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers
+    (or in this process with ``inc.trainer == "local"``)."""
+    if inc.trainer == "local":
+        return fit_local(train_cfg, worker_settings(inc, teacher is not None), model, teacher,
+                         optimizer, examples, window_id)
     use_gpu = resolve_use_gpu(inc.use_gpu)
     payload = ray.put({"model": model_state(model),
                        "teacher": model_state(teacher) if teacher is not None else None,
@@ -112,4 +105,5 @@ def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStream
     logger.info("Ray Train run %s: %.1f s wall, metrics %s", name, seconds, metrics)
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
                      float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
-                     state.get("resumed_from"))
+                     state.get("resumed_from"),
+                     loop_seconds=float(metrics.get("train_s", float("nan"))))

@@ -1,0 +1,178 @@
+"""The neural methods the pipeline compares, each a chain of versions in its own store.
+
+* ``incremental`` (ours): ``training.incremental.run_incremental`` into the main store:
+  resume from latest, replay + distillation, gate, publish. This is what serving follows.
+* ``incremental_no_replay``: the same update with replay and distillation switched off.
+* ``full_retrain``: from the pretrained encoder on all windows so far, every window.
+* ``frozen``: ours' first version, never updated.
+
+The comparison arms live under ``<store>/arms/<name>`` (a directory or an S3 prefix), so a
+rerun on the same store resumes every arm where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from training.bundle import write_bundle
+from training.config import TrainConfig
+from training.data.schema import WindowData
+from training.examples import WindowExamples
+from training.history import PurchaseHistory
+from training.incremental import json_safe, run_incremental
+from training.incremental_config import IncrementalConfig
+from training.model import ModelConfig, ShopStreamModel, load_model
+from training.raytrain import fit_window
+from training.replay import ReplayBuffer
+from training.sources import merge_windows
+from training.store import CheckpointStore, open_store
+from training.train import init_model
+
+logger = logging.getLogger(__name__)
+
+OURS = "incremental"
+NO_REPLAY = "incremental_no_replay"
+FULL = "full_retrain"
+FROZEN = "frozen"
+NEURAL_METHODS: tuple[str, ...] = (OURS, NO_REPLAY, FULL, FROZEN)
+
+
+def arm_store_uri(store: str, name: str) -> str:
+    return f"{store.rstrip('/')}/arms/{name}"
+
+
+class Arm:
+    """One neural method: a store of versions and the update that adds the next one."""
+
+    def __init__(self, name: str, store: CheckpointStore) -> None:
+        self.name = name
+        self.store = store
+        self._cached: tuple[str, ShopStreamModel] | None = None
+
+    def model(self) -> ShopStreamModel | None:
+        """The method's current model (its store's latest), None before its first update."""
+        info = self.store.latest()
+        if info is None:
+            return None
+        if self._cached is None or self._cached[0] != info.version:
+            with tempfile.TemporaryDirectory(prefix="shopstream-arm-") as tmp:
+                self.store.load(info.version, Path(tmp))
+                self._cached = (info.version, load_model(Path(tmp)).eval())
+        return self._cached[1]
+
+    def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class IncrementalArm(Arm):
+    """``run_incremental`` on window ``t`` (the real update: gate and publish included)."""
+
+    def __init__(self, name: str, inc: IncrementalConfig, train_cfg: TrainConfig,
+                 model_cfg: ModelConfig) -> None:
+        super().__init__(name, open_store(inc.store, inc.endpoint_url))
+        self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
+
+    def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
+        inc = dataclasses.replace(self.inc, window=windows[t].window_id)
+        fields = set(TrainConfig.__dataclass_fields__) | set(
+            IncrementalConfig.__dataclass_fields__)
+        # Ours follows configs/best.json under the flags; the ablation never does.
+        explicit = frozenset() if self.name == OURS else frozenset(fields)
+        began = time.perf_counter()
+        summary = run_incremental(inc, self.train_cfg, self.model_cfg, None, explicit)
+        train = summary["train"]
+        return {"wall_s": time.perf_counter() - began, "fit_s": train["fit_seconds"],
+                "loop_s": train["loop_seconds"], "steps": train["steps"],
+                "version": summary["version"], "promoted": summary["promoted"],
+                "gate": summary["gate"], "config_used": summary["config_used"]}
+
+
+class FullRetrainArm(Arm):
+    """From the pretrained encoder on windows ``0..t`` merged, with the same trainer."""
+
+    def __init__(self, inc: IncrementalConfig, train_cfg: TrainConfig,
+                 model_cfg: ModelConfig) -> None:
+        super().__init__(FULL, open_store(inc.store, inc.endpoint_url))
+        self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
+
+    def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
+        began = time.perf_counter()
+        merged = merge_windows(windows[:t + 1])
+        model = init_model(self.model_cfg, merged)
+        history = PurchaseHistory(self.model_cfg.history_len)
+        examples = WindowExamples.build(model, merged, history)
+        fit = fit_window(self.inc, self.train_cfg, model, None, None, examples,
+                         f"full-{windows[t].window_id}")
+        wall = time.perf_counter() - began
+        version = publish_model(self.store, fit.model, windows[t].window_id,
+                                history.update(merged.interactions),
+                                {"method": FULL, "trained_on": merged.window_id})
+        self.store.retain(2)
+        return {"wall_s": wall, "fit_s": fit.seconds, "loop_s": fit.loop_seconds,
+                "steps": fit.steps, "version": version}
+
+
+class FrozenArm(Arm):
+    """Ours' first version, copied once into its own store and never updated."""
+
+    def __init__(self, store: CheckpointStore, source: Arm) -> None:
+        super().__init__(FROZEN, store)
+        self.source = source
+
+    def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
+        if self.store.latest() is not None:
+            return {"wall_s": 0.0, "fit_s": 0.0, "loop_s": 0.0, "steps": 0,
+                    "version": self.store.latest().version}  # type: ignore[union-attr]
+        model = self.source.model()
+        if model is None:
+            raise RuntimeError(f"frozen: {self.source.name} has no version to freeze after "
+                               f"window {windows[t].window_id}")
+        history = PurchaseHistory(model.cfg.history_len).update(
+            merge_windows(windows[:t + 1]).interactions)
+        version = publish_model(self.store, model, windows[t].window_id, history,
+                                {"method": FROZEN})
+        return {"wall_s": 0.0, "fit_s": 0.0, "loop_s": 0.0, "steps": 0, "version": version}
+
+
+def publish_model(store: CheckpointStore, model: ShopStreamModel, window_id: str,
+                  history: PurchaseHistory, extra: dict[str, Any]) -> str:
+    """Publish a model with an empty replay buffer and no optimizer state."""
+    with tempfile.TemporaryDirectory(prefix="shopstream-arm-") as tmp:
+        files, meta = write_bundle(Path(tmp), model, None, ReplayBuffer(1, 0), history)
+        latest = store.latest()
+        info = store.publish(files, json_safe({**meta, "window": window_id, **extra}),
+                             parent=latest.version if latest else None)
+    return info.version
+
+
+def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: IncrementalConfig,
+               train_cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, Arm]:
+    """The neural arms among ``methods``; ours always (serving and frozen follow it)."""
+    ours = IncrementalArm(OURS, inc, train_cfg, model_cfg)
+    arms: dict[str, Arm] = {OURS: ours}
+    if NO_REPLAY in methods:
+        plain = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, NO_REPLAY),
+                                    replay_ratio=0.0, distill_weight=0.0,
+                                    use_best_config=False)
+        arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg)
+    if FULL in methods:
+        full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL))
+        arms[FULL] = FullRetrainArm(full, train_cfg, model_cfg)
+    if FROZEN in methods:
+        arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store, FROZEN),
+                                            inc.endpoint_url), ours)
+    return arms
+
+
+def finite_or_nan(value: Any) -> float:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    return number if math.isfinite(number) else math.nan

@@ -1,0 +1,236 @@
+"""Score every method on one window, on exactly the same users, targets and ranking pool.
+
+The pipeline is prequential (test-then-train): when window ``t`` lands, each method's
+current model is scored on it *before* anything trains on it. A :class:`WindowContext`
+fixes what every method sees for window ``t``:
+
+* history: purchases before the window (warm users' queries, as in ``training.evaluate``);
+* ranking pool: every item of windows ``0..t`` in order of first appearance, so the pool of
+  an earlier window is a prefix of a later one's (forgetting re-scores earlier windows with
+  the same pool they were first scored with). A model scores items it knows by their
+  trained vectors and the others from their titles (cold start);
+* baselines: popularity of the previous window, repeat-then-popular over all earlier
+  purchases (plus cold users' first baskets, which the model sees too), and
+  ``HistGradientBoostingClassifier(l2_regularization=1.0)`` on the fraud features.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.ensemble import HistGradientBoostingClassifier
+
+from training.baselines import PopularityRecommender, RepeatThenPopular
+from training.data.schema import WindowData
+from training.evaluate import (
+    RecQueries,
+    _split_metrics,
+    evaluate_fraud,
+    model_rankings,
+    rec_queries,
+)
+from training.history import PurchaseHistory, purchases
+from training.metrics import fraud_metrics
+from training.model import ShopStreamModel
+
+logger = logging.getLogger(__name__)
+
+REC_BASELINES = ("popularity", "repeat_then_popular")
+FRAUD_BASELINE = "hist_gradient_boosting"
+
+
+@dataclass
+class WindowContext:
+    """What every method is scored with on one window (fixed when the window lands)."""
+
+    window: WindowData
+    history: PurchaseHistory
+    previous: pd.DataFrame
+    seen: pd.DataFrame
+    pool: list[str]
+    titles: dict[str, str]
+    queries: RecQueries
+    targets: list[np.ndarray]
+
+
+def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowContext]:
+    """One context per window, oldest first (cheap: no model involved)."""
+    contexts: list[WindowContext] = []
+    history = PurchaseHistory(history_len)
+    pool: list[str] = []
+    known: set[str] = set()
+    titles: dict[str, str] = {}
+    seen_parts: list[pd.DataFrame] = []
+    previous = windows[0].interactions.iloc[:0]
+    for window in windows:
+        for item, title in zip(window.items["item_id"], window.items["title"]):
+            titles[str(item)] = str(title)
+            if item not in known:
+                known.add(item)
+                pool.append(str(item))
+        queries = rec_queries(history, window)
+        pos = {item: i for i, item in enumerate(pool)}
+        targets = [np.asarray([pos.get(i, -1) for i in t], dtype=np.int64)
+                   for t in queries.targets]
+        seen = pd.concat(seen_parts, ignore_index=True) if seen_parts else previous.iloc[:0]
+        contexts.append(WindowContext(window, history, previous, seen, list(pool),
+                                      dict(titles), queries, targets))
+        history = history.update(window.interactions)
+        seen_parts.append(window.interactions)
+        previous = window.interactions
+    return contexts
+
+
+def has_rec(window: WindowData) -> bool:
+    return bool(len(purchases(window.interactions)))
+
+
+def has_fraud(window: WindowData) -> bool:
+    txns = window.transactions
+    return bool(len(txns)) and bool(txns["is_fraud"].notna().any())
+
+
+@torch.no_grad()
+def pool_matrix(model: ShopStreamModel, pool: list[str], titles: dict[str, str]
+                ) -> torch.Tensor:
+    """Item vectors [len(pool), dim]: trained vectors for known ids, title vectors else."""
+    model.eval()
+    idx = model.items.lookup(np.asarray(pool, dtype=object))
+    known = idx > 0
+    catalogue = model.catalogue_matrix()
+    out = torch.zeros(len(pool), catalogue.shape[1], device=catalogue.device)
+    out[torch.from_numpy(known)] = catalogue[torch.from_numpy(idx[known])]
+    missing = np.flatnonzero(~known)
+    if len(missing):
+        vectors = model.item_vectors_from_titles([titles.get(pool[i], "") for i in missing])
+        out[torch.from_numpy(missing)] = vectors.to(out.device)
+    return out
+
+
+def _rec_row(metrics: dict[str, float], k: int) -> dict[str, float]:
+    """The report's rec metrics from ``training.evaluate``'s split metrics."""
+    row = {name: metrics[f"all/{name}@{k}"] for name in ("ndcg", "recall", "hitrate")}
+    out = {f"{name}@{k}": float(value) for name, value in row.items()}
+    out.update({f"{part}/{name}@{k}": float(metrics[f"{part}/{name}@{k}"])
+                for part in ("warm", "cold") for name in ("ndcg", "recall")})
+    out["n_users"] = float(metrics["all/n_users"])
+    return out
+
+
+def model_rec(model: ShopStreamModel, ctx: WindowContext, matrix: torch.Tensor,
+              k: int) -> dict[str, float]:
+    """Rec metrics of a model on ``ctx`` with ``matrix`` (a pool matrix; only the prefix
+    covering ``ctx.pool`` is used)."""
+    part = matrix[:len(ctx.pool)]
+    ranked = model_rankings(model, ctx.queries, ctx.pool, part, k)
+    return _rec_row(_split_metrics(ranked, ctx.targets, ctx.queries.is_warm, k), k)
+
+
+def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float], float]]:
+    """{name: (metrics, fit seconds)} of popularity (previous window) and
+    repeat-then-popular, on the same users and targets as the models."""
+    pos = {item: i for i, item in enumerate(ctx.pool)}
+    cold = ctx.queries.cold_baskets.assign(event="purchase")
+    columns = ["user_id", "item_id", "event", "ts"]
+    seen = pd.concat([ctx.seen[columns], cold[columns]], ignore_index=True) \
+        if len(ctx.seen) else cold[columns]
+    out = {}
+    for name, factory, data in (("popularity", PopularityRecommender, ctx.previous),
+                                ("repeat_then_popular", RepeatThenPopular, seen)):
+        began = time.perf_counter()
+        recommender = factory().fit(data)
+        seconds = time.perf_counter() - began
+        recs = recommender.recommend(ctx.queries.user_ids, k)
+        ranked = np.asarray([[pos.get(i, -1) for i in r[:k]] + [-1] * (k - len(r[:k]))
+                             for r in recs], dtype=np.int64).reshape(-1, k)
+        out[name] = (_rec_row(_split_metrics(ranked, ctx.targets, ctx.queries.is_warm, k), k),
+                     seconds)
+    return out
+
+
+def fraud_row(metrics: dict[str, float]) -> dict[str, float]:
+    return {key: float(value) for key, value in metrics.items()}
+
+
+def model_fraud(model: ShopStreamModel, ctx: WindowContext) -> dict[str, float]:
+    return fraud_row(evaluate_fraud(model, ctx.history, ctx.window))
+
+
+class GradientBoostingFraud:
+    """The non-neural fraud baseline: HistGradientBoosting on amount + the numeric features.
+
+    ``l2_regularization=1.0``: with the defaults it overfits this kind of data and
+    early-stops after a few rounds, which would make a weak baseline look like a win.
+    """
+
+    def __init__(self, seed: int) -> None:
+        self.seed = seed
+        self.model: HistGradientBoostingClassifier | None = None
+        self.columns: list[str] = []
+
+    @staticmethod
+    def _labelled(txns: pd.DataFrame) -> pd.DataFrame:
+        return txns[txns["is_fraud"].notna()]
+
+    def fit(self, transactions: pd.DataFrame, features: list[str]) -> float:
+        """Fit on every labelled transaction so far; returns the seconds it took."""
+        began = time.perf_counter()
+        rows = self._labelled(transactions)
+        self.columns = ["amount", *features]
+        labels = rows["is_fraud"].astype(bool).to_numpy()
+        if len(rows) == 0 or labels.all() or not labels.any():
+            self.model = None  # one class only: nothing to learn
+            return time.perf_counter() - began
+        self.model = HistGradientBoostingClassifier(l2_regularization=1.0,
+                                                    random_state=self.seed)
+        self.model.fit(rows[self.columns].to_numpy(dtype=np.float64), labels)
+        return time.perf_counter() - began
+
+    def evaluate(self, window: WindowData) -> dict[str, float]:
+        rows = self._labelled(window.transactions)
+        if self.model is None or len(rows) == 0:
+            return {"auc_pr": math.nan, "roc_auc": math.nan, "n": float(len(rows))}
+        scores = self.model.predict_proba(rows[self.columns].to_numpy(dtype=np.float64))[:, 1]
+        return fraud_row(fraud_metrics(rows["is_fraud"].astype(bool).to_numpy(), scores))
+
+
+def evaluate_models(models: dict[str, ShopStreamModel], ctx: WindowContext, k: int,
+                    tasks: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """{method: {task: metrics}} of the neural methods on ``ctx``."""
+    out: dict[str, dict[str, Any]] = {}
+    for name, model in models.items():
+        row: dict[str, Any] = {}
+        if "rec" in tasks:
+            row["rec"] = model_rec(model, ctx, pool_matrix(model, ctx.pool, ctx.titles), k)
+        if "fraud" in tasks:
+            row["fraud"] = model_fraud(model, ctx)
+        out[name] = row
+    return out
+
+
+def main_metric(row: dict[str, Any], task: str, metric: str) -> float:
+    value = row.get(task, {}).get(metric, math.nan)
+    return float(value) if value is not None else math.nan
+
+
+def forgetting_row(model: ShopStreamModel, contexts: list[WindowContext], k: int,
+                   tasks: dict[str, str]) -> dict[str, dict[str, float]]:
+    """Main metric of one version on each of ``contexts`` (earlier windows and the last)."""
+    matrix = pool_matrix(model, contexts[-1].pool, contexts[-1].titles) \
+        if "rec" in tasks else None
+    out: dict[str, dict[str, float]] = {}
+    for ctx in contexts:
+        row: dict[str, float] = {}
+        if matrix is not None:
+            row["rec"] = model_rec(model, ctx, matrix, k)[tasks["rec"]]
+        if "fraud" in tasks:
+            row["fraud"] = model_fraud(model, ctx).get(tasks["fraud"], math.nan)
+        out[ctx.window.window_id] = row
+    return out

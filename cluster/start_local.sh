@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# cluster/start_local.sh [--port 6379] [--dashboard-port 8265] [--num-cpus N] [--num-gpus N]
+#
+# Starts a single-node Ray head bound to 127.0.0.1 (GCS, dashboard and the Jobs API stay on
+# loopback), then prints the addresses and the `ray job submit` command to run next.
+# Stop it with cluster/stop_local.sh.
+set -euo pipefail
+
+usage() {
+    cat <<'EOF'
+usage: cluster/start_local.sh [--port PORT] [--dashboard-port PORT] [--num-cpus N] [--num-gpus N]
+
+Start a local Ray head on 127.0.0.1 for `ray job submit` (uses .venv/bin/ray when present).
+
+  --port PORT            GCS port of the head (default 6379)
+  --dashboard-port PORT  dashboard / Jobs API port (default 8265)
+  --num-cpus N           CPUs Ray may use (default: all)
+  --num-gpus N           GPUs Ray may use (default: all visible)
+  -h, --help             show this help and exit
+
+Exports RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, RAY_USAGE_STATS_ENABLED=0, HF_HUB_OFFLINE=1,
+TRANSFORMERS_OFFLINE=1 and TOKENIZERS_PARALLELISM=false into the head (every worker inherits
+them). Token auth: RAY_AUTH_MODE defaults to "disabled" (loopback only); clients must use the
+same mode, so export RAY_AUTH_MODE=disabled where you run `ray job submit` -- otherwise a
+~/.ray/auth_token file switches the client to token mode. Set RAY_AUTH_MODE=token here and
+in the client to use token auth on both sides.
+EOF
+}
+
+port=6379
+dashboard_port=8265
+extra=()
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h|--help) usage; exit 0 ;;
+        --port) port="${2:?--port needs a value}"; shift 2 ;;
+        --dashboard-port) dashboard_port="${2:?--dashboard-port needs a value}"; shift 2 ;;
+        --num-cpus|--num-gpus) extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        *) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
+    esac
+done
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+if [[ -x "$repo/.venv/bin/ray" ]]; then
+    ray_bin="$repo/.venv/bin/ray"
+elif ray_bin="$(command -v ray)"; then
+    :
+else
+    echo "error: no ray: run 'make setup' (creates .venv) or install the project" >&2
+    exit 1
+fi
+
+# Read by `ray start` and inherited by every Ray worker process of this head.
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0
+export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+
+"$ray_bin" start --head --node-ip-address 127.0.0.1 --port "$port" \
+    --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" --disable-usage-stats \
+    ${extra[@]+"${extra[@]}"}
+
+cat <<EOF
+
+ShopStream: Ray head on 127.0.0.1 (auth mode: $RAY_AUTH_MODE)
+  RAY_ADDRESS for drivers (ray.init, --ray-address): 127.0.0.1:$port
+  dashboard and Jobs API:                           http://127.0.0.1:$dashboard_port
+
+Next, from $repo:
+  export RAY_AUTH_MODE=$RAY_AUTH_MODE
+  ray job submit --address http://127.0.0.1:$dashboard_port --runtime-env cluster/runtime_env.yaml -- \\
+      python -m cluster.pipeline --once --source synthetic --store $repo/runs/store \\
+      --storage-path $repo/runs/ray --work-dir $repo/runs/pipeline \\
+      --report-dir $repo/runs/report --num-workers 2 --use-gpu auto
+  (jobs run in an uploaded copy of the repo: give local paths absolute)
+
+Stop it with: cluster/stop_local.sh
+EOF
