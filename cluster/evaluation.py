@@ -77,7 +77,8 @@ def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowCo
                 pool.append(str(item))
         queries = rec_queries(history, window)
         pos = {item: i for i, item in enumerate(pool)}
-        targets = [np.asarray([pos.get(i, -1) for i in t], dtype=np.int64)
+        # An item no items table listed cannot be ranked by anyone: not a target.
+        targets = [np.asarray([pos[i] for i in t if i in pos], dtype=np.int64)
                    for t in queries.targets]
         seen = pd.concat(seen_parts, ignore_index=True) if seen_parts else previous.iloc[:0]
         contexts.append(WindowContext(window, history, previous, seen, list(pool),
@@ -130,6 +131,9 @@ def model_rec(model: ShopStreamModel, ctx: WindowContext, matrix: torch.Tensor,
     covering ``ctx.pool`` is used)."""
     part = matrix[:len(ctx.pool)]
     ranked = model_rankings(model, ctx.queries, ctx.pool, part, k)
+    if ranked.shape[1] < k:  # a pool smaller than k: pad like the baselines' lists
+        pad = np.full((ranked.shape[0], k - ranked.shape[1]), -1, dtype=np.int64)
+        ranked = np.concatenate([ranked, pad], axis=1)
     return _rec_row(_split_metrics(ranked, ctx.targets, ctx.queries.is_warm, k), k)
 
 

@@ -1,0 +1,185 @@
+"""training.local_fit: the Ray worker's training loop in this process (``trainer="local"``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import ray
+import torch
+
+from training.cli import ConfigError
+from training.config import TrainConfig
+from training.data.schema import WindowData
+from training.examples import WindowExamples
+from training.fit_result import FitResult
+from training.history import PurchaseHistory
+from training.incremental_config import IncrementalConfig
+from training.local_fit import fit_local
+from training.loop import build_optimizer
+from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
+from training.optim_state import restore_optimizer_state
+from training.raytrain import fit_window
+from training.train import init_model
+from training.worker import WorkerSettings, global_steps
+
+pytestmark = pytest.mark.unit
+
+TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, history_len=3,
+                   fraud_hidden=16, max_title_tokens=8)
+CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, encoder_lr=1e-3, warmup_frac=0.0,
+                  n_negatives=4, device="cpu", seed=0)
+NO_DISTILL = WorkerSettings()
+BASE = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def _ts(n: int) -> pd.Series:
+    return pd.Series([BASE + pd.Timedelta(minutes=m) for m in range(n)]).astype(
+        "datetime64[us, UTC]")
+
+
+def _window() -> WindowData:
+    """20 purchases over 8 items by 5 users, 12 labelled transactions (every 3rd fraud)."""
+    n, m = 20, 12
+    inter = pd.DataFrame({"user_id": [f"u{i % 5}" for i in range(n)],
+                          "item_id": [f"i{(i * 3) % 8}" for i in range(n)], "ts": _ts(n),
+                          "event": "purchase", "quantity": 1, "price": 1.0})
+    ids = [f"i{i}" for i in range(8)]
+    items = pd.DataFrame({"item_id": ids, "title": [f"blue widget {i}" for i in ids],
+                          "category": "x", "price": 1.0, "first_seen": _ts(8)})
+    fraud = np.arange(m) % 3 == 0
+    txns = pd.DataFrame({"txn_id": [f"t{i}" for i in range(m)],
+                         "user_id": [f"u{i % 5}" for i in range(m)], "item_id": None,
+                         "ts": _ts(m), "amount": np.where(fraud, 400.0, 12.0) + np.arange(m),
+                         "is_fraud": fraud, "f_night": fraud.astype(float)})
+    return WindowData("w0", items, inter, txns)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """A tiny model trains faster on one thread than contending for a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def setup() -> tuple[ShopStreamModel, WindowExamples]:
+    window = _window()
+    model = init_model(TINY, window)
+    examples = WindowExamples.build(model, window, PurchaseHistory(3))
+    assert (len(examples.rec), len(examples.fraud)) == (20, 12)
+    return model, examples
+
+
+@pytest.fixture(scope="module")
+def fitted(setup) -> tuple[dict[str, torch.Tensor], FitResult]:
+    """The input's weights before the fit, and the fit."""
+    model, examples = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    return before, fit_local(CFG, NO_DISTILL, model, None, None, examples, "w0")
+
+
+def _same_weights(a: ShopStreamModel, b: ShopStreamModel) -> bool:
+    sa, sb = a.state_dict(), b.state_dict()
+    return sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_fit_runs_every_step_on_a_copy_and_leaves_the_input_alone(setup, fitted) -> None:
+    model, examples = setup
+    before, result = fitted
+    assert global_steps(examples, 1, 8) == 3  # ceil(20 / 8) rec rows lead
+    assert result.steps == 3 * CFG.epochs == 6
+    assert result.model is not model
+    assert not result.model.training and result.use_gpu is False
+    assert result.resumed_from is None
+    assert result.seconds > 0 and result.samples_per_s > 0
+    assert math.isfinite(result.loop_seconds) and result.loop_seconds <= result.seconds
+    now = model.state_dict()
+    assert all(torch.equal(before[k], now[k]) for k in before)
+    trained = result.model.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], trained[k])]
+    assert "item_emb.weight" in changed and "fraud_mlp.0.weight" in changed
+    assert result.model.items.ids == model.items.ids
+
+
+def test_max_steps_caps_the_run(setup) -> None:
+    model, examples = setup
+    result = fit_local(dataclasses.replace(CFG, max_steps=4), NO_DISTILL, model, None, None,
+                       examples, "w0")
+    assert result.steps == 4
+    longer = fit_local(dataclasses.replace(CFG, max_steps=50), NO_DISTILL, model, None, None,
+                       examples, "w0")
+    assert longer.steps == 6  # never more than epochs * steps per epoch
+
+
+def test_same_seed_same_weights_other_seed_other_weights(setup, fitted) -> None:
+    model, examples = setup
+    _, first = fitted
+    again = fit_local(CFG, NO_DISTILL, model, None, None, examples, "w0")
+    assert _same_weights(first.model, again.model)
+    other = fit_local(dataclasses.replace(CFG, seed=1), NO_DISTILL, model, None, None,
+                      examples, "w0")
+    assert not _same_weights(first.model, other.model)
+
+
+def test_optimizer_state_restores_into_a_fresh_optimizer_and_resumes(setup, fitted) -> None:
+    model, examples = setup
+    _, result = fitted
+    tensors, meta = result.optimizer
+    copy = model_from_state(*model_state(result.model))
+    fresh = build_optimizer(copy, CFG)
+    n_params = sum(len(g["params"]) for g in fresh.param_groups)
+    counts = restore_optimizer_state(fresh, copy, tensors, meta)
+    assert counts == {"restored": n_params, "padded": 0, "fresh": 0, "unused": 0}
+    held = [(name, p) for name, p in copy.named_parameters() if p.requires_grad]
+    assert len(held) == n_params
+    for name, param in held:
+        state = fresh.state[param]
+        assert torch.equal(state["exp_avg"], tensors[f"{name}/exp_avg"])
+        assert float(state["step"]) == 6.0
+    # Continuing from the saved moments differs from a cold optimizer on the same weights.
+    warm = fit_local(CFG, NO_DISTILL, result.model, None, result.optimizer, examples, "w0")
+    cold = fit_local(CFG, NO_DISTILL, result.model, None, None, examples, "w0")
+    assert warm.steps == cold.steps == 6
+    assert not _same_weights(warm.model, cold.model)
+    assert float(warm.optimizer[0]["item_emb.weight/exp_avg"].abs().sum()) > 0
+
+
+def test_distillation_from_a_teacher_changes_the_result(setup, fitted) -> None:
+    model, examples = setup
+    _, plain = fitted
+    teacher = model_from_state(*model_state(plain.model))
+    distil = WorkerSettings(distill_weight=1.0, distill_temperature=2.0)
+    taught = fit_local(CFG, distil, model, teacher, None, examples, "w0")
+    assert not _same_weights(taught.model, plain.model)
+    # No teacher: the distillation weight is ignored.
+    alone = fit_local(CFG, distil, model, None, None, examples, "w0")
+    assert _same_weights(alone.model, plain.model)
+
+
+def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted) -> None:
+    model, examples = setup
+    _, plain = fitted
+    assert not ray.is_initialized()
+    inc = IncrementalConfig(trainer="local", distill_weight=0.7, distill_temperature=3.0)
+    result = fit_window(inc, CFG, model, None, None, examples, "w0")
+    assert isinstance(result, FitResult) and result.steps == 6
+    assert _same_weights(result.model, plain.model)  # no teacher: no distillation
+    teacher = model_from_state(*model_state(plain.model))
+    taught = fit_window(inc, CFG, model, teacher, None, examples, "w0")
+    direct = fit_local(CFG, WorkerSettings(distill_weight=0.7, distill_temperature=3.0),
+                       model, teacher, None, examples, "w0")
+    assert _same_weights(taught.model, direct.model)
+    assert not _same_weights(taught.model, plain.model)
+    assert not ray.is_initialized()
+
+
+def test_unknown_trainer_is_a_config_error_naming_the_setting() -> None:
+    with pytest.raises(ConfigError, match="trainer"):
+        IncrementalConfig(trainer="bogus")
+    assert IncrementalConfig().trainer == "ray"
