@@ -59,6 +59,9 @@ class IncrementalConfig:
     adv_steps: int = field(default=1, metadata={"help": "1 = FGM, >1 = PGD steps"})
     holdout_frac: float = field(default=0.2, metadata={
         "help": "tail of the window (by time) held out for the promotion gate"})
+    carry_holdout: bool = field(default=True, metadata={
+        "help": "also train on the previous version's held-out tail (its gate slice), "
+                "so no row of the stream is left untrained"})
     gate_tolerance: float = field(default=0.01, metadata={
         "help": "largest allowed absolute drop of any task's main metric vs latest"})
     keep_last: int = field(default=5, metadata={"help": "published versions kept"})

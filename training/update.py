@@ -19,7 +19,7 @@ from training.incremental_config import IncrementalConfig
 from training.loop import prepare_window
 from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
 from training.replay import ReplayBuffer
-from training.sources import load_windows
+from training.sources import load_windows, merge_windows
 from training.split import choose_window, split_holdout
 from training.store import CheckpointStore
 from training.train import init_model
@@ -58,6 +58,31 @@ def start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: Windo
     return model_from_state(*model_state(teacher)).train(), teacher
 
 
+def carried_tail(windows: list[WindowData], parent: Parent | None, window: WindowData,
+                 holdout_frac: float) -> WindowData | None:
+    """The parent window's held-out tail, if the source still has it.
+
+    The previous update only scored its gate on that tail; training on it now means no
+    row is wasted, and the most recent rows before the new window are the ones that
+    predict it best.
+    """
+    if parent is None or parent.window is None or parent.window == window.window_id:
+        return None
+    by_id = {w.window_id: w for w in windows}
+    if parent.window not in by_id:
+        return None
+    return split_holdout(by_id[parent.window], holdout_frac)[1]
+
+
+def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
+    """``window`` (its id kept) plus the rows of ``extra``."""
+    if extra is None:
+        return window
+    merged = merge_windows([extra, window])
+    return WindowData(window.window_id, merged.items, merged.interactions,
+                      merged.transactions)
+
+
 def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
                    model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
                    directory: Path) -> Update:
@@ -71,6 +96,8 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
     model, teacher = start_model(parent, model_cfg, train_part)
     mixed = replay.mix(train_part, inc.replay_ratio, train_cfg.seed)
+    if inc.carry_holdout:
+        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.holdout_frac))
     vocab = prepare_window(model, mixed)
     examples = WindowExamples.build(model, mixed, history)
     return Update(parent, windows, window, train_part, holdout, replay, history, model,
