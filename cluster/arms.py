@@ -89,7 +89,8 @@ class IncrementalArm(Arm):
         train = summary["train"]
         return {"wall_s": time.perf_counter() - began, "fit_s": train["fit_seconds"],
                 "loop_s": train["loop_seconds"], "steps": train["steps"],
-                "version": summary["version"], "promoted": summary["promoted"],
+                "version": summary["version"], "parent": summary["parent"],
+                "promoted": summary["promoted"],
                 "gate": summary["gate"], "config_used": summary["config_used"]}
 
 

@@ -253,6 +253,26 @@ def _title(result: Mapping[str, Any]) -> list[str]:
             "evaluated windows.", ""]
 
 
+def _sweeps(result: Mapping[str, Any]) -> list[str]:
+    sweeps = result.get("sweeps") or {}
+    if not sweeps:
+        return []
+    lines = ["## Sweeps", "", "Each sweep trains from the version before `trained on` and is "
+             "scored on `scored on` (both already seen); its best config feeds ours' later "
+             "updates (column `config_used` of metrics.json's updates).", ""]
+    rows = []
+    for after, sweep in sweeps.items():
+        best = sweep.get("best_config") or {}
+        tuned = {**best.get("train_config", {}), **best.get("incremental_config", {})}
+        rows.append([str(after), str(sweep.get("trained_on")), str(sweep.get("scored_on")),
+                     f"{number(sweep.get('seconds')):.0f}",
+                     ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in tuned.items()) or NOT_MEASURED])
+    table = markdown_table(["after window", "trained on", "scored on", "seconds",
+                            "best config"], rows)
+    return [*lines, table, ""]
+
+
 def _served(result: Mapping[str, Any]) -> list[str]:
     served = result.get("served")
     if not isinstance(served, dict):
@@ -284,6 +304,7 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
         measured = any(forgetting_detail(result, method, t) for t in result["tasks"])
         table = markdown_table(*forgetting_table(result, method)) if measured else NOT_MEASURED
         out += [f"### {method}", "", table + ("" if measured else "."), ""]
+    out += _sweeps(result)
     out += ["## Serving", "", *_served(result), "", "## Verdict", ""]
     from cluster.verdicts import verdicts  # it builds on this module's helpers
 

@@ -221,23 +221,29 @@ class Pipeline:
         self.save()
 
     def maybe_sweep(self, t: int) -> None:
-        every, nxt = self.cfg.sweep_every, t + 1
-        if not every or nxt % every or nxt + 1 >= len(self.windows):
+        """Every ``sweep_every`` windows, tune on data already seen: trials start from the
+        version before window t-1, train on t-1 and are scored on t (never on a window
+        the report has not scored yet); the best config feeds the updates from t+1."""
+        every = self.cfg.sweep_every
+        if not every or t < 1 or (t + 1) % every or t + 1 >= len(self.windows):
             return
-        wid = self.windows[nxt].window_id
+        wid = self.windows[t].window_id
         if wid in self.result["sweeps"]:
             return
         from tuning.config import SweepConfig
         from tuning.space import SearchSpace
         from tuning.sweep import run_sweep
 
+        previous = self.windows[t - 1].window_id
+        start = self.result["updates"][previous][OURS].get("parent")
         began = time.perf_counter()
         sweep = run_sweep(SweepConfig(num_samples=self.cfg.sweep_samples,
                                       name=f"pipeline-{wid}"), SearchSpace(),
-                          dataclasses.replace(self.inc, window=wid), self.train_cfg,
-                          self.model_cfg, None)
+                          dataclasses.replace(self.inc, window=previous), self.train_cfg,
+                          self.model_cfg, None, start_version=start)
         self.result["sweeps"][wid] = {"seconds": time.perf_counter() - began,
-                                      "sweep_id": sweep.sweep_id,
+                                      "sweep_id": sweep.sweep_id, "start_version": start,
+                                      "trained_on": previous, "scored_on": wid,
                                       "best_config": sweep.best_config,
                                       "written_to": sweep.best_written_to}
         self.save()

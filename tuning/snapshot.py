@@ -57,10 +57,16 @@ def snapshot_latest(store: CheckpointStore) -> SnapshotStore:
     """Copy ``latest`` (every file verified by ``store.load``) into memory; an empty store
     gives an empty snapshot (trials then start from the pretrained encoder)."""
     info = store.latest()
+    return snapshot_version(store, info.version if info is not None else None)
+
+
+def snapshot_version(store: CheckpointStore, version: str | None) -> SnapshotStore:
+    """A snapshot whose ``latest`` is ``version`` (None: an empty store). The pipeline
+    tunes from an older version so that trials train and score on windows already seen."""
     objects: dict[str, bytes] = {}
-    if info is not None:
+    if version is not None:
         with tempfile.TemporaryDirectory(prefix="shopstream-snapshot-") as tmp:
-            info = store.load(info.version, Path(tmp))
+            info = store.load(version, Path(tmp))
             prefix = f"{SNAPSHOT_AREA}/{info.version}"
             for name in info.files:
                 objects[f"{prefix}/{name}"] = (Path(tmp) / name).read_bytes()

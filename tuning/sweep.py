@@ -54,11 +54,14 @@ from tuning.report import (
     pareto_front,
     plot_sweep,
 )
-from tuning.snapshot import snapshot_latest
+from tuning.snapshot import snapshot_latest, snapshot_version
 from tuning.space import SearchSpace
 from tuning.tuner import build_tuner, rows_from_grid
 
 logger = logging.getLogger(__name__)
+
+# run_sweep's default start: the store's latest version.
+LATEST = "latest"
 
 
 @dataclass
@@ -121,8 +124,12 @@ def _absolute(inc: IncrementalConfig) -> IncrementalConfig:
 
 def run_sweep(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
               train_cfg: TrainConfig, model_cfg: ModelConfig,
-              synthetic: SyntheticShopConfig | None = None) -> SweepResult:
-    """Run the sweep on the connected Ray cluster, report it, write configs/best.json."""
+              synthetic: SyntheticShopConfig | None = None,
+              start_version: str | None = LATEST) -> SweepResult:
+    """Run the sweep on the connected Ray cluster, report it, write configs/best.json.
+
+    Trials start from the store's ``latest`` or, given ``start_version``, from that
+    version (None: from the pretrained encoder)."""
     began = time.perf_counter()
     sweep_id = sweep.name or new_sweep_id()
     store = open_store(inc.store, inc.endpoint_url)
@@ -130,8 +137,10 @@ def run_sweep(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
     logger.info("sweep %s: %d trials (%s, %s, %s backend) train %s, score on %s, space %s",
                 sweep_id, sweep.num_samples, sweep.scheduler, sweep.search,
                 sweep.trial_backend, window.window_id, nxt.window_id, space.to_json())
+    start = snapshot_latest(store) if start_version == LATEST else \
+        snapshot_version(store, start_version)
     tuner = build_tuner(sweep, space, _absolute(inc), train_cfg, model_cfg, synthetic,
-                        snapshot_latest(store), sweep_id)
+                        start, sweep_id)
     grid = tuner.fit()
     rows = rows_from_grid(grid)
     pool = finalists(rows, sweep.max_epochs)
