@@ -8,7 +8,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import ray
 import torch
 
 from training.cli import ConfigError
@@ -162,10 +161,20 @@ def test_distillation_from_a_teacher_changes_the_result(setup, fitted) -> None:
     assert _same_weights(alone.model, plain.model)
 
 
-def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted) -> None:
+def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted, monkeypatch
+                                                              ) -> None:
     model, examples = setup
     _, plain = fitted
-    assert not ray.is_initialized()
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("trainer=local must not touch Ray")
+
+    # A Ray started by other tests of the session may be up: assert Ray is never used.
+    import training.raytrain
+
+    monkeypatch.setattr(training.raytrain, "TorchTrainer", no_ray)
+    monkeypatch.setattr(training.raytrain, "resolve_use_gpu", no_ray)
+    monkeypatch.setattr(training.raytrain.ray, "put", no_ray)
     inc = IncrementalConfig(trainer="local", distill_weight=0.7, distill_temperature=3.0)
     result = fit_window(inc, CFG, model, None, None, examples, "w0")
     assert isinstance(result, FitResult) and result.steps == 6
@@ -176,7 +185,6 @@ def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted) -> 
                        model, teacher, None, examples, "w0")
     assert _same_weights(taught.model, direct.model)
     assert not _same_weights(taught.model, plain.model)
-    assert not ray.is_initialized()
 
 
 def test_unknown_trainer_is_a_config_error_naming_the_setting() -> None:
