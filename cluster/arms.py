@@ -63,7 +63,9 @@ class Arm:
         if self._cached is None or self._cached[0] != info.version:
             with tempfile.TemporaryDirectory(prefix="shopstream-arm-") as tmp:
                 self.store.load(info.version, Path(tmp))
-                self._cached = (info.version, load_model(Path(tmp)).eval())
+                model = load_model(Path(tmp)).eval()
+                model.text.use_shared_cache()  # every arm encodes a title once
+                self._cached = (info.version, model)
         return self._cached[1]
 
     def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:

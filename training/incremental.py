@@ -61,6 +61,7 @@ def evaluate_models(models: dict[str, ShopStreamModel | None], history: Purchase
         if model is None:
             continue
         model.eval()
+        model.text.use_shared_cache()
         rec = evaluate_rec(model, history, train_part.interactions, gate_window, k=k) \
             if len(gate_window.interactions) else {}
         fraud = evaluate_fraud(model, history, gate_window)

@@ -27,7 +27,13 @@ from training.loop import (
 from training.model import ShopStreamModel, model_from_state, model_state
 from training.objective import TrainingObjective
 from training.optim_state import optimizer_state_tensors, restore_optimizer_state
-from training.worker import STEADY_WARMUP_STEPS, StepClock, WorkerSettings, global_steps
+from training.worker import (
+    STEADY_WARMUP_STEPS,
+    StepClock,
+    WorkerSettings,
+    global_steps,
+    share_text_cache,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +47,8 @@ def fit_local(train_cfg: TrainConfig, settings: WorkerSettings, model: ShopStrea
     device = resolve_device(train_cfg.device)
     student = model_from_state(*model_state(model)).train().to(device)
     teacher = teacher.to(device).eval() if teacher is not None else None
+    model.text.use_shared_cache()
+    share_text_cache(student, teacher, {})
     opt = build_optimizer(student, train_cfg)
     if optimizer is not None:
         restore_optimizer_state(opt, student, *optimizer)

@@ -75,9 +75,14 @@ def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStream
         return fit_local(train_cfg, worker_settings(inc, teacher is not None), model, teacher,
                          optimizer, examples, window_id)
     use_gpu = resolve_use_gpu(inc.use_gpu)
+    # Titles are encoded once here (and kept for the gate's evaluation), not once per
+    # worker and again for the teacher: the frozen outputs travel with the payload.
+    model.text.use_shared_cache()
+    model.text.warm(model.item_titles[1:])
     payload = ray.put({"model": model_state(model),
                        "teacher": model_state(teacher) if teacher is not None else None,
-                       "optimizer": optimizer, "examples": examples})
+                       "optimizer": optimizer, "examples": examples,
+                       "text_cache": model.text.export_cache(model.item_titles[1:])})
     storage_path, fs = storage(inc.storage_path, inc.endpoint_url)
     name = f"incremental-{window_id.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
     trainer = TorchTrainer(

@@ -144,6 +144,16 @@ def _maybe_fail(settings: WorkerSettings, step: int) -> None:
     raise InjectedFailure(f"injected worker failure at step {step} (marker {marker})")
 
 
+def share_text_cache(model: ShopStreamModel, teacher: ShopStreamModel | None,
+                     entries: dict[str, torch.Tensor]) -> None:
+    """Student and teacher share the frozen text outputs (their frozen weights are the
+    same), seeded with the ones the driver computed."""
+    model.text.use_shared_cache()
+    model.text.import_cache(entries)
+    if teacher is not None:
+        teacher.text.use_shared_cache()
+
+
 def _objective(model: ShopStreamModel, teacher: ShopStreamModel | None, cfg: TrainConfig,
                settings: WorkerSettings) -> TrainingObjective:
     return TrainingObjective(model, cfg.task_weights, cfg.fraud_pos_weight, teacher=teacher,
@@ -164,6 +174,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
     model = model_from_state(*payload["model"]).train()
     teacher = model_from_state(*payload["teacher"]).to(device) if payload["teacher"] else None
+    share_text_cache(model, teacher, payload.get("text_cache") or {})
     optimizer = build_optimizer(model, cfg)
     if payload["optimizer"] is not None:
         restore_optimizer_state(optimizer, model, *payload["optimizer"])

@@ -4,13 +4,20 @@ Only the top ``finetune_layers`` transformer layers train. Everything below them
 and lower layers) is frozen and kept in eval mode, so its output for a title never changes:
 it is computed once per title, kept on CPU in a bounded LRU cache, and each call runs only the
 trainable top layers. With ``finetune_layers == 0`` the cache holds the final pooled vector.
+
+Encoders whose frozen weights are identical (every version of one model, its distillation
+teacher, the comparison arms) compute identical frozen outputs, so they may share one cache
+per process (:meth:`TextEncoder.use_shared_cache`, keyed by a hash of the frozen weights);
+:meth:`export_cache` / :meth:`import_cache` carry entries to Ray Train workers.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -26,6 +33,8 @@ TINY_BERT: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2,
                              "num_attention_heads": 2, "intermediate_size": 64}
 # Titles pushed through the frozen part at once when filling the cache.
 FROZEN_CHUNK = 256
+# Frozen-part outputs shared within a process, per hash of the frozen weights.
+_SHARED_CACHES: dict[str, OrderedDict[str, Tensor]] = {}
 
 
 def encoder_package_path() -> str:
@@ -66,6 +75,7 @@ class TextEncoder(nn.Module):
         for name, param in self.bert.named_parameters():
             param.requires_grad_(self._is_trainable(name))
         self._cache: OrderedDict[str, Tensor] = OrderedDict()
+        self._shared = False
         self.cache_hits = 0
         self.cache_misses = 0
         # New weights (checkpoint load) make every cached output stale.
@@ -123,10 +133,58 @@ class TextEncoder(nn.Module):
         return self
 
     def clear_cache(self) -> None:
+        if self._shared:  # leave the other encoders' entries alone
+            self._cache, self._shared = OrderedDict(), False
         self._cache.clear()
 
     def _drop_cache_on_load(self, *args: Any, **kwargs: Any) -> None:
         self.clear_cache()
+
+    def frozen_signature(self) -> str:
+        """Hash of everything the frozen outputs depend on: the frozen weights, how many
+        layers are frozen, the tokenizer and the title length limit."""
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(f"{self.n_frozen}|{self.cfg.max_title_tokens}|{len(self.tokenizer)}|"
+                      f"{self.cfg.finetune_layers == 0}".encode())
+        for name, param in self.bert.named_parameters():
+            if name.startswith("pooler") or self._is_trainable(name):
+                continue
+            digest.update(name.encode())
+            digest.update(param.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
+    def use_shared_cache(self) -> None:
+        """Join the process-wide cache of encoders with the same frozen weights (idempotent;
+        a checkpoint load leaves it)."""
+        if self._shared or self.cfg.text_cache_size == 0:
+            return
+        shared = _SHARED_CACHES.setdefault(self.frozen_signature(), OrderedDict())
+        shared.update(self._cache)
+        self._cache, self._shared = shared, True
+        self._trim()
+
+    def warm(self, titles: Iterable[str]) -> None:
+        """Compute (or find) the frozen outputs of ``titles``."""
+        distinct = list(dict.fromkeys(t for t in titles if t))
+        if distinct:
+            with torch.no_grad():
+                self._cached_frozen(distinct)
+
+    def export_cache(self, titles: Iterable[str]) -> dict[str, Tensor]:
+        """The cached frozen outputs of those of ``titles`` that are cached."""
+        return {t: self._cache[t] for t in dict.fromkeys(titles) if t in self._cache}
+
+    def import_cache(self, entries: Mapping[str, Tensor]) -> None:
+        """Add entries computed by an encoder with the same :meth:`frozen_signature`."""
+        if self.cfg.text_cache_size == 0:
+            return
+        for title, value in entries.items():
+            self._cache[title] = value
+        self._trim()
+
+    def _trim(self) -> None:
+        while len(self._cache) > self.cfg.text_cache_size:
+            self._cache.popitem(last=False)
 
     @property
     def cache_len(self) -> int:
@@ -207,8 +265,7 @@ class TextEncoder(nn.Module):
                 found[title] = value
                 if self.cfg.text_cache_size > 0:
                     self._cache[title] = value
-            while len(self._cache) > self.cfg.text_cache_size:
-                self._cache.popitem(last=False)
+            self._trim()
         return [found[t] for t in titles]
 
     def _top_layers(self, states: list[Tensor]) -> Tensor:
