@@ -66,6 +66,12 @@ class UnavailableError(ServingError):
     code = "unavailable"
 
 
+class NoRecommenderError(UnavailableError):
+    """The served version has no items to recommend (trained on fraud data only)."""
+
+    code = "no_recommender"
+
+
 class VersionRejectedError(Exception):
     """A version failed to load or verify; the replica skips it and keeps the old one."""
 
@@ -77,6 +83,7 @@ HTTP_STATUS: dict[type[ServingError], int] = {
     UnauthorizedError: 401,
     NotReadyError: 503,
     UnavailableError: 503,
+    NoRecommenderError: 503,
     ServingError: 500,
 }
 ERROR_CLASSES: dict[str, type[ServingError]] = {cls.code: cls for cls in HTTP_STATUS}

@@ -337,8 +337,16 @@ class Predictor:
 
     def verify(self) -> None:
         """Refuse a version that cannot answer: non-finite tables or probe answers."""
-        if self.n_items == 0:
-            raise VersionRejectedError("the version knows no items")
+        if self.n_items:
+            self._verify_recommend()
+        probe = FraudRequest.model_validate(
+            {"amount": 1.0, "features": dict.fromkeys(self.fraud_features, 0.0)})
+        (p,) = self.fraud_probabilities(self._features(probe), probe.transactions)
+        if not 0.0 <= p <= 1.0:
+            raise VersionRejectedError(f"probe fraud probability is {p}")
+
+    def _verify_recommend(self) -> None:
+        """A version with items must rank them (one without serves /fraud only)."""
         if not (torch.isfinite(self.table.vectors).all() and torch.isfinite(self.table.text).all()):
             raise VersionRejectedError("item table has non-finite values")
         probe_user = self.model.users.ids[0] if len(self.model.users) > 1 else "probe-user"
@@ -350,8 +358,3 @@ class Predictor:
             if not answer.items or not all(math.isfinite(i.score) for i in answer.items):
                 raise VersionRejectedError(f"probe recommendation ({answer.strategy}) gave "
                                            f"{answer.items}")
-        probe = FraudRequest.model_validate(
-            {"amount": 1.0, "features": dict.fromkeys(self.fraud_features, 0.0)})
-        (p,) = self.fraud_probabilities(self._features(probe), probe.transactions)
-        if not 0.0 <= p <= 1.0:
-            raise VersionRejectedError(f"probe fraud probability is {p}")

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from serving.config import ServeConfig
-from serving.errors import ErrorInfo, NotReadyError
+from serving.errors import ErrorInfo, NoRecommenderError, NotReadyError
 from serving.holder import VersionHolder
 from serving.loading import make_holder
 from serving.predictor import Predictor
@@ -73,6 +73,10 @@ class ModelReplica:
             predictor = self._predictor()
         except NotReadyError as err:
             return [ErrorInfo.of(err)] * len(requests)
+        if predictor.n_items == 0:  # a fraud-only version (e.g. trained on card data alone)
+            missing = NoRecommenderError(f"version {predictor.version} was trained without "
+                                         "items or purchases: it answers /fraud only")
+            return [ErrorInfo.of(missing)] * len(requests)
         return list(predictor.recommend(requests))
 
     def fraud(self, requests: Sequence[FraudRequest]) -> list[FraudAnswer]:
