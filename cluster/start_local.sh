@@ -40,15 +40,8 @@ while [[ $# -gt 0 ]]; do
     esac
 done
 
-repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-if [[ -x "$repo/.venv/bin/ray" ]]; then
-    ray_bin="$repo/.venv/bin/ray"
-elif ray_bin="$(command -v ray)"; then
-    :
-else
-    echo "error: no ray: run 'make setup' (creates .venv) or install the project" >&2
-    exit 1
-fi
+# shellcheck source=lib/find_ray.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib/find_ray.sh"
 
 # Read by `ray start` and inherited by every Ray worker process of this head.
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0
