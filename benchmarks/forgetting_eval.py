@@ -131,7 +131,7 @@ def rec_metrics(model: ShopStreamModel, known: torch.Tensor, part: WindowSlice,
     if not queries.user_ids:
         return {f"ndcg@{k}": math.nan, f"recall@{k}": math.nan, "n_users": 0}
     matrix = pool_matrix(model, known, part)
-    ranked = model_rankings(model, queries, part.pool, matrix, k)
+    ranked = model_rankings(model, queries, part.history, part.pool, matrix, k)
     pos = {item: i for i, item in enumerate(part.pool)}
     return _rec_result(ranking_metrics(ranked, _targets(queries.targets, pos), k=k), k)
 

@@ -3,9 +3,10 @@
 Training throughput and the cost of an incremental update, in one run (``--help``: every size).
 The real MiniLM from the package (``finetune_layers=1``) and the synthetic drifting shop:
 
-1. throughput: steady-state samples/s of Ray Train with 1 worker vs a plain single-process loop
-   over the same ``train_step`` (same model, examples, batch order and batch size). Ray's
-   start-up (``TorchTrainer.fit()`` wall minus the worker's training loop) is reported apart.
+1. throughput: steady-state samples/s of Ray Train with 1 worker vs a plain single-process run
+   of the same engine, ``training.engine.fit`` (same model, examples, batch order and batch
+   size). Ray's start-up (``TorchTrainer.fit()`` wall minus the worker's training loop) is
+   reported apart.
    The same pair again with one torch thread each (``*_1t``), which load disturbs far less.
 2. scaling: 2 Ray Train workers (one thread each) vs 1, in the same rounds. Rounds alternate
    the order of the arms (forward, then backward) so drifting machine load hits every arm
@@ -34,7 +35,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -48,19 +48,12 @@ from training.cli import (
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig, generate
+from training.engine import WorkerSettings, fit
 from training.evaluate import evaluate_fraud, evaluate_rec
-from training.examples import WindowExamples, iter_batches
+from training.examples import WindowExamples
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig
-from training.loop import (
-    batch_size_of,
-    build_optimizer,
-    build_scheduler,
-    resolve_device,
-    train_step,
-)
-from training.model import ModelConfig, ShopStreamModel, load_model, model_from_state, model_state
-from training.objective import TrainingObjective
+from training.model import ModelConfig, ShopStreamModel, load_model
 from training.sources import merge_windows
 from training.store import open_store
 from training.train import init_model
@@ -163,25 +156,11 @@ FITS = FitLog()
 
 def plain_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConfig
               ) -> dict[str, Any]:
-    """The Ray worker's loop (``training.worker._run_steps``) in this process, without Ray."""
-    from training.worker import STEADY_WARMUP_STEPS, StepClock, global_steps
-
+    """The Ray worker's engine (``training.engine.fit``) in this process, without Ray."""
     began = time.perf_counter()
-    device = resolve_device(train.device)
-    student = model_from_state(*model_state(model)).train().to(device)
-    optimizer = build_optimizer(student, train)
-    steps = global_steps(examples, 1, train.batch_size)
-    scheduler = build_scheduler(optimizer, steps * train.epochs, train)
-    objective = TrainingObjective(student, train.task_weights, train.fraud_pos_weight)
-    setup_s = time.perf_counter() - began
-    clock, losses = StepClock(STEADY_WARMUP_STEPS), []
-    for epoch in range(train.epochs):
-        rng = np.random.default_rng([train.seed, epoch])
-        for batch in iter_batches(examples, steps, len(student.items), train.n_negatives, rng):
-            losses.append(train_step(objective, optimizer, scheduler, batch.to(device), train))
-            clock.tick(batch_size_of(batch))
-    return {"workers": 0, "setup_s": setup_s, "steps": clock.steps, **clock.metrics(),
-            "loss": float(np.mean([r["loss"] for r in losses[-20:]]))}
+    run = fit(model, examples, train, WorkerSettings()).run
+    return {"workers": 0, "setup_s": run.clock.began - began, "steps": run.clock.steps,
+            **run.clock.metrics(), "loss": run.mean_losses()["loss"]}
 
 
 def ray_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConfig,

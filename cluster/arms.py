@@ -1,7 +1,8 @@
 """The neural methods the pipeline compares, each a chain of versions in its own store.
 
 * ``incremental`` (ours): ``training.incremental.run_incremental`` into the main store:
-  resume from latest, replay + distillation, gate, publish. This is what serving follows.
+  resume from the training head, replay + distillation, gate, publish (after repeated
+  rejections: a gated full retrain). Serving follows its latest.
 * ``incremental_no_replay``: the same update with replay and distillation switched off.
 * ``full_retrain``: from the pretrained encoder on all windows so far, every window.
 * ``frozen``: ours' first version, never updated.
@@ -23,7 +24,6 @@ from typing import Any
 from training.bundle import write_bundle
 from training.config import TrainConfig
 from training.data.schema import WindowData
-from training.examples import WindowExamples
 from training.history import PurchaseHistory
 from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
@@ -32,7 +32,7 @@ from training.raytrain import fit_window
 from training.replay import ReplayBuffer
 from training.sources import merge_windows
 from training.store import CheckpointStore, open_store
-from training.train import init_model
+from training.update import full_retrain_start
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,10 @@ NO_REPLAY = "incremental_no_replay"
 FULL = "full_retrain"
 FROZEN = "frozen"
 NEURAL_METHODS: tuple[str, ...] = (OURS, NO_REPLAY, FULL, FROZEN)
+# Summary fields of an incremental update copied into the pipeline's update rows (read by
+# cluster.staleness): what ran, what it resumed from, and what serving had afterwards.
+STALENESS_FIELDS: tuple[str, ...] = ("kind", "start_from", "consecutive_rejections",
+                                     "live_version", "live_window")
 
 
 def arm_store_uri(store: str, name: str) -> str:
@@ -93,7 +97,8 @@ class IncrementalArm(Arm):
                 "loop_s": train["loop_seconds"], "steps": train["steps"],
                 "version": summary["version"], "parent": summary["parent"],
                 "promoted": summary["promoted"],
-                "gate": summary["gate"], "config_used": summary["config_used"]}
+                "gate": summary["gate"], "config_used": summary["config_used"],
+                **{key: summary[key] for key in STALENESS_FIELDS}}
 
 
 class FullRetrainArm(Arm):
@@ -106,10 +111,8 @@ class FullRetrainArm(Arm):
 
     def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
         began = time.perf_counter()
-        merged = merge_windows(windows[:t + 1])
-        model = init_model(self.model_cfg, merged)
+        merged, model, examples = full_retrain_start(self.model_cfg, windows[:t + 1])
         history = PurchaseHistory(self.model_cfg.history_len)
-        examples = WindowExamples.build(model, merged, history)
         fit = fit_window(self.inc, self.train_cfg, model, None, None, examples,
                          f"full-{windows[t].window_id}")
         wall = time.perf_counter() - began

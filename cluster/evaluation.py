@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -31,14 +31,14 @@ from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
 from training.evaluate import (
     RecQueries,
-    _split_metrics,
     evaluate_fraud,
     model_rankings,
     rec_queries,
 )
 from training.history import PurchaseHistory, purchases
-from training.metrics import fraud_metrics
+from training.metrics import PerUserRanking, fraud_metrics
 from training.model import ShopStreamModel
+from training.rec_split import split_rec_per_user
 
 logger = logging.getLogger(__name__)
 
@@ -58,6 +58,20 @@ class WindowContext:
     titles: dict[str, str]
     queries: RecQueries
     targets: list[np.ndarray]
+    # repeat[u][j]: user u bought targets[u][j] in an earlier window (all of them, not just the
+    # last history_len purchases the history keeps); empty = unknown, no repeat/new split.
+    repeat: list[np.ndarray] = field(default_factory=list)
+
+
+def _bought_before(bought: dict[str, set[str]], user: str, items: list[str]) -> np.ndarray:
+    before = bought.get(user, set())
+    return np.asarray([i in before for i in items], dtype=bool)
+
+
+def _add_purchases(bought: dict[str, set[str]], interactions: pd.DataFrame) -> None:
+    rows = purchases(interactions)
+    for user, item in zip(rows["user_id"].astype(str), rows["item_id"].astype(str)):
+        bought.setdefault(user, set()).add(item)
 
 
 def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowContext]:
@@ -68,6 +82,7 @@ def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowCo
     known: set[str] = set()
     titles: dict[str, str] = {}
     seen_parts: list[pd.DataFrame] = []
+    bought: dict[str, set[str]] = {}
     previous = windows[0].interactions.iloc[:0]
     for window in windows:
         for item, title in zip(window.items["item_id"], window.items["title"]):
@@ -80,10 +95,13 @@ def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowCo
         # An item no items table listed cannot be ranked by anyone: not a target.
         targets = [np.asarray([pos[i] for i in t if i in pos], dtype=np.int64)
                    for t in queries.targets]
+        repeat = [_bought_before(bought, u, [i for i in t if i in pos])
+                  for u, t in zip(queries.user_ids, queries.targets)]
         seen = pd.concat(seen_parts, ignore_index=True) if seen_parts else previous.iloc[:0]
         contexts.append(WindowContext(window, history, previous, seen, list(pool),
-                                      dict(titles), queries, targets))
+                                      dict(titles), queries, targets, repeat))
         history = history.update(window.interactions)
+        _add_purchases(bought, window.interactions)
         seen_parts.append(window.interactions)
         previous = window.interactions
     return contexts
@@ -115,14 +133,33 @@ def pool_matrix(model: ShopStreamModel, pool: list[str], titles: dict[str, str]
     return out
 
 
-def _rec_row(metrics: dict[str, float], k: int) -> dict[str, float]:
-    """The report's rec metrics from ``training.evaluate``'s split metrics."""
-    row = {name: metrics[f"all/{name}@{k}"] for name in ("ndcg", "recall", "hitrate")}
-    out = {f"{name}@{k}": float(value) for name, value in row.items()}
-    out.update({f"{part}/{name}@{k}": float(metrics[f"{part}/{name}@{k}"])
-                for part in ("warm", "cold") for name in ("ndcg", "recall")})
-    out["n_users"] = float(metrics["all/n_users"])
-    return out
+class RecRow(dict[str, float]):
+    """A rec metrics row (what the results store) that also carries, in memory only, the
+    per-user values behind it: ``per_user[part]`` for the parts of
+    :func:`training.rec_split.split_rec_per_user`, users indexing ``ctx.queries`` rows, the
+    same users for every method scored on the same context (so they can be paired)."""
+
+    per_user: dict[str, PerUserRanking]
+
+
+REC_PARTS = ("warm", "cold", "warm_repeat", "warm_new")
+
+
+def _rec_row(ranked: np.ndarray, ctx: WindowContext, k: int) -> RecRow:
+    """The report's rec metrics of ``ranked`` (rows = ``ctx.queries``) on ``ctx``'s targets:
+    all users, warm/cold users and warm users' repeat/new-to-user targets."""
+    repeat = ctx.repeat if len(ctx.repeat) == len(ctx.targets) else None
+    parts = split_rec_per_user(ranked, ctx.targets, ctx.queries.is_warm, k, repeat)
+    means = {name: part.means() for name, part in parts.items()}
+    row = RecRow({f"{name}@{k}": float(means["all"][f"{name}@{k}"])
+                  for name in ("ndcg", "recall", "hitrate")})
+    row.update({f"{part}/{name}@{k}": float(means[part][f"{name}@{k}"])
+                for part in REC_PARTS if part in means for name in ("ndcg", "recall")})
+    row["n_users"] = float(means["all"]["n_users"])
+    row.update({f"{part}/n_users": float(means[part]["n_users"])
+                for part in REC_PARTS if part in means})
+    row.per_user = parts
+    return row
 
 
 def model_rec(model: ShopStreamModel, ctx: WindowContext, matrix: torch.Tensor,
@@ -130,11 +167,11 @@ def model_rec(model: ShopStreamModel, ctx: WindowContext, matrix: torch.Tensor,
     """Rec metrics of a model on ``ctx`` with ``matrix`` (a pool matrix; only the prefix
     covering ``ctx.pool`` is used)."""
     part = matrix[:len(ctx.pool)]
-    ranked = model_rankings(model, ctx.queries, ctx.pool, part, k)
+    ranked = model_rankings(model, ctx.queries, ctx.history, ctx.pool, part, k)
     if ranked.shape[1] < k:  # a pool smaller than k: pad like the baselines' lists
         pad = np.full((ranked.shape[0], k - ranked.shape[1]), -1, dtype=np.int64)
         ranked = np.concatenate([ranked, pad], axis=1)
-    return _rec_row(_split_metrics(ranked, ctx.targets, ctx.queries.is_warm, k), k)
+    return _rec_row(ranked, ctx, k)
 
 
 def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float], float]]:
@@ -145,7 +182,7 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
     columns = ["user_id", "item_id", "event", "ts"]
     seen = pd.concat([ctx.seen[columns], cold[columns]], ignore_index=True) \
         if len(ctx.seen) else cold[columns]
-    out = {}
+    out: dict[str, tuple[dict[str, float], float]] = {}
     for name, factory, data in (("popularity", PopularityRecommender, ctx.previous),
                                 ("repeat_then_popular", RepeatThenPopular, seen)):
         began = time.perf_counter()
@@ -154,8 +191,7 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
         recs = recommender.recommend(ctx.queries.user_ids, k)
         ranked = np.asarray([[pos.get(i, -1) for i in r[:k]] + [-1] * (k - len(r[:k]))
                              for r in recs], dtype=np.int64).reshape(-1, k)
-        out[name] = (_rec_row(_split_metrics(ranked, ctx.targets, ctx.queries.is_warm, k), k),
-                     seconds)
+        out[name] = (_rec_row(ranked, ctx, k), seconds)
     return out
 
 

@@ -1,5 +1,6 @@
 """PNG plots of the pipeline report (matplotlib, Agg backend): the main metric per evaluated
-window per task, update wall seconds per window, and mean forgetting per neural method.
+window per task (with its bootstrap 95% band where the run has one), update wall seconds per
+window, and mean forgetting per neural method.
 
     python -m cluster.pipeline --help    # this module has no entry point; cluster.report calls it
 
@@ -15,11 +16,13 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster.report import (
+from cluster.report_data import (
     applies,
+    dig,
     forgetting_detail,
     mean_forgetting,
     neural_methods,
+    number,
     series,
     update_seconds,
 )
@@ -63,14 +66,26 @@ def _legend(ax: Any) -> None:
         ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5))
 
 
+def _band(ax: Any, result: Mapping[str, Any], method: str, task: str, metric: str,
+          color: str) -> None:
+    """Shade the per-window 95% interval of ``metric`` where the rows carry one."""
+    bounds = [dig(result["prequential"], w, method, task, "ci95", metric)
+              for w in result["evaluated_windows"]]
+    lo = [number(b[0]) if isinstance(b, list) and len(b) == 2 else math.nan for b in bounds]
+    hi = [number(b[1]) if isinstance(b, list) and len(b) == 2 else math.nan for b in bounds]
+    if any(math.isfinite(v) for v in lo):
+        ax.fill_between(range(len(lo)), lo, hi, color=color, alpha=0.15, linewidth=0)
+
+
 def _per_window(task: str) -> Drawer:
     def draw(ax: Any, result: Mapping[str, Any]) -> None:
         main = result["tasks"][task]
         windows = result["evaluated_windows"]
         for method in result["methods"]:
             if applies(result, method, task):
-                ax.plot(range(len(windows)), series(result, method, task, main), marker="o",
-                        label=method)
+                (line,) = ax.plot(range(len(windows)), series(result, method, task, main),
+                                  marker="o", label=method)
+                _band(ax, result, method, task, main, line.get_color())
         _window_ticks(ax, windows)
         ax.set_ylabel(main)
         ax.set_title(f"{task}: {main} per window (model before it trained on the window)")

@@ -19,20 +19,38 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from cluster.plots import expected_plots, write_plots
+from cluster.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
+    NAN,
+    NOT_APPLICABLE,
+    NOT_MEASURED,
+    OURS,
+    SCHEMA,
+    ReportError,
+    applies,
+    dig,
+    finite_mean,
+    forgetting_detail,
+    interval_verdict,
+    mean_forgetting,
+    method_interval,
+    neural_methods,
+    number,
+    paired_interval,
+    pooled_mean,
+    secondary_metric,
+    series,
+    to_strict_json,
+    trainer_of,
+    update_seconds,
+    validate,
+)
+from cluster.staleness import staleness_markdown
+from cluster.verdicts import verdicts
 
 logger = logging.getLogger(__name__)
 
-SCHEMA = 1
-NAN = float("nan")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-NOT_MEASURED = "not measured"
-NOT_APPLICABLE = "n/a"
-OURS = "incremental"
-
-
-class ReportError(ValueError):
-    """The results dict does not follow schema 1; the message names the offending field."""
 
 
 @dataclass(frozen=True)
@@ -40,123 +58,6 @@ class ReportPaths:
     metrics_json: Path
     summary_md: Path
     plots: list[Path]
-
-
-# --------------------------------------------------------------------------- dict access
-def to_strict_json(obj: Any, where: str = "result") -> Any:
-    """A copy of ``obj`` that ``json.dumps(..., allow_nan=False)`` accepts: NaN/inf -> None,
-    numpy scalars/arrays -> Python, Path -> str; anything else non-JSON raises ReportError."""
-    if obj is None or isinstance(obj, (bool, str, int)):
-        return obj
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, (np.generic, np.ndarray)):
-        return to_strict_json(obj.tolist(), where)
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, Mapping):
-        for key in obj:
-            if not isinstance(key, str):
-                raise ReportError(f"{where}: key {key!r} is not a string")
-        return {k: to_strict_json(v, f"{where}[{k!r}]") for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_strict_json(v, f"{where}[{i}]") for i, v in enumerate(obj)]
-    raise ReportError(f"{where}: {type(obj).__name__} is not JSON data")
-
-
-def validate(result: Mapping[str, Any]) -> None:
-    """Raise ReportError naming the field unless ``result`` has the schema-1 skeleton."""
-    if result.get("schema") != SCHEMA:
-        raise ReportError(f"schema: expected {SCHEMA}, got {result.get('schema')!r}")
-    for key, kind in (("windows", list), ("evaluated_windows", list), ("tasks", dict),
-                      ("methods", dict), ("prequential", dict)):
-        if not isinstance(result.get(key), kind):
-            raise ReportError(f"{key}: expected a {kind.__name__}, got {result.get(key)!r}")
-    unknown = [w for w in result["evaluated_windows"] if w not in result["windows"]]
-    if unknown:
-        raise ReportError(f"evaluated_windows: {unknown} are not in windows")
-    for name, desc in result["methods"].items():
-        if not isinstance(desc, dict) or not isinstance(desc.get("tasks"), list):
-            raise ReportError(f"methods[{name!r}]: expected a dict with a 'tasks' list")
-
-
-def dig(tree: Any, *keys: str) -> Any:
-    """``tree[k0][k1]...``, or None where a level is missing or not a dict."""
-    for key in keys:
-        if not isinstance(tree, dict):
-            return None
-        tree = tree.get(key)
-    return tree
-
-
-def number(value: Any) -> float:
-    """``value`` as a float; NaN for null, missing, bools and non-numbers."""
-    if isinstance(value, (bool, np.bool_)):
-        return NAN
-    return float(value) if isinstance(value, (int, float, np.integer, np.floating)) else NAN
-
-
-def applies(result: Mapping[str, Any], method: str, task: str) -> bool:
-    desc = result["methods"].get(method)
-    return task in result["tasks"] and isinstance(desc, dict) and task in desc.get("tasks", [])
-
-
-def secondary_metric(main: str) -> str | None:
-    """The second metric shown next to ``main``: recall@k next to ndcg@k, ROC-AUC next to AP."""
-    if main.startswith("ndcg@"):
-        return "recall@" + main.removeprefix("ndcg@")
-    return {"auc_pr": "roc_auc"}.get(main)
-
-
-def series(result: Mapping[str, Any], method: str, task: str, metric: str) -> list[float]:
-    """``metric`` of ``method`` on ``task`` for each evaluated window (NaN where missing)."""
-    pre = result["prequential"]
-    return [number(dig(pre, w, method, task, metric)) for w in result["evaluated_windows"]]
-
-
-def update_seconds(result: Mapping[str, Any], method: str) -> list[float]:
-    """Update wall seconds of ``method`` for each window (NaN where missing)."""
-    ups = result.get("updates") or {}
-    return [number(dig(ups, w, method, "wall_s")) for w in result["windows"]]
-
-
-def finite_mean(values: list[float]) -> tuple[float, int]:
-    """(mean of the finite values, how many there were); NaN when none."""
-    good = [v for v in values if math.isfinite(v)]
-    return (sum(good) / len(good) if good else NAN), len(good)
-
-
-def forgetting_detail(result: Mapping[str, Any], method: str,
-                      task: str) -> dict[str, tuple[float, float]]:
-    """eval window j -> (best score on j of a version trained up to a window in [j, latest),
-    the latest version's score on j), for the j before the latest version's window.
-
-    The latest version is left out of the best (as in Chaudhry et al. 2018), so the drop
-    ``best - latest`` is negative when later training improved window j."""
-    tree = dig(result.get("forgetting"), method)
-    order = {w: i for i, w in enumerate(result["windows"])}
-    versions = [w for w in result["windows"] if isinstance(dig(tree, w), dict)]
-    if len(versions) < 2:
-        return {}
-    latest = versions[-1]
-    out: dict[str, tuple[float, float]] = {}
-    for j in result["windows"][: order[latest]]:
-        now = number(dig(tree, latest, j, task))
-        before = [number(dig(tree, v, j, task)) for v in versions[:-1] if order[v] >= order[j]]
-        before = [b for b in before if math.isfinite(b)]
-        if before and math.isfinite(now):
-            out[j] = (max(before), now)
-    return out
-
-
-def mean_forgetting(result: Mapping[str, Any], method: str, task: str) -> tuple[float, int]:
-    """(mean drop best - latest over the earlier windows, how many windows); positive = forgot."""
-    detail = forgetting_detail(result, method, task)
-    return finite_mean([best - now for best, now in detail.values()])
-
-
-def neural_methods(result: Mapping[str, Any]) -> list[str]:
-    return [m for m, d in result["methods"].items() if d.get("kind") == "neural"]
 
 
 # --------------------------------------------------------------------------- tables
@@ -174,9 +75,22 @@ def _mean_cell(values: list[float], digits: int = 4) -> str:
     return _fmt(mean, digits) + note
 
 
+def trainer_cell(result: Mapping[str, Any], method: str) -> str:
+    """Where ``method``'s updates ran, and "not comparable" when that is not ours' trainer."""
+    if (result["methods"].get(method) or {}).get("kind") != "neural":
+        return "in-process (no trainer)"
+    mine, ours = trainer_of(result, method), trainer_of(result, OURS)
+    if mine is None:
+        return NOT_MEASURED
+    if method != OURS and ours is not None and mine != ours:
+        return f"{mine} (not comparable: {OURS} ran on {ours})"
+    return mine
+
+
 def summary_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     """The main table: per method, the mean over evaluated windows of each task's main and
-    secondary metric, then the mean and total update wall seconds over the windows."""
+    secondary metric, then the mean and total update wall seconds over the windows and the
+    trainer the updates ran on (:func:`trainer_cell`)."""
     validate(result)
     columns: list[tuple[str, str]] = []
     for task, main in result["tasks"].items():
@@ -184,7 +98,8 @@ def summary_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
         second = secondary_metric(main)
         if second is not None:
             columns.append((task, second))
-    header = ["method"] + [f"{t} {m}" for t, m in columns] + ["update s/window", "update s total"]
+    header = ["method"] + [f"{t} {m}" for t, m in columns] + ["update s/window", "update s total",
+                                                               "trainer"]
     rows = []
     for method in result["methods"]:
         row = [method]
@@ -194,8 +109,59 @@ def summary_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
                        else NOT_APPLICABLE)
         secs = update_seconds(result, method)
         good = [s for s in secs if math.isfinite(s)]
-        row += [_mean_cell(secs, 2), _fmt(sum(good), 2) if good else NOT_MEASURED]
+        row += [_mean_cell(secs, 2), _fmt(sum(good), 2) if good else NOT_MEASURED,
+                trainer_cell(result, method)]
         rows.append(row)
+    return header, rows
+
+
+def _ci_cell(result: Mapping[str, Any], method: str, metric: str) -> str:
+    """Pooled per-user mean of rec ``metric`` with its bootstrap 95% interval."""
+    iv = method_interval(result, method, metric)
+    if iv is None:
+        mean, n = pooled_mean(result, method, metric)
+        return _fmt(mean) + (" (no interval)" if n else "")
+    cell = f"{_fmt(number(iv.get('mean')))} [{_fmt(number(iv.get('lo')))}, " \
+           f"{_fmt(number(iv.get('hi')))}]"
+    used, total = len(iv.get("windows") or []), len(result["evaluated_windows"])
+    return cell + (f" ({used}/{total} windows)" if used < total else "")
+
+
+def rec_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per rec method: mean over every (user, window) pair of warm and all NDCG@k (with the
+    bootstrap 95% interval), cold NDCG@k, and warm users' NDCG@k / recall@k on repeat
+    targets (bought before) and on new-to-user targets."""
+    k = result["tasks"]["rec"].split("@")[-1]
+    cols = [f"cold/ndcg@{k}", f"warm_repeat/ndcg@{k}", f"warm_new/ndcg@{k}",
+            f"warm_repeat/recall@{k}", f"warm_new/recall@{k}"]
+    header = ["method", f"warm ndcg@{k} [95% CI]", f"all ndcg@{k} [95% CI]",
+              *[c.replace("/", " ").replace("_", " ") for c in cols]]
+    rows = []
+    for method in (m for m in result["methods"] if applies(result, m, "rec")):
+        rows.append([method, _ci_cell(result, method, f"warm/ndcg@{k}"),
+                     _ci_cell(result, method, f"ndcg@{k}"),
+                     *[_fmt(pooled_mean(result, method, c)[0]) for c in cols]])
+    return header, rows
+
+
+def paired_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
+    """Per compared pair: pooled mean warm NDCG@k of both, ratio, the paired-bootstrap 95%
+    interval of the difference, the verdict, and on how many windows the per-window interval
+    was above / below 0."""
+    metric = str(dig(result.get("intervals"), "metric"))
+    header = ["a vs b", f"a {metric}", f"b {metric}", "ratio a/b", "a - b [95% CI]",
+              "verdict", "windows a > b / a < b / n.d."]
+    rows = []
+    for key, entry in (dig(result.get("intervals"), "paired") or {}).items():
+        p = entry.get("pooled") or {}
+        ma, mb, lo, hi = (number(p.get(x)) for x in ("mean_a", "mean_b", "lo", "hi"))
+        per = [interval_verdict(number(w.get("lo")), number(w.get("hi")))
+               for w in (entry.get("windows") or {}).values()]
+        rows.append([key, _fmt(ma), _fmt(mb), _fmt(ma / mb, 3) if mb > 0 else NOT_MEASURED,
+                     f"{_fmt(number(p.get('diff')), sign=True)} [{_fmt(lo, sign=True)}, "
+                     f"{_fmt(hi, sign=True)}]", interval_verdict(lo, hi),
+                     " / ".join(str(per.count(v)) for v in
+                                ("better", "worse", "not distinguishable"))])
     return header, rows
 
 
@@ -290,11 +256,50 @@ def _served(result: Mapping[str, Any]) -> list[str]:
     return [f"- {line}" for line in lines]
 
 
+def _cost_note(result: Mapping[str, Any]) -> list[str]:
+    """A plain statement of whether the neural arms' update wall times are comparable."""
+    neural = neural_methods(result)
+    used = {m: trainer_of(result, m) for m in neural}
+    if not neural:
+        return []
+    if any(t is None for t in used.values()):
+        return ["Update wall times: the trainer of some neural arm is not recorded, so whether "
+                "their update times are comparable is not known."]
+    if len(set(used.values())) == 1:
+        return [f"Update wall times: every neural arm ran on the `{used[neural[0]]}` trainer "
+                "(comparable)."]
+    ours = used.get(OURS)
+    other = sorted({str(t) for m, t in used.items() if m != OURS and t != ours})
+    return [f"Update wall times are NOT comparable: `{OURS}` ran on the `{ours}` trainer, "
+            f"the other neural arms on `{', '.join(other)}` "
+            "(see the trainer column)."]
+
+
+def _rec_sections(result: Mapping[str, Any]) -> list[str]:
+    k = result["tasks"]["rec"].split("@")[-1]
+    out = ["## rec: per-user means with 95% intervals", "",
+           "Means over every (user, window) pair of the evaluated windows. Warm users bought "
+           "before the window; their targets split into repeat items (bought by that user in "
+           "an earlier window) and new-to-user items, scored on the same ranked list (a user "
+           "without a target of the kind is left out). Intervals: percentile bootstrap over "
+           "users, pooled over the windows.", "", markdown_table(*rec_table(result)), ""]
+    if dig(result.get("intervals"), "paired"):
+        out += [f"### rec: paired differences of warm ndcg@{k}", "",
+                "Each pair is scored on the same users; the interval is a paired bootstrap of "
+                "the per-user difference, pooled over the windows. better / worse only when it "
+                "excludes 0.", "", markdown_table(*paired_table(result)), ""]
+    return out
+
+
 def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
     out = _title(result) + ["## Methods", ""]
     out += [f"- `{m}`: {d.get('label', m)} ({d.get('kind', '?')}; tasks: "
             f"{', '.join(d['tasks'])})" for m, d in result["methods"].items()]
-    out += ["", "## Main table", "", markdown_table(*summary_table(result)), ""]
+    out += ["", "## Main table", "", markdown_table(*summary_table(result)), "",
+            *_cost_note(result), ""]
+    if "rec" in result["tasks"]:
+        out += _rec_sections(result)
+    out += ["## Staleness of the live model", "", *staleness_markdown(result), ""]
     for task, main in result["tasks"].items():
         out += [f"## {task}: {main} per evaluated window", "",
                 markdown_table(*per_window_table(result, task)), ""]
@@ -306,8 +311,6 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
         out += [f"### {method}", "", table + ("" if measured else "."), ""]
     out += _sweeps(result)
     out += ["## Serving", "", *_served(result), "", "## Verdict", ""]
-    from cluster.verdicts import verdicts  # it builds on this module's helpers
-
     out += [f"- {line}" for line in verdicts(result)]
     out += ["", "## Plots", "", *[f"![{p}]({p})" for p in plots], "", "## Settings", "",
             "```json", json.dumps(result.get("settings", {}), indent=2, sort_keys=True), "```", ""]
@@ -316,9 +319,6 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
 
 def write_report(result: dict[str, Any], directory: Path) -> ReportPaths:
     """Write metrics.json (strict JSON), summary.md and the PNGs into ``directory``."""
-    # Imported here because cluster.plots reads the results dict through this module.
-    from cluster.plots import write_plots
-
     clean = to_strict_json(result)
     validate(clean)
     directory.mkdir(parents=True, exist_ok=True)
@@ -360,8 +360,6 @@ def _metric_problems(result: Mapping[str, Any]) -> list[str]:
 def check_report(directory: Path) -> list[str]:
     """Problems of the report in ``directory`` (empty = fine): strict metrics.json, a finite
     main metric for every applicable method/task/evaluated window, every expected PNG."""
-    from cluster.plots import expected_plots  # see write_report
-
     path = directory / "metrics.json"
     if not path.is_file():
         return [f"{path}: missing"]

@@ -198,6 +198,12 @@ class Pipeline:
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}
+        if "rec" in self.tasks:
+            # Per-user values (the same users for every method) give paired intervals; the
+            # results keep only the intervals. (Import here: only this method needs it.)
+            from cluster.intervals import record_rec_intervals
+
+            record_rec_intervals(self.result, self.store, ctx.window.window_id, out, self.k)
         logger.info("window %s prequential: %s", ctx.window.window_id, _brief(out, self.tasks))
         return out
 

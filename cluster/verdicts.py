@@ -1,7 +1,11 @@
 """Verdict lines of the report: claims computed from the numbers, never beyond them.
 
-Comparisons pair windows where both methods have a finite value; a missing method or
-task says "not measured".
+A rec comparison says "better" or "worse" only when the paired-bootstrap 95% interval of the
+per-user difference of warm NDCG@k (pooled over the evaluated windows, the same users for both
+methods; see :mod:`cluster.intervals`) excludes 0, and "not distinguishable" otherwise. Where
+a run has no interval (fraud, or a results dict from before intervals), the window means are
+shown without a better/worse claim. Update costs are compared only when both methods ran on
+the same trainer. A missing method or task says "not measured".
 """
 
 from __future__ import annotations
@@ -10,7 +14,20 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from cluster.report import NOT_MEASURED, OURS, applies, mean_forgetting, series, update_seconds
+from cluster.report_data import (
+    NOT_MEASURED,
+    OURS,
+    applies,
+    dig,
+    interval_verdict,
+    mean_forgetting,
+    number,
+    paired_interval,
+    series,
+    trainer_of,
+    trainers_comparable,
+    update_seconds,
+)
 
 
 def _missing(result: Mapping[str, Any], task: str, methods: tuple[str, ...]) -> str | None:
@@ -37,31 +54,61 @@ def _ratio(a: float, b: float) -> str:
     return f"ratio {a / b:.3f}" if b > 0 else "ratio undefined"
 
 
+def _interval_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str | None:
+    """The paired-interval verdict of ``a`` vs ``b``, or None when the run has none."""
+    entry = paired_interval(result, a, b)
+    if entry is None:
+        return None
+    p = entry["pooled"]
+    ma, mb, lo, hi = (number(p.get(x)) for x in ("mean_a", "mean_b", "lo", "hi"))
+    if not all(math.isfinite(v) for v in (ma, mb, lo, hi)):
+        return None
+    metric = str(dig(result.get("intervals"), "metric"))
+    level = number(dig(result.get("intervals"), "level"))
+    ratio = f"{ma / mb:.2f}x" if mb > 0 else "(ratio undefined)"
+    return (f"{task}: {a}'s mean {metric} is {ratio} {b}'s ({ma:.4f} vs {mb:.4f} over "
+            f"{int(number(p.get('n')))} users in {len(p.get('windows') or [])} windows), paired "
+            f"{100 * level:.0f}% CI of the difference [{lo:+.4f}, {hi:+.4f}]: "
+            f"{interval_verdict(lo, hi)}")
+
+
 def compare_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str:
-    """Paired (windows where both are finite) comparison of the main metric of ``a`` and ``b``."""
+    """``a`` vs ``b`` on ``task``: the paired-interval verdict where the run has one, else the
+    window means (paired over windows where both are finite) without a better/worse claim."""
     missing = _missing(result, task, (a, b))
     if missing:
         return missing
+    line = _interval_line(result, a, b, task)
+    if line is not None:
+        return line
     main = result["tasks"][task]
     ma, mb, pairs = _paired(series(result, a, task, main), series(result, b, task, main))
     if not pairs:
         return f"{task}: {a} vs {b}: {NOT_MEASURED} (no window where both have a finite {main})"
     wins = sum(x > y for x, y in pairs)
-    rel = _relation(ma, mb, "better than", "worse than")
-    return (f"{task}: {a} is {rel} {b} on mean {main}: {ma:.4f} vs {mb:.4f} ({_ratio(ma, mb)}; "
-            f"higher on {wins}/{len(pairs)} evaluated windows)")
+    return (f"{task}: {a} vs {b} on mean {main}: {ma:.4f} vs {mb:.4f} ({_ratio(ma, mb)}; "
+            f"higher on {wins}/{len(pairs)} evaluated windows): no better/worse claim (no "
+            "interval in this run)")
 
 
 def time_line(result: Mapping[str, Any], a: str, b: str) -> str:
-    """Paired comparison of mean update wall seconds per window."""
+    """Paired comparison of mean update wall seconds per window; "not comparable" when the
+    two ran on different trainers."""
     if a not in result["methods"] or b not in result["methods"]:
         return f"update cost: {a} vs {b}: {NOT_MEASURED} (method not run)"
     ma, mb, pairs = _paired(update_seconds(result, a), update_seconds(result, b))
     if not pairs:
         return f"update cost: {a} vs {b}: {NOT_MEASURED} (no window timed for both)"
+    comparable = trainers_comparable(result, a, b)
+    if comparable is False:
+        return (f"update cost: {a} vs {b}: not comparable ({a} ran on the "
+                f"{trainer_of(result, a)} trainer, {b} on {trainer_of(result, b)}): {ma:.2f} s "
+                f"vs {mb:.2f} s mean wall time per window ({len(pairs)} windows)")
+    trainer = f"both on the {trainer_of(result, a)} trainer" if comparable \
+        else "trainers not recorded, comparability unknown"
     rel = _relation(ma, mb, "slower than", "faster than")
     return (f"update cost: {a} is {rel} {b}: {ma:.2f} s vs {mb:.2f} s mean wall time per "
-            f"window ({_ratio(ma, mb)}; {len(pairs)} windows)")
+            f"window ({_ratio(ma, mb)}; {len(pairs)} windows; {trainer})")
 
 
 def forgetting_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str:

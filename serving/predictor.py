@@ -47,7 +47,7 @@ from serving.schemas import (
 from serving.schemas import Thresholds as ThresholdsBody
 from training.history import PurchaseHistory, history_matrix
 from training.model import FraudBatch, ShopStreamModel
-from training.model.multitask import _ItemTable
+from training.model.multitask import ItemTable
 
 logger = logging.getLogger(__name__)
 
@@ -177,10 +177,13 @@ class Predictor:
         self.titles = list(model.item_titles) + list(new_titles)
         self.index = {item: i for i, item in enumerate(self.item_ids) if i}
         vectors, text = item_table(model, list(new_titles), cache)
-        self.table = _ItemTable(torch.arange(len(self.item_ids)), vectors, text)
+        self.table = ItemTable(torch.arange(len(self.item_ids)), vectors, text)
         self.candidates = vectors[1:]
         drop_item_side(model)
         self.histories, self.popular, self.popular_share = self._purchases(history)
+        self.profile = history.profile
+        self.item_pop = torch.from_numpy(self.profile.item_popularity(self.item_ids[1:]))
+        self._positions = pd.Index(self.item_ids[1:], dtype=object)
 
     @property
     def n_items(self) -> int:
@@ -231,8 +234,14 @@ class Predictor:
             users = torch.tensor([queries[i].user_idx for i in rows], dtype=torch.long)
             hist = torch.from_numpy(history_matrix([queries[i].history for i in rows],
                                                    self.history_len))
-            vec = self.model._user_vectors(users, hist, self.table)
-            scores = self.model.score_items(vec, self.candidates)
+            vec = self.model.user_vectors(users, hist, self.table)
+            rep = self.profile.repeat_features(
+                [requests[i].user_id if queries[i].user_idx else "" for i in rows],
+                self.model.cfg.repeat_items, self._table_index)
+            # The same ranking score as evaluation (training.evaluate.rank_pool).
+            scores = self.model.pool_scores(vec, self.candidates, self.item_pop,
+                                            torch.from_numpy(rep.items - 1),
+                                            torch.from_numpy(rep.features))
             for row, i in enumerate(rows):
                 excluded = [j - 1 for j in queries[i].exclude]
                 if excluded:
@@ -250,6 +259,10 @@ class Predictor:
                 items=[RecommendedItem(item_id=self.item_ids[j], title=self.titles[j],
                                        score=float(s)) for j, s in items]))
         return out
+
+    def _table_index(self, item_ids: np.ndarray) -> np.ndarray:
+        """Table indices of item ids (0 = not in the table)."""
+        return self._positions.get_indexer(np.asarray(item_ids, dtype=object)) + 1
 
     def _popular(self, k: int, exclude: set[int]) -> list[tuple[int, float]]:
         picked: list[tuple[int, float]] = []
@@ -329,7 +342,7 @@ class Predictor:
                                    for t in txns], dtype=torch.long),
             label=torch.zeros(len(txns)))
         batch.validate(len(self.fraud_features))
-        inputs = self.model._fraud_inputs(batch, self.table)
+        inputs = self.model.fraud_inputs(batch, self.table)
         probs = torch.sigmoid(self.model.fraud_head(inputs).float())
         return [float(p) for p in probs.tolist()]
 

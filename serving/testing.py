@@ -22,9 +22,9 @@ import pandas as pd
 import torch
 
 from training.bundle import write_bundle
-from training.evaluate import fraud_scores
+from training.evaluate import fraud_scores, rank_pool
 from training.examples import fraud_examples
-from training.history import PurchaseHistory, history_matrix
+from training.history import PurchaseHistory
 from training.model import IdMap, ModelConfig, ShopStreamModel, model_from_state, model_state
 from training.replay import ReplayBuffer
 from training.store import CheckpointStore
@@ -138,13 +138,9 @@ class Reference:
                            key=lambda i: (-int(counts.get(self.item_ids[i], 0)), i))
             return "popularity", [self.item_ids[i] for i in order
                                   if self.item_ids[i] not in banned][:k]
-        user = torch.tensor([self.model.users.index_of(user_id)])
-        hist = torch.from_numpy(history_matrix(
-            [list(self.model.items.lookup(np.asarray(query, dtype=object)))],
-            self.model.cfg.history_len))
-        with torch.no_grad():
-            scores = self.model.score_items(self.model.user_vectors(user, hist), self.matrix)[0]
-        order = torch.argsort(scores, descending=True).tolist()
+        # Ranked by evaluation's own function: serving must agree with it exactly.
+        order = rank_pool(self.model, [user_id], [query], self.history, self.item_ids,
+                          self.matrix, len(self.item_ids))[0].tolist()
         picked = [self.item_ids[i] for i in order if self.item_ids[i] not in banned][:k]
         return ("personal" if known else "recent_items"), picked
 

@@ -30,7 +30,7 @@ OPTIMIZER_FILE = "optimizer.safetensors"
 
 @dataclass
 class Parent:
-    """The state a new window resumes from (the store's ``latest``)."""
+    """The state a new window resumes from (``latest``, or the training head)."""
 
     info: VersionInfo
     model: ShopStreamModel
@@ -45,12 +45,15 @@ class Parent:
 
 
 def load_parent(store: CheckpointStore, directory: Path, history_len: int,
-                replay_capacity: int, seed: int) -> Parent | None:
-    """Download and verify ``latest`` into ``directory``; None when the store is empty."""
-    info = store.latest()
-    if info is None:
-        return None
-    info = store.load(info.version, directory)
+                replay_capacity: int, seed: int, version: str | None = None) -> Parent | None:
+    """Download and verify ``version`` (default ``latest``; a rejected candidate works too)
+    into ``directory``; None when the store is empty."""
+    if version is None:
+        latest = store.latest()
+        if latest is None:
+            return None
+        version = latest.version
+    info = store.load(version, directory)
     meta = info.user_meta
     model = load_model(directory)
     optimizer = None
@@ -80,8 +83,7 @@ def write_bundle(directory: Path, model: ShopStreamModel,
         meta["optimizer"] = optimizer[1]
     replay_paths, meta["replay"] = replay.save(directory)
     paths.update({p.name: p for p in replay_paths})
-    history.save(directory / HISTORY_FILE)
-    paths[HISTORY_FILE] = directory / HISTORY_FILE
+    paths.update({p.name: p for p in history.save(directory / HISTORY_FILE)})
     model_meta = json.loads((directory / "model.json").read_text())
     meta["model_config"] = model_meta.get("model_config")
     meta["encoder_name"] = model_meta.get("encoder_name")

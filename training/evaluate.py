@@ -22,8 +22,9 @@ from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
 from training.examples import FraudExamples, fraud_examples
 from training.history import PurchaseHistory, history_matrix, purchases
-from training.metrics import fraud_metrics, ranking_metrics, top_k
+from training.metrics import fraud_metrics, top_k
 from training.model import FraudBatch, ShopStreamModel
+from training.rec_split import split_rec_metrics
 
 SCORE_CHUNK = 1024
 
@@ -90,33 +91,49 @@ def _positions(lists: list[list[str]], pos: dict[str, int]) -> list[np.ndarray]:
 
 
 @torch.no_grad()
-def model_rankings(model: ShopStreamModel, queries: RecQueries, candidates: list[str],
-                   matrix: torch.Tensor, k: int) -> np.ndarray:
+def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[list[str]],
+              history: PurchaseHistory, pool: list[str], matrix: torch.Tensor,
+              k: int) -> np.ndarray:
+    """Top-k pool positions [users, k] by :meth:`ShopStreamModel.pool_scores` — the one
+    ranking rule, shared with serving: two towers over the query items, the pool's
+    popularity and each user's own past items, all as of ``history``'s snapshot."""
     model.eval()
     device = next(model.parameters()).device
-    users = model.users.lookup(np.asarray(queries.user_ids, dtype=object))
+    users = model.users.lookup(np.asarray(user_ids, dtype=object))
     hist = history_matrix([list(model.items.lookup(np.asarray(q, dtype=object)))
-                           for q in queries.query_items], model.cfg.history_len)
+                           for q in query_items], model.cfg.history_len)
+    index = pd.Index(pool, dtype=object)
+
+    def position(ids: np.ndarray) -> np.ndarray:
+        return index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64) + 1
+
+    rep = history.profile.repeat_features(user_ids, model.cfg.repeat_items, position)
+    pop = torch.from_numpy(history.profile.item_popularity(pool)).to(device)
+    pool_vectors = matrix.to(device)
     out = []
     for start in range(0, len(users), SCORE_CHUNK):
         sl = slice(start, start + SCORE_CHUNK)
         vec = model.user_vectors(torch.from_numpy(users[sl]).to(device),
                                  torch.from_numpy(hist[sl]).to(device))
-        scores = model.score_items(vec, matrix.to(device)).cpu().numpy()
-        out.append(top_k(scores, min(k, len(candidates))))
+        scores = model.pool_scores(vec, pool_vectors, pop,
+                                   torch.from_numpy(rep.items[sl] - 1).to(device),
+                                   torch.from_numpy(rep.features[sl]).to(device))
+        out.append(top_k(scores.cpu().numpy(), min(k, len(pool))))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+@torch.no_grad()
+def model_rankings(model: ShopStreamModel, queries: RecQueries, history: PurchaseHistory,
+                   candidates: list[str], matrix: torch.Tensor, k: int) -> np.ndarray:
+    """:func:`rank_pool` for the users of ``queries``."""
+    return rank_pool(model, queries.user_ids, queries.query_items, history, candidates,
+                     matrix, k)
 
 
 def _split_metrics(ranked: np.ndarray, targets: list[np.ndarray], warm: np.ndarray,
                    k: int) -> dict[str, float]:
-    metrics: dict[str, float] = {}
-    for name, mask in (("all", np.ones_like(warm)), ("warm", warm), ("cold", ~warm)):
-        rows = np.flatnonzero(mask)
-        part = ranking_metrics(ranked[rows], [targets[r] for r in rows], k=k) if len(rows) \
-            else {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"),
-                  f"hitrate@{k}": float("nan"), "n_users": 0}
-        metrics.update({f"{name}/{key}": float(v) for key, v in part.items()})
-    return metrics
+    """all/warm/cold means of :func:`training.rec_split.split_rec_metrics`."""
+    return split_rec_metrics(ranked, targets, warm, k)
 
 
 def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interactions:
@@ -126,8 +143,8 @@ def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interac
     candidates, matrix = candidate_matrix(model, window)
     pos = {item: i for i, item in enumerate(candidates)}
     targets = _positions(queries.targets, pos)
-    results = {"model": _split_metrics(model_rankings(model, queries, candidates, matrix, k),
-                                       targets, queries.is_warm, k)}
+    ranked = model_rankings(model, queries, history, candidates, matrix, k)
+    results = {"model": _split_metrics(ranked, targets, queries.is_warm, k)}
     popular = PopularityRecommender().fit(train_interactions)
     # Repeat-then-popular may see exactly what the model sees: cold users' first baskets.
     seen = pd.concat([train_interactions[["user_id", "item_id", "event", "ts"]],

@@ -17,21 +17,60 @@ import torch
 from training.data.schema import WindowData
 from training.history import PurchaseHistory, history_matrix, purchases
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
+from training.profile import RepeatFeatures
 
 
 @dataclass
 class RecExamples:
-    """One row per purchase: who bought, what they had bought before, what they bought."""
+    """One row per purchase: who bought, what they had bought before, what they bought.
+
+    Row arrays: ``user_idx``, ``hist_idx``, ``target_idx``; ``rep_items``/``rep_feats`` the
+    buyer's own past items and pair features as of the snapshot before the row (zeros for
+    rows older than the snapshot: replayed and carried rows); ``target_pop`` the target's
+    popularity features at that snapshot. Item arrays (indexed by item index, shared by
+    every row): ``item_pop`` the latest snapshot's popularity (for sampled negatives) and
+    ``item_freq`` each item's share of the targets (for the logQ correction).
+    """
 
     user_idx: np.ndarray
     hist_idx: np.ndarray
     target_idx: np.ndarray
+    rep_items: np.ndarray
+    rep_feats: np.ndarray
+    target_pop: np.ndarray
+    item_pop: np.ndarray
+    item_freq: np.ndarray
 
     def __len__(self) -> int:
         return len(self.target_idx)
 
     def take(self, rows: np.ndarray) -> RecExamples:
-        return RecExamples(self.user_idx[rows], self.hist_idx[rows], self.target_idx[rows])
+        return RecExamples(self.user_idx[rows], self.hist_idx[rows], self.target_idx[rows],
+                           self.rep_items[rows], self.rep_feats[rows],
+                           self.target_pop[rows], self.item_pop, self.item_freq)
+
+    @classmethod
+    def concat(cls, parts: list[RecExamples]) -> RecExamples:
+        """Rows of every part in order; item arrays of the last part, frequencies anew."""
+        def rows(name: str) -> np.ndarray:
+            return np.concatenate([getattr(p, name) for p in parts])
+
+        target = rows("target_idx")
+        return cls(rows("user_idx"), rows("hist_idx"), target, rows("rep_items"),
+                   rows("rep_feats"), rows("target_pop"), parts[-1].item_pop,
+                   target_frequency(target, len(parts[-1].item_freq)))
+
+
+def target_frequency(target_idx: np.ndarray, n_items: int) -> np.ndarray:
+    """Each item index's share of ``target_idx`` (float64 [n_items])."""
+    counts = np.bincount(target_idx, minlength=n_items)[:n_items].astype(np.float64)
+    return counts / max(1.0, float(counts.sum()))
+
+
+def item_popularity(model: ShopStreamModel, history: PurchaseHistory) -> np.ndarray:
+    """[len(model.items), P] popularity features of every item index (row 0 zeros)."""
+    pop = history.profile.item_popularity(model.items.ids)
+    return np.concatenate([np.zeros((1, pop.shape[1]), dtype=np.float32), pop])
 
 
 @dataclass
@@ -81,7 +120,28 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
         shifted[lag:] = items[:-lag]
         hist[:, length - lag] = np.where(same_user, shifted, 0)
     keep = both["_new"].to_numpy()
-    return RecExamples(model.users.lookup(both.loc[keep, "user_id"]), hist[keep], items[keep])
+    new_rows = both.loc[keep]
+    rep = repeat_rows(model, history, new_rows["user_id"].to_numpy(dtype=object),
+                      new_rows["ts"])
+    pop = item_popularity(model, history)
+    user_idx = model.users.lookup(new_rows["user_id"])
+    return RecExamples(user_idx, hist[keep], items[keep], rep.items, rep.features,
+                       pop[items[keep]], pop,
+                       target_frequency(items[keep], len(model.items)))
+
+
+def repeat_rows(model: ShopStreamModel, history: PurchaseHistory, user_ids: np.ndarray,
+                ts: pd.Series) -> RepeatFeatures:
+    """Repeat features of rows bought after the history's snapshot; zeros for older rows
+    (their own snapshot is gone, and the current one may hold the row itself)."""
+    per_user = model.cfg.repeat_items
+    rep = history.profile.repeat_features(user_ids, per_user, model.items.lookup)
+    as_of = history.profile.as_of
+    if as_of is not None and len(ts):
+        old = (ts <= as_of).to_numpy()
+        rep.items[old] = 0
+        rep.features[old] = 0.0
+    return rep
 
 
 def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
@@ -107,6 +167,10 @@ def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
     )
 
 
+FRAUD_FIELDS: tuple[str, ...] = ("features", "amount", "user_idx", "hist_idx", "item_idx",
+                                 "label")
+
+
 @dataclass
 class WindowExamples:
     rec: RecExamples
@@ -117,6 +181,20 @@ class WindowExamples:
               history: PurchaseHistory) -> WindowExamples:
         return cls(rec_examples(model, window.interactions, history),
                    fraud_examples(model, window.transactions, history))
+
+    @classmethod
+    def build_over(cls, model: ShopStreamModel, windows: list[WindowData],
+                   history: PurchaseHistory) -> WindowExamples:
+        """Examples of several windows in order, each against the history as of its start
+        (what a full retrain trains on: every row point-in-time)."""
+        parts = []
+        for window in windows:
+            parts.append(cls.build(model, window, history))
+            history = history.update(window.interactions)
+        fraud = [p.fraud for p in parts]
+        return cls(RecExamples.concat([p.rec for p in parts]),
+                   FraudExamples(*(np.concatenate([getattr(f, name) for f in fraud])
+                                   for name in FRAUD_FIELDS)))
 
     def shard(self, rank: int, world_size: int) -> WindowExamples:
         """Every ``world_size``-th example from ``rank``: disjoint, covering all rows."""
@@ -129,11 +207,29 @@ def steps_per_epoch(n_rec: int, n_fraud: int, batch_size: int) -> int:
     return max(1, math.ceil(n_rec / batch_size), math.ceil(n_fraud / batch_size))
 
 
+def _log_q(ex: RecExamples, idx: np.ndarray, in_batch: int, n_negatives: int) -> torch.Tensor:
+    """log of the expected times each candidate is drawn as a negative in one step:
+    in-batch targets follow the target frequency, sampled negatives are uniform."""
+    n_items = max(1, len(ex.item_freq) - 1)
+    expected = in_batch * ex.item_freq[idx] + n_negatives / n_items
+    return torch.from_numpy(np.log(np.maximum(expected, 1e-12)).astype(np.float32))
+
+
 def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None) -> RecBatch:
+    targets = ex.target_idx[rows]
+    n_neg = 0 if negatives is None else len(negatives)
+    neg = None if negatives is None else torch.from_numpy(negatives)
     return RecBatch(user_idx=torch.from_numpy(ex.user_idx[rows]),
                     hist_idx=torch.from_numpy(ex.hist_idx[rows]),
-                    target_idx=torch.from_numpy(ex.target_idx[rows]),
-                    neg_idx=None if negatives is None else torch.from_numpy(negatives))
+                    target_idx=torch.from_numpy(targets), neg_idx=neg,
+                    rep_items=torch.from_numpy(ex.rep_items[rows]),
+                    rep_feats=torch.from_numpy(ex.rep_feats[rows]),
+                    target_pop=torch.from_numpy(ex.target_pop[rows]),
+                    neg_pop=None if negatives is None else torch.from_numpy(
+                        ex.item_pop[negatives]),
+                    target_logq=_log_q(ex, targets, len(rows), n_neg),
+                    neg_logq=None if negatives is None else _log_q(ex, negatives, len(rows),
+                                                                   n_neg))
 
 
 def _fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:

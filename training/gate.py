@@ -36,13 +36,19 @@ def main_metrics(rec: dict[str, dict[str, float]], fraud: dict[str, float],
                  k: int) -> dict[str, float]:
     """{task: main metric} of one model's evaluation (NaN where unmeasured)."""
     model = rec.get("model", {})
-    return {"rec": float(model.get(MAIN_METRICS["rec"].format(k=k), math.nan)),
-            "fraud": float(fraud.get(MAIN_METRICS["fraud"], math.nan))}
+    return {"rec": float(model.get(metric_name("rec", k), math.nan)),
+            "fraud": float(fraud.get(metric_name("fraud", k), math.nan))}
+
+
+def metric_name(task: str, k: int) -> str:
+    """The main metric's key, e.g. ``all/ndcg@20``."""
+    return MAIN_METRICS[task].format(k=k)
 
 
 def decide(candidate: dict[str, float], incumbent: dict[str, float] | None,
-           tolerance: float) -> GateDecision:
-    """Promote unless some task's main metric drops by more than ``tolerance``."""
+           tolerance: float, k: int) -> GateDecision:
+    """Promote unless some task's main metric drops by more than ``tolerance``
+    (``k``: the cut-off of the ranking metric, for the message)."""
     if incumbent is None:
         return GateDecision(True, "no incumbent: first version", candidate, {})
     drops = []
@@ -51,7 +57,7 @@ def decide(candidate: dict[str, float], incumbent: dict[str, float] | None,
         if math.isnan(old) or math.isnan(value):
             continue
         if value < old - tolerance:
-            drops.append(f"{task} {MAIN_METRICS[task]} fell {old:.4f} -> {value:.4f} "
+            drops.append(f"{task} {metric_name(task, k)} fell {old:.4f} -> {value:.4f} "
                          f"(tolerance {tolerance})")
     if drops:
         return GateDecision(False, "; ".join(drops), candidate, incumbent)

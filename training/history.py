@@ -3,7 +3,9 @@
 The recommendation tower pools a user's recent items, so every stage that builds
 examples (training, evaluation, serving) needs the same notion of "recent". The
 history is a plain frame (user_id, item_id, ts) holding at most ``max_len`` rows per
-user, stored as Parquet with a checkpoint — never pickled.
+user, plus the all-time :class:`training.profile.PurchaseProfile` (per user-item counts
+and recency, item popularity) that the repeat-aware scores read; both are stored as
+Parquet with a checkpoint — never pickled.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from training.data.schema import TS_TYPE
+from training.profile import PurchaseProfile
 
 COLUMNS = ["user_id", "item_id", "ts"]
 
@@ -27,10 +30,12 @@ def purchases(interactions: pd.DataFrame) -> pd.DataFrame:
 class PurchaseHistory:
     """The last ``max_len`` purchases of every user seen so far."""
 
-    def __init__(self, max_len: int, frame: pd.DataFrame | None = None) -> None:
+    def __init__(self, max_len: int, frame: pd.DataFrame | None = None,
+                 profile: PurchaseProfile | None = None) -> None:
         if max_len < 1:
             raise ValueError(f"history max_len must be >= 1, got {max_len}")
         self.max_len = max_len
+        self.profile = PurchaseProfile() if profile is None else profile
         empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
                               "ts": pd.Series(dtype="datetime64[us, UTC]")})
         self.frame = empty if frame is None else self._trim(frame[COLUMNS])
@@ -43,9 +48,9 @@ class PurchaseHistory:
         """A new history with the window's purchases appended (self is unchanged)."""
         new = purchases(interactions)
         if new.empty:
-            return PurchaseHistory(self.max_len, self.frame)
+            return PurchaseHistory(self.max_len, self.frame, self.profile)
         merged = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new
-        return PurchaseHistory(self.max_len, merged)
+        return PurchaseHistory(self.max_len, merged, self.profile.update(new))
 
     def users(self) -> np.ndarray:
         return np.asarray(self.frame["user_id"].unique())
@@ -62,10 +67,13 @@ class PurchaseHistory:
     def __len__(self) -> int:
         return len(self.frame)
 
-    def save(self, path: Path) -> None:
+    def save(self, path: Path) -> list[Path]:
+        """Write the recent-items frame to ``path`` and the profile beside it; returns
+        every file written."""
         frame = self.frame.copy()
         frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
         frame.to_parquet(path, index=False)
+        return [path, *self.profile.save(path.parent)]
 
     @classmethod
     def load(cls, path: Path, max_len: int) -> PurchaseHistory:
@@ -74,7 +82,7 @@ class PurchaseHistory:
         if missing:
             raise ValueError(f"history file {path} lacks column(s) {missing}")
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True).astype(TS_TYPE.to_pandas_dtype())
-        return cls(max_len, frame)
+        return cls(max_len, frame, PurchaseProfile.load(path.parent))
 
 
 def history_matrix(item_lists: list[list[int]], length: int) -> np.ndarray:

@@ -4,11 +4,15 @@
     ray job submit --working-dir . -- python -m training.incremental \
         --source windows --path /data/windows --store s3://bucket/shopstream --num-workers 8
 
-Flow: read ``latest`` from the store (or start from the pretrained encoder when the
-store is empty) → hold out the tail of the new window → mix a replay sample into the
-rest → Ray Train ``TorchTrainer`` (DDP, each worker on its own shard, distillation
-from the previous version) → score candidate and incumbent on the same held-out slice
-→ promotion gate → publish (or record the rejection) → retention.
+Flow: resume from the training head (``training.head``: latest, or after a rejection the
+rejected candidate, whose state has seen every window so far; the pretrained encoder when
+the store is empty) → hold out the tail of the window after the head's → mix a replay
+sample into the rest → Ray Train ``TorchTrainer`` (DDP, each worker on its own shard,
+distillation from the state resumed) → score candidate and the live incumbent (latest) on
+the same held-out slice → promotion gate → publish (or record the rejection; serving keeps
+latest) → move the head → retention. After ``--fallback-after`` rejections in a row the
+update is instead a full retrain from the pretrained encoder on all windows so far, gated
+the same way; ``--on-reject hold`` always resumes from latest.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from typing import Any
 
 import ray
 
-from training.bundle import Parent, write_bundle
+from training.bundle import write_bundle
 from training.cli import ConfigError, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
@@ -32,6 +36,7 @@ from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
 from training.examples import fraud_examples
 from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
+from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig, ShopStreamModel
@@ -40,7 +45,7 @@ from training.replay import ReplayBuffer
 from training.sources import SourceError, merge_windows
 from training.store import StoreError, open_store
 from training.train import training_configs, training_parser
-from training.update import prepare_update
+from training.update import Update, prepare_update
 
 logger = logging.getLogger(__name__)
 
@@ -72,7 +77,8 @@ def evaluate_models(models: dict[str, ShopStreamModel | None], history: Purchase
 def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: ModelConfig,
                     synthetic: SyntheticShopConfig | None = None,
                     explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
-    """One incremental update; returns the summary (also logged as one line).
+    """One update (incremental, or a fallback full retrain after ``fallback_after``
+    rejections in a row); returns the summary (also logged as one line).
 
     ``explicit`` names the settings the user gave; they override the store's
     ``configs/best.json`` (written by tuning.sweep), which overrides the defaults.
@@ -82,20 +88,17 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
     train_cfg, inc, config_used = apply_best_config(store, inc, train_cfg, explicit)
     with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
         up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
-        parent, window, replay, history = up.parent, up.window, up.replay, up.history
-        train_part, holdout, teacher, mixed = up.train_part, up.holdout, up.teacher, up.mixed
-        fit = fit_window(inc, train_cfg, up.model, teacher,
-                         parent.optimizer if parent else None, up.examples, window.window_id)
-        history_train = history.update(train_part.interactions)
-        # The gate's replay rows are disjoint from the ones mixed into training.
-        gate_window = merge_windows([holdout, replay.sample(
-            len(holdout.interactions), len(holdout.transactions), train_cfg.seed + 1,
-            exclude=mixed)]) if len(replay) else holdout
-        scores = evaluate_models({"candidate": fit.model, "incumbent": teacher}, history_train,
-                                 train_part, gate_window, train_cfg.eval_k)
+        window, replay, history = up.window, up.replay, up.history
+        label = window.window_id if up.kind == INCREMENTAL else f"fallback-{window.window_id}"
+        fit = fit_window(inc, train_cfg, up.model, up.teacher,
+                         up.parent.optimizer if up.parent else None, up.examples, label)
+        history_train = history.update(up.train_part.interactions)
+        gate_window = _gate_window(up, train_cfg.seed)
+        scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
+                                 history_train, up.train_part, gate_window, train_cfg.eval_k)
         decision = decide(scores["candidate"]["main"],
                           scores["incumbent"]["main"] if "incumbent" in scores else None,
-                          inc.gate_tolerance)
+                          inc.gate_tolerance, train_cfg.eval_k)
         thresholds = calibrate(fit.model, history_train, gate_window)
         if window.window_id in replay.windows:
             logger.info("window %s retrained: its rows are already in the replay buffer",
@@ -103,7 +106,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         else:
             replay.add_window(window)
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
-                           history.update(window.interactions), parent, window,
+                           history.update(window.interactions), up.start, window,
                            {"scores": scores, "fraud_thresholds": thresholds}, decision,
                            train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
@@ -117,19 +120,35 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
     return summary
 
 
+def _gate_window(up: Update, seed: int) -> WindowData:
+    """The held-out tail, plus replay rows disjoint from the ones mixed into training.
+
+    A fallback retrain trained on every earlier row, so only the tail measures it."""
+    if up.kind != INCREMENTAL or not len(up.replay):
+        return up.holdout
+    return merge_windows([up.holdout, up.replay.sample(
+        len(up.holdout.interactions), len(up.holdout.transactions), seed + 1,
+        exclude=up.mixed)])
+
+
 def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
-             replay: ReplayBuffer, history: PurchaseHistory, parent: Parent | None,
+             replay: ReplayBuffer, history: PurchaseHistory, start: StartPoint,
              window: WindowData, evaluation: dict[str, Any], decision: GateDecision,
              train_cfg: TrainConfig, config_used: str, vocab: dict[str, int]
              ) -> dict[str, Any]:
+    """Publish or record the candidate, then move the training head (see training.head).
+
+    The store's parent is always the live version the candidate was gated against (the
+    published lineage); ``start_from`` says which state it actually resumed from."""
     files, bundle_meta = write_bundle(directory, fit.model, fit.optimizer, replay, history)
     meta = {**bundle_meta, "window": window.window_id, "source": inc.source,
+            "kind": start.kind, "start_from": start.to_json(),
             "metrics": evaluation["scores"], "gate": decision.to_json(),
             "fraud_thresholds": evaluation["fraud_thresholds"],
             "train_config": asdict(train_cfg),
             "incremental_config": inc.public_dict(), "config_used": config_used,
             "vocab_growth": vocab}
-    parent_version = parent.info.version if parent else None
+    parent_version = start.live.version if start.live else None
     meta = json_safe(meta)
     if decision.promote:
         info = store.publish(files, meta, parent=parent_version)
@@ -138,10 +157,24 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
         info = store.record_rejected(files, meta, parent_version, reason=decision.reason,
                                      metrics=json_safe(decision.candidate))
         deleted = []
+    head = after_update(start, info, window.window_id, decision.promote)
+    write_head(store, head)
+    live = info if decision.promote else start.live
     return {"version": info.version, "parent": parent_version, "window": window.window_id,
+            "kind": start.kind, "start_from": start.to_json(),
             "promoted": decision.promote, "gate": decision.reason,
             "candidate": decision.candidate, "incumbent": decision.incumbent,
+            "consecutive_rejections": head.consecutive_rejections,
+            "live_version": live.version if live else None,
+            "live_window": live_window(live),
             "config_used": config_used, "retention_deleted": deleted}
+
+
+def live_window(live: Any) -> str | None:
+    """The newest window whose data the live model was trained on: its own window (every
+    version, incremental or fallback, trains on the window it is published for)."""
+    window = live.user_meta.get("window") if live is not None else None
+    return None if window is None else str(window)
 
 
 def json_safe(value: Any) -> Any:
@@ -158,7 +191,9 @@ def json_safe(value: Any) -> Any:
 def summary_line(summary: dict[str, Any]) -> str:
     fmt = {k: round(v, 4) for k, v in summary["candidate"].items()}
     return (f"version={summary['version']} window={summary['window']} "
-            f"parent={summary['parent']} promoted={summary['promoted']} "
+            f"parent={summary['parent']} kind={summary.get('kind')} "
+            f"start={summary.get('start_from')} promoted={summary['promoted']} "
+            f"rejections_in_a_row={summary.get('consecutive_rejections')} "
             f"candidate={fmt} gate='{summary['gate']}' config={summary['config_used']} "
             f"seconds={summary.get('seconds')}")
 

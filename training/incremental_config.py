@@ -65,6 +65,14 @@ class IncrementalConfig:
     gate_tolerance: float = field(default=0.01, metadata={
         "help": "largest allowed absolute drop of any task's main metric vs latest"})
     keep_last: int = field(default=5, metadata={"help": "published versions kept"})
+    on_reject: str = field(default="advance", metadata={
+        "help": "after a rejected candidate: advance (serving keeps latest, but the next "
+                "update resumes from the rejected candidate, whose state has seen every "
+                "window so far) or hold (the next update resumes from latest again)"})
+    fallback_after: int = field(default=2, metadata={
+        "help": "after this many incremental candidates in a row were rejected, the next "
+                "update is a full retrain from the pretrained encoder on all windows so "
+                "far, gated the same way (0: never)"})
     use_best_config: bool = field(default=True, metadata={
         "help": "start from the store's configs/best.json when present"})
     inject_failure_at_step: int | None = field(default=None, metadata={
@@ -93,6 +101,10 @@ class IncrementalConfig:
         require(0 < self.holdout_frac < 1, "holdout_frac", "must be in (0, 1)")
         require(self.gate_tolerance >= 0, "gate_tolerance", "must be >= 0")
         require(self.keep_last >= 1, "keep_last", "must be >= 1")
+        require(self.on_reject in ("advance", "hold"), "on_reject",
+                f"must be advance or hold, got {self.on_reject!r}")
+        require(self.fallback_after >= 0, "fallback_after",
+                f"must be >= 0, got {self.fallback_after}")
         require((self.inject_failure_at_step is None) == (self.inject_failure_marker is None),
                 "inject_failure_at_step", "needs inject_failure_marker too (and vice versa)")
 

@@ -20,6 +20,10 @@ Fraud (label 1 = fraud, a higher score = more suspicious):
 * ``recall_at_fpr``: the largest recall over thresholds at distinct score values
   (flag when ``score >= threshold``) whose false-positive rate is ``<= max_fpr``.
 
+Intervals: :func:`per_user_ranking_metrics` gives the per-user values behind
+:func:`ranking_metrics`; :func:`bootstrap_ci` and :func:`paired_bootstrap_diff` turn them into
+percentile-bootstrap intervals of a mean and of a paired difference of means over users.
+
 Degenerate fraud input returns NaN for each metric it leaves undefined instead of raising:
 no positives -> AP, ROC-AUC and recall@fpr are NaN; no negatives -> ROC-AUC and recall@fpr
 are NaN (AP stays defined). Malformed input (non-finite scores, labels outside {0, 1},
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -98,16 +103,40 @@ def _hit_matrix(ranked: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.nd
     return np.isin(ranked_keys, target_keys)
 
 
-def ranking_metrics(ranked: npt.ArrayLike, targets: IndexSets, k: int = 20) -> dict[str, float]:
-    """Recall@k, NDCG@k and hit rate@k of ``ranked`` against ``targets``, averaged over users.
+@dataclass(frozen=True)
+class PerUserRanking:
+    """Per-user ranking metrics of the rows of ``ranked`` whose target set is non-empty.
 
-    ``ranked`` is (U, >=k) item indices, best first (only the first k columns are used; -1 pads);
-    ``targets[u]`` is user u's held-out item set (array, list or set). Definitions are in the
-    module docstring; recall divides by ``|T|``, not ``min(|T|, k)``. Users with an empty target
-    set are skipped and counted in ``n_skipped``; ``n_users`` counts the users averaged over.
-    With no user left, the three metrics are NaN.
+    ``users`` holds those rows' indices (ascending); ``recall``, ``ndcg`` and ``hitrate`` are
+    aligned with it. :meth:`means` is exactly :func:`ranking_metrics` (it is computed from it).
+    """
 
-    Returns keys ``recall@{k}``, ``ndcg@{k}``, ``hitrate@{k}``, ``n_users``, ``n_skipped``.
+    k: int
+    users: np.ndarray
+    recall: np.ndarray
+    ndcg: np.ndarray
+    hitrate: np.ndarray
+    n_rows: int
+
+    def means(self) -> dict[str, float]:
+        """``recall@k``, ``ndcg@k``, ``hitrate@k`` averaged over users, ``n_users``,
+        ``n_skipped`` (rows with an empty target set); NaN metrics when no user is left."""
+        n_users = int(self.users.size)
+        out: dict[str, float] = {"n_users": n_users, "n_skipped": self.n_rows - n_users}
+        names = (f"recall@{self.k}", f"ndcg@{self.k}", f"hitrate@{self.k}")
+        if n_users == 0:
+            return {**dict.fromkeys(names, float("nan")), **out}
+        values = (self.recall, self.ndcg, self.hitrate)
+        return {**{n: float(np.mean(v)) for n, v in zip(names, values)}, **out}
+
+
+def per_user_ranking_metrics(ranked: npt.ArrayLike, targets: IndexSets,
+                             k: int = 20) -> PerUserRanking:
+    """Recall@k, NDCG@k and hit rate@k of each user of ``ranked`` with a non-empty target set.
+
+    Same inputs and definitions as :func:`ranking_metrics`, whose values are the means of
+    these arrays; use them for intervals (:func:`bootstrap_ci`) or paired comparisons of two
+    methods on the same users (:func:`paired_bootstrap_diff`).
     """
     if k < 1:
         raise MetricInputError(f"k: must be >= 1, got {k}")
@@ -117,21 +146,81 @@ def ranking_metrics(ranked: npt.ArrayLike, targets: IndexSets, k: int = 20) -> d
     keep = sizes > 0
     hits = _hit_matrix(arr, rows, cols)[keep]
     sizes = sizes[keep]
-    n_users = int(keep.sum())
-    out: dict[str, float] = {"n_users": n_users, "n_skipped": int(arr.shape[0] - n_users)}
-    if n_users == 0:
-        return {f"recall@{k}": float("nan"), f"ndcg@{k}": float("nan"),
-                f"hitrate@{k}": float("nan"), **out}
     discounts = 1.0 / np.log2(np.arange(2, k + 2, dtype=np.float64))
     n_hits = hits.sum(axis=1)
     dcg = hits.astype(np.float64) @ discounts
     idcg = np.cumsum(discounts)[np.minimum(sizes, k) - 1]
-    return {
-        f"recall@{k}": float(np.mean(n_hits / sizes)),
-        f"ndcg@{k}": float(np.mean(dcg / idcg)),
-        f"hitrate@{k}": float(np.mean(n_hits > 0)),
-        **out,
-    }
+    return PerUserRanking(k=k, users=np.flatnonzero(keep), recall=n_hits / sizes,
+                          ndcg=dcg / idcg, hitrate=(n_hits > 0).astype(np.float64),
+                          n_rows=int(arr.shape[0]))
+
+
+def ranking_metrics(ranked: npt.ArrayLike, targets: IndexSets, k: int = 20) -> dict[str, float]:
+    """Recall@k, NDCG@k and hit rate@k of ``ranked`` against ``targets``, averaged over users.
+
+    ``ranked`` is (U, >=k) item indices, best first (only the first k columns are used; -1 pads);
+    ``targets[u]`` is user u's held-out item set (array, list or set). Definitions are in the
+    module docstring; recall divides by ``|T|``, not ``min(|T|, k)``. Users with an empty target
+    set are skipped and counted in ``n_skipped``; ``n_users`` counts the users averaged over.
+    With no user left, the three metrics are NaN. Per-user values:
+    :func:`per_user_ranking_metrics`.
+
+    Returns keys ``recall@{k}``, ``ndcg@{k}``, ``hitrate@{k}``, ``n_users``, ``n_skipped``.
+    """
+    return per_user_ranking_metrics(ranked, targets, k).means()
+
+
+# --------------------------------------------------------------------------- intervals
+
+
+def _finite_1d(values: npt.ArrayLike, name: str) -> np.ndarray:
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1:
+        raise MetricInputError(f"{name}: expected a 1-D array, got shape {arr.shape}")
+    if not np.isfinite(arr).all():
+        raise MetricInputError(f"{name}: {int((~np.isfinite(arr)).sum())} non-finite value(s)")
+    return arr
+
+
+def bootstrap_ci(values: npt.ArrayLike, n_boot: int = 1000, seed: int = 0,
+                 alpha: float = 0.05) -> tuple[float, float]:
+    """Percentile-bootstrap ``1 - alpha`` interval of the mean of ``values`` (e.g. per-user
+    NDCG): the ``alpha/2`` and ``1 - alpha/2`` quantiles of the means of ``n_boot`` resamples
+    (with replacement, same size) drawn with ``numpy.random.default_rng(seed)``.
+
+    Constant values give the zero-width interval at the value; no values give (NaN, NaN).
+    Values must be finite (drop undefined users first).
+    """
+    arr = _finite_1d(values, "values")
+    if n_boot < 1:
+        raise MetricInputError(f"n_boot: must be >= 1, got {n_boot}")
+    if not 0.0 < alpha < 1.0:
+        raise MetricInputError(f"alpha: must be in (0, 1), got {alpha}")
+    if arr.size == 0:
+        return float("nan"), float("nan")
+    if arr.min() == arr.max():  # exact, where resampled means could differ in the last bit
+        return float(arr[0]), float(arr[0])
+    rng = np.random.default_rng(seed)
+    chunk = max(1, 2**21 // arr.size)  # bounds the (resamples, n) index matrix
+    means = np.concatenate([
+        arr[rng.integers(0, arr.size, size=(min(chunk, n_boot - start), arr.size))].mean(axis=1)
+        for start in range(0, n_boot, chunk)])
+    lo, hi = np.quantile(means, [alpha / 2.0, 1.0 - alpha / 2.0])
+    return float(lo), float(hi)
+
+
+def paired_bootstrap_diff(a: npt.ArrayLike, b: npt.ArrayLike, n_boot: int = 1000,
+                          seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+    """(mean of ``a - b``, its percentile-bootstrap interval) for two methods' per-user values
+    on the same users in the same order: users are resampled as pairs, so what the users
+    share (easy or hard users) cancels out. Identical inputs give (0, 0, 0); an interval that
+    excludes 0 says the methods differ at level ``alpha``."""
+    x, y = _finite_1d(a, "a"), _finite_1d(b, "b")
+    if x.shape != y.shape:
+        raise MetricInputError(f"a/b: lengths differ ({x.size} vs {y.size}); pair the same users")
+    diff = x - y
+    lo, hi = bootstrap_ci(diff, n_boot, seed, alpha)
+    return (float(np.mean(diff)) if diff.size else float("nan")), lo, hi
 
 
 def _first_true(mask: np.ndarray, need: np.ndarray, block: int = 1024) -> np.ndarray:

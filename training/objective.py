@@ -22,6 +22,7 @@ model outside the wrapper, would break DDP's gradient sync)::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
+from training.model import FraudBatch, MultiTaskBatch, ShopStreamModel
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 
 logger = logging.getLogger(__name__)
@@ -83,8 +84,11 @@ def teacher_view(batch: MultiTaskBatch, n_users: int, n_items: int) -> MultiTask
     rec = fraud = None
     if batch.rec is not None:
         r = batch.rec
-        rec = RecBatch(users(r.user_idx), items(r.hist_idx), items(r.target_idx),
-                       None if r.neg_idx is None else items(r.neg_idx))
+        rec = dataclasses.replace(
+            r, user_idx=users(r.user_idx), hist_idx=items(r.hist_idx),
+            target_idx=items(r.target_idx),
+            neg_idx=None if r.neg_idx is None else items(r.neg_idx),
+            rep_items=None if r.rep_items is None else items(r.rep_items))
     if batch.fraud is not None:
         f = batch.fraud
         fraud = FraudBatch(f.features, f.amount, users(f.user_idx), items(f.hist_idx),

@@ -24,12 +24,13 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file
 
 from training.config import TrainConfig
+from training.engine import WorkerSettings, total_steps
 from training.examples import WindowExamples
 from training.fit_result import FitResult, OptimizerState
 from training.incremental_config import IncrementalConfig
 from training.local_fit import fit_local
 from training.model import ShopStreamModel, load_model, model_state
-from training.worker import STATE_FILE, WorkerSettings, global_steps, train_loop_per_worker
+from training.worker import STATE_FILE, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStream
         state = json.loads((path / STATE_FILE).read_text())
         opt = (load_file(str(path / "optimizer.safetensors")), state["optimizer"])
     metrics = result.metrics or {}
-    steps = global_steps(examples, inc.num_workers, train_cfg.batch_size) * train_cfg.epochs
+    steps = total_steps(examples, inc.num_workers, train_cfg)[1]
     logger.info("Ray Train run %s: %.1f s wall, metrics %s", name, seconds, metrics)
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
                      float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,

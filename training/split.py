@@ -10,7 +10,8 @@ from training.data.schema import WindowData
 
 def choose_window(windows: list[WindowData], requested: str | None,
                   after: str | None) -> WindowData:
-    """The requested window, else the first one after ``after`` (the latest's window)."""
+    """The requested window, else the first one after ``after``: the window of the training
+    head (the newest version that has seen every window so far, see ``training.head``)."""
     ids = [w.window_id for w in windows]
     if requested is not None:
         if requested not in ids:
@@ -18,7 +19,7 @@ def choose_window(windows: list[WindowData], requested: str | None,
         return windows[ids.index(requested)]
     later = [w for w in windows if after is None or w.window_id > after]
     if not later:
-        raise ConfigError(f"window: no window after the latest version's {after!r} "
+        raise ConfigError(f"window: no window after the training head's {after!r} "
                           f"(windows: {ids}); nothing new to train on")
     return later[0]
 

@@ -6,6 +6,7 @@ begin with :func:`prepare_update`, so a sweep tunes exactly the update it will f
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,10 +15,17 @@ from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.examples import WindowExamples
+from training.head import FALLBACK, START_HEAD, StartPoint, plan_start
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig
 from training.loop import prepare_window
-from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
+from training.model import (
+    ModelConfig,
+    ShopStreamModel,
+    load_model,
+    model_from_state,
+    model_state,
+)
 from training.replay import ReplayBuffer
 from training.sources import load_windows, merge_windows
 from training.split import choose_window, split_holdout
@@ -41,6 +49,14 @@ class Update:
     mixed: WindowData
     vocab: dict[str, int]
     examples: WindowExamples
+    # Where the state came from (the head, latest, or nothing: a fallback retrain) and the
+    # live model the gate compares against (None for the very first version).
+    start: StartPoint
+    incumbent: ShopStreamModel | None
+
+    @property
+    def kind(self) -> str:
+        return self.start.kind
 
     def next_window(self) -> WindowData | None:
         """The window after the one being trained (validation for sweeps), if any."""
@@ -86,12 +102,17 @@ def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
 def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
                    model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
                    directory: Path) -> Update:
-    """Load latest (or start fresh), pick and split the window, mix replay, build examples."""
+    """Load the training head (or latest, or start fresh), pick and split the window after
+    it, mix replay, build examples; a fallback retrain after too many rejections."""
     windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
-    parent = load_parent(store, directory / "parent", model_cfg.history_len,
-                         inc.replay_capacity, train_cfg.seed)
-    window = choose_window(windows, inc.window, parent.window if parent else None)
+    start = plan_start(store, inc)
+    window = choose_window(windows, inc.window, start.after)
+    if start.kind == FALLBACK:
+        return prepare_fallback(store, inc, train_cfg, model_cfg, windows, window, start)
     train_part, holdout = split_holdout(window, inc.holdout_frac)
+    parent = None if start.version is None else load_parent(
+        store, directory / "parent", model_cfg.history_len, inc.replay_capacity,
+        train_cfg.seed, start.version)
     replay = parent.replay if parent else ReplayBuffer(inc.replay_capacity, train_cfg.seed)
     history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
     model, teacher = start_model(parent, model_cfg, train_part)
@@ -100,5 +121,44 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
         mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.holdout_frac))
     vocab = prepare_window(model, mixed)
     examples = WindowExamples.build(model, mixed, history)
+    incumbent = load_incumbent(store, start) if start.source == START_HEAD else teacher
     return Update(parent, windows, window, train_part, holdout, replay, history, model,
-                  teacher, mixed, vocab, examples)
+                  teacher, mixed, vocab, examples, start, incumbent)
+
+
+def load_incumbent(store: CheckpointStore, start: StartPoint) -> ShopStreamModel | None:
+    """The live model the candidate must not fall behind."""
+    if start.live is None:
+        return None
+    with tempfile.TemporaryDirectory(prefix="shopstream-incumbent-") as tmp:
+        store.load(start.live.version, Path(tmp))
+        return load_model(Path(tmp)).eval()
+
+
+def full_retrain_start(model_cfg: ModelConfig, windows: list[WindowData]
+                       ) -> tuple[WindowData, ShopStreamModel, WindowExamples]:
+    """(the windows merged, a fresh pretrained-encoder model fitted to them, its examples):
+    what a full retrain trains on. Each window's rows are built against the history as of
+    that window's start (point-in-time repeat features), starting from an empty history."""
+    merged = merge_windows(windows)
+    model = init_model(model_cfg, merged)
+    examples = WindowExamples.build_over(model, windows, PurchaseHistory(model_cfg.history_len))
+    return merged, model, examples
+
+
+def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
+                     model_cfg: ModelConfig, windows: list[WindowData], window: WindowData,
+                     start: StartPoint) -> Update:
+    """A full retrain on every window before ``window`` plus its training part (the
+    held-out tail stays for the gate); replay and history are rebuilt from those windows,
+    as the chain of incremental updates would have built them."""
+    train_part, holdout = split_holdout(window, inc.holdout_frac)
+    prior = windows[:[w.window_id for w in windows].index(window.window_id)]
+    mixed, model, examples = full_retrain_start(model_cfg, [*prior, train_part])
+    replay = ReplayBuffer(inc.replay_capacity, train_cfg.seed)
+    history = PurchaseHistory(model_cfg.history_len)
+    for old in prior:
+        replay.add_window(old)
+        history = history.update(old.interactions)
+    return Update(None, windows, window, train_part, holdout, replay, history, model, None,
+                  mixed, {}, examples, start, load_incumbent(store, start))

@@ -1,24 +1,20 @@
 """The Ray Train worker: one DDP rank training its shard of a window.
 
 Every rank gets the same start state (model, teacher, optimizer moments, examples)
-through the Ray object store, trains on ``examples.shard(rank, world_size)`` with the
-shared :func:`training.loop.train_step`, and reports a Ray Train checkpoint every
-``checkpoint_every`` steps and at the end (rank 0 writes it). A restarted worker group
-resumes from the last reported checkpoint instead of starting over.
+through the Ray object store and trains ``examples.shard(rank, world_size)`` with the
+engine's :func:`training.engine.run_epochs`; this module adds only what Ray needs: start-up,
+DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end (rank 0 writes
+it), and the resume: a restarted worker group goes on from the last reported checkpoint.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -26,42 +22,35 @@ from safetensors.torch import load_file
 
 from training.cli import config_from_dict
 from training.config import TrainConfig
-from training.examples import WindowExamples, iter_batches, steps_per_epoch
-from training.loop import batch_size_of, build_optimizer, build_scheduler, train_step
-from training.model import ShopStreamModel, model_from_state, save_model
-from training.objective import TrainingObjective
+from training.engine import (
+    STEADY_WARMUP_STEPS,
+    EngineRun,
+    StepClock,
+    StepHooks,
+    WorkerSettings,
+    build_objective,
+    build_optimizer,
+    build_scheduler,
+    global_steps,
+    run_epochs,
+    seed_torch,
+    share_text_cache,
+    total_steps,
+)
+from training.examples import WindowExamples
+from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, save_model
 from training.optim_state import load_optimizer, restore_optimizer_state, save_optimizer
+
+__all__ = ["STATE_FILE", "STEADY_WARMUP_STEPS", "InjectedFailure", "WorkerSettings",
+           "global_steps", "train_loop_per_worker"]
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "train_state.json"
-# Steps left out of the steady-state throughput: the first ones fill the text-encoder cache
-# and (under DDP) build gradient buckets, so they are several times slower than the rest.
-STEADY_WARMUP_STEPS = 5
-
-
-@dataclass(frozen=True)
-class WorkerSettings:
-    """The continual-learning settings a worker needs (a slice of IncrementalConfig)."""
-
-    distill_weight: float = 0.0
-    distill_temperature: float = 2.0
-    adv_epsilon: float = 0.0
-    adv_steps: int = 1
-    checkpoint_every: int = 0
-    inject_failure_at_step: int | None = None
-    inject_failure_marker: str | None = None
-    timing_warmup_steps: int = STEADY_WARMUP_STEPS
 
 
 class InjectedFailure(RuntimeError):
     """Raised once, on purpose, to exercise worker-failure recovery in tests."""
-
-
-def global_steps(examples: WindowExamples, world_size: int, batch_size: int) -> int:
-    """Steps per epoch, the same on every rank (from the largest shard's size)."""
-    return steps_per_epoch(math.ceil(len(examples.rec) / world_size),
-                           math.ceil(len(examples.fraud) / world_size), batch_size)
 
 
 def _save_checkpoint(model: ShopStreamModel, optimizer: torch.optim.Optimizer, step: int,
@@ -86,43 +75,6 @@ def _resume(model: ShopStreamModel, optimizer: torch.optim.Optimizer) -> int:
     return int(state["step"])
 
 
-class StepClock:
-    """A rank's loop timing: overall, the first step on its own, and the steady state.
-
-    ``samples_per_s`` covers the whole loop (as before); ``steady_samples_per_s`` only the
-    steps after the first ``warmup`` (all of them when the run has no more).
-    """
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup = warmup
-        self.began = self.steady_began = time.perf_counter()
-        self.steps = self.samples = self.steady_samples = 0
-        self.first_step_s = 0.0
-
-    def tick(self, samples: int) -> None:
-        now = time.perf_counter()
-        self.steps += 1
-        self.samples += samples
-        if self.steps == 1:
-            self.first_step_s = now - self.began
-        if self.steps <= self.warmup:
-            self.steady_began = now
-        else:
-            self.steady_samples += samples
-
-    def metrics(self) -> dict[str, float]:
-        now = time.perf_counter()
-        seconds = now - self.began
-        overall = self.samples / seconds if seconds > 0 else 0.0
-        steady_s = now - self.steady_began
-        steady = self.steady_samples / steady_s if self.steady_samples and steady_s > 0 \
-            else overall
-        return {"samples_per_s": overall, "steady_samples_per_s": steady,
-                "steady_steps": max(0, self.steps - self.warmup),
-                "first_step_s": self.first_step_s, "train_s": seconds,
-                "torch_threads": torch.get_num_threads()}
-
-
 def _report(model: ShopStreamModel, optimizer: torch.optim.Optimizer, step: int,
             resumed_from: int | None, metrics: dict[str, float]) -> None:
     """Every rank reports (a barrier); only rank 0 writes the checkpoint."""
@@ -144,22 +96,22 @@ def _maybe_fail(settings: WorkerSettings, step: int) -> None:
     raise InjectedFailure(f"injected worker failure at step {step} (marker {marker})")
 
 
-def share_text_cache(model: ShopStreamModel, teacher: ShopStreamModel | None,
-                     entries: dict[str, torch.Tensor]) -> None:
-    """Student and teacher share the frozen text outputs (their frozen weights are the
-    same), seeded with the ones the driver computed."""
-    model.text.use_shared_cache()
-    model.text.import_cache(entries)
-    if teacher is not None:
-        teacher.text.use_shared_cache()
+class _RayHooks(StepHooks):
+    """The failure injection before a step; the report (and checkpoint) after it."""
 
+    def __init__(self, model: ShopStreamModel, optimizer: torch.optim.Optimizer,
+                 settings: WorkerSettings, start: int) -> None:
+        self.model, self.optimizer, self.settings, self.start = model, optimizer, settings, start
 
-def _objective(model: ShopStreamModel, teacher: ShopStreamModel | None, cfg: TrainConfig,
-               settings: WorkerSettings) -> TrainingObjective:
-    return TrainingObjective(model, cfg.task_weights, cfg.fraud_pos_weight, teacher=teacher,
-                             distill_weight=settings.distill_weight,
-                             distill_temperature=settings.distill_temperature,
-                             adv_epsilon=settings.adv_epsilon, adv_steps=settings.adv_steps)
+    def before_step(self, step: int, batch: MultiTaskBatch) -> None:
+        _maybe_fail(self.settings, step)
+
+    def after_step(self, run: EngineRun) -> None:
+        every = self.settings.checkpoint_every
+        if run.step == run.total or (every and run.step % every == 0):
+            metrics = run.metrics()
+            logger.info("step %d/%d %s", run.step, run.total, metrics)
+            _report(self.model, self.optimizer, run.step, self.start or None, metrics)
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
@@ -169,8 +121,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     payload = ray.get(config["payload"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    # Dropout and negative sampling are reproducible per (seed, rank).
-    torch.manual_seed(cfg.seed * 1000 + rank)
+    # Seeded before the model is built (as ever): changing this order changes the dropout.
+    seed_torch(cfg, rank)
     device = ray.train.torch.get_device()
     model = model_from_state(*payload["model"]).train()
     teacher = model_from_state(*payload["teacher"]).to(device) if payload["teacher"] else None
@@ -179,17 +131,15 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     if payload["optimizer"] is not None:
         restore_optimizer_state(optimizer, model, *payload["optimizer"])
     start = _resume(model, optimizer)
-    objective = ray.train.torch.prepare_model(_objective(model, teacher, cfg, settings))
+    objective = ray.train.torch.prepare_model(build_objective(model, teacher, cfg, settings))
     optimizer = _move_optimizer(optimizer, device)
     examples: WindowExamples = payload["examples"]
-    steps = global_steps(examples, world, cfg.batch_size)
-    total = steps * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps,
-                                                                 steps * cfg.epochs)
-    scheduler = build_scheduler(optimizer, total, cfg)
-    for _ in range(start):
-        scheduler.step()
-    shard = examples.shard(rank, world)
-    _run_steps(objective, model, optimizer, scheduler, shard, cfg, settings, start, total, steps)
+    steps, total = total_steps(examples, world, cfg)
+    scheduler = build_scheduler(optimizer, total, cfg, start=start)
+    run_epochs(objective, model, optimizer, scheduler, examples.shard(rank, world), cfg, steps,
+               total, device=device, start=start,
+               hooks=_RayHooks(model, optimizer, settings, start),
+               clock=StepClock(settings.timing_warmup_steps))
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device
@@ -201,31 +151,3 @@ def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device
     return optimizer
 
 
-def _run_steps(objective: torch.nn.Module, model: ShopStreamModel,
-               optimizer: torch.optim.Optimizer, scheduler: Any, shard: WindowExamples,
-               cfg: TrainConfig, settings: WorkerSettings, start: int, total: int,
-               steps: int) -> None:
-    device = ray.train.torch.get_device()
-    step, clock = 0, StepClock(settings.timing_warmup_steps)
-    losses: list[dict[str, float]] = []
-    for epoch in range(cfg.epochs):
-        # Seeded per epoch: a resumed run replays the same batch order and skips ahead.
-        rng = np.random.default_rng([cfg.seed, epoch])
-        for batch in iter_batches(shard, steps, len(model.items), cfg.n_negatives, rng):
-            if step >= total:
-                break
-            if step < start:
-                step += 1
-                continue
-            _maybe_fail(settings, step)
-            losses.append(train_step(objective, optimizer, scheduler, batch.to(device), cfg))
-            step += 1
-            clock.tick(batch_size_of(batch))
-            last = step == total
-            every = settings.checkpoint_every
-            if last or (every and step % every == 0):
-                metrics = {"step": step, "epoch": epoch, **clock.metrics(),
-                           **{k: float(np.mean([r[k] for r in losses[-20:]]))
-                              for k in losses[-1]}}
-                logger.info("step %d/%d %s", step, total, metrics)
-                _report(model, optimizer, step, start or None, metrics)

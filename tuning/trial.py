@@ -4,9 +4,9 @@ the window after the one it trains on.
 Both backends start with :func:`training.update.prepare_update` (on the sweep's snapshot of
 the store), so a trial trains exactly what ``training.incremental`` would with its config:
 
-* ``loop`` (default): one Ray process per trial runs :func:`training.loop.train_step` over a
-  :class:`training.objective.TrainingObjective` (tasks + distillation from the previous
-  version + FGM), epoch by epoch, and reports the next-window score after every epoch so
+* ``loop`` (default): one Ray process per trial runs the engine's
+  :func:`training.engine.run_epochs` over its objective (tasks + distillation from the
+  previous version + FGM), and after every epoch reports the next-window score after every epoch so
   ASHA can stop it and PBT can exploit it. Under PBT each report carries a checkpoint
   (model as safetensors + JSON, optimizer moments as safetensors, the epoch as JSON).
 * ``ray_train``: the trial builds the Ray Train ``TorchTrainer`` through
@@ -18,7 +18,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +29,24 @@ from ray import tune
 
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
+from training.engine import (
+    EngineRun,
+    StepHooks,
+    build_objective,
+    build_optimizer,
+    build_scheduler,
+    resolve_device,
+    run_epochs,
+    total_steps,
+)
 from training.evaluate import evaluate_fraud, evaluate_rec
-from training.examples import WindowExamples, iter_batches, steps_per_epoch
+from training.examples import WindowExamples
 from training.gate import main_metrics
 from training.incremental_config import TUNABLE_INCREMENTAL, IncrementalConfig
-from training.loop import build_optimizer, lr_factor, prepare_window, resolve_device, train_step
+from training.loop import prepare_window
 from training.model import ModelConfig, ShopStreamModel, load_model, save_model
-from training.objective import TrainingObjective
 from training.optim_state import load_optimizer, restore_optimizer_state, save_optimizer
-from training.raytrain import fit_window
+from training.raytrain import fit_window, worker_settings
 from training.update import Update, prepare_update
 from tuning.report import combined_score
 from tuning.snapshot import SnapshotStore
@@ -126,14 +134,6 @@ def _resumed_state(up: Update, cfg: TrainConfig, device: torch.device,
                   int(state["epoch"]))
 
 
-def _objective(up: Update, model: ShopStreamModel, cfg: TrainConfig,
-               inc: IncrementalConfig) -> TrainingObjective:
-    return TrainingObjective(model, cfg.task_weights, cfg.fraud_pos_weight, teacher=up.teacher,
-                             distill_weight=inc.distill_weight if up.teacher else 0.0,
-                             distill_temperature=inc.distill_temperature,
-                             adv_epsilon=inc.adv_epsilon, adv_steps=inc.adv_steps)
-
-
 def _report(metrics: dict[str, float], state: _State, with_checkpoint: bool) -> None:
     if not with_checkpoint:
         tune.report(metrics)
@@ -168,34 +168,34 @@ def _checkpoint_epoch(checkpoint: tune.Checkpoint) -> int:
         return int(json.loads((Path(directory) / STATE_FILE).read_text())["epoch"])
 
 
+class _EpochReports(StepHooks):
+    """After every epoch: score on the next window and report (with a checkpoint)."""
+
+    def __init__(self, up: Update, state: _State, cfg: TrainConfig, ctx: TrialContext) -> None:
+        self.up, self.state, self.cfg, self.ctx = up, state, cfg, ctx
+
+    def after_epoch(self, run: EngineRun, losses: list[dict[str, float]]) -> None:
+        state = self.state
+        state.epoch = run.epoch + 1
+        metrics = next_window_metrics(state.model, self.up, self.cfg.eval_k,
+                                      self.ctx.rec_weight, self.ctx.fraud_weight)
+        metrics.update(epoch=state.epoch, loss=float(np.mean([r["loss"] for r in losses])),
+                       lr=float(state.optimizer.param_groups[0]["lr"]))
+        logger.info("epoch %d/%d: %s", state.epoch, self.cfg.epochs, metrics)
+        _report(metrics, state, self.ctx.checkpoints)
+
+
 def _train_epochs(up: Update, state: _State, cfg: TrainConfig, inc: IncrementalConfig,
                   ctx: TrialContext, device: torch.device) -> None:
-    objective = _objective(up, state.model, cfg, inc)
-    steps = steps_per_epoch(len(state.examples.rec), len(state.examples.fraud), cfg.batch_size)
-    total = steps * cfg.epochs if cfg.max_steps is None else min(cfg.max_steps,
-                                                                 steps * cfg.epochs)
-    done = state.epoch * steps
-    # Offset instead of replaying scheduler.step(): a resumed trial goes on mid-schedule,
-    # at its own (possibly PBT-perturbed) peak learning rate.
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        state.optimizer, lambda step: lr_factor(min(step + done, total - 1), total, cfg))
-    while state.epoch < cfg.epochs and done < total:
-        rng = np.random.default_rng([cfg.seed, state.epoch])
-        losses = []
-        for batch in iter_batches(state.examples, steps, len(state.model.items),
-                                  cfg.n_negatives, rng):
-            if done >= total:
-                break
-            losses.append(train_step(objective, state.optimizer, scheduler, batch.to(device),
-                                     cfg)["loss"])
-            done += 1
-        state.epoch += 1
-        metrics = next_window_metrics(state.model, up, cfg.eval_k, ctx.rec_weight,
-                                      ctx.fraud_weight)
-        metrics.update(epoch=state.epoch, loss=float(np.mean(losses)) if losses else math.nan,
-                       lr=float(state.optimizer.param_groups[0]["lr"]))
-        logger.info("epoch %d/%d: %s", state.epoch, cfg.epochs, metrics)
-        _report(metrics, state, ctx.checkpoints)
+    objective = build_objective(state.model, up.teacher, cfg,
+                                worker_settings(inc, up.teacher is not None))
+    steps, total = total_steps(state.examples, 1, cfg)
+    done = min(state.epoch * steps, total)
+    # The schedule starts at the resumed step, at this trial's own (possibly PBT-perturbed)
+    # peak learning rate.
+    scheduler = build_scheduler(state.optimizer, total, cfg, start=done)
+    run_epochs(objective, state.model, state.optimizer, scheduler, state.examples, cfg, steps,
+               total, device=device, start=done, hooks=_EpochReports(up, state, cfg, ctx))
 
 
 def ray_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -65,7 +65,7 @@ def test_output_shapes():
     assert model.item_vectors_from_titles(["new thing"]).shape == (1, 16)
     catalogue = model.catalogue_matrix(batch_size=3)
     assert catalogue.shape == (7, 16)
-    assert model.score_items(users, catalogue).shape == (2, 7)
+    assert model.pool_scores(users, catalogue).shape == (2, 7)
     assert model.fraud_logits(fraud_batch()).shape == (3,)
     out = model(MultiTaskBatch(rec_batch(), fraud_batch()), WEIGHTS)
     assert set(out) == {"loss", "rec", "fraud"} and all(v.shape == () for v in out.values())
@@ -182,7 +182,7 @@ def test_cold_start_items_and_users_get_finite_scores():
     unknown = model.item_vectors(torch.tensor([0]))
     user = model.user_vectors(torch.tensor([0]), torch.zeros(1, 3, dtype=torch.long))
     assert torch.isfinite(user).all() and user.norm() > 0.99
-    scores = model.score_items(user, torch.cat([cold, unknown]))
+    scores = model.pool_scores(user, torch.cat([cold, unknown]))
     assert scores.shape == (1, 3) and torch.isfinite(scores).all()
     # item 0 has no id embedding: its vector is the text-only vector of the empty title
     torch.testing.assert_close(unknown[0], cold[1])

@@ -129,6 +129,29 @@ def test_queries_and_targets_index_into_the_pool(contexts) -> None:
     assert c2.queries.cold_baskets["user_id"].tolist() == ["u5"]
 
 
+def test_repeat_flags_mark_targets_bought_in_any_earlier_window(contexts) -> None:
+    c0, c1, c2 = contexts
+    assert [r.tolist() for r in c0.repeat] == [[False]]  # u1 cold in w0
+    assert [r.tolist() for r in c1.repeat] == [[False, False], [False]]  # u1: d, c are new
+    # w2: u2 re-buys c (w0) and buys f (new); u4 re-buys e (w1).
+    assert [r.tolist() for r in c2.repeat] == [[True, False], [True]]
+    # history_len=1 keeps only u2's last purchase; "bought before" still sees all of them.
+    short = build_contexts([W0, W1, W2], history_len=1)[2]
+    assert [r.tolist() for r in short.repeat] == [[True, False], [True]]
+
+
+def test_rec_row_splits_warm_targets_into_repeat_and_new(contexts) -> None:
+    out = baseline_rec(contexts[2], K)
+    repeat, _ = out["repeat_then_popular"]
+    # u2 ranked [c, a]: repeat target c hit at rank 0, new target f missed; u4: e at rank 0.
+    assert (repeat["warm_repeat/ndcg@2"], repeat["warm_repeat/recall@2"]) == (1.0, 1.0)
+    assert repeat["warm_new/ndcg@2"] == 0.0 and repeat["warm_new/n_users"] == 1.0
+    assert repeat["warm_repeat/n_users"] == 2.0
+    per = repeat.per_user["warm"]  # kept in memory for paired intervals
+    assert per.users.tolist() == [0, 1]
+    assert per.ndcg.tolist() == pytest.approx([NDCG_HIT_FIRST_OF_TWO, 1.0])
+
+
 def test_an_item_missing_from_every_items_table_gets_target_minus_one() -> None:
     extra = _window("w1", ["d"], [("u1", "d", 10, P), ("u1", "zz", 11, P)])
     ctx = build_contexts([W0, extra], history_len=10)[1]
@@ -194,6 +217,12 @@ def _matrix_for(users: torch.Tensor, scores: list[list[float]]) -> torch.Tensor:
     return (torch.linalg.pinv(users.double()) @ want).T.float()
 
 
+def _same(a: dict[str, float], b: dict[str, float]) -> bool:
+    """Equal rows, NaN (an empty part, e.g. no repeat target) equal to NaN."""
+    return list(a) == list(b) and all(a[k] == b[k] or math.isnan(a[k]) and math.isnan(b[k])
+                                      for k in a)
+
+
 def test_model_rec_is_perfect_when_item_vectors_put_the_targets_first(model, contexts) -> None:
     ctx = contexts[1]  # u1 (warm) targets pool 3 and 2; u4 (cold) targets 4
     users = _user_matrix(model, ctx)
@@ -202,9 +231,13 @@ def test_model_rec_is_perfect_when_item_vectors_put_the_targets_first(model, con
                                                           [0.1, 0.0, 0.0, 0.2, 0.9]]),
                           atol=1e-4)
     row = model_rec(model, ctx, matrix, K)
+    # u1's targets d and c are both new to it (it bought a and b before): no repeat target.
+    assert math.isnan(row.pop("warm_repeat/ndcg@2")) and math.isnan(row.pop("warm_repeat/recall@2"))
     assert row == {"ndcg@2": 1.0, "recall@2": 1.0, "hitrate@2": 1.0, "warm/ndcg@2": 1.0,
                    "warm/recall@2": 1.0, "cold/ndcg@2": 1.0, "cold/recall@2": 1.0,
-                   "n_users": 2.0}
+                   "warm_new/ndcg@2": 1.0, "warm_new/recall@2": 1.0,
+                   "n_users": 2.0, "warm/n_users": 1.0, "cold/n_users": 1.0,
+                   "warm_repeat/n_users": 0.0, "warm_new/n_users": 1.0}
 
 
 def test_model_rec_exact_partial_hits_and_only_the_pool_prefix_counts(model, contexts) -> None:
@@ -222,7 +255,7 @@ def test_model_rec_exact_partial_hits_and_only_the_pool_prefix_counts(model, con
     assert row["hitrate@2"] == pytest.approx(0.5)
     # Rows past the pool (a later window's items) would win every ranking if they counted.
     longer = torch.cat([matrix, 100.0 * users])
-    assert model_rec(model, ctx, longer, K) == row
+    assert _same(model_rec(model, ctx, longer, K), row)
 
 
 def test_model_rec_and_forgetting_work_when_the_pool_is_smaller_than_k(model, contexts) -> None:

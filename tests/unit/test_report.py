@@ -89,7 +89,8 @@ def make_result() -> dict[str, Any]:
     return {
         "schema": 1, "created_at": "2026-11-22T23:59:00Z",
         "source": {"name": "synthetic", "path": None, "freq": "week"},
-        "settings": {"seed": 0, "methods": "all"},
+        "settings": {"seed": 0, "methods": "all", "incremental": {"trainer": "local"},
+                     "arms_trainer": "local"},
         "windows": ["w0", "w1", "w2"], "evaluated_windows": ["w1", "w2"],
         "tasks": {"rec": "ndcg@20", "fraud": "auc_pr"},
         "methods": _methods(), "prequential": _prequential(),
@@ -130,18 +131,20 @@ def _row(table: tuple[list[str], list[list[str]]], method: str) -> dict[str, str
 def test_summary_table_hand_computed_means() -> None:
     table = summary_table(make_result())
     assert table[0] == ["method", "rec ndcg@20", "rec recall@20", "fraud auc_pr",
-                        "fraud roc_auc", "update s/window", "update s total"]
+                        "fraud roc_auc", "update s/window", "update s total", "trainer"]
     assert [r[0] for r in table[1]] == list(_methods())
     assert _row(table, "incremental") == {
         "method": "incremental", "rec ndcg@20": "0.1500", "rec recall@20": "0.3500",
         "fraud auc_pr": "0.5000", "fraud roc_auc": "0.9100",
-        "update s/window": "6.67", "update s total": "20.00"}  # (10+4+6)/3, 10+4+6
+        "update s/window": "6.67", "update s total": "20.00",  # (10+4+6)/3, 10+4+6
+        "trainer": "local"}
     assert _row(table, "full_retrain")["rec ndcg@20"] == "0.2500"
     assert _row(table, "full_retrain")["update s/window"] == "20.00"
     assert _row(table, "popularity") == {
         "method": "popularity", "rec ndcg@20": "0.0500", "rec recall@20": "0.1100",
         "fraud auc_pr": "n/a", "fraud roc_auc": "n/a",
-        "update s/window": "0.01", "update s total": "0.03"}
+        "update s/window": "0.01", "update s total": "0.03",
+        "trainer": "in-process (no trainer)"}
     assert _row(table, "hist_gradient_boosting")["fraud auc_pr"] == "0.6500"
     assert _row(table, "hist_gradient_boosting")["rec ndcg@20"] == "n/a"
 
@@ -180,20 +183,25 @@ def test_mean_forgetting_by_hand() -> None:
 
 def test_verdicts_say_incremental_is_worse_when_it_is() -> None:
     lines = verdicts(make_result())
-    assert ("rec: incremental is worse than full_retrain on mean ndcg@20: 0.1500 vs 0.2500 "
-            "(ratio 0.600; higher on 0/2 evaluated windows)") in lines
-    assert ("fraud: incremental is better than full_retrain on mean auc_pr: 0.5000 vs 0.4000 "
-            "(ratio 1.250; higher on 2/2 evaluated windows)") in lines
+    # No interval in this results dict: the means are shown, better/worse is not claimed.
+    assert ("rec: incremental vs full_retrain on mean ndcg@20: 0.1500 vs 0.2500 "
+            "(ratio 0.600; higher on 0/2 evaluated windows): no better/worse claim (no "
+            "interval in this run)") in lines
+    assert ("fraud: incremental vs full_retrain on mean auc_pr: 0.5000 vs 0.4000 "
+            "(ratio 1.250; higher on 2/2 evaluated windows): no better/worse claim (no "
+            "interval in this run)") in lines
     assert ("update cost: incremental is faster than full_retrain: 6.67 s vs 20.00 s mean wall "
-            "time per window (ratio 0.333; 3 windows)") in lines
+            "time per window (ratio 0.333; 3 windows; both on the local trainer)") in lines
     assert any(ln.startswith("rec: incremental forgets less than incremental_no_replay: "
                              "mean drop +0.0350 vs +0.1250") for ln in lines)
-    assert any(ln.startswith("rec: incremental is better than repeat_then_popular on mean "
+    assert any(ln.startswith("rec: incremental vs repeat_then_popular on mean "
                              "ndcg@20: 0.1500 vs 0.1300") for ln in lines)
-    assert any(ln.startswith("rec: incremental is better than popularity on mean ndcg@20: "
+    assert any(ln.startswith("rec: incremental vs popularity on mean ndcg@20: "
                              "0.1500 vs 0.0500") for ln in lines)
-    assert any(ln.startswith("fraud: incremental is worse than hist_gradient_boosting on mean "
+    assert any(ln.startswith("fraud: incremental vs hist_gradient_boosting on mean "
                              "auc_pr: 0.5000 vs 0.6500") for ln in lines)
+    assert not any(ln.endswith((": better", ": worse")) or " is better than" in ln
+                   or " is worse than" in ln for ln in lines)
     assert not any("better than full_retrain on mean ndcg" in ln for ln in lines)
 
 
@@ -229,12 +237,13 @@ def test_summary_md_contents(good: tuple[Path, ReportPaths]) -> None:
     assert text.startswith("# ShopStream report: synthetic, week windows w0 .. w2 (3 windows, "
                            "2 evaluated)")
     assert "2026-11-22T23:59:00Z" in text
-    assert "| incremental | 0.1500 | 0.3500 | 0.5000 | 0.9100 | 6.67 | 20.00 |" in text
+    assert "| incremental | 0.1500 | 0.3500 | 0.5000 | 0.9100 | 6.67 | 20.00 | local |" in text
     assert "| w2 | 0.2000 | 0.1200 | 0.3000 | 0.0300 | 0.0400 | 0.1400 |" in text  # rec table
     assert "| w0 | 0.2000 | 0.1500 | +0.0500 | 0.5000 | 0.4500 | +0.0500 |" in text  # forgetting
     assert ("- Served version: `v2`; last published: `v2`.\n"
             "- Smoke queries: /recommend -> 200.") in text
-    assert "- rec: incremental is worse than full_retrain" in text
+    assert "- rec: incremental vs full_retrain on mean ndcg@20: 0.1500 vs 0.2500" in text
+    assert "every neural arm ran on the `local` trainer (comparable)" in text
     assert "![forgetting.png](forgetting.png)" in text
 
 
@@ -296,7 +305,7 @@ def test_rec_only_report(tmp_path: Path) -> None:
     assert [p.name for p in paths.plots] == expected_plots(result)
     assert not (tmp_path / "fraud_per_window.png").exists()
     assert summary_table(result)[0] == ["method", "rec ndcg@20", "rec recall@20",
-                                        "update s/window", "update s total"]
+                                        "update s/window", "update s total", "trainer"]
     assert check_report(tmp_path) == []
     assert "fraud: not measured (no fraud task in this data)" in paths.summary_md.read_text()
 

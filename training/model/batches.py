@@ -20,15 +20,33 @@ def _check(condition: bool, field_name: str, message: str) -> None:
         raise BatchError(f"{field_name}: {message}")
 
 
+def _moved(value: Tensor | None, device: torch.device | str) -> Tensor | None:
+    return None if value is None else value.to(device)
+
+
 @dataclass
 class RecBatch:
     """Next-item examples: ``user_idx`` [B], ``hist_idx`` [B, H] (0 = padding),
-    ``target_idx`` [B]; optional ``neg_idx`` [N] sampled negatives shared by the batch."""
+    ``target_idx`` [B]; optional ``neg_idx`` [N] sampled negatives shared by the batch.
+
+    Repeat-aware scoring (all optional; absent = zeros): ``rep_items`` [B, R] the user's own
+    past items (0 = none) with ``rep_feats`` [B, R, F] their pair features
+    (``training.profile.REPEAT_FEATURES``) as of the example's snapshot; ``target_pop`` [B, P]
+    and ``neg_pop`` [N, P] the candidates' popularity features; ``target_logq`` [B] and
+    ``neg_logq`` [N] the log-probability of each candidate being sampled as a negative
+    (subtracted from the training logits: the logQ correction of sampled softmax).
+    """
 
     user_idx: Tensor
     hist_idx: Tensor
     target_idx: Tensor
     neg_idx: Tensor | None = None
+    rep_items: Tensor | None = None
+    rep_feats: Tensor | None = None
+    target_pop: Tensor | None = None
+    neg_pop: Tensor | None = None
+    target_logq: Tensor | None = None
+    neg_logq: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.target_idx.shape[0])
@@ -39,14 +57,34 @@ class RecBatch:
                f"expected shape ({rows},), got {tuple(self.user_idx.shape)}")
         _check(self.hist_idx.dim() == 2 and self.hist_idx.shape[0] == rows, "hist_idx",
                f"expected shape ({rows}, H), got {tuple(self.hist_idx.shape)}")
+        n_neg = 0
         if self.neg_idx is not None:
             _check(self.neg_idx.dim() == 1, "neg_idx",
                    f"expected shape (N,), got {tuple(self.neg_idx.shape)}")
+            n_neg = int(self.neg_idx.shape[0])
+        if self.rep_items is not None or self.rep_feats is not None:
+            _check(self.rep_items is not None and self.rep_feats is not None, "rep_items",
+                   "rep_items and rep_feats go together")
+            assert self.rep_items is not None and self.rep_feats is not None
+            _check(self.rep_items.dim() == 2 and self.rep_items.shape[0] == rows, "rep_items",
+                   f"expected shape ({rows}, R), got {tuple(self.rep_items.shape)}")
+            _check(self.rep_feats.dim() == 3
+                   and self.rep_feats.shape[:2] == self.rep_items.shape, "rep_feats",
+                   f"expected shape {tuple(self.rep_items.shape)} + (F,), got "
+                   f"{tuple(self.rep_feats.shape)}")
+        for name, size in (("target_pop", rows), ("neg_pop", n_neg),
+                           ("target_logq", rows), ("neg_logq", n_neg)):
+            value = getattr(self, name)
+            if value is not None:
+                _check(value.shape[0] == size, name,
+                       f"expected {size} rows, got {tuple(value.shape)}")
 
     def to(self, device: torch.device | str) -> RecBatch:
         return RecBatch(self.user_idx.to(device), self.hist_idx.to(device),
-                        self.target_idx.to(device),
-                        None if self.neg_idx is None else self.neg_idx.to(device))
+                        self.target_idx.to(device), _moved(self.neg_idx, device),
+                        _moved(self.rep_items, device), _moved(self.rep_feats, device),
+                        _moved(self.target_pop, device), _moved(self.neg_pop, device),
+                        _moved(self.target_logq, device), _moved(self.neg_logq, device))
 
 
 @dataclass

@@ -46,6 +46,10 @@ class ModelConfig:
     temperature: float = field(
         default=0.05, metadata={"help": "softmax temperature of the recommendation loss"})
     seed: int = field(default=0, metadata={"help": "seed of the model's random initialisation"})
+    repeat_items: int = field(
+        default=40, metadata={"help": "a user's own past items scored with repeat features "
+                                      "(half by purchase count, half by recency; 0 = off)"})
+    repeat_hidden: int = field(default=32, metadata={"help": "width of the repeat-score MLP"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
@@ -70,6 +74,10 @@ class ModelConfig:
         require(self.fraud_hidden > 0, "fraud_hidden", f"must be > 0, got {self.fraud_hidden}")
         require(0.0 <= self.dropout < 1.0, "dropout", f"must be in [0, 1), got {self.dropout}")
         require(self.temperature > 0.0, "temperature", f"must be > 0, got {self.temperature}")
+        require(self.repeat_items >= 0, "repeat_items",
+                f"must be >= 0, got {self.repeat_items}")
+        require(self.repeat_hidden > 0, "repeat_hidden",
+                f"must be > 0, got {self.repeat_hidden}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.text_cache_size >= 0, "text_cache_size",
                 f"must be >= 0, got {self.text_cache_size}")

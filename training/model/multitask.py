@@ -24,10 +24,12 @@ from training.model.config import ModelConfig
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
+from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["FraudBatch", "FraudInputs", "MultiTaskBatch", "RecBatch", "RecLogits",
+__all__ = ["FraudBatch", "FraudInputs", "ItemTable", "MultiTaskBatch", "RecBatch",
+           "RecLogits",
            "ShopStreamModel", "StepOutputs", "TASKS", "fraud_input_matrix", "fraud_stats",
            "item_title_list", "signed_log1p"]
 
@@ -91,8 +93,9 @@ def _grow_embedding(emb: nn.Embedding, rows: int, seed: int) -> None:
 
 
 @dataclass
-class _ItemTable:
-    """Vectors of a sorted set of distinct item indices, gathered back by index."""
+class ItemTable:
+    """Vectors of a sorted set of distinct item indices, gathered back by index (serving
+    builds one for the whole catalogue; :meth:`ShopStreamModel.item_table` for a subset)."""
 
     uniq: Tensor  # sorted distinct item indices
     vectors: Tensor  # [u, dim] item tower output
@@ -134,6 +137,17 @@ class ShopStreamModel(nn.Module):
                 nn.Linear(n_in + 2 * cfg.dim, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                 nn.Linear(hidden, hidden), nn.GELU(), nn.Dropout(cfg.dropout),
                 nn.Linear(hidden, 1))
+            # Repeat-aware scoring, fused with the two-tower score in one logit: a learned
+            # weight on item popularity, and an MLP over (user, own past item) features.
+            # Both start at zero, so a new model ranks by the two towers alone at first.
+            self.pop_score = nn.Linear(len(POPULARITY_FEATURES), 1, bias=False)
+            self.repeat_mlp = nn.Sequential(
+                nn.Linear(len(REPEAT_FEATURES), cfg.repeat_hidden), nn.GELU(),
+                nn.Linear(cfg.repeat_hidden, 1))
+            out_layer = self.repeat_mlp[2]
+            assert isinstance(out_layer, nn.Linear)
+            for weight in (self.pop_score.weight, out_layer.weight, out_layer.bias):
+                nn.init.zeros_(weight)
         self.fraud_mean: Tensor
         self.fraud_std: Tensor
         self.register_buffer("fraud_mean", torch.zeros(n_in))
@@ -144,7 +158,11 @@ class ShopStreamModel(nn.Module):
 
     # ---- item and user towers -------------------------------------------------------------
 
-    def _item_table(self, idx: Tensor) -> _ItemTable:
+    def item_table(self, idx: Tensor) -> ItemTable:
+        """Item-tower and title vectors of the distinct items of ``idx``."""
+        return self._item_table(idx)
+
+    def _item_table(self, idx: Tensor) -> ItemTable:
         uniq = torch.unique(idx.reshape(-1).long())
         # The table size, not len(self.items): ids added to the IdMap directly (not through
         # extend_vocab) have no embedding row yet.
@@ -155,7 +173,7 @@ class ShopStreamModel(nn.Module):
         titles = [self.item_titles[i] for i in uniq.tolist()]
         projected = self.item_text_proj(self.text(titles))
         vectors = F.normalize(projected + self.item_emb(uniq), dim=-1)
-        return _ItemTable(uniq, vectors, F.normalize(projected, dim=-1))
+        return ItemTable(uniq, vectors, F.normalize(projected, dim=-1))
 
     def item_vectors(self, item_idx: Tensor) -> Tensor:
         """Item tower [n, dim] (L2-normalised); each distinct item's title is encoded once."""
@@ -167,7 +185,7 @@ class ShopStreamModel(nn.Module):
             return torch.zeros(0, self.cfg.dim, device=self.fraud_mean.device)
         return F.normalize(self.item_text_proj(self.text(titles)), dim=-1)
 
-    def _user_vectors(self, user_idx: Tensor, hist_idx: Tensor, table: _ItemTable) -> Tensor:
+    def _user_vectors(self, user_idx: Tensor, hist_idx: Tensor, table: ItemTable) -> Tensor:
         rows = self.user_emb.num_embeddings
         if user_idx.numel() and (int(user_idx.min()) < 0 or int(user_idx.max()) >= rows):
             raise BatchError(f"user_idx: index out of range [0, {rows}): {int(user_idx.min())}"
@@ -177,14 +195,39 @@ class ShopStreamModel(nn.Module):
         mean = (hist * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
         return F.normalize(self.user_emb(user_idx) + self.user_mlp(mean), dim=-1)
 
-    def user_vectors(self, user_idx: Tensor, hist_idx: Tensor) -> Tensor:
-        """User tower [B, dim] (L2-normalised) from the id and the recent items (0 = pad)."""
-        return self._user_vectors(user_idx, hist_idx, self._item_table(hist_idx))
+    def user_vectors(self, user_idx: Tensor, hist_idx: Tensor,
+                     table: ItemTable | None = None) -> Tensor:
+        """User tower [B, dim] (L2-normalised) from the id and the recent items (0 = pad);
+        ``table`` (e.g. serving's precomputed one) saves encoding the history's titles."""
+        return self._user_vectors(user_idx, hist_idx,
+                                  self._item_table(hist_idx) if table is None else table)
 
-    @staticmethod
-    def score_items(user_vec: Tensor, item_matrix: Tensor) -> Tensor:
-        """Scores [B, n] (dot products; no temperature) of users against items."""
-        return user_vec @ item_matrix.T
+    def popularity_score(self, pop: Tensor) -> Tensor:
+        """Logit term [n] of items from their popularity features [n, P]."""
+        return self.pop_score(pop.to(self.pop_score.weight.dtype)).squeeze(-1)
+
+    def repeat_score(self, rep_items: Tensor, rep_feats: Tensor) -> Tensor:
+        """Logit term [B, R] of each row's own past items (0 where ``rep_items`` is 0)."""
+        g = self.repeat_mlp(rep_feats.to(self.pop_score.weight.dtype)).squeeze(-1)
+        return g * (rep_items > 0).to(g.dtype)
+
+    def pool_scores(self, user_vec: Tensor, pool_vectors: Tensor,
+                    pool_pop: Tensor | None = None, rep_pos: Tensor | None = None,
+                    rep_feats: Tensor | None = None) -> Tensor:
+        """THE ranking score [B, n] of users against a pool of items, as trained:
+        two-tower similarity / temperature + popularity term + repeat term.
+
+        ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
+        positions of each user's own past items (-1 = none) with ``rep_feats`` [B, R, F].
+        Evaluation and serving both rank with this function.
+        """
+        scores = user_vec @ pool_vectors.T
+        if pool_pop is not None:
+            scores = scores + self.popularity_score(pool_pop)[None, :]
+        if rep_pos is not None and rep_feats is not None and rep_pos.numel():
+            g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
+            scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
+        return scores / self.cfg.temperature
 
     @torch.no_grad()
     def catalogue_matrix(self, batch_size: int = 512, progress: bool = False) -> Tensor:
@@ -210,16 +253,37 @@ class ShopStreamModel(nn.Module):
             return torch.zeros((), device=self.fraud_mean.device)
         return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
 
-    def _rec_logits(self, batch: RecBatch, table: _ItemTable) -> RecLogits:
+    def _rec_logits(self, batch: RecBatch, table: ItemTable) -> RecLogits:
         users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
-        cand = batch.target_idx
+        cand, pop, logq = batch.target_idx, batch.target_pop, batch.target_logq
         if batch.neg_idx is not None and batch.neg_idx.numel():
             cand = torch.cat([cand, batch.neg_idx])
-        logits = users @ table.rows(cand).T / self.cfg.temperature
+            pop = None if pop is None or batch.neg_pop is None else \
+                torch.cat([pop, batch.neg_pop])
+            logq = None if logq is None or batch.neg_logq is None else \
+                torch.cat([logq, batch.neg_logq])
+        # Every term is on the cosine scale and shares the temperature, so the fused
+        # terms learn at the same pace as the towers.
+        logits = users @ table.rows(cand).T
+        if pop is not None:
+            logits = logits + self.popularity_score(pop)[None, :]
+        if batch.rep_items is not None and batch.rep_feats is not None:
+            g = self.repeat_score(batch.rep_items, batch.rep_feats)
+            match = (batch.rep_items[:, :, None] == cand[None, None, :]).to(g.dtype)
+            logits = logits + torch.einsum("br,brc->bc", g, match)
+        logits = logits / self.cfg.temperature
+        if logq is not None:
+            logits = logits - logq.to(logits.dtype)[None, :]
+
         rows = torch.arange(len(batch), device=logits.device)
         # Another row's target (or a sampled negative) equal to this row's target is no
-        # negative: mask it, keeping only the diagonal positive.
+        # negative: mask it, keeping only the diagonal positive. Nor is another row's target
+        # of the same user: the user bought that item too (in the same window), so it
+        # would teach the model that a user's purchases compete with each other.
         valid = batch.target_idx[:, None] != cand[None, :]
+        same_user = (batch.user_idx[:, None] == batch.user_idx[None, :]) \
+            & (batch.user_idx[:, None] != 0)
+        valid[:, :len(batch)] &= ~same_user
         valid[rows, rows] = True
         return RecLogits(logits, valid)
 
@@ -235,13 +299,21 @@ class ShopStreamModel(nn.Module):
             return self._zero()
         return self.rec_logits(batch).loss()
 
-    def _fraud_inputs(self, batch: FraudBatch, table: _ItemTable) -> FraudInputs:
+    def _fraud_inputs(self, batch: FraudBatch, table: ItemTable) -> FraudInputs:
         numeric = torch.cat([signed_log1p(batch.amount.float())[:, None],
                              batch.features.float()], dim=1)
         numeric = (numeric - self.fraud_mean) / self.fraud_std
         users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
         item = table.text_rows(batch.item_idx) * (batch.item_idx != 0)[:, None].to(users.dtype)
         return FraudInputs(numeric, users, item, batch.label)
+
+    def fraud_inputs(self, batch: FraudBatch, table: ItemTable | None = None) -> FraudInputs:
+        """The fraud head's inputs for ``batch``; ``table`` (e.g. serving's precomputed one)
+        saves encoding the titles."""
+        batch.validate(len(self.cfg.fraud_features))
+        if table is None:
+            table = self._item_table(self._fraud_items(batch))
+        return self._fraud_inputs(batch, table)
 
     def fraud_head(self, inputs: FraudInputs, numeric: Tensor | None = None) -> Tensor:
         """Fraud logits [B] from the head's inputs; ``numeric`` (normalised units) replaces

@@ -1,0 +1,171 @@
+"""What each user bought so far, in aggregate: the repeat features and item popularity.
+
+Retail baskets are dominated by repeat purchases, so the recommender scores a user's own
+past items with features of that (user, item) pair — how often, how recently, what share of
+the user's purchases — next to the two-tower similarity, and every item with its recent
+popularity. This module is the one home of those features, for training examples,
+evaluation and serving alike.
+
+The profile is a snapshot *as of* a time: built from purchases up to ``as_of`` and never
+from later ones. Training examples of a new window are scored against the snapshot taken
+at the window's start, exactly as evaluation scores the window, so nothing of the window
+itself leaks into its own features. Stored with a version as Parquet (never pickled).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from training.data.schema import TS_TYPE
+
+PROFILE_FILE = "profile.parquet"
+POPULARITY_FILE = "item_popularity.parquet"
+# Features of one (user, item) pair, in this order (see :func:`pair_features`).
+REPEAT_FEATURES: tuple[str, ...] = ("log_count", "log_days_since", "share", "log_recency_rank",
+                                    "log_user_items", "log_user_days_since")
+# Features of one item (see :meth:`PurchaseProfile.item_popularity`).
+POPULARITY_FEATURES: tuple[str, ...] = ("log_count_last_update", "log_count_decayed")
+# Each update halves the weight of older purchases in the decayed popularity.
+POPULARITY_DECAY = 0.5
+SECONDS_PER_DAY = 86_400.0
+
+
+def _empty_pairs() -> pd.DataFrame:
+    return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
+                         "n": pd.Series(dtype=np.int64),
+                         "last": pd.Series(dtype="datetime64[us, UTC]")})
+
+
+def _empty_items() -> pd.DataFrame:
+    return pd.DataFrame({"item_id": pd.Series(dtype=str), "last_update": pd.Series(dtype=float),
+                         "decayed": pd.Series(dtype=float)})
+
+
+@dataclass
+class RepeatFeatures:
+    """Per query row: up to R of the user's past items (``items``, model or pool indices,
+    -1/0 = none per the caller's convention) and their features [rows, R, F]."""
+
+    items: np.ndarray
+    features: np.ndarray
+
+
+class PurchaseProfile:
+    """Per (user, item): purchase count and last purchase time; per item: popularity."""
+
+    def __init__(self, pairs: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
+                 as_of: pd.Timestamp | None = None) -> None:
+        self.pairs = _empty_pairs() if pairs is None else pairs.reset_index(drop=True)
+        self.items = _empty_items() if items is None else items.reset_index(drop=True)
+        self.as_of = as_of
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def update(self, buys: pd.DataFrame) -> PurchaseProfile:
+        """A new profile with purchases ``buys`` (user_id, item_id, ts) added."""
+        if buys.empty:
+            return self
+        new = buys.groupby(["user_id", "item_id"], sort=False).agg(
+            n=("ts", "size"), last=("ts", "max")).reset_index()
+        pairs = pd.concat([self.pairs, new], ignore_index=True) if len(self.pairs) else new
+        pairs = pairs.groupby(["user_id", "item_id"], sort=False).agg(
+            n=("n", "sum"), last=("last", "max")).reset_index()
+        counts = buys.groupby("item_id", sort=False).size().rename("last_update").reset_index()
+        items = self.items.merge(counts, on="item_id", how="outer", suffixes=("_old", ""))
+        items["last_update"] = items["last_update"].fillna(0.0).astype(float)
+        old = items["decayed"].fillna(0.0).astype(float)
+        items["decayed"] = POPULARITY_DECAY * old + items["last_update"]
+        items = items[["item_id", "last_update", "decayed"]]
+        as_of = buys["ts"].max() if self.as_of is None else max(self.as_of, buys["ts"].max())
+        return PurchaseProfile(pairs, items, as_of)
+
+    def item_popularity(self, item_ids: list[str] | np.ndarray) -> np.ndarray:
+        """[n, 2] float32: log1p(purchases in the last update), log1p(decayed count);
+        zeros for items never bought."""
+        table = self.items.set_index("item_id")
+        found = table.reindex(pd.Index(np.asarray(item_ids, dtype=object)))
+        values = found[["last_update", "decayed"]].fillna(0.0).to_numpy(dtype=np.float64)
+        return np.log1p(values).astype(np.float32).reshape(len(item_ids), 2)
+
+    def repeat_features(self, user_ids: list[str] | np.ndarray, per_user: int,
+                        lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:
+        """Each user's own items (at most ``per_user``: half the most bought, half the most
+        recent) as indices given by ``lookup`` (item ids -> int indices, 0 = not there, e.g.
+        ``IdMap.lookup``) and their
+        :data:`REPEAT_FEATURES` as of ``as_of``. Users with no purchase get zeros."""
+        users = np.asarray([str(u) for u in user_ids], dtype=object)
+        uniq, inverse = np.unique(users.astype(str), return_inverse=True)
+        items = np.zeros((len(uniq), per_user), dtype=np.int64)
+        feats = np.zeros((len(uniq), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+        wanted = self.pairs[self.pairs["user_id"].isin(set(uniq.tolist()))] \
+            if per_user and len(self.pairs) and len(uniq) else self.pairs.iloc[:0]
+        if len(wanted):
+            chosen = pair_features(wanted, self.as_of, per_user)
+            rows = pd.Index(uniq).get_indexer(chosen["user_id"].astype(str))
+            cols = chosen.groupby("user_id", sort=False).cumcount().to_numpy()
+            items[rows, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
+            feats[rows, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
+        return RepeatFeatures(items[inverse], feats[inverse])
+
+    def save(self, directory: Path) -> list[Path]:
+        """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""
+        pairs = pa.Table.from_pandas(self.pairs.astype({"last": "datetime64[us, UTC]"}),
+                                     preserve_index=False)
+        as_of = "" if self.as_of is None else pd.Timestamp(self.as_of).isoformat()
+        pairs = pairs.replace_schema_metadata({**(pairs.schema.metadata or {}),
+                                               b"as_of": as_of.encode()})
+        pq.write_table(pairs, directory / PROFILE_FILE)
+        self.items.to_parquet(directory / POPULARITY_FILE, index=False)
+        return [directory / PROFILE_FILE, directory / POPULARITY_FILE]
+
+    @classmethod
+    def load(cls, directory: Path) -> PurchaseProfile:
+        """The profile saved in ``directory``; an empty one when the files are absent
+        (a version written before profiles existed)."""
+        path = directory / PROFILE_FILE
+        if not path.exists():
+            return cls()
+        table = pq.read_table(path)
+        stamp = (table.schema.metadata or {}).get(b"as_of", b"").decode()
+        pairs = table.to_pandas()
+        missing = [c for c in ("user_id", "item_id", "n", "last") if c not in pairs.columns]
+        if missing:
+            raise ValueError(f"profile file {path} lacks column(s) {missing}")
+        pairs["last"] = pd.to_datetime(pairs["last"], utc=True).astype(
+            TS_TYPE.to_pandas_dtype())
+        pop_path = directory / POPULARITY_FILE
+        items = pd.read_parquet(pop_path) if pop_path.exists() else None
+        return cls(pairs, items, pd.Timestamp(stamp) if stamp else None)
+
+
+def pair_features(pairs: pd.DataFrame, as_of: pd.Timestamp | None, per_user: int
+                  ) -> pd.DataFrame:
+    """``pairs`` (user_id, item_id, n, last) cut to each user's ``per_user`` items (half by
+    count then recency, half by recency) with the :data:`REPEAT_FEATURES` columns."""
+    ref = pairs["last"].max() if as_of is None else as_of
+    frame = pairs.copy()
+    days = (ref - frame["last"]).dt.total_seconds().clip(lower=0.0) / SECONDS_PER_DAY
+    frame["log_days_since"] = np.log1p(days.to_numpy(dtype=np.float64))
+    frame["log_count"] = np.log1p(frame["n"].to_numpy(dtype=np.float64))
+    by_user = frame.groupby("user_id", sort=False)
+    frame["share"] = frame["n"] / by_user["n"].transform("sum")
+    frame["log_user_items"] = np.log1p(by_user["n"].transform("size").to_numpy(np.float64))
+    user_days = by_user["log_days_since"].transform("min")
+    frame["log_user_days_since"] = user_days
+    recency = by_user["last"].rank(method="first", ascending=False) - 1
+    frame["log_recency_rank"] = np.log1p(recency.to_numpy(dtype=np.float64))
+    frame = frame.sort_values(["user_id", "n", "last", "item_id"],
+                              ascending=[True, False, False, True], kind="stable")
+    count_rank = frame.groupby("user_id", sort=False).cumcount().to_numpy()
+    # Interleave the two orders: an item is as important as its better rank of the two.
+    frame["_priority"] = np.minimum(count_rank, recency.loc[frame.index].to_numpy())
+    frame = frame.sort_values(["user_id", "_priority"], kind="stable")
+    return frame.groupby("user_id", sort=False).head(per_user).drop(columns="_priority")
