@@ -34,24 +34,29 @@ DEMO_SHOP ?= --synth-n-windows 4 --synth-interactions-per-window 2500 \
 	--synth-fraud-rate 0.04
 DEMO_ARGS ?=
 demo: setup
-	$(PY) -m cluster.pipeline $(DEMO_SHOP) --model-finetune-layers 0 --epochs 2 \
+	$(PY) -m cluster.pipeline $(DEMO_SHOP) --model-finetune-layers 0 \
 		--store runs/demo/store --report-dir runs/demo/report --work-dir runs/demo/work \
 		--storage-path runs/demo/ray $(DEMO_ARGS)
 
-# The report on the real data in ../shared/data: Online Retail weekly windows
-# (recommendation), then ULB hourly windows (fraud). Reports land in $(REAL_OUT)/<source>/.
+# The report on the real data in ../shared/data, with default training settings: Online
+# Retail weekly and monthly windows (recommendation), then ULB hourly windows (fraud).
+# Reports land in $(REAL_OUT)/<source>-<freq>/report.
 SHARED_DATA ?= ../shared/data
 REAL_OUT ?= runs/real
-REAL_ARGS ?= --model-finetune-layers 0 --epochs 2 --num-workers 2 --once
+REAL_ARGS ?= --model-finetune-layers 0 --num-workers 2 --once
+REAL_RETAIL_FREQS ?= week month
 report-real: setup
-	$(PY) -m cluster.pipeline --source online_retail --path $(SHARED_DATA)/online_retail \
-		--freq week --store $(REAL_OUT)/online_retail/store \
-		--report-dir $(REAL_OUT)/online_retail/report --work-dir $(REAL_OUT)/online_retail/work \
-		--storage-path $(REAL_OUT)/online_retail/ray $(REAL_ARGS)
+	for freq in $(REAL_RETAIL_FREQS); do \
+		$(PY) -m cluster.pipeline --source online_retail --path $(SHARED_DATA)/online_retail \
+			--freq $$freq --store $(REAL_OUT)/online_retail-$$freq/store \
+			--report-dir $(REAL_OUT)/online_retail-$$freq/report \
+			--work-dir $(REAL_OUT)/online_retail-$$freq/work \
+			--storage-path $(REAL_OUT)/online_retail-$$freq/ray $(REAL_ARGS) || exit 1; \
+	done
 	$(PY) -m cluster.pipeline --source ulb \
 		--path $(SHARED_DATA)/ulb_creditcard/creditcard_first_6h.csv --freq hour \
-		--store $(REAL_OUT)/ulb/store --report-dir $(REAL_OUT)/ulb/report \
-		--work-dir $(REAL_OUT)/ulb/work --storage-path $(REAL_OUT)/ulb/ray $(REAL_ARGS)
+		--store $(REAL_OUT)/ulb-hour/store --report-dir $(REAL_OUT)/ulb-hour/report \
+		--work-dir $(REAL_OUT)/ulb-hour/work --storage-path $(REAL_OUT)/ulb-hour/ray $(REAL_ARGS)
 
 test: setup
 	$(PY) -m pytest tests

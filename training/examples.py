@@ -17,7 +17,7 @@ import torch
 from training.data.schema import WindowData
 from training.history import PurchaseHistory, history_matrix, purchases
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
-from training.profile import RepeatFeatures
+from training.profile import REPEAT_FEATURES, RepeatFeatures
 
 
 @dataclass
@@ -97,8 +97,8 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     """Every purchase in the window, with the buyer's previous ``history_len`` items.
 
     Earlier windows' purchases come from ``history``; each purchase sees the ones made
-    before it in time (lines of the same basket included: they are recent items), so
-    replayed old rows mixed into a window are point-in-time correct too.
+    before its basket (not the basket's other lines), so replayed old rows mixed into a
+    window are point-in-time correct too.
     """
     length = model.cfg.history_len
     new = purchases(interactions)
@@ -113,16 +113,18 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     items = model.items.lookup(both["item_id"])
     users = both["user_id"].to_numpy()
     hist = np.zeros((len(both), length), dtype=np.int64)
+    # A basket's lines share a timestamp: each line's query is what the user bought before
+    # the basket, as at evaluation and serving time (not the basket's other lines).
+    start = np.arange(len(both)) - both.groupby(["user_id", "ts"], sort=False).cumcount() \
+        .to_numpy()
     for lag in range(1, length + 1):
-        same_user = np.zeros(len(both), dtype=bool)
-        same_user[lag:] = users[lag:] == users[:-lag]
-        shifted = np.zeros(len(both), dtype=np.int64)
-        shifted[lag:] = items[:-lag]
-        hist[:, length - lag] = np.where(same_user, shifted, 0)
+        src = start - lag
+        ok = src >= 0
+        ok[ok] = users[src[ok]] == users[ok]
+        hist[:, length - lag] = np.where(ok, items[np.maximum(src, 0)], 0)
     keep = both["_new"].to_numpy()
     new_rows = both.loc[keep]
-    rep = repeat_rows(model, history, new_rows["user_id"].to_numpy(dtype=object),
-                      new_rows["ts"])
+    rep = repeat_rows(model, history, new_rows)
     pop = item_popularity(model, history)
     user_idx = model.users.lookup(new_rows["user_id"])
     return RecExamples(user_idx, hist[keep], items[keep], rep.items, rep.features,
@@ -130,18 +132,20 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
                        target_frequency(items[keep], len(model.items)))
 
 
-def repeat_rows(model: ShopStreamModel, history: PurchaseHistory, user_ids: np.ndarray,
-                ts: pd.Series) -> RepeatFeatures:
-    """Repeat features of rows bought after the history's snapshot; zeros for older rows
-    (their own snapshot is gone, and the current one may hold the row itself)."""
+def repeat_rows(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
+                ) -> RepeatFeatures:
+    """Repeat features of purchase ``rows``: those bought after the history's snapshot see
+    the snapshot plus their user's earlier baskets among them
+    (:meth:`PurchaseProfile.basket_features`); older rows (replayed, carried) get zeros:
+    their own snapshot is gone, and the current one may hold the row itself."""
     per_user = model.cfg.repeat_items
-    rep = history.profile.repeat_features(user_ids, per_user, model.items.lookup)
     as_of = history.profile.as_of
-    if as_of is not None and len(ts):
-        old = (ts <= as_of).to_numpy()
-        rep.items[old] = 0
-        rep.features[old] = 0.0
-    return rep
+    fresh = np.ones(len(rows), dtype=bool) if as_of is None else (rows["ts"] > as_of).to_numpy()
+    part = history.profile.basket_features(rows[fresh], per_user, model.items.lookup)
+    items = np.zeros((len(rows), per_user), dtype=np.int64)
+    feats = np.zeros((len(rows), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+    items[fresh], feats[fresh] = part.items, part.features
+    return RepeatFeatures(items, feats)
 
 
 def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,

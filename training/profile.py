@@ -29,7 +29,7 @@ PROFILE_FILE = "profile.parquet"
 POPULARITY_FILE = "item_popularity.parquet"
 # Features of one (user, item) pair, in this order (see :func:`pair_features`).
 REPEAT_FEATURES: tuple[str, ...] = ("log_count", "log_days_since", "share", "log_recency_rank",
-                                    "log_user_items", "log_user_days_since")
+                                    "log_count_rank", "log_user_items", "log_user_days_since")
 # Features of one item (see :meth:`PurchaseProfile.item_popularity`).
 POPULARITY_FEATURES: tuple[str, ...] = ("log_count_last_update", "log_count_decayed")
 # Each update halves the weight of older purchases in the decayed popularity.
@@ -115,6 +115,43 @@ class PurchaseProfile:
             feats[rows, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
         return RepeatFeatures(items[inverse], feats[inverse])
 
+    def basket_features(self, rows: pd.DataFrame, per_user: int,
+                        lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:
+        """Repeat features of purchase ``rows`` (user_id, item_id, ts) made after ``as_of``,
+        each as of its own basket: the snapshot plus the same user's purchases in ``rows``
+        strictly before the basket's time (never the basket itself or anything later).
+        Aligned with ``rows``; what training uses, so every basket after a user's first
+        teaches the repeat term, the first window included."""
+        n = len(rows)
+        items = np.zeros((n, per_user), dtype=np.int64)
+        feats = np.zeros((n, per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+        if not n or not per_user:
+            return RepeatFeatures(items, feats)
+        rows = rows[["user_id", "item_id", "ts"]].astype({"user_id": str, "item_id": str})
+        baskets = rows[["user_id", "ts"]].drop_duplicates().rename(columns={"ts": "ref"})
+        baskets["key"] = np.arange(len(baskets))
+        earlier = rows.merge(baskets, on="user_id")
+        earlier = earlier[earlier["ts"] < earlier["ref"]]
+        window = earlier.groupby(["key", "item_id"], sort=False).agg(
+            n=("ts", "size"), last=("ts", "max")).reset_index()
+        old = self.pairs.astype({"user_id": str, "item_id": str}).merge(baskets, on="user_id")
+        both = pd.concat([old[["key", "item_id", "n", "last"]], window], ignore_index=True)
+        both = both.groupby(["key", "item_id"], sort=False).agg(
+            n=("n", "sum"), last=("last", "max")).reset_index()
+        if both.empty:
+            return RepeatFeatures(items, feats)
+        both["ref"] = baskets.set_index("key")["ref"].reindex(both["key"]).to_numpy()
+        chosen = pair_features(both.rename(columns={"key": "user_id"}), None, per_user)
+        cols = chosen.groupby("user_id", sort=False).cumcount().to_numpy()
+        by_key = np.zeros((len(baskets), per_user), dtype=np.int64)
+        by_key_f = np.zeros((len(baskets), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+        keys = chosen["user_id"].to_numpy(dtype=np.int64)
+        by_key[keys, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
+        by_key_f[keys, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
+        row_key = rows.merge(baskets, left_on=["user_id", "ts"], right_on=["user_id", "ref"],
+                             how="left")["key"].to_numpy(dtype=np.int64)
+        return RepeatFeatures(by_key[row_key], by_key_f[row_key])
+
     def save(self, directory: Path) -> list[Path]:
         """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""
         pairs = pa.Table.from_pandas(self.pairs.astype({"last": "datetime64[us, UTC]"}),
@@ -148,10 +185,14 @@ class PurchaseProfile:
 
 def pair_features(pairs: pd.DataFrame, as_of: pd.Timestamp | None, per_user: int
                   ) -> pd.DataFrame:
-    """``pairs`` (user_id, item_id, n, last) cut to each user's ``per_user`` items (half by
-    count then recency, half by recency) with the :data:`REPEAT_FEATURES` columns."""
-    ref = pairs["last"].max() if as_of is None else as_of
+    """``pairs`` (user_id, item_id, n, last[, ref]) cut to each user's ``per_user`` items
+    (interleaving the count order and the recency order) with the :data:`REPEAT_FEATURES`
+    columns, as of ``as_of`` (or of each row's ``ref``)."""
     frame = pairs.copy()
+    if "ref" in frame.columns:  # a reference time per row (one snapshot per basket)
+        ref = frame.pop("ref")
+    else:
+        ref = pairs["last"].max() if as_of is None else as_of
     days = (ref - frame["last"]).dt.total_seconds().clip(lower=0.0) / SECONDS_PER_DAY
     frame["log_days_since"] = np.log1p(days.to_numpy(dtype=np.float64))
     frame["log_count"] = np.log1p(frame["n"].to_numpy(dtype=np.float64))
@@ -165,6 +206,7 @@ def pair_features(pairs: pd.DataFrame, as_of: pd.Timestamp | None, per_user: int
     frame = frame.sort_values(["user_id", "n", "last", "item_id"],
                               ascending=[True, False, False, True], kind="stable")
     count_rank = frame.groupby("user_id", sort=False).cumcount().to_numpy()
+    frame["log_count_rank"] = np.log1p(count_rank.astype(np.float64))
     # Interleave the two orders: an item is as important as its better rank of the two.
     frame["_priority"] = np.minimum(count_rank, recency.loc[frame.index].to_numpy())
     frame = frame.sort_values(["user_id", "_priority"], kind="stable")
