@@ -62,6 +62,10 @@ class IncrementalConfig:
     carry_holdout: bool = field(default=True, metadata={
         "help": "also train on the previous version's held-out tail (its gate slice), "
                 "so no row of the stream is left untrained"})
+    gate_replay: bool = field(default=False, metadata={
+        "help": "also score the gate on a replay sample of earlier windows (off: the "
+                "incumbent has trained on every replayed row, so that slice favours it and "
+                "rejected most real updates; the held-out tail is unseen by both)"})
     gate_tolerance: float = field(default=0.01, metadata={
         "help": "largest allowed absolute drop of any task's main metric vs latest"})
     keep_last: int = field(default=5, metadata={"help": "published versions kept"})
