@@ -6,8 +6,8 @@ Each variant is the main job (``cluster.pipeline``) on Online Retail with only o
 two rec baselines, the in-process trainer (``--trainer local``: no Ray Train start-up, the
 same engine), no forgetting and no Serve, and one setting changed from the defaults: the
 learning-rate peak and warm-up restarted at every update, distillation, replay, the carried
-tail, epochs, and the staleness policy. Printed and written to
-``benchmarks/results/update_ablation.{json,md}``: per variant, mean warm NDCG@20 of ours and
+tail, epochs, the staleness policy and the gate's slice. Printed and written to
+``benchmarks/results/update_ablation_<freq>.{json,md}`` (``--out``): per variant, mean warm NDCG@20 of ours and
 of repeat-then-popular over the scored windows, the ratio, and how many updates the gate
 promoted (incremental candidates, fallbacks, rejections).
 """
@@ -34,6 +34,9 @@ VARIANTS: dict[str, list[str]] = {
     "half_lr": ["--lr", "1e-3"],
     "two_epochs": ["--epochs", "2"],
     "old_policy_hold": ["--on-reject", "hold", "--fallback-after", "0"],
+    "old_gate_with_replay": ["--gate-replay", "true"],
+    "old_gate_and_policy": ["--gate-replay", "true", "--on-reject", "hold",
+                            "--fallback-after", "0"],
 }
 
 

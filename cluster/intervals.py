@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 
 from cluster.evaluation import RecRow
-from training.metrics import bootstrap_ci, paired_bootstrap_diff
+from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.store import CheckpointStore
 
 logger = logging.getLogger(__name__)

@@ -93,7 +93,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         fit = fit_window(inc, train_cfg, up.model, up.teacher,
                          up.parent.optimizer if up.parent else None, up.examples, label)
         history_train = history.update(up.train_part.interactions)
-        gate_window = _gate_window(up, train_cfg.seed, inc.gate_replay)
+        gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
         scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
                                  history_train, up.train_part, gate_window, train_cfg.eval_k)
         decision = decide(scores["candidate"]["main"],
@@ -120,7 +120,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
     return summary
 
 
-def _gate_window(up: Update, seed: int, with_replay: bool) -> WindowData:
+def gate_slice(up: Update, seed: int, with_replay: bool) -> WindowData:
     """The held-out tail (rows neither model has trained on), plus — with ``with_replay``
     — replay rows disjoint from the ones mixed into training.
 

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 
+from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.metrics import (
     MetricInputError,
-    bootstrap_ci,
-    paired_bootstrap_diff,
     per_user_ranking_metrics,
     ranking_metrics,
 )

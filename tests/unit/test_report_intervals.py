@@ -19,7 +19,8 @@ from cluster.report import (
     trainer_cell,
 )
 from cluster.verdicts import compare_line, time_line
-from training.metrics import PerUserRanking, bootstrap_ci, paired_bootstrap_diff
+from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from training.metrics import PerUserRanking
 
 pytestmark = pytest.mark.unit
 

@@ -327,3 +327,25 @@ def test_staleness_of_rows_without_the_new_fields_follows_promotions() -> None:
     totals = staleness_totals(legacy)
     assert (totals["rejections"], totals["fallbacks"], totals["incremental_promoted_fraction"],
             totals["max_stale_windows"]) == (2, 0, 0.5, 2)
+
+
+def test_the_gate_scores_the_unseen_tail_unless_asked_for_replay_rows() -> None:
+    """The incumbent trained on every replayed row, so by default the gate's slice is the
+    held-out tail of the new window only (unseen by both models)."""
+    from types import SimpleNamespace
+
+    from tests.unit.test_replay import make_window
+    from training.incremental import gate_slice
+    from training.replay import ReplayBuffer
+
+    replay = ReplayBuffer(capacity=100, seed=1)
+    replay.add_window(make_window("old", n_purchases=20))
+    tail = make_window("new", n_purchases=4, start=100)
+    up = SimpleNamespace(kind="incremental", replay=replay, holdout=tail,
+                         mixed=make_window("mix", n_purchases=1))
+    assert gate_slice(up, 0, with_replay=False) is tail
+    both = gate_slice(up, 0, with_replay=True)  # type: ignore[arg-type]
+    users = set(both.interactions["user_id"])
+    assert len(both.interactions) == 8 and any(u.startswith("old-") for u in users)
+    up.kind = "fallback_retrain"
+    assert gate_slice(up, 0, with_replay=True) is tail  # type: ignore[arg-type]

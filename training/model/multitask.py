@@ -21,6 +21,14 @@ from tqdm import tqdm
 
 from training.model.batches import BatchError, FraudBatch, MultiTaskBatch, RecBatch
 from training.model.config import ModelConfig
+from training.model.embeddings import grow_embedding, id_embedding
+from training.model.features import (
+    MIN_STD,
+    fraud_input_matrix,
+    fraud_stats,
+    item_title_list,
+    signed_log1p,
+)
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
@@ -34,62 +42,12 @@ __all__ = ["FraudBatch", "FraudInputs", "ItemTable", "MultiTaskBatch", "RecBatch
            "item_title_list", "signed_log1p"]
 
 TASKS: tuple[str, ...] = ("rec", "fraud")
-# Id embeddings start small so the title, not a random id vector, dominates early scores.
-ID_INIT_STD = 0.02
-MIN_STD = 1e-6
-
-
-def signed_log1p(x: Tensor) -> Tensor:
-    """``log1p(x)`` for x >= 0, mirrored for negative amounts (refunds) instead of NaN."""
-    return torch.sign(x) * torch.log1p(x.abs())
-
-
-def fraud_input_matrix(amount: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """[signed_log1p(amount), features] as float64 [n, F+1]: what fraud_mean/std describe."""
-    amount = np.asarray(amount, dtype=np.float64).reshape(-1, 1)
-    feats = np.asarray(features, dtype=np.float64).reshape(amount.shape[0], -1)
-    return np.concatenate([np.sign(amount) * np.log1p(np.abs(amount)), feats], axis=1)
-
-
-def fraud_stats(amount: np.ndarray, features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column mean and std (floored at 1e-6) of :func:`fraud_input_matrix`, float32."""
-    matrix = fraud_input_matrix(amount, features)
-    if matrix.shape[0] == 0:
-        return np.zeros(matrix.shape[1], np.float32), np.ones(matrix.shape[1], np.float32)
-    std = np.maximum(matrix.std(axis=0), MIN_STD)
-    return matrix.mean(axis=0).astype(np.float32), std.astype(np.float32)
-
-
-def item_title_list(items: IdMap, titles: Mapping[str, str]) -> list[str]:
-    """``item_titles`` for :class:`ShopStreamModel`: index 0 is "", unknown titles are ""."""
-    return [""] + [titles.get(item_id, "") for item_id in items.ids]
 
 
 def _as_vector(values: np.ndarray | Tensor) -> Tensor:
     if isinstance(values, Tensor):
         return values.detach().float().cpu().reshape(-1)
     return torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
-
-
-def _id_embedding(rows: int, dim: int) -> nn.Embedding:
-    emb = nn.Embedding(rows, dim, padding_idx=0)
-    with torch.no_grad():
-        emb.weight.normal_(0.0, ID_INIT_STD)
-        emb.weight[0].zero_()
-    return emb
-
-
-def _grow_embedding(emb: nn.Embedding, rows: int, seed: int) -> None:
-    """Append rows to ``emb`` in place; old rows are kept bit for bit."""
-    old = emb.weight.detach()
-    if rows <= old.shape[0]:
-        return
-    # Seeded by the old size, so every DDP rank grows the table identically.
-    gen = torch.Generator().manual_seed(seed * 1_000_003 + old.shape[0])
-    extra = torch.randn(rows - old.shape[0], old.shape[1], generator=gen) * ID_INIT_STD
-    weight = torch.cat([old, extra.to(device=old.device, dtype=old.dtype)])
-    emb.weight = nn.Parameter(weight, requires_grad=emb.weight.requires_grad)
-    emb.num_embeddings = rows
 
 
 @dataclass
@@ -128,8 +86,8 @@ class ShopStreamModel(nn.Module):
             torch.manual_seed(cfg.seed)
             self.text = TextEncoder(cfg, encoder_config)
             self.item_text_proj = nn.Linear(self.text.output_dim, cfg.dim)
-            self.item_emb = _id_embedding(len(items), cfg.dim)
-            self.user_emb = _id_embedding(len(users), cfg.dim)
+            self.item_emb = id_embedding(len(items), cfg.dim)
+            self.user_emb = id_embedding(len(users), cfg.dim)
             self.user_mlp = nn.Sequential(nn.Linear(cfg.dim, cfg.dim), nn.GELU(),
                                           nn.Dropout(cfg.dropout), nn.Linear(cfg.dim, cfg.dim))
             hidden = cfg.fraud_hidden
@@ -403,8 +361,8 @@ class ShopStreamModel(nn.Module):
         new_users = self.users.add(user_ids)
         old_items = len(self.items)
         new_items = self.items.add(item_ids)
-        _grow_embedding(self.user_emb, len(self.users), self.cfg.seed)
-        _grow_embedding(self.item_emb, len(self.items), self.cfg.seed + 1)
+        grow_embedding(self.user_emb, len(self.users), self.cfg.seed)
+        grow_embedding(self.item_emb, len(self.items), self.cfg.seed + 1)
         ids = self.items.ids
         updated = 0
         for index in range(1, old_items):
