@@ -7,8 +7,8 @@ two rec baselines, the in-process trainer (``--trainer local``: no Ray Train sta
 same engine), no forgetting and no Serve, and one setting changed from the defaults: the
 learning-rate peak and warm-up restarted at every update, distillation, replay, the carried
 tail, epochs, the staleness policy and the gate's slice. Printed and written to
-``benchmarks/results/update_ablation_<freq>.{json,md}`` (``--out``): per variant, mean warm NDCG@20 of ours and
-of repeat-then-popular over the scored windows, the ratio, and how many updates the gate
+``--out`` (``.json``, ``.md``): per variant, mean warm NDCG@20 of ours and of
+repeat-then-popular over the scored windows, the ratio, and how many updates the gate
 promoted (incremental candidates, fallbacks, rejections).
 """
 
@@ -93,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--path", default="../shared/data/online_retail")
     parser.add_argument("--freqs", nargs="+", default=["month", "week"])
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
-    parser.add_argument("--out", default=str(RESULTS / "update_ablation"))
+    parser.add_argument("--out", default=str(RESULTS / "update_ablation"),
+                        help="results path without suffix, e.g. .../update_ablation_month")
     args = parser.parse_args(argv)
     rows: list[dict[str, Any]] = []
     for freq in args.freqs:
