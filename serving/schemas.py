@@ -38,7 +38,10 @@ class RecommendRequest(BaseModel):
                     "extend a known user's history and are the whole query of a new user")
     k: int = Field(default=20, ge=1, le=MAX_K, description="how many items to return")
     exclude_purchased: bool = Field(
-        default=True, description="leave out items in the user's history and recent_item_ids")
+        default=False, description="leave out items in the user's history and "
+                                   "recent_item_ids (off by default: a user's own past "
+                                   "items are often the best answer, and the model ranks "
+                                   "them exactly as evaluation does)")
 
 
 class Transaction(BaseModel):

@@ -126,7 +126,7 @@ class Reference:
                                      model.item_vectors_from_titles([t for _, t in new])])
 
     def recommend(self, user_id: str, recent: list[str] | None = None, k: int = 5,
-                  exclude: bool = True) -> tuple[str, list[str]]:
+                  exclude: bool = False) -> tuple[str, list[str]]:
         """(strategy, item ids) the service should answer."""
         known = user_id in self.model.users
         past = self.history.last_items([user_id])[0] if known else []

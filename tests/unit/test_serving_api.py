@@ -81,7 +81,7 @@ def test_valid_bodies_reach_the_backend_typed(client: TestClient, backend: FakeB
     body = client.post("/recommend", json={"user_id": "u1", "k": 3}).json()
     assert [i["item_id"] for i in body["items"]] == ["i0", "i1", "i2"]
     assert backend.seen[-1] == RecommendRequest(user_id="u1", k=3)
-    assert backend.seen[-1].exclude_purchased is True and backend.seen[-1].recent_item_ids == []
+    assert backend.seen[-1].exclude_purchased is False and backend.seen[-1].recent_item_ids == []
     one = client.post("/fraud", json={"amount": 2, "features": {"a": 1}}).json()
     assert one["decision"] == "approve" and one["thresholds"]["basis"] == "test"
     many = client.post("/fraud", json=[{"amount": -3.5}, {"amount": 1, "txn_id": "t"}]).json()
