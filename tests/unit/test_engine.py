@@ -9,11 +9,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 
-from training.config import TrainConfig
+from tests.unit.tiny_shop import CFG, TINY, tiny_window
 from training.data.schema import WindowData
 from training.engine import (
     EngineRun,
@@ -31,7 +30,6 @@ from training.history import PurchaseHistory
 from training.local_fit import fit_local
 from training.loop import train_window
 from training.model import (
-    ModelConfig,
     MultiTaskBatch,
     ShopStreamModel,
     model_from_state,
@@ -43,35 +41,8 @@ from training.train import init_model
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
-TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, history_len=3,
-                   fraud_hidden=16, max_title_tokens=8)
-CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, encoder_lr=1e-3, warmup_frac=0.0,
-                  n_negatives=4, device="cpu", seed=0)
 THIN_WRAPPERS = ("training/loop.py", "training/local_fit.py", "training/worker.py",
                  "tuning/trial.py", "benchmarks/train_throughput.py")
-BASE = pd.Timestamp("2024-01-01", tz="UTC")
-
-
-def _ts(n: int) -> pd.Series:
-    return pd.Series([BASE + pd.Timedelta(minutes=m) for m in range(n)]).astype(
-        "datetime64[us, UTC]")
-
-
-def _window() -> WindowData:
-    """20 purchases over 8 items by 5 users, 12 labelled transactions (every 3rd fraud)."""
-    n, m = 20, 12
-    inter = pd.DataFrame({"user_id": [f"u{i % 5}" for i in range(n)],
-                          "item_id": [f"i{(i * 3) % 8}" for i in range(n)], "ts": _ts(n),
-                          "event": "purchase", "quantity": 1, "price": 1.0})
-    ids = [f"i{i}" for i in range(8)]
-    items = pd.DataFrame({"item_id": ids, "title": [f"blue widget {i}" for i in ids],
-                          "category": "x", "price": 1.0, "first_seen": _ts(8)})
-    fraud = np.arange(m) % 3 == 0
-    txns = pd.DataFrame({"txn_id": [f"t{i}" for i in range(m)],
-                         "user_id": [f"u{i % 5}" for i in range(m)], "item_id": None,
-                         "ts": _ts(m), "amount": np.where(fraud, 400.0, 12.0) + np.arange(m),
-                         "is_fraud": fraud, "f_night": fraud.astype(float)})
-    return WindowData("w0", items, inter, txns)
 
 
 class _Sized:
@@ -152,7 +123,7 @@ def test_a_rank_counting_its_own_shard_would_run_fewer_steps() -> None:
 
 @pytest.fixture(scope="module")
 def setup() -> tuple[ShopStreamModel, WindowData, WindowExamples]:
-    window = _window()
+    window = tiny_window()
     model = init_model(TINY, window)
     examples = WindowExamples.build(model, window, PurchaseHistory(3))
     assert (len(examples.rec), len(examples.fraud)) == (20, 12)

@@ -1,0 +1,39 @@
+"""A tiny shop for the training unit tests: one window, a tiny random-BERT model config and
+a fast training config (shared by the engine and in-process trainer tests)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from training.config import TrainConfig
+from training.data.schema import WindowData
+from training.model import ModelConfig
+
+TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, history_len=3,
+                   fraud_hidden=16, max_title_tokens=8)
+CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, encoder_lr=1e-3, warmup_frac=0.0,
+                  n_negatives=4, device="cpu", seed=0)
+BASE = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def ts_range(n: int) -> pd.Series:
+    return pd.Series([BASE + pd.Timedelta(minutes=m) for m in range(n)]).astype(
+        "datetime64[us, UTC]")
+
+
+def tiny_window() -> WindowData:
+    """20 purchases over 8 items by 5 users, 12 labelled transactions (every 3rd fraud)."""
+    n, m = 20, 12
+    inter = pd.DataFrame({"user_id": [f"u{i % 5}" for i in range(n)],
+                          "item_id": [f"i{(i * 3) % 8}" for i in range(n)], "ts": ts_range(n),
+                          "event": "purchase", "quantity": 1, "price": 1.0})
+    ids = [f"i{i}" for i in range(8)]
+    items = pd.DataFrame({"item_id": ids, "title": [f"blue widget {i}" for i in ids],
+                          "category": "x", "price": 1.0, "first_seen": ts_range(8)})
+    fraud = np.arange(m) % 3 == 0
+    txns = pd.DataFrame({"txn_id": [f"t{i}" for i in range(m)],
+                         "user_id": [f"u{i % 5}" for i in range(m)], "item_id": None,
+                         "ts": ts_range(m), "amount": np.where(fraud, 400.0, 12.0) + np.arange(m),
+                         "is_fraud": fraud, "f_night": fraud.astype(float)})
+    return WindowData("w0", items, inter, txns)
