@@ -97,10 +97,10 @@ class PurchaseProfile:
 
     def repeat_features(self, user_ids: list[str] | np.ndarray, per_user: int,
                         lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:
-        """Each user's own items (at most ``per_user``: half the most bought, half the most
-        recent) as indices given by ``lookup`` (item ids -> int indices, 0 = not there, e.g.
-        ``IdMap.lookup``) and their
-        :data:`REPEAT_FEATURES` as of ``as_of``. Users with no purchase get zeros."""
+        """Each user's own items (at most ``per_user``, the count order and the recency order
+        interleaved) as indices given by ``lookup`` (item ids -> int indices, 0 = not there,
+        e.g. ``IdMap.lookup``) and their :data:`REPEAT_FEATURES` as of ``as_of``. Users with
+        no purchase get zeros."""
         users = np.asarray([str(u) for u in user_ids], dtype=object)
         uniq, inverse = np.unique(users.astype(str), return_inverse=True)
         items = np.zeros((len(uniq), per_user), dtype=np.int64)

@@ -48,7 +48,7 @@ class ModelConfig:
     seed: int = field(default=0, metadata={"help": "seed of the model's random initialisation"})
     repeat_items: int = field(
         default=40, metadata={"help": "a user's own past items scored with repeat features "
-                                      "(half by purchase count, half by recency; 0 = off)"})
+                                      "(by purchase count and recency interleaved; 0 = off)"})
     repeat_hidden: int = field(default=32, metadata={"help": "width of the repeat-score MLP"})
     text_cache_size: int = field(
         default=20_000,

@@ -1,7 +1,9 @@
 """ShopStreamModel: a two-tower recommender and a fraud classifier sharing one text encoder.
 
 Item vector = L2-normalised (projected title embedding + item id embedding); user vector =
-L2-normalised (user id embedding + MLP over the mean of the user's recent item vectors). The
+L2-normalised (user id embedding + MLP over the mean of the user's recent item vectors). A
+ranking score (:meth:`ShopStreamModel.pool_scores`) adds to the two-tower similarity a learned
+popularity term and a learned repeat term over the user's own past items. The
 fraud head sees the normalised amount and transaction features, the user vector and the
 projected title of the item bought. Id row 0 is "unknown" and stays zero, so unseen users and
 items are scored from their history and title alone.

@@ -18,7 +18,8 @@ from torch import Tensor
 class RecLogits:
     """Scores of a rec batch against its candidates: the batch's targets, then ``neg_idx``.
 
-    ``logits`` [B, C] are user·item / temperature, unmasked. ``valid`` [B, C] is False where
+    ``logits`` [B, C] are the fused scores (user·item + popularity term + repeat term) /
+    temperature, minus logQ when the batch carries it; unmasked. ``valid`` [B, C] is False where
     a candidate is another copy of the row's own target (no negative), True for the row's
     positive (the diagonal) and its true negatives.
     """
