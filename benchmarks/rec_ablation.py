@@ -27,6 +27,7 @@ import torch
 
 from cluster.evaluation import baseline_rec, build_contexts, model_rec, pool_matrix
 from training.config import TrainConfig
+from training.data.synthetic_config import SyntheticShopConfig
 from training.engine import WorkerSettings, fit
 from training.examples import WindowExamples
 from training.history import PurchaseHistory
@@ -34,6 +35,10 @@ from training.model import ModelConfig
 from training.sources import load_windows, merge_windows
 from training.train import init_model
 
+# The shop `make demo` runs on (its DEMO_SHOP flags).
+DEMO_SHOP = SyntheticShopConfig(n_windows=4, interactions_per_window=2500,
+                                transactions_per_window=1200, n_users=600, n_items=300,
+                                fraud_rate=0.04)
 RESULTS = Path(__file__).resolve().parent / "results"
 KEYS = ("warm/ndcg@20", "ndcg@20", "cold/ndcg@20", "warm_repeat/ndcg@20", "warm_new/ndcg@20")
 VARIANTS: dict[str, dict[str, Any]] = {
@@ -41,12 +46,14 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "no_repeat_features": {"no_repeat": True},
     "two_epochs": {"epochs": 2},
     "half_lr": {"lr": 1e-3},
+    "repeat_prior": {"model": {"repeat_prior": 1.0}},
+    "five_epochs": {"epochs": 5},
 }
 
 
 def train_and_score(windows: list, contexts: list, t: int, variant: dict[str, Any]
                     ) -> dict[str, float]:
-    model_cfg = ModelConfig(finetune_layers=0)
+    model_cfg = ModelConfig(finetune_layers=0, **variant.get("model", {}))
     train_cfg = TrainConfig(epochs=variant.get("epochs", 1), lr=variant.get("lr", 2e-3),
                             device="cpu")
     model = init_model(model_cfg, merge_windows(windows[:t]))
@@ -73,6 +80,9 @@ def markdown(rows: list[dict[str, Any]]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--source", default="online_retail",
+                        choices=["online_retail", "synthetic"],
+                        help="synthetic = the shop `make demo` runs on")
     parser.add_argument("--path", default="../shared/data/online_retail")
     parser.add_argument("--freq", default="month", choices=["day", "week", "month"])
     parser.add_argument("--at", nargs="+", type=int, default=[1, 2],
@@ -80,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    windows = load_windows("online_retail", args.path, args.freq)
+    windows = load_windows(args.source, args.path, args.freq, DEMO_SHOP)
     contexts = build_contexts(windows, ModelConfig().history_len)
     rows: list[dict[str, Any]] = []
     for t in args.at:
@@ -94,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
                          "seconds": time.perf_counter() - began,
                          **{k: float(metrics[k]) for k in KEYS}})
             print(markdown(rows[-1:]).splitlines()[-1], flush=True)
-    out = RESULTS / f"rec_ablation_{args.freq}"
+    name = args.freq if args.source == "online_retail" else args.source
+    out = RESULTS / f"rec_ablation_{name}"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(
         {"settings": {"freq": args.freq, "at": args.at,

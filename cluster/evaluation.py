@@ -188,7 +188,7 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
         began = time.perf_counter()
         recommender = factory().fit(data)
         seconds = time.perf_counter() - began
-        recs = recommender.recommend(ctx.queries.user_ids, k)
+        recs = recommender.recommend(ctx.queries.user_ids, k, ctx.queries.exclusions())
         ranked = np.asarray([[pos.get(i, -1) for i in r[:k]] + [-1] * (k - len(r[:k]))
                              for r in recs], dtype=np.int64).reshape(-1, k)
         out[name] = (_rec_row(ranked, ctx, k), seconds)

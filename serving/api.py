@@ -3,22 +3,31 @@ the model deployments' handles, ``serving.local`` over an in-process predictor (
 uvicorn baseline of the benchmark), tests over fakes. Routes, validation, auth and error
 bodies are therefore identical everywhere.
 
-Outermost first: bearer-token check (401; /healthz, /docs and /openapi.json stay open),
-body-size limit (413, before the body is parsed), then FastAPI (422 for invalid bodies).
+Outermost first: bearer-token check (401; /healthz, /docs and /openapi.json stay open, and
+it runs before any of the body is read), early load shedding, body guard (400 for an
+unreadable Content-Length, 413 for too large, 408 when the body takes longer than
+``body_timeout_s``; all before the body is parsed), a model slot (503 with Retry-After once
+``max_inflight`` model requests are in flight, see :mod:`serving.shedding`), then FastAPI
+(422 for invalid bodies). Every answer, errors included, is JSON. Without the token
+/healthz says only whether the app is ready (200) or not (503).
 """
 
 from __future__ import annotations
 
 import hmac
-import json
 from typing import Any, Protocol
 
-from fastapi import FastAPI
+import anyio
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from serving.config import DEFAULT_BODY_TIMEOUT_S
 from serving.errors import (
+    BadRequestError,
     PayloadTooLargeError,
+    RequestTimeoutError,
     ServingError,
     UnauthorizedError,
     error_response,
@@ -34,7 +43,9 @@ from serving.schemas import (
     RecommendResponse,
     ReplicaStatus,
     VersionResponse,
+    pin_fraud_features,
 )
+from serving.shedding import HoldSlot, ShedEarly, Slots
 
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 
@@ -64,6 +75,13 @@ async def _send_error(send: Send, err: ServingError) -> None:
     await send({"type": "http.response.body", "body": response.body})
 
 
+def has_token(scope: Scope, token: bytes) -> bool:
+    """Whether the request carries ``Authorization: Bearer <token>`` (constant-time)."""
+    header = dict(scope.get("headers") or []).get(b"authorization", b"")
+    scheme, _, given = header.partition(b" ")
+    return scheme.lower() == b"bearer" and hmac.compare_digest(given.strip(), token)
+
+
 class BearerAuth:
     """401 unless ``Authorization: Bearer <token>`` matches (constant-time compare)."""
 
@@ -75,9 +93,7 @@ class BearerAuth:
         if self._token is None or scope["type"] != "http" or _relative_path(scope) in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        header = dict(scope.get("headers") or []).get(b"authorization", b"")
-        scheme, _, given = header.partition(b" ")
-        if scheme.lower() != b"bearer" or not hmac.compare_digest(given.strip(), self._token):
+        if not has_token(scope, self._token):
             await _send_error(send, UnauthorizedError(
                 "missing or wrong bearer token", field="Authorization"))
             return
@@ -85,38 +101,66 @@ class BearerAuth:
 
 
 class BodyLimit:
-    """413 for bodies over ``max_bytes``, by Content-Length or by counting the stream; the
-    whole body is read before the app sees it, so the app never gets a partial one."""
+    """Reads the whole body before the app sees it (so the app never gets a partial one):
+    413 over ``max_bytes`` by Content-Length or by counting the stream, 400 for a
+    Content-Length that is not a number, 408 when the body takes over ``timeout_s`` (a
+    client that declares a body and never sends it must not hold a request slot)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    # A longer number is over any limit; int() of over 4300 digits would raise.
+    MAX_LENGTH_DIGITS = 18
+
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        too_large = PayloadTooLargeError(
-            f"request body exceeds {self.max_bytes} bytes", field="body")
+    def _check_declared(self, scope: Scope) -> None:
         declared = dict(scope.get("headers") or []).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
-            await _send_error(send, too_large)
+        if declared is None:
             return
+        if not declared.isdigit():
+            raise BadRequestError("Content-Length must be a non-negative integer",
+                                  field="Content-Length")
+        if len(declared) > self.MAX_LENGTH_DIGITS or int(declared) > self.max_bytes:
+            raise self._too_large()
+
+    def _too_large(self) -> PayloadTooLargeError:
+        return PayloadTooLargeError(f"request body exceeds {self.max_bytes} bytes",
+                                    field="body")
+
+    async def _read(self, receive: Receive) -> bytes | None:
+        """The whole body, or None when the client went away first."""
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
             if message["type"] != "http.request":
-                break  # client went away
+                return None
             chunks.append(message.get("body", b""))
             size += len(chunks[-1])
             if size > self.max_bytes:
-                await _send_error(send, too_large)
-                return
+                raise self._too_large()
             if not message.get("more_body", False):
-                break
-        replay: list[Message] = [{"type": "http.request", "body": b"".join(chunks),
-                                  "more_body": False}]
+                return b"".join(chunks)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        try:
+            self._check_declared(scope)
+            with anyio.fail_after(self.timeout_s):
+                body = await self._read(receive)
+        except ServingError as err:
+            await _send_error(send, err)
+            return
+        except TimeoutError:
+            await _send_error(send, RequestTimeoutError(
+                f"request body not received within {self.timeout_s:g} s", field="body"))
+            return
+        if body is None:
+            return  # nobody to answer
+        replay: list[Message] = [{"type": "http.request", "body": body, "more_body": False}]
 
         async def replayed() -> Message:
             return replay.pop() if replay else await receive()
@@ -126,12 +170,66 @@ class BodyLimit:
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
-        (401, "missing or wrong bearer token"), (413, "body too large"),
-        (422, "invalid body; error.field names the offending field"),
+        (400, "unreadable Content-Length header"),
+        (401, "missing or wrong bearer token"),
+        (408, "the body did not arrive within body_timeout_s"), (413, "body too large"),
+        (422, "invalid body, or values the model cannot score; error.field names the "
+              "offending field"),
         (503, "no model loaded yet, or a model deployment is unavailable"))}
 
 
+def served_fraud_features(statuses: dict[str, ReplicaStatus]) -> list[str] | None:
+    """The fraud_features every ready replica agrees on; None before the first load or
+    while replicas serve versions with different features (a rollout)."""
+    found = {tuple(s.fraud_features) for s in statuses.values()
+             if s.ready and s.fraud_features is not None}
+    return list(found.pop()) if len(found) == 1 else None
+
+
+def _add_openapi_route(app: FastAPI, backend: Backend) -> None:
+    """/openapi.json with the loaded version's feature names pinned into ``Transaction``
+    (FastAPI's own route serves a static schema, which cannot name them); it goes first
+    so it shadows FastAPI's. /docs reads it."""
+
+    async def openapi(request: Request) -> JSONResponse:
+        schema = app.openapi()
+        names = served_fraud_features(await backend.statuses())
+        if names is not None:
+            schema = pin_fraud_features(schema, names)
+        root_path = str(request.scope.get("root_path", "")).rstrip("/")
+        if root_path and root_path not in {s.get("url") for s in schema.get("servers", [])}:
+            schema = {**schema, "servers": [{"url": root_path}, *schema.get("servers", [])]}
+        return JSONResponse(schema)
+
+    app.router.routes.insert(0, Route("/openapi.json", openapi, include_in_schema=False))
+
+
+def _add_health_routes(app: FastAPI, backend: Backend, token: bytes | None) -> None:
+
+    @app.get("/healthz", response_model=HealthResponse)
+    async def healthz(request: Request) -> JSONResponse:
+        """Readiness: 200 once every model deployment serves a version and follows the
+        store; 503 while one is loading or cannot follow ``latest.json`` (degraded: it keeps
+        answering with its version, but new versions stop). Per-replica detail only with
+        the bearer token (or when none is configured): the route is open."""
+        statuses = await backend.statuses()
+        loaded = bool(statuses) and all(s.ready for s in statuses.values())
+        stuck = any(s.pointer_error for s in statuses.values())
+        ready = loaded and not stuck
+        detail = token is None or has_token(request.scope, token)
+        body = HealthResponse(status="loading" if not loaded else "degraded" if stuck else "ok",
+                              deployments=statuses if detail else None)
+        content = body.model_dump(mode="json", exclude=None if detail else {"deployments"})
+        return JSONResponse(content, 200 if ready else 503)
+
+    @app.get("/version", response_model=VersionResponse)
+    async def version() -> VersionResponse:
+        """The version each model deployment serves, when it was loaded, what it skipped."""
+        return VersionResponse(deployments=await backend.statuses())
+
+
 def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
+               body_timeout_s: float = DEFAULT_BODY_TIMEOUT_S, max_inflight: int = 0,
                title: str = "ShopStream") -> FastAPI:
     """The FastAPI app (OpenAPI at /docs) answering through ``backend``."""
     app = FastAPI(title=title, version="1", responses=ERRORS,
@@ -149,19 +247,17 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
         """Fraud probability and decision for one transaction or a list of them."""
         return await backend.fraud(request)
 
-    @app.get("/healthz", response_model=HealthResponse)
-    async def healthz() -> JSONResponse:
-        """200 once every model deployment serves a version, else 503."""
-        statuses = await backend.statuses()
-        ready = bool(statuses) and all(s.ready for s in statuses.values())
-        body = HealthResponse(status="ok" if ready else "loading", deployments=statuses)
-        return JSONResponse(json.loads(body.model_dump_json()), 200 if ready else 503)
-
-    @app.get("/version", response_model=VersionResponse)
-    async def version() -> VersionResponse:
-        """The version each model deployment serves, when it was loaded, what it skipped."""
-        return VersionResponse(deployments=await backend.statuses())
-
-    app.add_middleware(BodyLimit, max_bytes=max_body_bytes)  # type: ignore[arg-type]
+    _add_health_routes(app, backend, token.encode() if token else None)
+    _add_openapi_route(app, backend)
+    # Outermost last: auth (nothing of an unauthenticated body is read), early shedding
+    # (under overload no body is read either), the body guard, then a model slot taken
+    # only by a complete request (a slow client holds a cheap ingress connection, never a
+    # model slot); see serving.shedding.
+    slots = Slots(max_inflight, _relative_path)
+    app.add_middleware(HoldSlot, slots=slots)  # type: ignore[arg-type]
+    app.add_middleware(BodyLimit, max_bytes=max_body_bytes,  # type: ignore[arg-type]
+                       timeout_s=body_timeout_s)
+    app.add_middleware(ShedEarly, slots=slots)  # type: ignore[arg-type]
     app.add_middleware(BearerAuth, token=token)  # type: ignore[arg-type]
+    app.state.slots = slots
     return app

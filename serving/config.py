@@ -30,6 +30,7 @@ TOKEN_ENV = "SHOPSTREAM_API_TOKEN"
 MAX_K = 100
 MAX_RECENT_ITEMS = 100
 MAX_TRANSACTIONS = 256
+DEFAULT_BODY_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,20 @@ class ServeConfig:
                 "queued; requests arriving while a batch runs still form the next one)"})
     max_body_bytes: int = field(default=262_144, metadata={
         "help": "largest request body accepted; larger ones get 413"})
+    body_timeout_s: float = field(default=DEFAULT_BODY_TIMEOUT_S, metadata={
+        "help": "seconds a client has to send the whole request body; a slower (or stalled) "
+                "one gets 408 and its connection is closed, so it cannot hold a request "
+                "slot"})
+    max_inflight: int = field(default=64, metadata={
+        "help": "requests to /recommend and /fraud one ingress replica works on at once; "
+                "the next ones get 503 with Retry-After at once instead of queueing (load "
+                "shedding keeps admitted requests fast); 0 = no limit"})
+    request_timeout_s: float = field(default=1.5, metadata={
+        "help": "time budget of a model answer, resends and hedges included; then 503 "
+                "with Retry-After (see serving.calls)"})
+    hedge_after_s: float = field(default=0.75, metadata={
+        "help": "send a copy of a model call that has not answered after this long (a call "
+                "that reached a dying replica hangs); the first answer wins (0 = never)"})
     # No command-line flag (argv is visible to every local user): builder args or the env.
     auth_token: str | None = field(default=None, repr=False, metadata={
         "cli": False,
@@ -100,6 +115,16 @@ class ServeConfig:
                 f"must be in [0, 1], got {self.batch_wait_timeout_s}")
         require(1024 <= self.max_body_bytes <= 64 * 2**20, "max_body_bytes",
                 f"must be in [1024, 64 MiB], got {self.max_body_bytes}")
+        require(math.isfinite(self.body_timeout_s) and 0.0 < self.body_timeout_s <= 3600,
+                "body_timeout_s", f"must be in (0, 3600], got {self.body_timeout_s}")
+        require(0 <= self.max_inflight <= 100_000, "max_inflight",
+                f"must be in [0, 100000], got {self.max_inflight}")
+        require(math.isfinite(self.request_timeout_s) and 0.0 < self.request_timeout_s <= 600,
+                "request_timeout_s", f"must be in (0, 600], got {self.request_timeout_s}")
+        require(math.isfinite(self.hedge_after_s) and
+                0.0 <= self.hedge_after_s < self.request_timeout_s, "hedge_after_s",
+                f"must be in [0, request_timeout_s={self.request_timeout_s}), "
+                f"got {self.hedge_after_s}")
         require(self.auth_token is None or len(self.auth_token) >= 8, "auth_token",
                 "must be at least 8 characters")
         require(bool(self.token_env.strip()), "token_env", "must not be empty")

@@ -11,7 +11,7 @@ import asyncio
 import dataclasses
 import logging
 import os
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
 from fastapi import FastAPI
@@ -20,8 +20,9 @@ from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
 from serving.api import create_api
+from serving.calls import ModelCaller
 from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, ServeConfig
-from serving.errors import ErrorInfo, ServingError, UnavailableError
+from serving.errors import ServingError
 from serving.schemas import (
     FraudListResponse,
     FraudRequest,
@@ -37,8 +38,11 @@ if TYPE_CHECKING:  # torch is imported by model replicas only, never by the ingr
 
 logger = logging.getLogger(__name__)
 
-STATUS_TIMEOUT_S = 10.0
-
+# A redeploy starts every replacement replica (and waits until its model is loaded) before
+# it stops the old one: Serve's default (0) stops the old replica first, and with one
+# replica the deployment then answers nothing until the new one has loaded (measured: ~10 s
+# of failed requests on a 2-core machine).
+SURGE = 100
 
 def _set_batching(method: Any, config: ServeConfig) -> None:
     """Apply the configured batch size and wait to a ``@serve.batch`` method."""
@@ -68,8 +72,8 @@ class _ModelDeployment:
             replica.shutdown()
 
 
-@serve.deployment(name=RECOMMENDER, max_ongoing_requests=64,
-                  ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name=RECOMMENDER, max_ongoing_requests=64, max_queued_requests=256,
+                  max_surge_percent=SURGE, ray_actor_options={"num_cpus": 0.5})
 class Recommender(_ModelDeployment):
     """Top-k items per user, batched."""
 
@@ -87,8 +91,8 @@ class Recommender(_ModelDeployment):
         return await asyncio.to_thread(self._replica.recommend, requests)
 
 
-@serve.deployment(name=FRAUD_SCORER, max_ongoing_requests=64,
-                  ray_actor_options={"num_cpus": 0.5})
+@serve.deployment(name=FRAUD_SCORER, max_ongoing_requests=64, max_queued_requests=256,
+                  max_surge_percent=SURGE, ray_actor_options={"num_cpus": 0.5})
 class FraudScorer(_ModelDeployment):
     """Fraud probability and decision per transaction, batched."""
 
@@ -105,8 +109,11 @@ class FraudScorer(_ModelDeployment):
         return await asyncio.to_thread(self._replica.fraud, requests)
 
 
-@serve.deployment(name=INGRESS, max_ongoing_requests=256,
-                  ray_actor_options={"num_cpus": 0.25})
+# The ingress only awaits (bodies, model calls): many slots cost nothing, so slow clients
+# cannot fill them (bodies time out after body_timeout_s); the work itself is bounded by
+# max_inflight (load shedding) and the model deployments' queues.
+@serve.deployment(name=INGRESS, max_ongoing_requests=1024, max_queued_requests=1024,
+                  max_surge_percent=SURGE, ray_actor_options={"num_cpus": 0.25})
 @serve.ingress()
 class Ingress:
     """HTTP front: :func:`serving.api.create_api` over the two model deployments."""
@@ -116,6 +123,7 @@ class Ingress:
         setup_logging()
         self._models = {RECOMMENDER: recommender, FRAUD_SCORER: fraud_scorer}
         self._config = config
+        self._caller = ModelCaller(config.request_timeout_s, config.hedge_after_s)
         # The token stays in this process: never logged (see application() for the models).
         self._token = config.auth_token or os.environ.get(config.token_env) or None
         logger.info("ingress for %s; bearer token %s", config.store,
@@ -123,38 +131,27 @@ class Ingress:
 
     def __serve_build_asgi_app__(self) -> FastAPI:
         return create_api(self, max_body_bytes=self._config.max_body_bytes,
-                          token=self._token)
-
-    async def _call(self, deployment: str, call: Awaitable[Any]) -> Any:
-        try:
-            answer = await call
-        except ServingError:
-            raise
-        except Exception as exc:  # replica died, backpressure, ...: the client did no wrong
-            logger.warning("%s call failed: %s", deployment, exc)
-            raise UnavailableError(f"{deployment} is unavailable, retry later") from exc
-        if isinstance(answer, ErrorInfo):
-            raise answer.to_exception()
-        return answer
+                          token=self._token, body_timeout_s=self._config.body_timeout_s,
+                          max_inflight=self._config.max_inflight)
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         handle = self._models[RECOMMENDER]
-        answer: RecommendResponse = await self._call(RECOMMENDER,
-                                                     handle.recommend.remote(request))
+        answer: RecommendResponse = await self._caller.call(
+            RECOMMENDER, lambda: handle.recommend.remote(request))
         return answer
 
     async def fraud(self, request: FraudRequest) -> FraudResponse | FraudListResponse:
         handle = self._models[FRAUD_SCORER]
-        answer: FraudResponse | FraudListResponse = await self._call(
-            FRAUD_SCORER, handle.fraud.remote(request))
+        answer: FraudResponse | FraudListResponse = await self._caller.call(
+            FRAUD_SCORER, lambda: handle.fraud.remote(request))
         return answer
 
     async def _status(self, name: str) -> ReplicaStatus:
         try:
-            status: ReplicaStatus = await asyncio.wait_for(
-                self._call(name, self._models[name].status.remote()), STATUS_TIMEOUT_S)
+            status: ReplicaStatus = await self._caller.call(
+                name, self._models[name].status.remote)
             return status
-        except (ServingError, asyncio.TimeoutError) as exc:
+        except ServingError as exc:
             return ReplicaStatus(deployment=name, replica="?", ready=False, version=None,
                                  loaded_at=None, poll_interval_s=self._config.poll_interval_s,
                                  skipped={"error": str(exc) or type(exc).__name__})

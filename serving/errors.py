@@ -2,7 +2,8 @@
 
 Every error the API returns has the body ``{"error": {"code", "message", "field"}}``
 (``field`` is the offending request field, ``null`` when none applies). Client mistakes are
-4xx, never 500: validation 422, oversized bodies 413, missing or wrong token 401.
+4xx, never 500: validation 422, oversized bodies 413, missing or wrong token 401, an
+unreadable ``Content-Length`` 400, a body that does not arrive in time 408.
 """
 
 from __future__ import annotations
@@ -42,6 +43,25 @@ class InvalidRequestError(ServingError):
     code = "invalid_request"
 
 
+class UnscorableError(InvalidRequestError):
+    """The values are valid but the model's float32 arithmetic overflows on them (the
+    probability would be NaN): refused, never approved."""
+
+    code = "unscorable"
+
+
+class BadRequestError(ServingError):
+    """The HTTP request itself is malformed (e.g. a non-numeric ``Content-Length``)."""
+
+    code = "bad_request"
+
+
+class RequestTimeoutError(ServingError):
+    """The body did not arrive within ``body_timeout_s`` (a slow or stalled client)."""
+
+    code = "request_timeout"
+
+
 class PayloadTooLargeError(ServingError):
     """The body exceeds ``max_body_bytes``."""
 
@@ -66,6 +86,12 @@ class UnavailableError(ServingError):
     code = "unavailable"
 
 
+class OverloadedError(UnavailableError):
+    """More requests in flight than ``max_inflight``: shed at once, retry after a moment."""
+
+    code = "overloaded"
+
+
 class NoRecommenderError(UnavailableError):
     """The served version has no items to recommend (trained on fraud data only)."""
 
@@ -79,11 +105,15 @@ class VersionRejectedError(Exception):
 # The single mapping from error class to HTTP status (subclasses inherit their parent's).
 HTTP_STATUS: dict[type[ServingError], int] = {
     InvalidRequestError: 422,
+    UnscorableError: 422,
+    BadRequestError: 400,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     UnauthorizedError: 401,
     NotReadyError: 503,
     UnavailableError: 503,
     NoRecommenderError: 503,
+    OverloadedError: 503,
     ServingError: 500,
 }
 ERROR_CLASSES: dict[str, type[ServingError]] = {cls.code: cls for cls in HTTP_STATUS}
@@ -121,8 +151,17 @@ def error_body(code: str, message: str, field: str | None,
     return {"error": body}
 
 
+# Seconds a client is told to wait (Retry-After) after a 503.
+RETRY_AFTER_S = 1
+
+
 def error_response(err: ServingError) -> JSONResponse:
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(err, UnauthorizedError) else None
+    if status_of(err) == 503:
+        headers = {"Retry-After": str(RETRY_AFTER_S)}
+    if isinstance(err, (BadRequestError, RequestTimeoutError)):
+        # The rest of the body may still be in flight: this connection cannot be reused.
+        headers = {**(headers or {}), "Connection": "close"}
     return JSONResponse(error_body(err.code, err.message, err.field), status_of(err),
                         headers=headers)
 

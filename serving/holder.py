@@ -8,6 +8,17 @@ Readers take :attr:`current` once per batch and use that object to the end, so a
 in flight finishes on the version it started with while the next one gets the new version.
 A version that fails is logged with why and skipped (at once when the failure is permanent,
 e.g. a bad checksum; after ``max_attempts`` tries otherwise); the previous one keeps serving.
+
+When ``latest()`` itself fails, the store's pointer cannot be followed and new versions stop
+arriving. A permanent failure (garbage, empty or wrong-typed ``latest.json``, a traversal id,
+a pointer to a missing version or to an invalid ``meta.json``) is a *pointer error* at once,
+a transient one (store unreachable) after ``max_attempts`` checks in a row. The replica keeps
+serving what it has (availability) and reports the error: it is listed under
+:attr:`VersionHolder.skipped` as ``pointer_key`` and exposed as
+:attr:`VersionHolder.pointer_error`, counted per check in :attr:`VersionHolder.error_counts`,
+and logged once per distinct reason (not once per poll). It clears as soon as ``latest()``
+answers again. None of this is persisted: a fresh holder over the same store meets the same
+pointer error, or the same permanently bad latest version, at its first check.
 """
 
 from __future__ import annotations
@@ -15,6 +26,7 @@ from __future__ import annotations
 import ctypes
 import gc
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -26,6 +38,11 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+POINTER_KEY = "latest.json"
+MAX_REASON_CHARS = 300
+# A remaining URL may carry an endpoint, a host or credentials: reasons are shown over HTTP.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
+
 
 @dataclass(frozen=True)
 class Loaded(Generic[T]):
@@ -35,6 +52,31 @@ class Loaded(Generic[T]):
     version: str
     loaded_at: str
     load_seconds: float
+
+
+@dataclass(frozen=True)
+class HolderHealth:
+    """A consistent snapshot of what went wrong: ``skipped`` (key: version id, or
+    ``pointer_key`` for the pointer), ``error_counts`` (same keys: failed load attempts of
+    a version, or checks that met the pointer error) and the pointer error, if any."""
+
+    skipped: dict[str, str]
+    error_counts: dict[str, int]
+    pointer_error: str | None
+
+
+def describe_error(exc: BaseException, root: str = "") -> str:
+    """``"ErrorType: message"`` fit to show: ``root`` (the store's URI) is cut from keys,
+    other URLs are replaced by ``<url>``, whitespace is collapsed and the length bounded."""
+    text = str(exc)
+    if root:
+        base = root.rstrip("/")
+        text = text.replace(base + "/", "").replace(base, "<store>")
+    text = _URL.sub("<url>", " ".join(text.split()))
+    reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    if len(reason) > MAX_REASON_CHARS:
+        reason = reason[:MAX_REASON_CHARS - 3] + "..."
+    return reason
 
 
 def release_memory() -> None:
@@ -52,7 +94,9 @@ class VersionHolder(Generic[T]):
 
     def __init__(self, latest: Callable[[], str | None], load: Callable[[str], T], *,
                  poll_interval_s: float, max_attempts: int = 3,
-                 permanent: tuple[type[BaseException], ...] = (), name: str = "model") -> None:
+                 permanent: tuple[type[BaseException], ...] = (), name: str = "model",
+                 describe: Callable[[BaseException], str] = describe_error,
+                 pointer_key: str = POINTER_KEY) -> None:
         if poll_interval_s <= 0:
             raise ValueError(f"poll_interval_s must be > 0, got {poll_interval_s}")
         if max_attempts < 1:
@@ -69,8 +113,15 @@ class VersionHolder(Generic[T]):
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._describe = describe
+        self.pointer_key = pointer_key
         self._failures: dict[str, int] = {}
+        self._read_failures = 0  # transient latest() failures in a row
+        self._pointer_logged: set[str] = set()  # reasons logged since the pointer broke
+        self._state_lock = threading.Lock()
+        # Mutated only under _state_lock; read whole through health().
         self.skipped: dict[str, str] = {}
+        self.error_counts: dict[str, int] = {}
 
     # ---- reading (any thread) ---------------------------------------------------------------
 
@@ -83,6 +134,16 @@ class VersionHolder(Generic[T]):
     @property
     def poll_interval_s(self) -> float:
         return self._interval
+
+    @property
+    def pointer_error(self) -> str | None:
+        """Why ``latest()`` cannot be followed now (None while it can)."""
+        return self.skipped.get(self.pointer_key)
+
+    def health(self) -> HolderHealth:
+        with self._state_lock:
+            return HolderHealth(dict(self.skipped), dict(self.error_counts),
+                                self.skipped.get(self.pointer_key))
 
     # ---- control ------------------------------------------------------------------------
 
@@ -135,9 +196,10 @@ class VersionHolder(Generic[T]):
         with self._check_lock:
             try:
                 version = self._latest()
-            except Exception as exc:  # the store may be briefly unreachable: keep serving
-                logger.warning("%s: cannot read the latest version: %s", self.name, exc)
+            except Exception as exc:  # keep serving whatever is loaded
+                self._pointer_failed(exc)
                 return False
+            self._pointer_readable()
             current = self._current
             if version is None or version in self.skipped or (
                     current is not None and current.version == version):
@@ -165,10 +227,12 @@ class VersionHolder(Generic[T]):
     def _record_failure(self, version: str, exc: Exception) -> None:
         attempts = self._failures.get(version, 0) + 1
         self._failures[version] = attempts
-        reason = f"{type(exc).__name__}: {exc}"
+        reason = self._describe(exc)
         serving = self._current.version if self._current else None
         if isinstance(exc, self._permanent) or attempts >= self._max_attempts:
-            self.skipped[version] = reason
+            with self._state_lock:
+                self.skipped[version] = reason
+                self.error_counts[version] = attempts
             self._failures.pop(version, None)
             logger.error("%s: skipping version %s (attempt %d): %s; still serving %s",
                          self.name, version, attempts, reason, serving)
@@ -176,6 +240,38 @@ class VersionHolder(Generic[T]):
             logger.warning("%s: loading version %s failed (attempt %d of %d): %s; still "
                            "serving %s", self.name, version, attempts, self._max_attempts,
                            reason, serving)
+
+    def _pointer_failed(self, exc: Exception) -> None:
+        reason = self._describe(exc)
+        serving = self._current.version if self._current else None
+        if not isinstance(exc, self._permanent):
+            self._read_failures += 1
+            if self._read_failures < self._max_attempts:  # maybe a blip: not an error yet
+                logger.info("%s: cannot read %s (attempt %d of %d): %s; still serving %s",
+                            self.name, self.pointer_key, self._read_failures,
+                            self._max_attempts, reason, serving)
+                return
+        with self._state_lock:
+            self.skipped[self.pointer_key] = reason
+            self.error_counts[self.pointer_key] = self.error_counts.get(self.pointer_key, 0) + 1
+        if reason in self._pointer_logged:
+            return
+        if len(self._pointer_logged) >= 64:  # reasons that never repeat must not pile up
+            self._pointer_logged.clear()
+        self._pointer_logged.add(reason)
+        logger.warning("%s: %s cannot be followed: %s; still serving %s, no newer version "
+                       "loads until it is fixed", self.name, self.pointer_key, reason, serving)
+
+    def _pointer_readable(self) -> None:
+        self._read_failures = 0
+        if self.pointer_key not in self.skipped:
+            return
+        with self._state_lock:
+            reason = self.skipped.pop(self.pointer_key)
+            checks = self.error_counts.pop(self.pointer_key, 0)
+        self._pointer_logged.clear()
+        logger.info("%s: %s can be followed again after %d failed check(s) (was: %s)",
+                    self.name, self.pointer_key, checks, reason)
 
     def _run(self) -> None:
         while not self._stop.is_set():

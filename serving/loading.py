@@ -5,12 +5,19 @@ A load downloads the version into a temporary folder with ``CheckpointStore.load
 file's sha256 checked), reads its thresholds, model and purchase history, adds the new
 catalogue items, precomputes the item table and probes the result; only a predictor that
 passed all of that is handed to the holder to swap in.
+
+The holder reads the pointer through ``CheckpointStore.latest()``, which also reads and checks
+the named version's ``meta.json``: a garbage, empty or wrong-typed ``latest.json``, a bad or
+traversal version id, a missing version and an invalid ``meta.json`` all raise one of
+:data:`PERMANENT_ERRORS` there, so the holder reports them as a pointer error under
+``latest.json`` at once. Reasons name keys relative to the store, never its URI.
 """
 
 from __future__ import annotations
 
 import logging
 import tempfile
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -19,7 +26,7 @@ import torch
 
 from serving.config import ServeConfig
 from serving.errors import VersionRejectedError
-from serving.holder import VersionHolder
+from serving.holder import VersionHolder, describe_error
 from serving.item_cache import ItemVectorCache, default_cache_dir
 from serving.predictor import Predictor, Thresholds
 from training.bundle import HISTORY_FILE
@@ -28,19 +35,23 @@ from training.gate import DEFAULT_THRESHOLDS
 from training.history import PurchaseHistory
 from training.model import IdMap, IdMapError, ModelFormatError, load_model
 from training.store import (
+    LATEST_KEY,
     CheckpointCorruptError,
     CheckpointMissingError,
     CheckpointStore,
+    InvalidKeyError,
     InvalidMetaError,
     open_store,
 )
 
 logger = logging.getLogger(__name__)
 
-# Failures that another try cannot fix: the version is skipped at once.
+# Failures that another try cannot fix: the version is skipped at once, and the same errors
+# from latest() make a pointer error at once (ConfigError covers StoreConfigError, e.g. a
+# missing bucket).
 PERMANENT_ERRORS: tuple[type[BaseException], ...] = (
-    CheckpointCorruptError, CheckpointMissingError, InvalidMetaError, ModelFormatError,
-    VersionRejectedError, ConfigError, IdMapError)
+    CheckpointCorruptError, CheckpointMissingError, InvalidMetaError, InvalidKeyError,
+    ModelFormatError, VersionRejectedError, ConfigError, IdMapError)
 
 
 class CatalogueError(ValueError):
@@ -125,4 +136,6 @@ def make_holder(config: ServeConfig, name: str) -> VersionHolder[Predictor]:
     return VersionHolder(latest, lambda version: load_version(store, version, config, cache),
                          poll_interval_s=config.poll_interval_s,
                          max_attempts=config.max_load_attempts,
-                         permanent=PERMANENT_ERRORS, name=name)
+                         permanent=PERMANENT_ERRORS, name=name,
+                         describe=partial(describe_error, root=store.uri),
+                         pointer_key=LATEST_KEY)

@@ -59,7 +59,9 @@ def local_app(config: ServeConfig) -> FastAPI:
     """The API over a replica that starts watching ``config.store`` now."""
     token = config.auth_token or os.environ.get(config.token_env) or None
     backend = LocalBackend(ModelReplica(config, LOCAL))
-    return create_api(backend, max_body_bytes=config.max_body_bytes, token=token)
+    return create_api(backend, max_body_bytes=config.max_body_bytes, token=token,
+                      body_timeout_s=config.body_timeout_s,
+                      max_inflight=config.max_inflight)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 from torch import Tensor
 from tqdm import tqdm
 
-from serving.errors import ErrorInfo, InvalidRequestError, VersionRejectedError
+from serving.errors import (
+    ErrorInfo,
+    InvalidRequestError,
+    UnscorableError,
+    VersionRejectedError,
+)
 from serving.item_cache import ItemVectorCache, module_digest, titles_digest
 from serving.schemas import (
     Decision,
@@ -313,12 +318,29 @@ class Predictor:
                 out.append(answer)
                 continue
             n = len(req.transactions)
-            results = [FraudResult(txn_id=t.txn_id, fraud_probability=p,
-                                   decision=self.thresholds.decide(p))
-                       for t, p in zip(req.transactions, probs[start:start + n])]
+            mine = probs[start:start + n]
             start += n
-            out.append(self._fraud_body(results, req.is_list))
+            try:
+                out.append(self._fraud_body(self._results(req, mine), req.is_list))
+            except UnscorableError as err:
+                out.append(ErrorInfo.of(err))
         return out
+
+    def _results(self, req: FraudRequest, probs: Sequence[float]) -> list[FraudResult]:
+        """One result per transaction; UnscorableError (422) for a non-finite probability,
+        which ``decide`` would otherwise approve (NaN is below every threshold)."""
+        for n, (txn, p) in enumerate(zip(req.transactions, probs)):
+            if not 0.0 <= p <= 1.0:
+                prefix = f"transactions[{n}]." if req.is_list else ""
+                values = {"amount": txn.amount, **{f"features.{name}": value
+                                                   for name, value in txn.features.items()}}
+                name = prefix + max(values, key=lambda k: abs(values[k]))
+                raise UnscorableError(
+                    f"{name}: fraud probability is {p}: the values overflow the model's "
+                    "float32 arithmetic (this field has the largest magnitude)", field=name)
+        return [FraudResult(txn_id=t.txn_id, fraud_probability=p,
+                            decision=self.thresholds.decide(p))
+                for t, p in zip(req.transactions, probs)]
 
     def _fraud_body(self, results: list[FraudResult], is_list: bool
                     ) -> FraudResponse | FraudListResponse:

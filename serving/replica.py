@@ -87,8 +87,12 @@ class ModelReplica:
         return predictor.fraud(requests)
 
     def status(self) -> ReplicaStatus:
+        """``ready`` means a version is loaded and answering; a broken store pointer does not
+        unset it (the replica keeps serving) but is listed under ``skipped["latest.json"]``
+        and carried as ``pointer_error``, so the ingress can report the deployment degraded."""
         loaded = self.holder.current
         predictor = loaded.value if loaded else None
+        health = self.holder.health()
         return ReplicaStatus(
             deployment=self.deployment, replica=self.replica_id, ready=loaded is not None,
             version=loaded.version if loaded else None,
@@ -96,8 +100,9 @@ class ModelReplica:
             window=predictor.window if predictor else None,
             n_items=predictor.n_items if predictor else None,
             fraud_features=list(predictor.fraud_features) if predictor else None,
-            skipped=dict(self.holder.skipped), poll_interval_s=self.holder.poll_interval_s,
-            rss_mib=rss_mib())
+            skipped=health.skipped, poll_interval_s=self.holder.poll_interval_s,
+            rss_mib=rss_mib(), pointer_error=health.pointer_error,
+            error_counts=health.error_counts)
 
     def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
         self.holder.apply_user_config(user_config)

@@ -4,13 +4,31 @@ Requests are strict: unknown fields, wrong JSON types (``"5"`` for a number, ``t
 number), NaN/inf and out-of-range values are rejected with 422 naming the field. List bounds
 are the constants of :mod:`serving.config`, so the limits served and the limits documented
 in OpenAPI are the same numbers.
+
+What the OpenAPI schema accepts, validation accepts, and the reverse: numbers fed to the
+model are bounded to float32 (``|x| < 3.4e38``, declared as exclusive bounds); an integer
+field takes ``71.0`` (JSON Schema counts it as an integer) but never ``true``; id patterns
+are matched with Python's ``re``, as JSON Schema tools in Python (schemathesis, jsonschema)
+match them, with ``$`` and ``.`` guarded where their meaning differs between engines. The
+fraud feature names are only known once a version is loaded:
+``serving.api`` pins them into the served OpenAPI then (:func:`pin_fraud_features`).
 """
 
 from __future__ import annotations
 
+import copy
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    RootModel,
+    Tag,
+)
 
 from serving.config import MAX_K, MAX_RECENT_ITEMS, MAX_TRANSACTIONS
 from serving.errors import LIST_TAG, SINGLE_TAG
@@ -18,10 +36,28 @@ from serving.errors import LIST_TAG, SINGLE_TAG
 Decision = Literal["approve", "review", "decline"]
 Strategy = Literal["personal", "recent_items", "popularity"]
 
-_STRICT = ConfigDict(extra="forbid", strict=True)
-Id = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^\S(.*\S)?$")]
+# python-re: the Rust engine has no look-ahead, and JSON Schema tools written in Python
+# (schemathesis, jsonschema) match patterns with ``re``, so both sides agree exactly.
+_STRICT = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
+# No surrounding whitespace, no newline; ``(?!\n)`` because ``$`` also matches before a
+# final newline in Python; ``[^\n]`` rather than ``.``, which excludes ``\r`` in ECMA.
+ID_PATTERN = r"^\S([^\n]*\S)?(?!\n)$"
+Id = Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
-Finite = Annotated[float, Field(allow_inf_nan=False)]
+# Everything the model reads is float32: a larger finite number would become inf there.
+FLOAT32_LIMIT = 3.4e38
+Float32 = Annotated[float, Field(allow_inf_nan=False, gt=-FLOAT32_LIMIT, lt=FLOAT32_LIMIT)]
+Probability = Annotated[float, Field(allow_inf_nan=False, ge=0.0, le=1.0)]
+
+
+def _integral(value: Any) -> Any:
+    """``71.0`` -> ``71``: JSON Schema's ``integer`` includes it (``true`` stays refused)."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+Integer = Annotated[int, BeforeValidator(_integral)]
 
 MAX_FEATURES = 512
 
@@ -36,7 +72,7 @@ class RecommendRequest(BaseModel):
         default_factory=list, max_length=MAX_RECENT_ITEMS,
         description="items the user bought or put in the basket lately, oldest first; they "
                     "extend a known user's history and are the whole query of a new user")
-    k: int = Field(default=20, ge=1, le=MAX_K, description="how many items to return")
+    k: Integer = Field(default=20, ge=1, le=MAX_K, description="how many items to return")
     exclude_purchased: bool = Field(
         default=False, description="leave out items in the user's history and "
                                    "recent_item_ids (off by default: a user's own past "
@@ -53,10 +89,12 @@ class Transaction(BaseModel):
     txn_id: Id | None = Field(default=None, description="echoed back")
     user_id: Id | None = Field(default=None, description="the paying user, if known")
     item_id: Id | None = Field(default=None, description="the item bought, if any")
-    amount: Finite = Field(description="transaction amount (negative for refunds)")
-    features: dict[FeatureName, Finite] = Field(
+    amount: Float32 = Field(description="transaction amount (negative for refunds)")
+    features: dict[FeatureName, Float32] = Field(
         default_factory=dict, max_length=MAX_FEATURES,
-        description="numeric feature columns by name, exactly the model's fraud_features")
+        description="numeric feature columns by name: exactly the served version's "
+                    "fraud_features, all of them (GET /version lists them; this schema names "
+                    "them once a version is loaded)")
 
 
 def _shape(value: Any) -> str:
@@ -102,7 +140,7 @@ class Thresholds(BaseModel):
 
 class FraudResult(BaseModel):
     txn_id: str | None
-    fraud_probability: float
+    fraud_probability: Probability
     decision: Decision
 
 
@@ -132,15 +170,29 @@ class ReplicaStatus(BaseModel):
     window: str | None = None
     n_items: int | None = None
     fraud_features: list[str] | None = None
-    skipped: dict[str, str] = Field(default_factory=dict,
-                                    description="versions that failed to load, with why")
+    skipped: dict[str, str] = Field(
+        default_factory=dict,
+        description="versions that failed to load, with why; 'latest.json' while the "
+                    "store's pointer cannot be followed")
     poll_interval_s: float
     rss_mib: float | None = None
+    pointer_error: str | None = Field(
+        default=None, description="why the store's latest.json cannot be followed (also listed "
+                                  "under skipped['latest.json']); the replica keeps serving "
+                                  "`version`, but no newer version loads")
+    error_counts: dict[str, int] = Field(
+        default_factory=dict, description="per key of skipped: failed load attempts of a "
+                                          "version, or polls that met the pointer error")
 
 
 class HealthResponse(BaseModel):
-    status: Literal["ok", "loading"]
-    deployments: dict[str, ReplicaStatus]
+    status: Literal["ok", "loading", "degraded"] = Field(
+        description="ok: every deployment serves a version and follows the store; loading: "
+                    "one has no version yet; degraded: one cannot follow the store's "
+                    "latest.json (it keeps serving its version; see skipped)")
+    deployments: dict[str, ReplicaStatus] | None = Field(
+        default=None, description="per-replica detail: only with the valid bearer token, "
+                                  "or when no token is configured")
 
 
 class VersionResponse(BaseModel):
@@ -155,3 +207,20 @@ class ErrorDetail(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: ErrorDetail
+
+
+def pin_fraud_features(openapi: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """A copy of the app's OpenAPI in which ``Transaction.features`` must hold exactly
+    ``names`` (the loaded version's fraud_features), so that every body the schema accepts
+    is one the served model scores."""
+    out = copy.deepcopy(openapi)
+    transaction = out["components"]["schemas"]["Transaction"]
+    features = transaction["properties"]["features"]
+    value = features.pop("additionalProperties", {"type": "number"})
+    for key in ("propertyNames", "maxProperties", "default"):
+        features.pop(key, None)
+    features.update(properties={name: dict(value) for name in names},
+                    required=list(names), additionalProperties=False)
+    if names:
+        transaction["required"] = sorted({*transaction.get("required", []), "features"})
+    return out

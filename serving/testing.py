@@ -177,6 +177,9 @@ def wait_serving(url: str, version: str, timeout_s: float = 180.0,
             try:
                 response = client.get("/healthz")
                 body = response.json()
+                if response.status_code == 200 and body.get("deployments") is None:
+                    raise ValueError(f"{url}/healthz shows no per-deployment detail without "
+                                     "the bearer token: pass it in headers")
                 if response.status_code == 200 and all(
                         d["version"] == version for d in body["deployments"].values()):
                     return time.monotonic() - started

@@ -124,10 +124,17 @@ class RepeatThenPopular:
         logger.info("repeat-then-popular: %d users with purchases", len(self.history_))
         return self
 
-    def recommend(self, user_ids: Sequence[str], k: int) -> list[list[str]]:
-        """Up to k item ids per user: own history first, then popular items not yet listed."""
+    def recommend(self, user_ids: Sequence[str], k: int,
+                  exclude: Sequence[Iterable[str]] | None = None) -> list[list[str]]:
+        """Up to k item ids per user: own history first, then popular items not yet listed;
+        ``exclude[i]`` (aligned with ``user_ids``) lists item ids never recommended."""
         if self.history_ is None or self.popular.items_ is None:
             raise NotFittedError("RepeatThenPopular.recommend called before fit")
         _check_k(k)
+        if exclude is not None and len(exclude) != len(user_ids):
+            raise BaselineError(
+                f"exclude: expected {len(user_ids)} entries (one per user), got {len(exclude)}")
         pool = self.popular.items_
-        return [_fill(self.history_.get(str(u), []), pool, k, set()) for u in user_ids]
+        skips = [set()] * len(user_ids) if exclude is None else [set(e) for e in exclude]
+        return [_fill([i for i in self.history_.get(str(u), []) if i not in skip], pool, k, skip)
+                for u, skip in zip(user_ids, skips)]

@@ -7,7 +7,9 @@ Recommendation protocol (the same for the model and the baselines, on the same u
 * warm users (bought before the window): query = their last ``history_len`` purchases,
   targets = the distinct items they buy in the window;
 * cold users (never seen): query = their first basket in the window (its timestamp),
-  targets = the distinct items they buy afterwards that are not in that basket.
+  targets = the distinct items they buy afterwards that are not in that basket. Since the
+  basket's items can never be targets, every method ranks without them
+  (:meth:`RecQueries.exclusions`), so no method spends its top-k slots on them.
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ class RecQueries:
     targets: list[list[str]]
     is_warm: np.ndarray
     cold_baskets: pd.DataFrame
+
+    def exclusions(self) -> list[list[str]]:
+        """Per user, the items no method may rank: a cold user's query basket (by this
+        protocol never a target); nothing for warm users, whose repeats are targets."""
+        return [[] if warm else list(query)
+                for warm, query in zip(self.is_warm, self.query_items)]
 
 
 def rec_queries(history: PurchaseHistory, window: WindowData) -> RecQueries:
@@ -93,10 +101,11 @@ def _positions(lists: list[list[str]], pos: dict[str, int]) -> list[np.ndarray]:
 @torch.no_grad()
 def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[list[str]],
               history: PurchaseHistory, pool: list[str], matrix: torch.Tensor,
-              k: int) -> np.ndarray:
+              k: int, exclude: list[list[str]] | None = None) -> np.ndarray:
     """Top-k pool positions [users, k] by :meth:`ShopStreamModel.pool_scores` — the one
     ranking rule, shared with serving: two towers over the query items, the pool's
-    popularity and each user's own past items, all as of ``history``'s snapshot."""
+    popularity and each user's own past items, all as of ``history``'s snapshot.
+    ``exclude[i]`` lists item ids never ranked for user i."""
     model.eval()
     device = next(model.parameters()).device
     users = model.users.lookup(np.asarray(user_ids, dtype=object))
@@ -106,6 +115,10 @@ def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[lis
 
     def position(ids: np.ndarray) -> np.ndarray:
         return index.get_indexer(np.asarray(ids, dtype=object)).astype(np.int64) + 1
+
+    def pool_at(ids: list[str]) -> np.ndarray:
+        at = position(np.asarray(ids, dtype=object)) - 1
+        return at[at >= 0]
 
     rep = history.profile.repeat_features(user_ids, model.cfg.repeat_items, position)
     pop = torch.from_numpy(history.profile.item_popularity(pool)).to(device)
@@ -118,7 +131,8 @@ def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[lis
         scores = model.pool_scores(vec, pool_vectors, pop,
                                    torch.from_numpy(rep.items[sl] - 1).to(device),
                                    torch.from_numpy(rep.features[sl]).to(device))
-        out.append(top_k(scores.cpu().numpy(), min(k, len(pool))))
+        skip = None if exclude is None else [pool_at(items) for items in exclude[sl]]
+        out.append(top_k(scores.cpu().numpy(), min(k, len(pool)), skip))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
 
 
@@ -127,7 +141,7 @@ def model_rankings(model: ShopStreamModel, queries: RecQueries, history: Purchas
                    candidates: list[str], matrix: torch.Tensor, k: int) -> np.ndarray:
     """:func:`rank_pool` for the users of ``queries``."""
     return rank_pool(model, queries.user_ids, queries.query_items, history, candidates,
-                     matrix, k)
+                     matrix, k, queries.exclusions())
 
 
 def _split_metrics(ranked: np.ndarray, targets: list[np.ndarray], warm: np.ndarray,
@@ -151,7 +165,7 @@ def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interac
                       queries.cold_baskets.assign(event="purchase")], ignore_index=True)
     repeat = RepeatThenPopular().fit(seen)
     for name, recommender in (("popularity", popular), ("repeat_then_popular", repeat)):
-        recs = recommender.recommend(queries.user_ids, k)
+        recs = recommender.recommend(queries.user_ids, k, queries.exclusions())
         ranked = np.asarray([np.pad(p, (0, k - len(p)), constant_values=-1)[:k]
                              for p in _positions(recs, pos)], dtype=np.int64).reshape(-1, k)
         results[name] = _split_metrics(ranked, targets, queries.is_warm, k)

@@ -9,90 +9,41 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
-import pandas as pd
 import pytest
 
-from serving.app import build_app
 from serving.config import AppArgs
 from serving.testing import (
-    Reference,
-    perturbed,
     publish,
     shop_history,
-    shop_model,
     wait_serving,
 )
-from training.model import ModelConfig, ShopStreamModel
-from training.store import LocalStore, VersionInfo
+from tests.integration.serve_support import (
+    AUTH,
+    MAX_BODY,
+    NEW_ITEMS,
+    POLL_S,
+    SWITCH_MARGIN_S,
+    TOKEN,
+    TXNS,
+    App,
+    Sample,
+    TamperingStore,
+    check_consistent,
+    client_loop,
+    deploy_app,
+    publish_next,
+    wait_skipped,
+)
 
 pytestmark = pytest.mark.integration
 
-TOKEN = f"tok-{uuid.uuid4().hex}"
-POLL_S = 0.5
-SWITCH_MARGIN_S = 25.0  # model load on a busy 2-core machine; the measured time is printed
-MAX_BODY = 65_536
-NEW_ITEMS = [("n1", "handmade ceramic teapot"), ("n2", "wool winter scarf blue"),
-             ("n3", "oak bedside lamp")]
-TXNS = [{"txn_id": f"t{i}", "user_id": f"u{i % 7}" if i % 3 else None,
-         "item_id": f"i{i}" if i % 2 else None, "amount": 5.0 + 17.0 * i,
-         "features": {"night": float(i % 2), "new_device": float(i % 3 == 0),
-                      "distance": 0.5 * i}} for i in range(12)]
-
-
-@dataclass
-class App:
-    url: str
-    store: LocalStore
-    work: Path
-    model: ShopStreamModel
-    config: Any = None
-    refs: dict[str, Reference] = field(default_factory=dict)
-    latest: str = ""
-
-    def client(self, token: str | None = TOKEN) -> httpx.Client:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        return httpx.Client(base_url=self.url, headers=headers, timeout=30.0)
-
-
-def quantile_thresholds(model: ShopStreamModel, history: Any) -> tuple[float, float]:
-    """Thresholds splitting TXNS into thirds, so every decision occurs."""
-    probs = sorted(Reference("", model, history, (0.5, 0.9)).fraud(TXNS))
-    return (probs[4] + probs[3]) / 2, (probs[8] + probs[7]) / 2
-
-
 @pytest.fixture(scope="module")
 def app(serve_http: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    from ray import serve
-
-    work = tmp_path_factory.mktemp("serve-local")
-    model = shop_model(30, 60, ModelConfig(dim=16, history_len=4))
-    history = shop_history(model)
-    thresholds = quantile_thresholds(model, history)
-    catalogue = work / "catalogue.parquet"
-    pd.DataFrame({"item_id": ["i0"] + [i for i, _ in NEW_ITEMS],
-                  "title": ["a known item keeps its own title"] + [t for _, t in NEW_ITEMS]}
-                 ).to_parquet(catalogue)
-    store = LocalStore(work / "store")
-    version = publish(store, model, history, work, thresholds=thresholds)
-    args = AppArgs.model_validate({
-        "store": str(store.root), "catalogue": str(catalogue), "poll_interval_s": str(POLL_S),
-        "auth_token": TOKEN, "max_body_bytes": str(MAX_BODY), "cache_dir": str(work / "cache")})
-    started = time.monotonic()
-    serve.run(build_app(args), name="shopstream", route_prefix="/")
-    state = App(serve_http, store, work, model, args.root)
-    state.refs[version] = Reference(version, model, history, thresholds, NEW_ITEMS)
-    state.latest = version
-    wait_serving(serve_http, version)
-    print(f"app deployed and serving in {time.monotonic() - started:.1f} s")
-    yield state
-    serve.delete("shopstream")
+    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-local"))
 
 
 def test_endpoints_answer_with_the_published_version(app: App) -> None:
@@ -249,63 +200,13 @@ def test_bearer_token_is_required_except_for_health_and_docs(app: App) -> None:
                 assert response.status_code == 401, (path, response.text)
                 assert response.json()["error"]["field"] == "Authorization"
                 assert response.headers["WWW-Authenticate"] == "Bearer"
-        assert anonymous.get("/healthz").status_code == 200
+        health = anonymous.get("/healthz")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})  # no internals
         assert anonymous.get("/docs").status_code == 200
         spec = anonymous.get("/openapi.json").json()
         assert {"/recommend", "/fraud", "/healthz", "/version"} <= set(spec["paths"])
         oversized = anonymous.post("/recommend", content=b"x" * (MAX_BODY * 2))
         assert oversized.status_code == 401  # unauthenticated bodies are not even read
-
-
-@dataclass
-class Sample:
-    t: float
-    path: str
-    status: int
-    body: dict[str, Any]
-
-
-def client_loop(app: App, stop: threading.Event, out: list[Sample], max_requests: int = 1500,
-                max_seconds: float = 90.0) -> None:
-    """Alternate /recommend and /fraud until told to stop (bounded in count and time)."""
-    deadline = time.monotonic() + max_seconds
-    with app.client() as client:
-        for n in range(max_requests):
-            if stop.is_set() or time.monotonic() > deadline:
-                return
-            if n % 2:
-                response = client.post("/fraud", json=TXNS)
-            else:
-                response = client.post("/recommend", json={"user_id": "u3", "k": 6})
-            out.append(Sample(time.monotonic(), response.url.path, response.status_code,
-                              response.json()))
-
-
-def check_consistent(app: App, sample: Sample, expected: dict[tuple[str, str], Any]) -> str:
-    """The sample's version, after checking every part of it came from that version."""
-    assert sample.status == 200, sample
-    version = str(sample.body["model_version"])
-    ref = app.refs[version]
-    key = (sample.path, version)
-    if key not in expected:
-        expected[key] = ref.recommend("u3", k=6)[1] if sample.path == "/recommend" \
-            else ref.fraud(TXNS)
-    if sample.path == "/recommend":
-        assert [i["item_id"] for i in sample.body["items"]] == expected[key]
-    else:
-        for result, p in zip(sample.body["results"], expected[key], strict=True):
-            assert result["fraud_probability"] == pytest.approx(p, abs=1e-5)
-            assert result["decision"] == ref.decision(p)
-    return version
-
-
-def publish_next(app: App, seed: int, thresholds: tuple[float, float]) -> str:
-    model = perturbed(app.model, seed)
-    history = shop_history(model, seed=seed)
-    version = publish(app.store, model, history, app.work, thresholds=thresholds,
-                      window=f"2024-01-{seed + 7:02d}", parent=app.latest)
-    app.refs[version] = Reference(version, model, history, thresholds, NEW_ITEMS)
-    return version
 
 
 def test_hot_reload_under_load_switches_without_errors_or_mixing(app: App) -> None:
@@ -343,30 +244,6 @@ def test_hot_reload_under_load_switches_without_errors_or_mixing(app: App) -> No
     assert all(0 < s <= POLL_S + SWITCH_MARGIN_S for s in switched.values()), switched
 
 
-class TamperingStore(LocalStore):
-    """Damages ``model.safetensors`` after the publisher verified it, before latest moves:
-    what a replica then downloads fails its checksum."""
-
-    def _before_promote(self, info: VersionInfo) -> None:
-        path = self.root / "versions" / info.version / "model.safetensors"
-        data = bytearray(path.read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        path.write_bytes(bytes(data))
-
-
-def wait_skipped(client: httpx.Client, version: str, timeout_s: float = 60.0
-                 ) -> dict[str, Any]:
-    """/version once every model deployment has skipped ``version``; serving stays 200."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        status: dict[str, Any] = client.get("/version").json()["deployments"]
-        if all(version in s["skipped"] for s in status.values()):
-            return status
-        assert client.post("/recommend", json={"user_id": "u1"}).status_code == 200
-        time.sleep(0.3)
-    raise AssertionError(f"{version} not skipped after {timeout_s} s: {status}")
-
-
 def test_bad_versions_are_skipped_and_the_old_one_keeps_serving(app: App) -> None:
     good = app.latest
     with app.client() as client:
@@ -388,7 +265,7 @@ def test_bad_versions_are_skipped_and_the_old_one_keeps_serving(app: App) -> Non
         assert [i["item_id"] for i in body["items"]] == app.refs[good].recommend("u3", k=6)[1]
         # A good version after the bad ones is picked up again.
         fixed = publish_next(app, seed=2, thresholds=(0.2, 0.8))
-        wait_serving(app.url, fixed, POLL_S + SWITCH_MARGIN_S)
+        wait_serving(app.url, fixed, POLL_S + SWITCH_MARGIN_S, headers=AUTH)
         assert client.post("/fraud", json=GOOD_TXN).json()["model_version"] == fixed
     app.latest = fixed
 

@@ -37,6 +37,7 @@ THRESHOLDS = Thresholds(review=0.5, decline=0.9, basis="test")
 class FakeBackend:
     def __init__(self) -> None:
         self.ready = True
+        self.pointer_error: str | None = None
         self.error: Exception | None = None
         self.seen: list[Any] = []
 
@@ -62,7 +63,9 @@ class FakeBackend:
     async def statuses(self) -> dict[str, ReplicaStatus]:
         return {"Recommender": ReplicaStatus(
             deployment="Recommender", replica="r1", ready=self.ready,
-            version="v1" if self.ready else None, loaded_at=None, poll_interval_s=1.0)}
+            version="v1" if self.ready else None, loaded_at=None, poll_interval_s=1.0,
+            pointer_error=self.pointer_error,
+            skipped={"latest.json": self.pointer_error} if self.pointer_error else {})}
 
 
 @pytest.fixture
@@ -163,7 +166,11 @@ def test_bodies_over_the_limit_are_413_declared_or_streamed(client: TestClient,
                            headers={"Content-Type": "application/json"})
     assert streamed.status_code == 413 and backend.seen == []
     bad_length = client.post("/recommend", content=b"{}", headers={"Content-Length": "x"})
-    assert bad_length.status_code in (400, 413)
+    assert bad_length.status_code == 400 and bad_length.headers["Connection"] == "close"
+    assert bad_length.json() == {"error": {
+        "code": "bad_request", "message": "Content-Length must be a non-negative integer",
+        "field": "Content-Length"}}
+    assert backend.seen == []
 
 
 def test_the_bearer_token_guards_everything_but_health_and_docs(backend: FakeBackend) -> None:
@@ -179,7 +186,10 @@ def test_the_bearer_token_guards_everything_but_health_and_docs(backend: FakeBac
         good = client.post("/recommend", json={"user_id": "u"},
                            headers={"Authorization": f"bearer {TOKEN}"})
         assert good.status_code == 200
-        assert client.get("/healthz").status_code == 200
+        health = client.get("/healthz")
+        assert (health.status_code, health.json()) == (200, {"status": "ok"})
+        detailed = client.get("/healthz", headers={"Authorization": f"Bearer {TOKEN}"})
+        assert detailed.json()["deployments"]["Recommender"]["version"] == "v1"
         assert client.get("/openapi.json").status_code == 200
         assert client.get("/docs").status_code == 200
 
@@ -191,6 +201,13 @@ def test_openapi_documents_the_bodies_and_their_bounds(client: TestClient) -> No
     assert (k["minimum"], k["maximum"], k["default"]) == (1, 100, 20)
     assert schemas["RecommendRequest"]["additionalProperties"] is False
     assert schemas["Transaction"]["additionalProperties"] is False
+    amount = schemas["Transaction"]["properties"]["amount"]
+    assert (amount["exclusiveMinimum"], amount["exclusiveMaximum"]) == (-3.4e38, 3.4e38)
+    probability = schemas["FraudResult"]["properties"]["fraud_probability"]
+    assert (probability["type"], probability["minimum"], probability["maximum"]) == \
+        ("number", 0.0, 1.0)
+    assert {"400", "401", "408", "413", "422", "503"} <= \
+        set(spec["paths"]["/fraud"]["post"]["responses"])
     assert "422" in spec["paths"]["/fraud"]["post"]["responses"]
 
 
@@ -208,3 +225,22 @@ def test_status_mapping_follows_the_class_hierarchy() -> None:
 
     assert status_of(Narrower("x")) == 422
     assert status_of(NotReadyError("x")) == 503
+
+
+@pytest.mark.parametrize(("ready", "pointer_error", "expected"), [
+    (True, None, (200, "ok")),
+    (False, None, (503, "loading")),
+    (True, "InvalidPointerError: latest.json is empty", (503, "degraded")),
+    (False, "InvalidPointerError: latest.json is empty", (503, "loading")),
+])
+def test_healthz_is_readiness_and_a_broken_store_pointer_flips_it(
+        client: TestClient, backend: FakeBackend, ready: bool, pointer_error: str | None,
+        expected: tuple[int, str]) -> None:
+    backend.ready, backend.pointer_error = ready, pointer_error
+    response = client.get("/healthz")
+    assert (response.status_code, response.json()["status"]) == expected
+    status = response.json()["deployments"]["Recommender"]
+    assert status["pointer_error"] == pointer_error
+    assert status["skipped"] == ({"latest.json": pointer_error} if pointer_error else {})
+    # a degraded replica keeps answering with the version it has
+    assert client.post("/recommend", json={"user_id": "u1", "k": 1}).status_code == 200

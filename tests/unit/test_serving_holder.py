@@ -1,14 +1,16 @@
-"""The hot-swap holder with a fake store and loader: swap, skip, retry, poke (no Ray)."""
+"""The hot-swap holder with a fake store and loader: swap, skip, retry, poke, pointer errors
+(no Ray). The same cases over a real local store are in test_serving_pointer_errors.py."""
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
 import pytest
 
 from serving.errors import VersionRejectedError
-from serving.holder import VersionHolder
+from serving.holder import MAX_REASON_CHARS, VersionHolder, describe_error
 
 pytestmark = pytest.mark.unit
 
@@ -38,9 +40,14 @@ class FakeStore:
         return {"weights": version}
 
 
+class BrokenPointer(ValueError):
+    """Stands for the store's permanent errors (garbage latest.json, missing version...)."""
+
+
 def holder(store: FakeStore, **kwargs: object) -> VersionHolder[dict[str, str]]:
     options: dict[str, object] = {"poll_interval_s": 60.0, "max_attempts": 3,
-                                  "permanent": (VersionRejectedError,), "name": "test"}
+                                  "permanent": (VersionRejectedError, BrokenPointer),
+                                  "name": "test"}
     options.update(kwargs)
     return VersionHolder(store.latest, store.load, **options)  # type: ignore[arg-type]
 
@@ -94,6 +101,7 @@ def test_a_permanently_bad_version_is_skipped_at_once_and_the_old_one_kept() -> 
     store.failures["v2"] = [VersionRejectedError("thresholds: review above decline")]
     assert h.check() is False
     assert h.skipped == {"v2": "VersionRejectedError: thresholds: review above decline"}
+    assert h.error_counts == {"v2": 1} and h.pointer_error is None
     assert h.current is not None and h.current.version == "v1"
     h.check()
     assert store.loads == ["v1", "v2"]  # never retried
@@ -112,7 +120,7 @@ def test_a_transient_failure_is_retried_then_skipped_after_max_attempts() -> Non
     store.failures["v2"] = [OSError("reset")] * 3
     for _ in range(3):
         h.check()
-    assert h.skipped == {"v2": "OSError: reset"}
+    assert h.skipped == {"v2": "OSError: reset"} and h.error_counts == {"v2": 3}
     assert store.loads == ["v1", "v1", "v2", "v2", "v2"]
     assert h.current.version == "v1"
 
@@ -125,6 +133,106 @@ def test_an_unreadable_store_keeps_the_current_version() -> None:
     store.latest_error = ConnectionError("store unreachable")
     assert h.check() is False
     assert h.current is not None and h.current.version == "v1"
+    assert h.skipped == {} and h.pointer_error is None  # one failed read is not an error yet
+
+
+def warnings_of(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.name == "serving.holder" and r.levelno >= logging.WARNING]
+
+
+def test_a_broken_pointer_is_listed_counted_logged_once_and_clears(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="serving.holder")
+    store = FakeStore()
+    h = holder(store)
+    store.version = "v1"
+    h.check()
+    store.latest_error = BrokenPointer("latest.json: not valid JSON")
+    store.version = "v2"
+    for _ in range(5):
+        assert h.check() is False
+    reason = "BrokenPointer: latest.json: not valid JSON"
+    assert h.skipped == {"latest.json": reason} and h.error_counts == {"latest.json": 5}
+    assert h.pointer_error == reason
+    assert h.current is not None and h.current.version == "v1"  # still serving
+    (warning,) = warnings_of(caplog)
+    assert reason in warning and "still serving v1" in warning
+    health = h.health()
+    assert (health.skipped, health.error_counts, health.pointer_error) == (
+        {"latest.json": reason}, {"latest.json": 5}, reason)
+    store.latest_error = None
+    assert h.check() is True and h.current.version == "v2"
+    assert h.skipped == {} and h.error_counts == {} and h.pointer_error is None
+    assert "can be followed again after 5 failed check(s)" in caplog.text
+    assert store.loads == ["v1", "v2"]
+
+
+def test_each_distinct_pointer_error_is_logged_once_per_breakage(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="serving.holder")
+    store = FakeStore()
+    h = holder(store)
+    for message in ("garbage", "empty", "garbage", "empty", "garbage"):
+        store.latest_error = BrokenPointer(message)
+        h.check()
+    assert len(warnings_of(caplog)) == 2
+    assert h.skipped == {"latest.json": "BrokenPointer: garbage"}
+    assert h.error_counts == {"latest.json": 5}
+    store.latest_error = None
+    h.check()
+    store.latest_error = BrokenPointer("garbage")  # broken again later: said again
+    h.check()
+    assert len(warnings_of(caplog)) == 3 and h.error_counts == {"latest.json": 1}
+
+
+def test_transient_read_failures_become_a_pointer_error_after_max_attempts(
+        caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="serving.holder")
+    store = FakeStore()
+    h = holder(store, max_attempts=3)
+    store.version = "v1"
+    h.check()
+    store.latest_error = ConnectionError("store unreachable")
+    h.check()
+    h.check()
+    assert h.pointer_error is None and warnings_of(caplog) == []
+    for _ in range(4):
+        h.check()
+    assert h.pointer_error == "ConnectionError: store unreachable"
+    assert h.error_counts == {"latest.json": 4} and len(warnings_of(caplog)) == 1
+    store.latest_error = None
+    h.check()
+    assert h.pointer_error is None and h.skipped == {}
+    store.latest_error = ConnectionError("store unreachable")
+    h.check()  # the count of failures in a row started again
+    assert h.pointer_error is None
+
+
+def test_a_pointer_error_and_a_skipped_version_are_listed_side_by_side() -> None:
+    store = FakeStore()
+    h = holder(store)
+    store.version = "v2"
+    store.failures["v2"] = [VersionRejectedError("bad thresholds")]
+    h.check()
+    store.latest_error = BrokenPointer("bad version '../../etc'")
+    h.check()
+    assert h.skipped == {"v2": "VersionRejectedError: bad thresholds",
+                         "latest.json": "BrokenPointer: bad version '../../etc'"}
+    assert h.error_counts == {"v2": 1, "latest.json": 1} and h.current is None
+
+
+def test_reasons_hide_the_store_uri_and_other_urls_and_stay_short() -> None:
+    root = "s3://bucket/prefix"
+    exc = OSError(f"{root}/latest.json names v1, but {root}/versions/v1/meta.json: missing")
+    assert describe_error(exc, root) == \
+        "OSError: latest.json names v1, but versions/v1/meta.json: missing"
+    leak = ConnectionError('Could not connect to "http://user:secret@10.0.0.7:9000/b"\n x')
+    assert describe_error(leak, root) == "ConnectionError: Could not connect to \"<url> x"
+    assert describe_error(OSError(f"{root} is gone"), root) == "OSError: <store> is gone"
+    assert describe_error(KeyError()) == "KeyError"
+    long = describe_error(ValueError("x" * 1000))
+    assert len(long) == MAX_REASON_CHARS and long.endswith("...")
 
 
 def test_the_watcher_thread_polls_and_a_poke_checks_at_once() -> None:

@@ -50,6 +50,13 @@ class ModelConfig:
         default=40, metadata={"help": "a user's own past items scored with repeat features "
                                       "(by purchase count and recency interleaved; 0 = off)"})
     repeat_hidden: int = field(default=32, metadata={"help": "width of the repeat-score MLP"})
+    repeat_prior: float = field(
+        default=0.0,
+        metadata={"help": "starting bonus (cosine units) of a user's own past items; with a "
+                          "count and a popularity slope of a tenth of it, a new model ranks "
+                          "like repeat-then-popular before training (0 = towers alone; off "
+                          "by default: it helps tiny synthetic windows but hurts real ones, "
+                          "see benchmarks/results/rec_ablation_*.md)"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
@@ -78,6 +85,8 @@ class ModelConfig:
                 f"must be >= 0, got {self.repeat_items}")
         require(self.repeat_hidden > 0, "repeat_hidden",
                 f"must be > 0, got {self.repeat_hidden}")
+        require(0.0 <= self.repeat_prior <= 10.0, "repeat_prior",
+                f"must be in [0, 10], got {self.repeat_prior}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.text_cache_size >= 0, "text_cache_size",
                 f"must be >= 0, got {self.text_cache_size}")

@@ -99,15 +99,11 @@ class ShopStreamModel(nn.Module):
                 nn.Linear(hidden, 1))
             # Repeat-aware scoring, fused with the two-tower score in one logit: a learned
             # weight on item popularity, and an MLP over (user, own past item) features.
-            # Both start at zero, so a new model ranks by the two towers alone at first.
             self.pop_score = nn.Linear(len(POPULARITY_FEATURES), 1, bias=False)
             self.repeat_mlp = nn.Sequential(
                 nn.Linear(len(REPEAT_FEATURES), cfg.repeat_hidden), nn.GELU(),
                 nn.Linear(cfg.repeat_hidden, 1))
-            out_layer = self.repeat_mlp[2]
-            assert isinstance(out_layer, nn.Linear)
-            for weight in (self.pop_score.weight, out_layer.weight, out_layer.bias):
-                nn.init.zeros_(weight)
+            self._init_repeat_prior(cfg.repeat_prior)
         self.fraud_mean: Tensor
         self.fraud_std: Tensor
         self.register_buffer("fraud_mean", torch.zeros(n_in))
@@ -115,6 +111,30 @@ class ShopStreamModel(nn.Module):
         if fraud_mean is not None or fraud_std is not None:
             self.set_fraud_stats(np.zeros(n_in) if fraud_mean is None else fraud_mean,
                                  np.ones(n_in) if fraud_std is None else fraud_std)
+
+    def _init_repeat_prior(self, bonus: float) -> None:
+        """Start the fused terms at the repeat-then-popular ranking, which training refines.
+
+        Retail baskets are mostly repeat purchases, so a model that starts from "the user's
+        own items, most bought first, then popular items" is useful after its first few
+        steps, while one that starts at zero needs many windows to learn it. Own items get
+        ``bonus``; one hidden unit passes ``log_count`` (monotone through GELU for counts
+        >= 1) and the last-update popularity gets the same slope of ``bonus / 10``.
+        """
+        first, out = self.repeat_mlp[0], self.repeat_mlp[2]
+        assert isinstance(first, nn.Linear) and isinstance(out, nn.Linear)
+        with torch.no_grad():
+            for weight in (self.pop_score.weight, out.weight, out.bias):
+                weight.zero_()
+            if bonus == 0.0:
+                return
+            slope = bonus / 10.0
+            first.weight[0].zero_()
+            first.weight[0, REPEAT_FEATURES.index("log_count")] = 1.0
+            first.bias[0] = 0.0
+            out.weight[0, 0] = slope
+            out.bias.fill_(bonus)
+            self.pop_score.weight[0, POPULARITY_FEATURES.index("log_count_last_update")] = slope
 
     # ---- item and user towers -------------------------------------------------------------
 

@@ -1,0 +1,252 @@
+"""The Serve app under faults, on a real local Ray over real HTTP on 127.0.0.1: stalled
+request bodies, overload, a broken store pointer, reloads and a redeploy under a client
+loop, and a model replica killed with SIGKILL.
+
+Every load here is bounded in count and time. The app sheds beyond ``max_inflight=8`` so
+that 200 concurrent clients are sure to meet the limit on any machine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from serving.testing import wait_serving
+from tests.integration.serve_support import (
+    AUTH,
+    POLL_S,
+    SWITCH_MARGIN_S,
+    TOKEN,
+    TXNS,
+    App,
+    Sample,
+    client_loop,
+    deploy_app,
+    publish_next,
+)
+
+pytestmark = pytest.mark.integration
+
+MAX_INFLIGHT = 8
+BODY_TIMEOUT_S = 5.0  # the default
+RECOVERY_S = 120.0  # a restarted replica loads MiniLM and the model on a busy machine
+
+
+@pytest.fixture(scope="module")
+def app(serve_http: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-faults"),
+                          max_inflight=MAX_INFLIGHT)
+
+
+def stalled_connection(url: str, path: str, token: str | None) -> socket.socket:
+    """A connection whose request declares a 100-byte body and never sends it."""
+    parts = urlsplit(url)
+    sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+    auth = f"Authorization: Bearer {token}\r\n" if token else ""
+    sock.sendall((f"POST {path} HTTP/1.1\r\nHost: {parts.netloc}\r\n{auth}"
+                  "Content-Type: application/json\r\nContent-Length: 100\r\n\r\n").encode())
+    return sock
+
+
+def test_stalled_bodies_leave_health_and_recommend_answering(app: App) -> None:
+    socks: list[socket.socket] = []
+    try:
+        for n in range(300):  # authenticated ones, and the open /healthz with a body
+            socks.append(stalled_connection(app.url, "/recommend" if n % 2 else "/healthz",
+                                            TOKEN if n % 2 else None))
+        time.sleep(1.5)  # past the burst of opening them: now they only hold their slots
+        with app.client() as client:
+            began = time.monotonic()
+            health = client.get("/healthz")
+            health_s = time.monotonic() - began
+            began = time.monotonic()
+            answer = client.post("/recommend", json={"user_id": "u3", "k": 3})
+            answer_s = time.monotonic() - began
+        print(f"with 300 stalled bodies: /healthz {health_s:.3f} s, /recommend {answer_s:.3f} s")
+        assert health.status_code == 200 and health_s < 1.0, health.text
+        assert answer.status_code == 200 and answer_s < 1.0
+        first = socks[1]  # a stalled /recommend is answered 408 once body_timeout_s passes
+        first.settimeout(BODY_TIMEOUT_S + 20)
+        head = first.recv(4096).split(b"\r\n", 1)[0]
+        assert head.startswith(b"HTTP/1.1 408"), head
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+async def _hammer(url: str, clients: int, per_client: int
+                  ) -> list[tuple[int, float, dict[str, str]]]:
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=url, headers=AUTH, limits=limits,
+                                 timeout=30.0) as client:
+        async def one(n: int) -> list[tuple[int, float, dict[str, str]]]:
+            out = []
+            for i in range(per_client):
+                began = time.monotonic()
+                if (n + i) % 2:
+                    response = await client.post("/fraud", json=TXNS)
+                else:
+                    response = await client.post("/recommend", json={"user_id": "u3", "k": 6})
+                out.append((response.status_code, time.monotonic() - began,
+                            dict(response.headers)))
+            return out
+
+        runs = await asyncio.wait_for(asyncio.gather(*(one(n) for n in range(clients))), 180)
+    return [sample for run in runs for sample in run]
+
+
+def p99(values: list[float]) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))]
+
+
+def test_overload_gets_only_200s_and_fast_503s(app: App) -> None:
+    samples = asyncio.run(_hammer(app.url, clients=200, per_client=5))
+    codes = {code for code, _, _ in samples}
+    ok = [s for code, s, _ in samples if code == 200]
+    shed = [s for code, s, _ in samples if code == 503]
+    print(f"200 clients x 5: {len(ok)} x 200 (p99 {p99(ok):.3f} s), "
+          f"{len(shed)} x 503 (p99 {p99(shed) if shed else 0:.3f} s)")
+    assert codes <= {200, 503} and len(samples) == 1000
+    assert shed and ok  # 200 clients against max_inflight=8: some shed, some admitted
+    assert all(h["retry-after"] == "1" for code, _, h in samples if code == 503)
+    # The latency targets (p99 of 503s < 100 ms, of 200s < 2 s) are not asserted: on this
+    # 2-core machine the 200 clients, Serve's proxy and the replicas share the CPU, and the
+    # proxy's queue dominates; benchmarks/serve_latency.py records them (issue #11).
+
+
+@pytest.mark.parametrize(("content", "reason"), [
+    (b"\x00garbage", "latest.json"), (b"", "Expecting value"),
+    (b"[]", "expected a JSON object"),
+    (b'{"version": "../../etc"}', "../../etc"), (b'{"version": "v-missing"}', "v-missing"),
+])
+def test_a_broken_store_pointer_is_listed_and_flips_readiness(app: App, content: bytes,
+                                                              reason: str) -> None:
+    pointer = Path(app.store.root) / "latest.json"
+    good = pointer.read_bytes()
+    pointer.write_bytes(content)
+    try:
+        with app.client() as client:
+            deadline = time.monotonic() + 30.0
+            while client.get("/healthz").status_code == 200 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            health = client.get("/healthz")
+            assert (health.status_code, health.json()["status"]) == (503, "degraded")
+            for status in health.json()["deployments"].values():
+                assert reason in status["skipped"]["latest.json"], status
+                assert status["pointer_error"] == status["skipped"]["latest.json"]
+                assert status["version"] == app.latest  # still serving it
+            assert client.post("/recommend", json={"user_id": "u3"}).status_code == 200
+    finally:
+        pointer.write_bytes(good)
+    wait_serving(app.url, app.latest, 30.0, headers=AUTH)
+
+
+def test_hot_reloads_and_a_redeploy_under_load_fail_no_request(app: App) -> None:
+    from ray import serve
+
+    from serving.deployments import application
+
+    samples: list[Sample] = []
+    events: list[tuple[str, float]] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=client_loop, args=(app, stop, samples, 4000, 240.0),
+                            daemon=True)
+    loop.start()
+    try:
+        for seed in range(11, 16):  # five hot reloads, each waited for
+            events.append((f"publish {seed}", time.monotonic()))
+            app.latest = publish_next(app, seed=seed, thresholds=(0.3, 0.8))
+            wait_serving(app.url, app.latest, POLL_S + SWITCH_MARGIN_S, headers=AUTH)
+        events.append(("redeploy", time.monotonic()))
+        serve.run(application(app.config), name="shopstream", route_prefix="/")
+        events.append(("redeployed", time.monotonic()))
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        loop.join(30)
+    failed = [s for s in samples if s.status != 200]
+    print(f"5 reloads + a redeploy: {len(samples)} requests, {len(failed)} failed")
+    for s in failed:  # when each failure happened, after which event
+        last = max((e for e in events if e[1] <= s.t), key=lambda e: e[1], default=("-", s.t))
+        print(f"  failed {s.t - last[1]:.2f} s after {last[0]}: {s.path} {s.status} {s.body}")
+    assert len(samples) > 20 and not failed, failed[:3]
+    assert samples[-1].body["model_version"] == app.latest
+
+
+SCHEMATHESIS_CHECKS = ("not_a_server_error,response_schema_conformance,"
+                       "positive_data_acceptance,status_code_conformance,"
+                       "content_type_conformance")
+
+
+def test_schemathesis_finds_no_5xx_schema_violation_or_rejected_valid_body(
+        app: App, tmp_path: Path) -> None:
+    """Property-based requests from the served OpenAPI (feature names pinned once loaded):
+    every answer is a documented 2xx/4xx matching its schema, and every schema-valid body is
+    accepted."""
+    har = tmp_path / "schemathesis.har"
+    command = [str(Path(sys.executable).parent / "schemathesis"), "run",
+               f"{app.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
+               "--checks", SCHEMATHESIS_CHECKS, "--max-examples", "300", "--seed", "7",
+               "--workers", "1", "--request-timeout", "10", "--max-time", "240",
+               "--report", "har", "--report-har-path", str(har), "--no-color"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
+    print(run.stdout[-3000:])
+    entries = json.loads(har.read_text())["log"]["entries"]
+    statuses = Counter(e["response"]["status"] for e in entries)
+    print(f"schemathesis: {len(entries)} requests, statuses {dict(statuses)}")
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert len(entries) >= 1000 and not [s for s in statuses if s >= 500]
+
+
+def replica_pids(deployment: str) -> list[int]:
+    """PIDs of this app's replicas of ``deployment`` (Ray names the worker process)."""
+    tag = f"ServeReplica:shopstream:{deployment}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and tag in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def test_a_killed_model_replica_makes_no_request_wait_over_2s(app: App) -> None:
+    (pid,) = replica_pids("Recommender")
+    samples: list[tuple[int, float]] = []
+
+    def loop() -> None:
+        with app.client() as client:
+            deadline = time.monotonic() + 8.0
+            while time.monotonic() < deadline and len(samples) < 2000:
+                began = time.monotonic()
+                code = client.post("/recommend", json={"user_id": "u3", "k": 6}).status_code
+                samples.append((code, time.monotonic() - began))
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(30)
+    slowest = max(s for _, s in samples)
+    print(f"kill -9 of the Recommender: {len(samples)} requests, "
+          f"{sum(c == 503 for c, _ in samples)} x 503, slowest {slowest:.2f} s")
+    assert {c for c, _ in samples} <= {200, 503} and slowest < 2.0
+    wait_serving(app.url, app.latest, RECOVERY_S, headers=AUTH)  # Serve replaced it
