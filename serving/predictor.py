@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import threading
+import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -385,10 +386,10 @@ class Predictor:
         if not (torch.isfinite(self.table.vectors).all() and torch.isfinite(self.table.text).all()):
             raise VersionRejectedError("item table has non-finite values")
         probe_user = self.model.users.ids[0] if len(self.model.users) > 1 else "probe-user"
+        cold = f"probe-{uuid.uuid4().hex}"  # a user no version knows
         probes = [RecommendRequest(user_id=probe_user, k=1, exclude_purchased=False),
-                  RecommendRequest(user_id="\x00probe", k=1,
-                                   recent_item_ids=[self.item_ids[1]]),
-                  RecommendRequest(user_id="\x00probe", k=1)]
+                  RecommendRequest(user_id=cold, k=1, recent_item_ids=[self.item_ids[1]]),
+                  RecommendRequest(user_id=cold, k=1)]
         for answer in self.recommend(probes):
             if not answer.items or not all(math.isfinite(i.score) for i in answer.items):
                 raise VersionRejectedError(f"probe recommendation ({answer.strategy}) gave "

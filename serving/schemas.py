@@ -39,9 +39,12 @@ Strategy = Literal["personal", "recent_items", "popularity"]
 # python-re: the Rust engine has no look-ahead, and JSON Schema tools written in Python
 # (schemathesis, jsonschema) match patterns with ``re``, so both sides agree exactly.
 _STRICT = ConfigDict(extra="forbid", strict=True, regex_engine="python-re")
-# No surrounding whitespace, no newline; ``(?!\n)`` because ``$`` also matches before a
-# final newline in Python; ``[^\n]`` rather than ``.``, which excludes ``\r`` in ECMA.
-ID_PATTERN = r"^\S([^\n]*\S)?(?!\n)$"
+# No control characters, no leading or trailing space. Explicit code-point ranges, not
+# ``\s``/``\S``/``.``, whose meaning differs between regex engines (Python counts \x1c-\x1f
+# as whitespace, a schema-driven generator may not; ``.`` excludes \r in ECMA): what the
+# schema accepts, validation accepts. ``(?!\n)`` because ``$`` also matches before a final
+# newline in Python.
+ID_PATTERN = r"^[^\x00-\x20\x7f]([^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?(?!\n)$"
 Id = Annotated[str, Field(min_length=1, max_length=256, pattern=ID_PATTERN)]
 FeatureName = Annotated[str, Field(min_length=1, max_length=128)]
 # Everything the model reads is float32: a larger finite number would become inf there.

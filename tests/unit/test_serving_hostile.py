@@ -179,8 +179,9 @@ def test_k_accepts_what_json_schema_calls_an_integer(client: TestClient, backend
 
 
 @pytest.mark.parametrize(("user_id", "ok"), [
-    ("u1", True), ("a b", True), ("a\rb", True), ("u\n", False), ("u\n\n", False),
-    (" u", False), ("u ", False), ("a\nb", False), ("\t", False)])
+    ("u1", True), ("a b", True), ("ü\u00a0ß", True), ("a\rb", False), ("u\n", False),
+    ("u\n\n", False), (" u", False), ("u ", False), ("a\nb", False), ("\t", False),
+    ("\x1e", False), ("a\x1cb", False), ("\x7f", False)])
 def test_ids_are_matched_as_python_json_schema_tools_match_them(
         client: TestClient, user_id: str, ok: bool) -> None:
     assert (re.search(ID_PATTERN, user_id) is not None) is ok
