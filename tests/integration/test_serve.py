@@ -271,8 +271,9 @@ def test_bad_versions_are_skipped_and_the_old_one_keeps_serving(app: App) -> Non
 
 
 def test_a_redeploy_keeps_serving_and_applies_user_config(app: App) -> None:
-    """Serve replaces every replica on a Python redeploy; new replicas load their model
-    before they count as started, so the rollout never leaves the app without one."""
+    """Serve replaces every replica on a Python redeploy; with max_surge_percent=100 the new
+    replicas load their model before the old ones stop, so no request fails (the default
+    stops the old replica first: ~10 s without one, measured)."""
     from ray import serve
 
     from serving.config import FRAUD_SCORER, RECOMMENDER

@@ -156,34 +156,23 @@ def test_a_broken_store_pointer_is_listed_and_flips_readiness(app: App, content:
     wait_serving(app.url, app.latest, 30.0, headers=AUTH)
 
 
-def test_hot_reloads_and_a_redeploy_under_load_fail_no_request(app: App) -> None:
-    from ray import serve
-
-    from serving.deployments import application
-
+def test_five_hot_reloads_under_load_fail_no_request(app: App) -> None:
+    """(The redeploy under the same kind of loop: test_serve.py's redeploy test.)"""
     samples: list[Sample] = []
-    events: list[tuple[str, float]] = []
     stop = threading.Event()
     loop = threading.Thread(target=client_loop, args=(app, stop, samples, 4000, 240.0),
                             daemon=True)
     loop.start()
     try:
         for seed in range(11, 16):  # five hot reloads, each waited for
-            events.append((f"publish {seed}", time.monotonic()))
             app.latest = publish_next(app, seed=seed, thresholds=(0.3, 0.8))
             wait_serving(app.url, app.latest, POLL_S + SWITCH_MARGIN_S, headers=AUTH)
-        events.append(("redeploy", time.monotonic()))
-        serve.run(application(app.config), name="shopstream", route_prefix="/")
-        events.append(("redeployed", time.monotonic()))
         time.sleep(1.0)
     finally:
         stop.set()
         loop.join(30)
     failed = [s for s in samples if s.status != 200]
-    print(f"5 reloads + a redeploy: {len(samples)} requests, {len(failed)} failed")
-    for s in failed:  # when each failure happened, after which event
-        last = max((e for e in events if e[1] <= s.t), key=lambda e: e[1], default=("-", s.t))
-        print(f"  failed {s.t - last[1]:.2f} s after {last[0]}: {s.path} {s.status} {s.body}")
+    print(f"5 hot reloads: {len(samples)} requests, {len(failed)} failed")
     assert len(samples) > 20 and not failed, failed[:3]
     assert samples[-1].body["model_version"] == app.latest
 
