@@ -175,7 +175,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         (408, "the body did not arrive within body_timeout_s"), (413, "body too large"),
         (422, "invalid body, or values the model cannot score; error.field names the "
               "offending field"),
-        (503, "no model loaded yet, or a model deployment is unavailable"))}
+        (503, "no model loaded yet, a model deployment did not answer within "
+              "request_timeout_s, or overloaded (max_inflight); Retry-After says when to "
+              "retry"))}
 
 
 def served_fraud_features(statuses: dict[str, ReplicaStatus]) -> list[str] | None:
