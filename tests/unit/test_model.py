@@ -268,3 +268,20 @@ def test_ddp_without_find_unused_parameters_survives_missing_tasks(tmp_path):
         assert model.module.item_emb.weight.grad is not None
     finally:
         dist.destroy_process_group()
+
+
+def test_float32_extreme_fraud_inputs_give_finite_probabilities():
+    """Standardised inputs are bounded (MAX_ABS_Z): the largest float32-finite amount or
+    feature, of either sign, cannot overflow the MLP to NaN; ordinary rows are untouched."""
+    model = make_model(finetune_layers=0).eval()
+    model.set_fraud_stats(np.zeros(4), np.full(4, 0.05))  # a binary-like feature's spread
+    batch = fraud_batch()
+    with torch.no_grad():
+        ordinary = model.fraud_logits(batch)
+        for value in (3.39e38, -3.39e38):
+            extreme = fraud_batch()
+            extreme.features[0, 1] = value
+            extreme.amount[1] = value
+            logits = model.fraud_logits(extreme)
+            assert torch.isfinite(logits).all()
+            assert torch.equal(logits[2], ordinary[2])

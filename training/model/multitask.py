@@ -44,6 +44,8 @@ __all__ = ["FraudBatch", "FraudInputs", "ItemTable", "MultiTaskBatch", "RecBatch
            "item_title_list", "signed_log1p"]
 
 TASKS: tuple[str, ...] = ("rec", "fraud")
+# Bound of the fraud head's standardised inputs (see ShopStreamModel._fraud_inputs).
+MAX_ABS_Z = 1e4
 
 
 def _as_vector(values: np.ndarray | Tensor) -> Tensor:
@@ -282,7 +284,9 @@ class ShopStreamModel(nn.Module):
     def _fraud_inputs(self, batch: FraudBatch, table: ItemTable) -> FraudInputs:
         numeric = torch.cat([signed_log1p(batch.amount.float())[:, None],
                              batch.features.float()], dim=1)
-        numeric = (numeric - self.fraud_mean) / self.fraud_std
+        # Winsorised: a value beyond MAX_ABS_Z standard deviations carries no more evidence,
+        # and an extreme one (a float32-finite 3.4e38) would overflow the MLP to NaN.
+        numeric = ((numeric - self.fraud_mean) / self.fraud_std).clamp(-MAX_ABS_Z, MAX_ABS_Z)
         users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
         item = table.text_rows(batch.item_idx) * (batch.item_idx != 0)[:, None].to(users.dtype)
         return FraudInputs(numeric, users, item, batch.label)
