@@ -45,6 +45,22 @@ def run_once(timeout_s: float) -> dict[str, object]:
             "summary": tail[0]}
 
 
+def write(runs: list[dict[str, object]], args: argparse.Namespace) -> None:
+    passed = sum(bool(r["passed"]) for r in runs)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    settings = {"runs": args.runs, "burners": args.burners, "cpus": os.cpu_count(),
+                "test": TEST}
+    (RESULTS / "redeploy_soak.json").write_text(json.dumps(
+        {"settings": settings, "passed": passed, "runs": runs}, indent=2))
+    lines = [f"# Redeploy soak: {passed} of {len(runs)} passed ({args.runs} planned)",
+             "", f"{args.burners} CPU-spinning processes beside the test on "
+             f"{os.cpu_count()} cores; each run a fresh pytest process (`{TEST}`).", "",
+             "| run | passed | seconds | pytest |", "|---|---|---|---|"]
+    lines += [f"| {i + 1} | {r['passed']} | {r['seconds']} | {r['summary']} |"
+              for i, r in enumerate(runs)]
+    (RESULTS / "redeploy_soak.md").write_text("\n".join(lines) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -59,28 +75,16 @@ def main(argv: list[str] | None = None) -> int:
                for _ in range(args.burners)]
     for proc in burners:
         proc.start()
-    runs = []
+    runs: list[dict[str, object]] = []
     try:
         for n in range(args.runs):
             runs.append(run_once(args.run_timeout_s))
             print(f"run {n + 1}/{args.runs}: {runs[-1]}", flush=True)
+            write(runs, args)  # after every run: a stopped soak keeps what it measured
     finally:
         for proc in burners:
             proc.terminate()
     passed = sum(bool(r["passed"]) for r in runs)
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    settings = {"runs": args.runs, "burners": args.burners, "cpus": os.cpu_count(),
-                "test": TEST}
-    (RESULTS / "redeploy_soak.json").write_text(json.dumps(
-        {"settings": settings, "passed": passed, "runs": runs}, indent=2))
-    lines = [f"# Redeploy soak: {passed} of {len(runs)} passed",
-             "", f"{args.burners} CPU-spinning processes beside the test on "
-             f"{os.cpu_count()} cores; each run a fresh pytest process (`{TEST}`).", "",
-             "| run | passed | seconds | pytest |", "|---|---|---|---|"]
-    lines += [f"| {i + 1} | {r['passed']} | {r['seconds']} | {r['summary']} |"
-              for i, r in enumerate(runs)]
-    (RESULTS / "redeploy_soak.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
     return 0 if passed == len(runs) else 1
 
 
