@@ -56,7 +56,7 @@ class ModelConfig:
                           "count and a popularity slope of a tenth of it, a new model ranks "
                           "like repeat-then-popular before training (0 = towers alone; off "
                           "by default: it helps tiny synthetic windows but hurts real ones, "
-                          "see benchmarks/results/rec_ablation_*.md)"})
+                          "see benchmarks/recorded/rec_ablation_*.md)"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
