@@ -261,5 +261,4 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
                        timeout_s=body_timeout_s)
     app.add_middleware(ShedEarly, slots=slots)  # type: ignore[arg-type]
     app.add_middleware(BearerAuth, token=token)  # type: ignore[arg-type]
-    app.state.slots = slots
     return app

@@ -47,6 +47,12 @@ def _check_k(k: int) -> None:
         raise BaselineError(f"k: must be >= 1, got {k}")
 
 
+def _check_exclude(exclude: Sequence[Iterable[str]] | None, user_ids: Sequence[str]) -> None:
+    if exclude is not None and len(exclude) != len(user_ids):
+        raise BaselineError(
+            f"exclude: expected {len(user_ids)} entries (one per user), got {len(exclude)}")
+
+
 def _fill(head: list[str], pool: Sequence[str], k: int, skip: set[str]) -> list[str]:
     """``head`` then items of ``pool`` not in ``skip`` nor already listed, up to k items."""
     out = list(head[:k])
@@ -87,9 +93,7 @@ class PopularityRecommender:
         if self.items_ is None:
             raise NotFittedError("PopularityRecommender.recommend called before fit")
         _check_k(k)
-        if exclude is not None and len(exclude) != len(user_ids):
-            raise BaselineError(
-                f"exclude: expected {len(user_ids)} entries (one per user), got {len(exclude)}")
+        _check_exclude(exclude, user_ids)
         if exclude is None:
             return [list(self.items_[:k]) for _ in user_ids]
         return [_fill([], self.items_, k, set(skip)) for skip in exclude]
@@ -131,10 +135,9 @@ class RepeatThenPopular:
         if self.history_ is None or self.popular.items_ is None:
             raise NotFittedError("RepeatThenPopular.recommend called before fit")
         _check_k(k)
-        if exclude is not None and len(exclude) != len(user_ids):
-            raise BaselineError(
-                f"exclude: expected {len(user_ids)} entries (one per user), got {len(exclude)}")
+        _check_exclude(exclude, user_ids)
         pool = self.popular.items_
-        skips = [set()] * len(user_ids) if exclude is None else [set(e) for e in exclude]
+        skips: list[set[str]] = [set(e) for e in exclude] if exclude is not None \
+            else [set() for _ in user_ids]
         return [_fill([i for i in self.history_.get(str(u), []) if i not in skip], pool, k, skip)
                 for u, skip in zip(user_ids, skips)]
