@@ -48,6 +48,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "half_lr": {"lr": 1e-3},
     "repeat_prior": {"model": {"repeat_prior": 1.0}},
     "five_epochs": {"epochs": 5},
+    "ten_epochs": {"epochs": 10},
+    "twenty_epochs": {"epochs": 20},
 }
 
 

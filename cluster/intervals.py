@@ -11,8 +11,14 @@ values pair up. When window ``w`` is evaluated, :func:`record_rec_intervals`:
   of the difference of per-user warm NDCG@k, for ours vs every other neural method and every
   neural method vs every rec baseline;
 * recomputes the pooled intervals (per-user values of every evaluated window so far,
-  concatenated): per method in ``result["intervals"]["methods"]``, per pair under
-  ``"pooled"``.
+  concatenated): per method in ``result["intervals"]["methods"]`` (warm, all and cold
+  NDCG@k), per pair under ``"pooled"``;
+* does the same for cold users' NDCG@k under ``result["intervals"]["paired_cold"]``: a pair
+  is compared on a window only where both methods have the same cold users. Cold users are
+  few (tens over a whole run), so expect wide intervals.
+
+Per-user values saved before cold users were kept have no cold part: those windows are left
+out of the cold intervals (their ``"windows"`` lists say which were used).
 
 The per-user values never enter the results: they are saved to the store as
 ``configs/pipeline-per-user/<window>.json``, so a resumed run still pools every window.
@@ -70,9 +76,15 @@ def paired(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
             "diff": diff, "lo": lo, "hi": hi, "n": int(a.size)}
 
 
+def _metric(part: str, k: int) -> str:
+    """The rec metric name of NDCG@k over users of ``part`` ("all" has no prefix)."""
+    return f"ndcg@{k}" if part == "all" else f"{part}/ndcg@{k}"
+
+
 def take_per_user(out: dict[str, dict[str, Any]], k: int) -> dict[str, dict[str, Any]]:
-    """Per-user warm and all NDCG@k of every method of ``out`` with a :class:`RecRow`;
-    replaces each such row by a plain dict with its ``ci95`` intervals added."""
+    """Per-user warm, all and (where the row has them) cold NDCG@k of every method of ``out``
+    with a :class:`RecRow`; replaces each such row by a plain dict with its ``ci95``
+    intervals added."""
     values: dict[str, dict[str, Any]] = {}
     for method, row in out.items():
         rec = row.get("rec")
@@ -81,6 +93,9 @@ def take_per_user(out: dict[str, dict[str, Any]], k: int) -> dict[str, dict[str,
         warm, everyone = rec.per_user["warm"], rec.per_user["all"]
         values[method] = {"warm_users": warm.users.tolist(), "warm": warm.ndcg.tolist(),
                           "all": everyone.ndcg.tolist()}
+        cold = rec.per_user.get("cold")
+        if cold is not None:
+            values[method].update(cold_users=cold.users.tolist(), cold=cold.ndcg.tolist())
         row["rec"] = {**rec, "ci95": {
             f"warm/ndcg@{k}": list(bootstrap_ci(warm.ndcg, N_BOOT, SEED, ALPHA)),
             f"ndcg@{k}": list(bootstrap_ci(everyone.ndcg, N_BOOT, SEED, ALPHA))}}
@@ -91,8 +106,11 @@ def _config_name(window: str) -> str:
     return f"{PER_USER_CONFIG}/{re.sub(r'[^A-Za-z0-9._-]', '_', window)}"
 
 
-def _pairable(values: Mapping[str, Any], a: str, b: str) -> bool:
-    return a in values and b in values and values[a]["warm_users"] == values[b]["warm_users"]
+def _pairable(values: Mapping[str, Any], a: str, b: str, part: str = "warm") -> bool:
+    """Both methods have ``part``'s per-user values, on the same users."""
+    users = f"{part}_users"
+    return (a in values and b in values and part in values[a] and part in values[b]
+            and values[a][users] == values[b][users])
 
 
 def _pooled(store: CheckpointStore, windows: list[str], current: str,
@@ -107,6 +125,44 @@ def _pooled(store: CheckpointStore, windows: list[str], current: str,
     return out
 
 
+def _concat(by_window: Mapping[str, Any], windows: list[str], method: str,
+            part: str) -> np.ndarray:
+    return np.concatenate([np.asarray(by_window[w][method][part], dtype=np.float64)
+                           for w in windows]) if windows else np.zeros(0)
+
+
+def _method_intervals(by_window: Mapping[str, Any], method: str,
+                      k: int) -> dict[str, dict[str, Any]]:
+    """{metric: pooled interval} of ``method``'s warm, all and cold NDCG@k; a part without
+    any user in the windows so far (no cold user yet, or only old saved values) is left out."""
+    out: dict[str, dict[str, Any]] = {}
+    for part in ("warm", "all", "cold"):
+        used = [w for w, v in by_window.items() if part in v.get(method, {})]
+        pooled = _concat(by_window, used, method, part)
+        if pooled.size:
+            out[_metric(part, k)] = {**interval(pooled), "windows": used}
+    return out
+
+
+def _record_pairs(pairs: dict[str, Any], result: Mapping[str, Any], window: str,
+                  by_window: Mapping[str, Any], part: str) -> None:
+    """Per-window (``window``) and pooled paired intervals of ``part``'s NDCG@k for every pair
+    of :func:`rec_pairs` that has the same ``part`` users in ``window``."""
+    current = by_window[window]
+    for a, b in rec_pairs(result["methods"]):
+        if not _pairable(current, a, b, part):
+            continue
+        used = [w for w, v in by_window.items() if _pairable(v, a, b, part)]
+        xa, xb = (_concat(by_window, used, m, part) for m in (a, b))
+        if not xa.size:
+            continue  # e.g. no cold user in any window so far: nothing to compare
+        entry = pairs.setdefault(pair_key(a, b), {"a": a, "b": b, "windows": {}})
+        if current[a][part]:
+            entry["windows"][window] = paired(np.asarray(current[a][part], dtype=np.float64),
+                                              np.asarray(current[b][part], dtype=np.float64))
+        entry["pooled"] = {**paired(xa, xb), "windows": used}
+
+
 def record_rec_intervals(result: dict[str, Any], store: CheckpointStore, window: str,
                          out: dict[str, dict[str, Any]], k: int) -> None:
     """Add window ``window``'s rec intervals to ``out`` (its prequential rows) and to
@@ -115,27 +171,11 @@ def record_rec_intervals(result: dict[str, Any], store: CheckpointStore, window:
     if not values:
         return
     store.put_config(_config_name(window), {"k": k, "methods": values})
-    metric = f"warm/ndcg@{k}"
     tree = result.setdefault("intervals", {})
-    tree.update({"metric": metric, "also": f"ndcg@{k}", "level": 1.0 - ALPHA, "n_boot": N_BOOT,
+    tree.update({"metric": _metric("warm", k), "also": _metric("all", k),
+                 "cold_metric": _metric("cold", k), "level": 1.0 - ALPHA, "n_boot": N_BOOT,
                  "seed": SEED})
     by_window = _pooled(store, list(result["evaluated_windows"]), window, values)
-    tree["methods"] = {}
-    for method in values:
-        for part, key in (("warm", metric), ("all", f"ndcg@{k}")):
-            pooled = np.concatenate([np.asarray(v[method][part], dtype=np.float64)
-                                     for v in by_window.values() if method in v])
-            tree["methods"].setdefault(method, {})[key] = {
-                **interval(pooled), "windows": [w for w, v in by_window.items() if method in v]}
-    pairs = tree.setdefault("paired", {})
-    for a, b in rec_pairs(result["methods"]):
-        if not _pairable(values, a, b):
-            continue
-        entry = pairs.setdefault(pair_key(a, b), {"a": a, "b": b, "windows": {}})
-        entry["windows"][window] = paired(np.asarray(values[a]["warm"]),
-                                          np.asarray(values[b]["warm"]))
-        used = [w for w, v in by_window.items() if _pairable(v, a, b)]
-        xs = [np.asarray(by_window[w][m]["warm"], dtype=np.float64) for m in (a, b)
-              for w in used]
-        entry["pooled"] = {**paired(np.concatenate(xs[:len(used)]),
-                                    np.concatenate(xs[len(used):])), "windows": used}
+    tree["methods"] = {method: _method_intervals(by_window, method, k) for method in values}
+    _record_pairs(tree.setdefault("paired", {}), result, window, by_window, "warm")
+    _record_pairs(tree.setdefault("paired_cold", {}), result, window, by_window, "cold")

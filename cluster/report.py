@@ -115,49 +115,58 @@ def summary_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-def _ci_cell(result: Mapping[str, Any], method: str, metric: str) -> str:
-    """Pooled per-user mean of rec ``metric`` with its bootstrap 95% interval."""
+def _ci_cell(result: Mapping[str, Any], method: str, metric: str,
+             with_n: bool = False) -> str:
+    """Pooled per-user mean of rec ``metric`` with its bootstrap 95% interval; ``with_n``
+    adds the number of (user, window) pairs behind it."""
     iv = method_interval(result, method, metric)
     if iv is None:
         mean, n = pooled_mean(result, method, metric)
-        return _fmt(mean) + (" (no interval)" if n else "")
+        notes = ([str(n)] if with_n and n else []) + (["no interval"] if n else [])
+        return _fmt(mean) + (f" ({'; '.join(notes)})" if notes else "")
     cell = f"{_fmt(number(iv.get('mean')))} [{_fmt(number(iv.get('lo')))}, " \
            f"{_fmt(number(iv.get('hi')))}]"
     used, total = len(iv.get("windows") or []), len(result["evaluated_windows"])
-    return cell + (f" ({used}/{total} windows)" if used < total else "")
+    notes = ([str(int(number(iv.get("n"))))] if with_n else []) + (
+        [f"{used}/{total} windows"] if used < total else [])
+    return cell + (f" ({'; '.join(notes)})" if notes else "")
 
 
 def rec_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Per rec method: mean over every (user, window) pair of warm and all NDCG@k (with the
-    bootstrap 95% interval), cold NDCG@k, and warm users' NDCG@k / recall@k on repeat
-    targets (bought before) and on new-to-user targets."""
+    """Per rec method: mean over every (user, window) pair of warm, all and cold NDCG@k (with
+    the bootstrap 95% interval; cold also with its number of users), and warm users'
+    NDCG@k / recall@k on repeat targets (bought before) and on new-to-user targets."""
     k = result["tasks"]["rec"].split("@")[-1]
-    cols = [f"cold/ndcg@{k}", f"warm_repeat/ndcg@{k}", f"warm_new/ndcg@{k}",
-            f"warm_repeat/recall@{k}", f"warm_new/recall@{k}"]
+    cols = [f"warm_repeat/ndcg@{k}", f"warm_new/ndcg@{k}", f"warm_repeat/recall@{k}",
+            f"warm_new/recall@{k}"]
     header = ["method", f"warm ndcg@{k} [95% CI]", f"all ndcg@{k} [95% CI]",
+              f"cold ndcg@{k} [95% CI] (n)",
               *[c.replace("/", " ").replace("_", " ") for c in cols]]
     rows = []
     for method in (m for m in result["methods"] if applies(result, m, "rec")):
         rows.append([method, _ci_cell(result, method, f"warm/ndcg@{k}"),
                      _ci_cell(result, method, f"ndcg@{k}"),
+                     _ci_cell(result, method, f"cold/ndcg@{k}", with_n=True),
                      *[_fmt(pooled_mean(result, method, c)[0]) for c in cols]])
     return header, rows
 
 
-def paired_table(result: Mapping[str, Any]) -> tuple[list[str], list[list[str]]]:
-    """Per compared pair: pooled mean warm NDCG@k of both, ratio, the paired-bootstrap 95%
-    interval of the difference, the verdict, and on how many windows the per-window interval
-    was above / below 0."""
-    metric = str(dig(result.get("intervals"), "metric"))
+def paired_table(result: Mapping[str, Any], key: str = "paired",
+                 metric_key: str = "metric") -> tuple[list[str], list[list[str]]]:
+    """Per pair compared in ``result["intervals"][key]`` ("paired": warm users,
+    "paired_cold": cold users; the metric's name is ``result["intervals"][metric_key]``):
+    pooled means of both, ratio, the paired-bootstrap 95% interval of the difference, the
+    verdict, and on how many windows the per-window interval was above / below 0."""
+    metric = str(dig(result.get("intervals"), metric_key))
     header = ["a vs b", f"a {metric}", f"b {metric}", "ratio a/b", "a - b [95% CI]",
               "verdict", "windows a > b / a < b / n.d."]
     rows = []
-    for key, entry in (dig(result.get("intervals"), "paired") or {}).items():
+    for pair, entry in (dig(result.get("intervals"), key) or {}).items():
         p = entry.get("pooled") or {}
         ma, mb, lo, hi = (number(p.get(x)) for x in ("mean_a", "mean_b", "lo", "hi"))
         per = [interval_verdict(number(w.get("lo")), number(w.get("hi")))
                for w in (entry.get("windows") or {}).values()]
-        rows.append([key, _fmt(ma), _fmt(mb), _fmt(ma / mb, 3) if mb > 0 else NOT_MEASURED,
+        rows.append([pair, _fmt(ma), _fmt(mb), _fmt(ma / mb, 3) if mb > 0 else NOT_MEASURED,
                      f"{_fmt(number(p.get('diff')), sign=True)} [{_fmt(lo, sign=True)}, "
                      f"{_fmt(hi, sign=True)}]", interval_verdict(lo, hi),
                      " / ".join(str(per.count(v)) for v in
@@ -288,6 +297,12 @@ def _rec_sections(result: Mapping[str, Any]) -> list[str]:
                 "Each pair is scored on the same users; the interval is a paired bootstrap of "
                 "the per-user difference, pooled over the windows. better / worse only when it "
                 "excludes 0.", "", markdown_table(*paired_table(result)), ""]
+    if dig(result.get("intervals"), "paired_cold"):
+        out += [f"### rec: paired differences of cold-user ndcg@{k}", "",
+                "The same paired comparison on cold users (no purchase before the window): "
+                "they are few (n in the table above), so the intervals are wide and most "
+                "verdicts will be \"not distinguishable\".", "",
+                markdown_table(*paired_table(result, "paired_cold", "cold_metric")), ""]
     return out
 
 

@@ -49,18 +49,34 @@ class FakeStore:
         return self.configs.get(name)
 
 
-def _row(warm: list[float], cold: list[float]) -> dict[str, Any]:
-    """A rec row for users 0..len(warm)-1 warm and the next ones cold."""
+def _row(warm: list[float], cold: list[float], with_cold: bool = True,
+         cold_start: int | None = None) -> dict[str, Any]:
+    """A rec row for users 0..len(warm)-1 warm and the next ones (from ``cold_start``) cold;
+    ``with_cold=False`` leaves the cold per-user values out."""
     users = np.arange(len(warm))
+    first = len(warm) if cold_start is None else cold_start
     per = {"warm": PerUserRanking(2, users, np.zeros(len(warm)), np.asarray(warm),
                                   np.zeros(len(warm)), len(warm)),
            "all": PerUserRanking(2, np.arange(len(warm) + len(cold)), np.zeros(0),
                                  np.asarray(warm + cold), np.zeros(0), len(warm) + len(cold))}
+    if with_cold:
+        per["cold"] = PerUserRanking(2, np.arange(first, first + len(cold)), np.zeros(len(cold)),
+                                     np.asarray(cold), np.zeros(len(cold)), len(cold))
     row = RecRow({"ndcg@2": float(np.mean(warm + cold)), "warm/ndcg@2": float(np.mean(warm)),
                   "warm/n_users": float(len(warm)), "n_users": float(len(warm + cold)),
                   "cold/ndcg@2": float(np.mean(cold)), "cold/n_users": float(len(cold))})
     row.per_user = per
     return {"rec": row}
+
+
+def _record(windows: dict[str, dict[str, tuple[list[float], list[float]]]],
+            store: FakeStore | None = None, **row_args: Any) -> dict[str, Any]:
+    result, store = _result(), store or FakeStore()
+    for wid, data in windows.items():
+        out = {m: _row(*v, **row_args) for m, v in data.items()}
+        record_rec_intervals(result, store, wid, out, 2)
+        result["prequential"][wid] = out
+    return result
 
 
 W1 = {"incremental": ([0.5, 0.6, 0.7, 0.4], [0.1]), "full_retrain": ([0.4, 0.5, 0.6, 0.3], [0.2]),
@@ -149,10 +165,12 @@ def test_rec_and_paired_tables(recorded) -> None:
     result = recorded[0]
     header, rows = rec_table(result)
     assert header[:4] == ["method", "warm ndcg@2 [95% CI]", "all ndcg@2 [95% CI]",
-                          "cold ndcg@2"]
+                          "cold ndcg@2 [95% CI] (n)"]
     iv = result["intervals"]["methods"]["incremental"]["warm/ndcg@2"]
     assert rows[0][1] == f"{iv['mean']:.4f} [{iv['lo']:.4f}, {iv['hi']:.4f}]"
-    assert rows[0][3] == "0.0500"  # cold: users 0.1 (w1) and 0.0 (w2), pooled
+    # cold: users 0.1 (w1) and 0.0 (w2), pooled, with their interval and count.
+    lo, hi = bootstrap_ci(np.asarray([0.1, 0.0]), N_BOOT)
+    assert rows[0][3] == f"0.0500 [{lo:.4f}, {hi:.4f}] (2)"
     assert rows[0][4] == "not measured"  # no repeat split in these rows
     _, pairs = paired_table(result)
     first = pairs[0]
@@ -175,3 +193,111 @@ def test_update_times_on_different_trainers_are_not_comparable(recorded) -> None
             "other neural arms on `local`") in text
     assert "### rec: paired differences of warm ndcg@2" in text
     assert not math.isnan(result["intervals"]["methods"]["popularity"]["ndcg@2"]["lo"])
+
+
+# --------------------------------------------------------------------------- cold users
+def _many_cold(shift: float) -> dict[str, tuple[list[float], list[float]]]:
+    """30 cold users; popularity's cold NDCG is ours' minus 0.1 / 0.15 / 0.2 (every user);
+    warm users identical for every method."""
+    ours = [round(0.3 + 0.01 * i + shift, 4) for i in range(30)]
+    pop = [round(v - 0.1 - 0.05 * (i % 3), 4) for i, v in enumerate(ours)]
+    warm = [0.5, 0.2, 0.7]
+    return {"incremental": (warm, ours), "full_retrain": (warm, ours), "popularity": (warm, pop)}
+
+
+def test_cold_users_clearly_better_on_many_users() -> None:
+    result = _record({"w1": _many_cold(0.0), "w2": _many_cold(0.05)})
+    tree = result["intervals"]
+    assert tree["cold_metric"] == "cold/ndcg@2"
+    entry = tree["paired_cold"]["incremental vs popularity"]
+    a = np.asarray(_many_cold(0.0)["incremental"][1] + _many_cold(0.05)["incremental"][1])
+    b = np.asarray(_many_cold(0.0)["popularity"][1] + _many_cold(0.05)["popularity"][1])
+    diff, lo, hi = paired_bootstrap_diff(a, b)
+    pooled = entry["pooled"]
+    assert (pooled["diff"], pooled["lo"], pooled["hi"]) == (diff, lo, hi)
+    assert pooled["diff"] == pytest.approx(0.15) and lo > 0.1
+    assert pooled["n"] == 60 and pooled["windows"] == ["w1", "w2"]
+    assert sorted(entry["windows"]) == ["w1", "w2"]
+    method = tree["methods"]["incremental"]["cold/ndcg@2"]
+    assert method["n"] == 60 and method["mean"] == pytest.approx(float(a.mean()))
+    # Warm users are identical, so the warm pair is a tie: cold is kept apart from warm.
+    assert tree["paired"]["incremental vs popularity"]["pooled"]["diff"] == 0.0
+    header, rows = paired_table(result, "paired_cold", "cold_metric")
+    assert header[1:3] == ["a cold/ndcg@2", "b cold/ndcg@2"]
+    row = dict((r[0], r) for r in rows)["incremental vs popularity"]
+    assert row[5] == "better" and row[6] == "2 / 0 / 0"
+    assert row[4] == f"+0.1500 [{lo:+.4f}, {hi:+.4f}]"
+    assert dict((r[0], r) for r in paired_table(result)[1])["incremental vs popularity"][5] == (
+        "not distinguishable")
+    text = summary_markdown(result, [])
+    warm_at = text.index("### rec: paired differences of warm ndcg@2")
+    cold_at = text.index("### rec: paired differences of cold-user ndcg@2")
+    assert warm_at < cold_at < text.index("## Staleness")
+    assert 'so the intervals are wide and most verdicts will be "not distinguishable".' in text
+    assert (f"| incremental vs popularity | 0.4700 | 0.3200 | 1.469 | +0.1500 [{lo:+.4f}, "
+            f"{hi:+.4f}] | better | 2 / 0 / 0 |") in text[cold_at:]
+
+
+def test_three_overlapping_cold_users_are_not_distinguishable() -> None:
+    data = {"incremental": ([0.5, 0.6], [0.5, 0.0, 0.3]),
+            "full_retrain": ([0.5, 0.6], [0.4, 0.1, 0.3]),
+            "popularity": ([0.5, 0.6], [0.2, 0.4, 0.1])}
+    result = _record({"w1": data})
+    entry = result["intervals"]["paired_cold"]["incremental vs popularity"]
+    diff, lo, hi = paired_bootstrap_diff(np.asarray([0.5, 0.0, 0.3]), np.asarray([0.2, 0.4, 0.1]))
+    assert entry["pooled"]["n"] == 3 and entry["pooled"]["windows"] == ["w1"]
+    assert (entry["pooled"]["lo"], entry["pooled"]["hi"]) == (lo, hi) and lo < 0 < hi
+    assert entry["pooled"]["diff"] == pytest.approx(0.1 / 3)
+    rows = dict((r[0], r) for r in paired_table(result, "paired_cold", "cold_metric")[1])
+    assert rows["incremental vs popularity"][5] == "not distinguishable"
+    assert rows["incremental vs popularity"][6] == "0 / 0 / 1"
+    cold = rec_table(result)[1][0][3]
+    iv = result["intervals"]["methods"]["incremental"]["cold/ndcg@2"]
+    assert cold == f"0.2667 [{iv['lo']:.4f}, {iv['hi']:.4f}] (3; 1/2 windows)"
+
+
+def test_cold_pairs_need_the_same_cold_users() -> None:
+    result = _result()
+    out = {"incremental": _row([0.5, 0.6], [0.5, 0.0]),
+           "full_retrain": _row([0.4, 0.6], [0.4, 0.1], cold_start=5),
+           "popularity": _row([0.5, 0.6], [0.2, 0.4])}
+    record_rec_intervals(result, FakeStore(), "w1", out, 2)
+    tree = result["intervals"]
+    assert sorted(tree["paired_cold"]) == ["incremental vs popularity"]
+    assert sorted(tree["paired"]) == ["full_retrain vs popularity", "incremental vs full_retrain",
+                                      "incremental vs popularity"]
+
+
+def test_cold_cell_without_interval_is_the_bare_mean_with_n(recorded) -> None:
+    result = {**recorded[0], "intervals": {}}
+    assert rec_table(result)[1][0][3] == "0.0500 (2; no interval)"
+    assert "cold-user" not in summary_markdown(result, [])
+
+
+def test_old_per_user_values_without_cold_still_pool_warm() -> None:
+    store = FakeStore()
+    old = _record({"w1": W1}, store, with_cold=False)  # saved before cold users were kept
+    saved = store.configs["pipeline-per-user/w1"]["methods"]["incremental"]
+    assert sorted(saved) == ["all", "warm", "warm_users"]
+    assert "cold/ndcg@2" not in old["intervals"]["methods"]["incremental"]
+    assert old["intervals"]["paired_cold"] == {}
+    result = _result()
+    out = {m: _row(*v) for m, v in W2.items()}
+    record_rec_intervals(result, store, "w2", out, 2)
+    result["prequential"] = {"w1": {m: _row(*v) for m, v in W1.items()}, "w2": out}
+    tree = result["intervals"]
+    a = np.asarray(W1["incremental"][0] + W2["incremental"][0])
+    b = np.asarray(W1["full_retrain"][0] + W2["full_retrain"][0])
+    warm = tree["methods"]["incremental"]["warm/ndcg@2"]
+    assert warm["n"] == 7 and warm["windows"] == ["w1", "w2"]
+    assert warm["mean"] == pytest.approx(float(a.mean()))
+    pooled = tree["paired"]["incremental vs full_retrain"]["pooled"]
+    assert (pooled["diff"], pooled["lo"], pooled["hi"]) == paired_bootstrap_diff(a, b)
+    assert pooled["n"] == 7 and pooled["windows"] == ["w1", "w2"]
+    # Cold: only w2 has per-user values.
+    cold = tree["methods"]["incremental"]["cold/ndcg@2"]
+    assert (cold["n"], cold["mean"], cold["windows"]) == (1, 0.0, ["w2"])
+    cold_pair = tree["paired_cold"]["incremental vs popularity"]
+    assert cold_pair["pooled"]["n"] == 1 and cold_pair["pooled"]["windows"] == ["w2"]
+    assert cold_pair["pooled"]["diff"] == pytest.approx(-0.5)
+    assert rec_table(result)[1][0][3] == "0.0000 [0.0000, 0.0000] (1; 1/2 windows)"
