@@ -58,11 +58,14 @@ report-real: setup
 		--store $(REAL_OUT)/ulb-hour/store --report-dir $(REAL_OUT)/ulb-hour/report \
 		--work-dir $(REAL_OUT)/ulb-hour/work --storage-path $(REAL_OUT)/ulb-hour/ray $(REAL_ARGS)
 
+# The unit tier runs on both cores (pytest-xdist); the integration tier shares one local
+# Ray and one moto server, so it runs in one process.
 test: setup
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -m "not integration" -n 2
+	$(PY) -m pytest tests -m integration
 
 test-unit: setup
-	$(PY) -m pytest tests -m unit
+	$(PY) -m pytest tests -m unit -n 2
 
 test-integration: setup
 	$(PY) -m pytest tests -m integration
