@@ -202,7 +202,8 @@ def test_schemathesis_finds_no_5xx_schema_violation_or_rejected_valid_body(
     """Property-based requests from the served OpenAPI (feature names pinned once loaded):
     every answer is a documented 2xx/4xx matching its schema, and every schema-valid body is
     accepted."""
-    budget_s = int(os.environ.get("SHOPSTREAM_FUZZ_S", "40"))  # longer: set it (e.g. 300)
+    # #11's acceptance asks for >= 1,000 requests; longer runs: SHOPSTREAM_FUZZ_S=300.
+    budget_s = max(100, int(os.environ.get("SHOPSTREAM_FUZZ_S", "100")))
     har = tmp_path / "schemathesis.har"
     command = [str(Path(sys.executable).parent / "schemathesis"), "run",
                f"{app.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
@@ -215,8 +216,8 @@ def test_schemathesis_finds_no_5xx_schema_violation_or_rejected_valid_body(
     statuses = Counter(e["response"]["status"] for e in entries)
     print(f"schemathesis: {len(entries)} requests, statuses {dict(statuses)}")
     assert run.returncode == 0, run.stdout[-3000:]
-    # ~25 requests/s here; a floor of 8/s still catches a fuzzer that stalled or stopped.
-    assert len(entries) >= 8 * budget_s and not [s for s in statuses if s >= 500]
+    # ~22 requests/s on a quiet machine, >= 10/s on a loaded one.
+    assert len(entries) >= 1000 and not [s for s in statuses if s >= 500]
 
 
 def replica_pids(deployment: str) -> list[int]:
