@@ -2,8 +2,9 @@
 watcher that keeps a replica on the newest good one.
 
 A load downloads the version into a temporary folder with ``CheckpointStore.load`` (every
-file's sha256 checked), reads its thresholds, model and purchase history, adds the new
-catalogue items, precomputes the item table and probes the result; only a predictor that
+file's sha256 checked), reads its thresholds, model, published title vectors and purchase
+history, adds the new catalogue items (only their titles are encoded), precomputes the item
+table and probes the result; only a predictor that
 passed all of that is handed to the holder to swap in.
 
 The holder reads the pointer through ``CheckpointStore.latest()``, which also reads and checks
@@ -29,7 +30,7 @@ from serving.errors import VersionRejectedError
 from serving.holder import VersionHolder, describe_error
 from serving.item_cache import ItemVectorCache, default_cache_dir
 from serving.predictor import Predictor, Thresholds
-from training.bundle import HISTORY_FILE
+from training.bundle import HISTORY_FILE, read_item_text
 from training.cli import ConfigError
 from training.gate import DEFAULT_THRESHOLDS
 from training.history import PurchaseHistory
@@ -98,6 +99,7 @@ def load_version(store: CheckpointStore, version: str, config: ServeConfig,
         meta = info.user_meta
         thresholds = Thresholds.from_meta(meta, DEFAULT_THRESHOLDS)
         model = load_model(folder)
+        published = read_item_text(folder, model)
         history_path = folder / HISTORY_FILE
         try:
             history = PurchaseHistory.load(history_path, model.cfg.history_len) \
@@ -112,7 +114,7 @@ def load_version(store: CheckpointStore, version: str, config: ServeConfig,
             logger.error("%s; serving the version's own items only", exc)
     window = meta.get("window")
     predictor = Predictor(version, model, thresholds, history, new_items, cache,
-                          None if window is None else str(window))
+                          None if window is None else str(window), published)
     predictor.verify()
     return predictor
 

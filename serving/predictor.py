@@ -12,14 +12,14 @@ Everything a request needs is computed when the version loads, never per request
 
 Requests then run only the small parts of the model: the user tower over table rows, one
 matrix product against the table, and the fraud MLP. The text encoder is never called on
-the request path (its title cache is not thread-safe; loading holds ``ENCODER_LOCK``).
+the request path (its title cache is not thread-safe; loading holds
+``serving.item_table.ENCODER_LOCK``).
 """
 
 from __future__ import annotations
 
 import logging
 import math
-import threading
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,9 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from serving.errors import (
     ErrorInfo,
@@ -38,7 +36,8 @@ from serving.errors import (
     UnscorableError,
     VersionRejectedError,
 )
-from serving.item_cache import ItemVectorCache, module_digest, titles_digest
+from serving.item_cache import ItemVectorCache
+from serving.item_table import drop_item_side, item_table
 from serving.schemas import (
     Decision,
     FraudListResponse,
@@ -57,8 +56,6 @@ from training.model.multitask import ItemTable
 
 logger = logging.getLogger(__name__)
 
-ENCODER_LOCK = threading.Lock()
-TITLE_CHUNK = 256
 
 
 @dataclass(frozen=True)
@@ -104,59 +101,6 @@ class Thresholds:
         return ThresholdsBody(review=self.review, decline=self.decline, basis=self.basis)
 
 
-@torch.inference_mode()
-def project_titles(model: ShopStreamModel, titles: list[str]) -> Tensor:
-    """``item_text_proj(text(title))`` [n, dim] for every title; each distinct title once."""
-    distinct = list(dict.fromkeys(titles))
-    out = []
-    with ENCODER_LOCK:
-        try:
-            for start in tqdm(range(0, len(distinct), TITLE_CHUNK), desc="item titles",
-                              unit="chunk", disable=None, leave=False):
-                chunk = distinct[start:start + TITLE_CHUNK]
-                out.append(model.item_text_proj(model.text(chunk)).float().cpu())
-        finally:
-            model.text.clear_cache()  # the served version never encodes again
-    if not out:
-        return torch.zeros(0, model.cfg.dim)
-    row = {title: i for i, title in enumerate(distinct)}
-    return torch.cat(out)[torch.tensor([row[t] for t in titles], dtype=torch.long)]
-
-
-def item_table(model: ShopStreamModel, new_titles: list[str],
-               cache: ItemVectorCache) -> tuple[Tensor, Tensor]:
-    """(item vectors, title vectors), each [len(model.items) + len(new_titles), dim]."""
-    known = len(model.items)
-    if model.item_emb.num_embeddings != known or len(model.item_titles) != known:
-        raise VersionRejectedError(
-            f"model: {known} item ids but {model.item_emb.num_embeddings} embedding rows and "
-            f"{len(model.item_titles)} titles")
-    titles = list(model.item_titles) + list(new_titles)
-    key = module_digest([model.text, model.item_text_proj],
-                        extra=f"{model.cfg.max_title_tokens}") + "-" + titles_digest(titles)
-    projected, hit = cache.get(key[:32] + key[-32:], (len(titles), model.cfg.dim),
-                               lambda: project_titles(model, titles))
-    logger.info("item table: %d known + %d new items (%s)", known - 1, len(new_titles),
-                "cached title vectors" if hit else "titles encoded")
-    with torch.inference_mode():
-        text = F.normalize(projected, dim=-1)
-        ids = torch.arange(known)
-        vectors = text.clone()
-        vectors[:known] = F.normalize(projected[:known] + model.item_emb(ids).float(), dim=-1)
-        vectors[0] = 0.0  # index 0 is "no item": never a candidate, masked in histories
-        text[0] = 0.0
-    return vectors, text
-
-
-def drop_item_side(model: ShopStreamModel) -> None:
-    """Free what the item table replaced: requests only run the user tower and the fraud
-    head, so the text encoder (MiniLM: ~90 MB), the title projection, the item id embedding
-    and the titles are dead weight in a serving replica (twice, while a swap is underway)."""
-    for name in ("text", "item_text_proj", "item_emb"):
-        delattr(model, name)
-    model.item_titles = []
-
-
 @dataclass
 class _Query:
     user_idx: int
@@ -171,7 +115,8 @@ class Predictor:
 
     def __init__(self, version: str, model: ShopStreamModel, thresholds: Thresholds,
                  history: PurchaseHistory, new_items: tuple[list[str], list[str]],
-                 cache: ItemVectorCache, window: str | None = None) -> None:
+                 cache: ItemVectorCache, window: str | None = None,
+                 published: Tensor | None = None) -> None:
         self.version = version
         self.window = window
         self.model = model.eval()
@@ -182,7 +127,7 @@ class Predictor:
         self.item_ids = [""] + model.items.ids + list(new_ids)
         self.titles = list(model.item_titles) + list(new_titles)
         self.index = {item: i for i, item in enumerate(self.item_ids) if i}
-        vectors, text = item_table(model, list(new_titles), cache)
+        vectors, text = item_table(model, list(new_titles), cache, published)
         self.table = ItemTable(torch.arange(len(self.item_ids)), vectors, text)
         self.candidates = vectors[1:]
         drop_item_side(model)

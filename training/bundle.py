@@ -1,4 +1,6 @@
-"""A published version's files: model, optimizer moments, replay buffer, purchase history.
+"""A published version's files: model, optimizer moments, replay buffer, purchase history,
+and the item title vectors serving needs (so a replica never runs the text encoder over the
+catalogue the version already knows).
 
 Everything needed to resume training or serve is in the version itself (nanoGPT-style
 self-sufficient checkpoints): weights as safetensors, metadata as JSON, tables as
@@ -17,7 +19,13 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from training.history import PurchaseHistory
-from training.model import ShopStreamModel, load_model, save_model
+from training.model import (
+    ModelFormatError,
+    ShopStreamModel,
+    load_model,
+    project_titles,
+    save_model,
+)
 from training.optim_state import optimizer_state_tensors
 from training.replay import ReplayBuffer
 from training.store import CheckpointStore, VersionInfo
@@ -26,6 +34,8 @@ logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.parquet"
 OPTIMIZER_FILE = "optimizer.safetensors"
+ITEM_TEXT_FILE = "item_text.safetensors"
+ITEM_TEXT_TENSOR = "projected"
 
 
 @dataclass
@@ -84,6 +94,8 @@ def write_bundle(directory: Path, model: ShopStreamModel,
     replay_paths, meta["replay"] = replay.save(directory)
     paths.update({p.name: p for p in replay_paths})
     paths.update({p.name: p for p in history.save(directory / HISTORY_FILE)})
+    save_file({ITEM_TEXT_TENSOR: item_text_vectors(model)}, str(directory / ITEM_TEXT_FILE))
+    paths[ITEM_TEXT_FILE] = directory / ITEM_TEXT_FILE
     model_meta = json.loads((directory / "model.json").read_text())
     meta["model_config"] = model_meta.get("model_config")
     meta["encoder_name"] = model_meta.get("encoder_name")
@@ -94,3 +106,30 @@ def optimizer_payload(optimizer: torch.optim.Optimizer, model: ShopStreamModel
                       ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     tensors, meta = optimizer_state_tensors(optimizer, model)
     return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
+
+
+def item_text_vectors(model: ShopStreamModel) -> torch.Tensor:
+    """Title vectors [len(model.items), dim] of every item index (row 0: the empty title),
+    as the version's model computes them: :func:`training.model.project_titles`."""
+    return project_titles(model, list(model.item_titles)).contiguous()
+
+
+def read_item_text(directory: Path, model: ShopStreamModel) -> torch.Tensor | None:
+    """The version's published title vectors (:func:`item_text_vectors`), None for a version
+    published without them; a file of the wrong shape or with non-finite values raises
+    :class:`ModelFormatError` naming it."""
+    path = directory / ITEM_TEXT_FILE
+    if not path.exists():
+        return None
+    try:
+        projected = load_file(str(path))[ITEM_TEXT_TENSOR]
+    except Exception as exc:  # safetensors raises several types for a damaged file
+        raise ModelFormatError(f"{ITEM_TEXT_FILE}: cannot read {ITEM_TEXT_TENSOR!r}: {exc}") \
+            from exc
+    want = (len(model.item_titles), model.cfg.dim)
+    if tuple(projected.shape) != want:
+        raise ModelFormatError(f"{ITEM_TEXT_FILE}: expected shape {want} (one row per item "
+                               f"index), got {tuple(projected.shape)}")
+    if not torch.isfinite(projected).all():
+        raise ModelFormatError(f"{ITEM_TEXT_FILE}: non-finite values")
+    return projected.float()

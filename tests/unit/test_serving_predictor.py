@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from serving.config import ServeConfig
 from serving.errors import ErrorInfo, VersionRejectedError
@@ -17,7 +18,8 @@ from serving.loading import CatalogueError, load_version, read_catalogue
 from serving.predictor import Predictor, Thresholds
 from serving.schemas import FraudRequest, RecommendRequest
 from serving.testing import Reference, perturbed, publish, shop_history, shop_model
-from training.model import IdMap, ModelConfig, ShopStreamModel
+from training.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
+from training.model import IdMap, ModelConfig, ModelFormatError, ShopStreamModel, project_titles
 from training.store import CheckpointCorruptError, LocalStore
 
 pytestmark = pytest.mark.unit
@@ -172,16 +174,19 @@ def test_non_finite_weights_fail_verification(model: ShopStreamModel, store: Loc
 def test_title_vectors_are_cached_per_text_tower(model: ShopStreamModel, store: LocalStore,
                                                  tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
-    import serving.predictor as predictor_module
+    import serving.item_table as item_table_module
+    import serving.loading as loading_module
 
     calls: list[int] = []
-    real = predictor_module.project_titles
+    real = item_table_module.project_titles
 
     def counting(m: ShopStreamModel, titles: list[str]) -> torch.Tensor:
         calls.append(len(titles))
         return real(m, titles)
 
-    monkeypatch.setattr(predictor_module, "project_titles", counting)
+    monkeypatch.setattr(item_table_module, "project_titles", counting)
+    # Versions published before title vectors were: every title goes through the cache.
+    monkeypatch.setattr(loading_module, "read_item_text", lambda folder, model: None)
     cache = ItemVectorCache(tmp_path / "cache")
     first = publish(store, model, shop_history(model), tmp_path)
     a = load(store, first, tmp_path, cache=cache)
@@ -212,3 +217,45 @@ def test_catalogue_reading(tmp_path: Path) -> None:
     pd.DataFrame({"id": ["a"], "title": ["b"]}).to_parquet(path)
     with pytest.raises(CatalogueError, match="item_id"):
         read_catalogue(str(path), known)
+
+
+def test_published_title_vectors_spare_the_encoder_for_known_items(
+        model: ShopStreamModel, store: LocalStore, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import serving.item_table as item_table_module
+    import serving.loading as loading_module
+
+    history = shop_history(model)
+    version = publish(store, model, history, tmp_path)
+    published = store.load(version, tmp_path / "raw")
+    assert ITEM_TEXT_FILE in published.files
+    torch.testing.assert_close(read_item_text(tmp_path / "raw", model),
+                               project_titles(model, list(model.item_titles)))
+
+    calls: list[int] = []
+    real = item_table_module.project_titles
+    monkeypatch.setattr(item_table_module, "project_titles",
+                        lambda m, titles: calls.append(len(titles)) or real(m, titles))
+    fast = load(store, version, tmp_path, catalogue_file(tmp_path), ItemVectorCache(None))
+    assert calls == [len(NEW)]  # only the catalogue's two new titles were encoded
+    monkeypatch.setattr(loading_module, "read_item_text", lambda folder, m: None)
+    slow = load(store, version, tmp_path, catalogue_file(tmp_path), ItemVectorCache(None))
+    assert calls == [len(NEW), len(model.item_titles) + len(NEW)]
+    torch.testing.assert_close(fast.table.vectors, slow.table.vectors)
+    torch.testing.assert_close(fast.table.text, slow.table.text)
+
+
+@pytest.mark.parametrize("tensor, message", [
+    (torch.zeros(3, 8), "expected shape"),
+    (torch.full((21, 8), float("nan")), "non-finite"),
+])
+def test_a_bad_title_vector_file_is_a_named_format_error(model: ShopStreamModel, tmp_path: Path,
+                                                         tensor: torch.Tensor,
+                                                         message: str) -> None:
+    save_file({ITEM_TEXT_TENSOR: tensor}, str(tmp_path / ITEM_TEXT_FILE))
+    assert len(model.item_titles) == 21
+    with pytest.raises(ModelFormatError, match=f"{ITEM_TEXT_FILE}: .*{message}"):
+        read_item_text(tmp_path, model)
+    (tmp_path / ITEM_TEXT_FILE).write_bytes(b"garbage")
+    with pytest.raises(ModelFormatError, match=ITEM_TEXT_FILE):
+        read_item_text(tmp_path, model)

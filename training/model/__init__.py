@@ -19,6 +19,7 @@ from training.model.multitask import (
     signed_log1p,
 )
 from training.model.text import TextEncoder, encoder_package_path, mean_pool
+from training.model.titles import project_titles
 from training.model.vocab import UNKNOWN_INDEX, IdMap, IdMapError
 
 __all__ = [
@@ -43,6 +44,7 @@ __all__ = [
     "mean_pool",
     "model_from_state",
     "model_state",
+    "project_titles",
     "save_model",
     "signed_log1p",
 ]
