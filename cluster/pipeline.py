@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.pipeline_config import PipelineConfig
+from serving.config import SERVE_START_ENV
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
 from training.incremental_config import IncrementalConfig
 from training.sources import SourceError
@@ -105,7 +106,7 @@ def serve_forever() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    for name, value in LOOPBACK_ENV.items():
+    for name, value in {**LOOPBACK_ENV, **SERVE_START_ENV}.items():
         os.environ.setdefault(name, value)
     from cluster.runner import PipelineStateError
     from cluster.serve_step import ServeStepError

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from serving.config import AppArgs, ServeConfig
+from serving.config import SERVE_START_ENV, AppArgs, ServeConfig
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for name, value in LOOPBACK_ENV.items():
+    for name, value in {**LOOPBACK_ENV, **SERVE_START_ENV}.items():
         os.environ.setdefault(name, value)
     import ray
     from ray import serve

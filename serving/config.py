@@ -31,6 +31,11 @@ MAX_K = 100
 MAX_RECENT_ITEMS = 100
 MAX_TRANSACTIONS = 256
 DEFAULT_BODY_TIMEOUT_S = 5.0
+# Serve's controller kills a proxy that is not ready within RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S
+# (Ray's default 5 s, +5 s per restart). On a small busy machine a proxy's imports alone take
+# longer, so it was killed before it ran and serve.start() failed; 30 s lets it start and
+# changes nothing where it starts fast. Set in the environment of the process that starts Ray.
+SERVE_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30"}
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from serving.config import SERVE_START_ENV
+
 _SERVER = """
 import sys
 from moto.server import ThreadedMotoServer
@@ -107,7 +109,8 @@ def s3_bucket(s3_client: Any) -> str:
 # Ray must stay on loopback and quiet; set before ray.init so every worker inherits it.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           **SERVE_START_ENV}
 
 
 @pytest.fixture(scope="session")
@@ -116,7 +119,9 @@ def ray_cluster() -> Iterator[None]:
     import ray
 
     os.environ.update(RAY_ENV)
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    # Worker, replica and Ray Train logs stay in the session's log files (tests that look for
+    # leaked secrets read those) instead of flooding the pytest output between tests.
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": RAY_ENV})
     node_ip = ray.nodes()[0]["NodeManagerAddress"]
     assert node_ip == "127.0.0.1", f"Ray bound to {node_ip}, not loopback"
