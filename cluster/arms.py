@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import tempfile
 import time
 from pathlib import Path
@@ -174,11 +173,3 @@ def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: Incre
         arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store, FROZEN),
                                             inc.endpoint_url), ours)
     return arms
-
-
-def finite_or_nan(value: Any) -> float:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return math.nan
-    return number if math.isfinite(number) else math.nan

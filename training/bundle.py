@@ -26,7 +26,6 @@ from training.model import (
     project_titles,
     save_model,
 )
-from training.optim_state import optimizer_state_tensors
 from training.replay import ReplayBuffer
 from training.store import CheckpointStore, VersionInfo
 
@@ -100,12 +99,6 @@ def write_bundle(directory: Path, model: ShopStreamModel,
     meta["model_config"] = model_meta.get("model_config")
     meta["encoder_name"] = model_meta.get("encoder_name")
     return paths, meta
-
-
-def optimizer_payload(optimizer: torch.optim.Optimizer, model: ShopStreamModel
-                      ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    tensors, meta = optimizer_state_tensors(optimizer, model)
-    return {k: v.detach().cpu().contiguous() for k, v in tensors.items()}, meta
 
 
 def item_text_vectors(model: ShopStreamModel) -> torch.Tensor:

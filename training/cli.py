@@ -30,13 +30,6 @@ def require(condition: bool, setting: str, message: str) -> None:
         raise ConfigError(f"{setting}: {message}")
 
 
-def field_help(cls: type, name: str) -> str:
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        if f.name == name:
-            return str(f.metadata.get("help", ""))
-    raise KeyError(name)
-
-
 def _base_type(annotation: Any) -> tuple[Any, bool]:
     """(inner type, is_optional) for ``X`` / ``X | None`` / ``Optional[X]``."""
     origin = typing.get_origin(annotation)
