@@ -26,13 +26,13 @@ from training.model import (
     project_titles,
     save_model,
 )
+from training.optim_state import OPTIMIZER_FILE
 from training.replay import ReplayBuffer
 from training.store import CheckpointStore, VersionInfo
 
 logger = logging.getLogger(__name__)
 
 HISTORY_FILE = "history.parquet"
-OPTIMIZER_FILE = "optimizer.safetensors"
 ITEM_TEXT_FILE = "item_text.safetensors"
 ITEM_TEXT_TENSOR = "projected"
 

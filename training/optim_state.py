@@ -28,6 +28,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 SEPARATOR = "/"
 META_KEY = "optimizer_meta"
+# The optimizer moments' file in a version, a Ray Train checkpoint and a Tune trial checkpoint.
+OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 class OptimizerStateError(ValueError):

@@ -30,6 +30,7 @@ from training.fit_result import FitResult, OptimizerState
 from training.incremental_config import IncrementalConfig
 from training.local_fit import fit_local
 from training.model import ShopStreamModel, load_model, model_state
+from training.optim_state import OPTIMIZER_FILE
 from training.worker import STATE_FILE, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -105,7 +106,7 @@ def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStream
         path = Path(directory)
         trained = load_model(path)
         state = json.loads((path / STATE_FILE).read_text())
-        opt = (load_file(str(path / "optimizer.safetensors")), state["optimizer"])
+        opt = (load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     metrics = result.metrics or {}
     steps = total_steps(examples, inc.num_workers, train_cfg)[1]
     logger.info("Ray Train run %s: %.1f s wall, metrics %s", name, seconds, metrics)

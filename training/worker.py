@@ -39,7 +39,12 @@ from training.engine import (
 )
 from training.examples import WindowExamples
 from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, save_model
-from training.optim_state import load_optimizer, restore_optimizer_state, save_optimizer
+from training.optim_state import (
+    OPTIMIZER_FILE,
+    load_optimizer,
+    restore_optimizer_state,
+    save_optimizer,
+)
 
 __all__ = ["STATE_FILE", "STEADY_WARMUP_STEPS", "InjectedFailure", "WorkerSettings",
            "global_steps", "train_loop_per_worker"]
@@ -56,7 +61,7 @@ class InjectedFailure(RuntimeError):
 def _save_checkpoint(model: ShopStreamModel, optimizer: torch.optim.Optimizer, step: int,
                      resumed_from: int | None, directory: Path) -> None:
     save_model(model, directory)
-    meta = save_optimizer(directory / "optimizer.safetensors", optimizer, model)
+    meta = save_optimizer(directory / OPTIMIZER_FILE, optimizer, model)
     (directory / STATE_FILE).write_text(json.dumps(
         {"step": step, "resumed_from": resumed_from, "optimizer": meta}))
 
@@ -70,7 +75,7 @@ def _resume(model: ShopStreamModel, optimizer: torch.optim.Optimizer) -> int:
         path = Path(directory)
         state = json.loads((path / STATE_FILE).read_text())
         model.load_state_dict(load_file(str(path / "model.safetensors")))
-        load_optimizer(path / "optimizer.safetensors", optimizer, model, state["optimizer"])
+        load_optimizer(path / OPTIMIZER_FILE, optimizer, model, state["optimizer"])
     logger.info("resumed from Ray Train checkpoint at step %d", state["step"])
     return int(state["step"])
 

@@ -45,7 +45,12 @@ from training.gate import main_metrics
 from training.incremental_config import TUNABLE_INCREMENTAL, IncrementalConfig
 from training.loop import prepare_window
 from training.model import ModelConfig, ShopStreamModel, load_model, save_model
-from training.optim_state import load_optimizer, restore_optimizer_state, save_optimizer
+from training.optim_state import (
+    OPTIMIZER_FILE,
+    load_optimizer,
+    restore_optimizer_state,
+    save_optimizer,
+)
 from training.raytrain import fit_window, worker_settings
 from training.update import Update, prepare_update
 from tuning.report import combined_score
@@ -55,7 +60,6 @@ from tuning.space import TRAIN_KEYS
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trial_state.json"
-OPTIMIZER_FILE = "optimizer.safetensors"
 
 
 @dataclass(frozen=True)
