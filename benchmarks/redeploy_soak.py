@@ -40,9 +40,14 @@ def run_once(timeout_s: float) -> dict[str, object]:
     done = subprocess.run([sys.executable, "-m", "pytest", TEST, "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
                           check=False)
-    tail = done.stdout.strip().splitlines()[-1:] or [""]
-    return {"passed": done.returncode == 0, "seconds": round(time.monotonic() - began, 1),
-            "summary": tail[0]}
+    lines = done.stdout.strip().splitlines()
+    result: dict[str, object] = {"passed": done.returncode == 0,
+                                 "seconds": round(time.monotonic() - began, 1),
+                                 "summary": (lines[-1:] or [""])[0]}
+    if done.returncode != 0:  # keep why, for the JSON (the table shows the summary line)
+        result["errors"] = [line for line in lines if line.startswith(("E ", "ERROR", "FAILED"))
+                            ][-30:]
+    return result
 
 
 def write(runs: list[dict[str, object]], args: argparse.Namespace) -> None:

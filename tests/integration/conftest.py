@@ -107,10 +107,13 @@ def s3_bucket(s3_client: Any) -> str:
 
 
 # Ray must stay on loopback and quiet; set before ray.init so every worker inherits it.
+# RAY_worker_niceness: Ray starts its workers at nice 15, so any nice-0 process (this pytest
+# driver's client loops, another job on a CI box) starves Serve's proxy and replicas, which
+# then miss Serve's start-up and health deadlines; at 0 they share the CPU on equal terms.
 RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
            "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
            "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           **SERVE_START_ENV}
+           "RAY_worker_niceness": "0", **SERVE_START_ENV}
 
 
 @pytest.fixture(scope="session")
