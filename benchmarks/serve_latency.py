@@ -64,7 +64,10 @@ TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 100.0,
            "throughput_ratio": 0.5, "freshness_s": 2.0, "rss_mib": 1024.0}
 ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
        "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "TOKENIZERS_PARALLELISM": "false", **SERVE_START_ENV}
+       "TOKENIZERS_PARALLELISM": "false", **SERVE_START_ENV,
+       # Ray starts workers at nice 15; the load generator and the bare app run at nice 0, so
+       # without this the comparison measures CPU priority, not the two serving paths.
+       "RAY_worker_niceness": "0"}
 Payload = Callable[[np.random.Generator], Any]
 
 
