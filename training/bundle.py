@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from training.history import PurchaseHistory
@@ -116,7 +117,7 @@ def read_item_text(directory: Path, model: ShopStreamModel) -> torch.Tensor | No
         return None
     try:
         projected = load_file(str(path))[ITEM_TEXT_TENSOR]
-    except Exception as exc:  # safetensors raises several types for a damaged file
+    except (OSError, SafetensorError, KeyError) as exc:  # unreadable, damaged, tensor missing
         raise ModelFormatError(f"{ITEM_TEXT_FILE}: cannot read {ITEM_TEXT_TENSOR!r}: {exc}") \
             from exc
     want = (len(model.item_titles), model.cfg.dim)
