@@ -104,9 +104,12 @@ class FullRetrainArm(Arm):
     """From the pretrained encoder on windows ``0..t`` merged, with the same trainer."""
 
     def __init__(self, inc: IncrementalConfig, train_cfg: TrainConfig,
-                 model_cfg: ModelConfig) -> None:
+                 model_cfg: ModelConfig, ranks_like: Arm | None = None) -> None:
         super().__init__(FULL, open_store(inc.store, inc.endpoint_url))
         self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
+        # The retrain has no held-out tail to choose the ranking-time terms on, so it ranks
+        # with ours' current ones: the same scoring rule, only the training differs.
+        self.ranks_like = ranks_like
 
     def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
         began = time.perf_counter()
@@ -115,6 +118,10 @@ class FullRetrainArm(Arm):
         fit = fit_window(self.inc, self.train_cfg, model, None, None, examples,
                          f"full-{windows[t].window_id}")
         wall = time.perf_counter() - began
+        reference = self.ranks_like.model() if self.ranks_like is not None else None
+        if reference is not None:
+            fit.model.set_ranking_terms(reference.cfg.repeat_bonus,
+                                        reference.cfg.count_weight)
         version = publish_model(self.store, fit.model, windows[t].window_id,
                                 history.update(merged.interactions),
                                 {"method": FULL, "trained_on": merged.window_id})
@@ -168,7 +175,7 @@ def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: Incre
         arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg)
     if FULL in methods:
         full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL))
-        arms[FULL] = FullRetrainArm(full, train_cfg, model_cfg)
+        arms[FULL] = FullRetrainArm(full, train_cfg, model_cfg, ours)
     if FROZEN in methods:
         arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store, FROZEN),
                                             inc.endpoint_url), ours)

@@ -33,6 +33,10 @@ class TrainConfig:
     alpha_fraud: float = field(default=1.0, metadata={"help": "weight of the fraud loss"})
     n_negatives: int = field(default=128, metadata={
         "help": "uniformly sampled catalogue negatives per step, on top of in-batch negatives"})
+    id_dropout: float = field(default=0.1, metadata={
+        "help": "share of recommendation rows whose user id is hidden from the user tower, "
+                "so it also learns to serve a user from the query items alone, as it must "
+                "for cold users (DropoutNet, NeurIPS 2017); 0 = off"})
     fraud_pos_weight: float = field(default=5.0, metadata={
         "help": "weight of the positive (fraud) class in the fraud loss"})
     max_steps: int | None = field(default=None, metadata={
@@ -57,6 +61,8 @@ class TrainConfig:
                 "task weights must be >= 0")
         require(self.alpha_rec + self.alpha_fraud > 0, "alpha_rec/alpha_fraud",
                 "at least one task weight must be > 0")
+        require(0.0 <= self.id_dropout < 1.0, "id_dropout",
+                f"must be in [0, 1), got {self.id_dropout}")
         require(self.n_negatives >= 0, "n_negatives", f"must be >= 0, got {self.n_negatives}")
         require(self.fraud_pos_weight > 0, "fraud_pos_weight", "must be > 0")
         require(self.max_steps is None or self.max_steps >= 1, "max_steps", "must be >= 1")

@@ -253,7 +253,9 @@ def run_epochs(objective: nn.Module, model: ShopStreamModel, optimizer: torch.op
             continue
         run.epoch, before = epoch, run.trained
         rng = np.random.default_rng([cfg.seed, epoch])
-        for batch in iter_batches(shard, steps, len(model.items), cfg.n_negatives, rng):
+        drop_rng = np.random.default_rng([cfg.seed, epoch, 1])
+        for batch in iter_batches(shard, steps, len(model.items), cfg.n_negatives, rng,
+                                  cfg.id_dropout, drop_rng):
             if run.step >= total:
                 break
             if run.step < start:

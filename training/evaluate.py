@@ -94,16 +94,31 @@ def candidate_matrix(model: ShopStreamModel, window: WindowData) -> tuple[list[s
     return known + new, matrix
 
 
-def _positions(lists: list[list[str]], pos: dict[str, int]) -> list[np.ndarray]:
+def pool_positions(lists: list[list[str]], pos: dict[str, int]) -> list[np.ndarray]:
+    """Each list's items as positions in the pool (``pos``: item id -> position; -1 = absent)."""
     return [np.asarray([pos.get(i, -1) for i in items], dtype=np.int64) for items in lists]
 
 
+@dataclass
+class PoolQuery:
+    """What :meth:`ShopStreamModel.pool_scores` ranks users against a pool with, computed
+    once: user vectors [U, dim], pool vectors [n, dim] and popularity [n, P], each user's
+    own past items as pool positions [U, R] (-1 = none) with their features [U, R, F], and
+    per user the pool positions never ranked (or None)."""
+
+    user_vectors: torch.Tensor
+    pool_vectors: torch.Tensor
+    pool_pop: torch.Tensor
+    rep_pos: torch.Tensor
+    rep_feats: torch.Tensor
+    skip: list[np.ndarray] | None
+
+
 @torch.no_grad()
-def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[list[str]],
-              history: PurchaseHistory, pool: list[str], matrix: torch.Tensor,
-              k: int, exclude: list[list[str]] | None = None) -> np.ndarray:
-    """Top-k pool positions [users, k] by :meth:`ShopStreamModel.pool_scores` — the one
-    ranking rule, shared with serving: two towers over the query items, the pool's
+def pool_query(model: ShopStreamModel, user_ids: list[str], query_items: list[list[str]],
+               history: PurchaseHistory, pool: list[str], matrix: torch.Tensor,
+               exclude: list[list[str]] | None = None) -> PoolQuery:
+    """The inputs of :func:`rank_query`: two towers over the query items, the pool's
     popularity and each user's own past items, all as of ``history``'s snapshot.
     ``exclude[i]`` lists item ids never ranked for user i."""
     model.eval()
@@ -121,19 +136,38 @@ def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[lis
         return at[at >= 0]
 
     rep = history.profile.repeat_features(user_ids, model.cfg.repeat_items, position)
-    pop = torch.from_numpy(history.profile.item_popularity(pool)).to(device)
-    pool_vectors = matrix.to(device)
+    vectors = [model.user_vectors(torch.from_numpy(users[start:start + SCORE_CHUNK]).to(device),
+                                  torch.from_numpy(hist[start:start + SCORE_CHUNK]).to(device))
+               for start in range(0, len(users), SCORE_CHUNK)]
+    return PoolQuery(
+        torch.cat(vectors) if vectors else torch.zeros(0, model.cfg.dim, device=device),
+        matrix.to(device), torch.from_numpy(history.profile.item_popularity(pool)).to(device),
+        torch.from_numpy(rep.items - 1).to(device), torch.from_numpy(rep.features).to(device),
+        None if exclude is None else [pool_at(items) for items in exclude])
+
+
+@torch.no_grad()
+def rank_query(model: ShopStreamModel, query: PoolQuery, k: int) -> np.ndarray:
+    """Top-k pool positions [users, k] by :meth:`ShopStreamModel.pool_scores` — the one
+    ranking rule, shared with serving — with the model's current ranking-time terms."""
     out = []
-    for start in range(0, len(users), SCORE_CHUNK):
+    n_pool = len(query.pool_vectors)
+    for start in range(0, len(query.user_vectors), SCORE_CHUNK):
         sl = slice(start, start + SCORE_CHUNK)
-        vec = model.user_vectors(torch.from_numpy(users[sl]).to(device),
-                                 torch.from_numpy(hist[sl]).to(device))
-        scores = model.pool_scores(vec, pool_vectors, pop,
-                                   torch.from_numpy(rep.items[sl] - 1).to(device),
-                                   torch.from_numpy(rep.features[sl]).to(device))
-        skip = None if exclude is None else [pool_at(items) for items in exclude[sl]]
-        out.append(top_k(scores.cpu().numpy(), min(k, len(pool)), skip))
+        scores = model.pool_scores(query.user_vectors[sl], query.pool_vectors, query.pool_pop,
+                                   query.rep_pos[sl], query.rep_feats[sl])
+        skip = None if query.skip is None else query.skip[sl]
+        out.append(top_k(scores.cpu().numpy(), min(k, n_pool), skip))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)
+
+
+@torch.no_grad()
+def rank_pool(model: ShopStreamModel, user_ids: list[str], query_items: list[list[str]],
+              history: PurchaseHistory, pool: list[str], matrix: torch.Tensor,
+              k: int, exclude: list[list[str]] | None = None) -> np.ndarray:
+    """Top-k pool positions [users, k]: :func:`rank_query` of :func:`pool_query`."""
+    return rank_query(model, pool_query(model, user_ids, query_items, history, pool, matrix,
+                                        exclude), k)
 
 
 @torch.no_grad()
@@ -156,7 +190,7 @@ def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interac
     queries = rec_queries(history, window)
     candidates, matrix = candidate_matrix(model, window)
     pos = {item: i for i, item in enumerate(candidates)}
-    targets = _positions(queries.targets, pos)
+    targets = pool_positions(queries.targets, pos)
     ranked = model_rankings(model, queries, history, candidates, matrix, k)
     results = {"model": _split_metrics(ranked, targets, queries.is_warm, k)}
     popular = PopularityRecommender().fit(train_interactions)
@@ -167,7 +201,7 @@ def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interac
     for name, recommender in (("popularity", popular), ("repeat_then_popular", repeat)):
         recs = recommender.recommend(queries.user_ids, k, queries.exclusions())
         ranked = np.asarray([np.pad(p, (0, k - len(p)), constant_values=-1)[:k]
-                             for p in _positions(recs, pos)], dtype=np.int64).reshape(-1, k)
+                             for p in pool_positions(recs, pos)], dtype=np.int64).reshape(-1, k)
         results[name] = _split_metrics(ranked, targets, queries.is_warm, k)
     return results
 

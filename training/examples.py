@@ -219,7 +219,8 @@ def _log_q(ex: RecExamples, idx: np.ndarray, in_batch: int, n_negatives: int) ->
     return torch.from_numpy(np.log(np.maximum(expected, 1e-12)).astype(np.float32))
 
 
-def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None) -> RecBatch:
+def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None,
+               drop_id: np.ndarray | None = None) -> RecBatch:
     targets = ex.target_idx[rows]
     n_neg = 0 if negatives is None else len(negatives)
     neg = None if negatives is None else torch.from_numpy(negatives)
@@ -233,7 +234,8 @@ def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None) 
                         ex.item_pop[negatives]),
                     target_logq=_log_q(ex, targets, len(rows), n_neg),
                     neg_logq=None if negatives is None else _log_q(ex, negatives, len(rows),
-                                                                   n_neg))
+                                                                   n_neg),
+                    drop_id=None if drop_id is None else torch.from_numpy(drop_id))
 
 
 def _fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
@@ -246,12 +248,17 @@ def _fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
 
 
 def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives: int,
-                 rng: np.random.Generator) -> Iterator[MultiTaskBatch]:
+                 rng: np.random.Generator, id_dropout: float = 0.0,
+                 drop_rng: np.random.Generator | None = None) -> Iterator[MultiTaskBatch]:
     """``steps`` batches; each task's rows shuffled and split evenly over the steps.
 
     ``steps`` is given (not derived from this shard) so that every DDP rank runs the
-    same number of steps even when shards differ by a row.
+    same number of steps even when shards differ by a row. With ``id_dropout``, that share
+    of rec rows hide their user id (drawn from ``drop_rng``, so ``rng``'s stream, and with
+    it the batches and negatives, stays the same with or without it).
     """
+    if id_dropout and drop_rng is None:
+        raise ValueError("id_dropout: needs drop_rng")
     rec_order = rng.permutation(len(examples.rec))
     fraud_order = rng.permutation(len(examples.fraud))
     rec_parts = np.array_split(rec_order, steps)
@@ -261,6 +268,9 @@ def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives
         if n_negatives and n_items > 1:
             negatives = rng.integers(1, n_items, size=n_negatives, dtype=np.int64)
         yield MultiTaskBatch(
-            rec=_rec_batch(examples.rec, rec_rows, negatives) if len(rec_rows) else None,
+            rec=_rec_batch(examples.rec, rec_rows, negatives,
+                           drop_rng.random(len(rec_rows)) < id_dropout
+                           if id_dropout and drop_rng is not None else None)
+            if len(rec_rows) else None,
             fraud=_fraud_batch(examples.fraud, fraud_rows) if len(fraud_rows) else None,
         )

@@ -40,6 +40,7 @@ from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig, ShopStreamModel
+from training.ranking_terms import choose_ranking_terms
 from training.raytrain import fit_window
 from training.replay import ReplayBuffer
 from training.sources import SourceError, merge_windows
@@ -93,6 +94,9 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         fit = fit_window(inc, train_cfg, up.model, up.teacher,
                          up.parent.optimizer if up.parent else None, up.examples, label)
         history_train = history.update(up.train_part.interactions)
+        ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
+                                       inc.repeat_bonus_grid, inc.count_weight_grid,
+                                       train_cfg.eval_k)
         gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
         scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
                                  history_train, up.train_part, gate_window, train_cfg.eval_k)
@@ -107,7 +111,8 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
             replay.add_window(window)
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
                            history.update(window.interactions), up.start, window,
-                           {"scores": scores, "fraud_thresholds": thresholds}, decision,
+                           {"scores": scores, "fraud_thresholds": thresholds,
+                            "ranking_terms": ranking}, decision,
                            train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
@@ -146,6 +151,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "kind": start.kind, "start_from": start.to_json(),
             "metrics": evaluation["scores"], "gate": decision.to_json(),
             "fraud_thresholds": evaluation["fraud_thresholds"],
+            "ranking_terms": evaluation["ranking_terms"],
             "train_config": asdict(train_cfg),
             "incremental_config": inc.public_dict(), "config_used": config_used,
             "vocab_growth": vocab}
@@ -168,7 +174,9 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "consecutive_rejections": head.consecutive_rejections,
             "live_version": live.version if live else None,
             "live_window": live_window(live),
-            "config_used": config_used, "retention_deleted": deleted}
+            "config_used": config_used, "retention_deleted": deleted,
+            "ranking_terms": {key: evaluation["ranking_terms"][key]
+                              for key in ("repeat_bonus", "count_weight")}}
 
 
 def live_window(live: Any) -> str | None:
@@ -195,7 +203,8 @@ def summary_line(summary: dict[str, Any]) -> str:
             f"parent={summary['parent']} kind={summary.get('kind')} "
             f"start={summary.get('start_from')} promoted={summary['promoted']} "
             f"rejections_in_a_row={summary.get('consecutive_rejections')} "
-            f"candidate={fmt} gate='{summary['gate']}' config={summary['config_used']} "
+            f"candidate={fmt} ranking_terms={summary.get('ranking_terms')} "
+            f"gate='{summary['gate']}' config={summary['config_used']} "
             f"seconds={summary.get('seconds')}")
 
 

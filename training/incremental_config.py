@@ -17,6 +17,16 @@ logger = logging.getLogger(__name__)
 BEST_CONFIG = "best"
 
 
+# Ranking-time terms tried on each update's held-out tail (training/ranking_terms.py), in
+# cosine units before the temperature, half-decade steps. Count weight: 0 (the model's
+# order) to 10 per log purchase (counts outweigh the towers' whole range of 2). Bonus: 0 to
+# 100, which puts own items ahead of every other item even at weight 10 (log counts stay
+# under 10): so both ends of the blend, the model alone and repeat-then-popular's order
+# with the model breaking its ties, are in the grid.
+REPEAT_BONUS_GRID: tuple[float, ...] = (0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0, 100.0)
+COUNT_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+
+
 @dataclass(frozen=True)
 class IncrementalConfig:
     """Where the new window and the store are, the workers, and the continual-learning knobs."""
@@ -68,6 +78,13 @@ class IncrementalConfig:
                 "rejected most real updates; the held-out tail is unseen by both)"})
     gate_tolerance: float = field(default=0.01, metadata={
         "help": "largest allowed absolute drop of any task's main metric vs latest"})
+    repeat_bonus_grid: tuple[float, ...] = field(default=REPEAT_BONUS_GRID, metadata={
+        "help": "ranking-time bonuses (cosine units) of a user's own past items tried on "
+                "the held-out tail; the candidate ranks with the best (comma list; empty: "
+                "keep the parent's terms, see training/ranking_terms.py)"})
+    count_weight_grid: tuple[float, ...] = field(default=COUNT_WEIGHT_GRID, metadata={
+        "help": "ranking-time weights of repeat-then-popular's purchase counts tried with "
+                "each bonus (comma list; empty: keep the parent's terms)"})
     keep_last: int = field(default=5, metadata={"help": "published versions kept"})
     on_reject: str = field(default="advance", metadata={
         "help": "after a rejected candidate: advance (serving keeps latest, but the next "
@@ -104,6 +121,10 @@ class IncrementalConfig:
         require(self.adv_steps >= 1, "adv_steps", "must be >= 1")
         require(0 < self.holdout_frac < 1, "holdout_frac", "must be in (0, 1)")
         require(self.gate_tolerance >= 0, "gate_tolerance", "must be >= 0")
+        require(all(0.0 <= b <= 1000.0 for b in self.repeat_bonus_grid), "repeat_bonus_grid",
+                f"values must be in [0, 1000], got {list(self.repeat_bonus_grid)}")
+        require(all(0.0 <= w <= 100.0 for w in self.count_weight_grid), "count_weight_grid",
+                f"values must be in [0, 100], got {list(self.count_weight_grid)}")
         require(self.keep_last >= 1, "keep_last", "must be >= 1")
         require(self.on_reject in ("advance", "hold"), "on_reject",
                 f"must be advance or hold, got {self.on_reject!r}")

@@ -35,6 +35,8 @@ class RecBatch:
     and ``neg_pop`` [N, P] the candidates' popularity features; ``target_logq`` [B] and
     ``neg_logq`` [N] the log-probability of each candidate being sampled as a negative
     (subtracted from the training logits: the logQ correction of sampled softmax).
+    ``drop_id`` [B] (bool): rows whose user id the user tower does not see (id dropout; the
+    id still says which rows belong to one user).
     """
 
     user_idx: Tensor
@@ -47,6 +49,7 @@ class RecBatch:
     neg_pop: Tensor | None = None
     target_logq: Tensor | None = None
     neg_logq: Tensor | None = None
+    drop_id: Tensor | None = None
 
     def __len__(self) -> int:
         return int(self.target_idx.shape[0])
@@ -73,7 +76,7 @@ class RecBatch:
                    f"expected shape {tuple(self.rep_items.shape)} + (F,), got "
                    f"{tuple(self.rep_feats.shape)}")
         for name, size in (("target_pop", rows), ("neg_pop", n_neg),
-                           ("target_logq", rows), ("neg_logq", n_neg)):
+                           ("target_logq", rows), ("neg_logq", n_neg), ("drop_id", rows)):
             value = getattr(self, name)
             if value is not None:
                 _check(value.shape[0] == size, name,
@@ -84,7 +87,8 @@ class RecBatch:
                         self.target_idx.to(device), _moved(self.neg_idx, device),
                         _moved(self.rep_items, device), _moved(self.rep_feats, device),
                         _moved(self.target_pop, device), _moved(self.neg_pop, device),
-                        _moved(self.target_logq, device), _moved(self.neg_logq, device))
+                        _moved(self.target_logq, device), _moved(self.neg_logq, device),
+                        _moved(self.drop_id, device))
 
 
 @dataclass

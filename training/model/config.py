@@ -57,6 +57,18 @@ class ModelConfig:
                           "like repeat-then-popular before training (0 = towers alone; off "
                           "by default: it helps tiny synthetic windows but hurts real ones, "
                           "see benchmarks/recorded/rec_ablation_*.md)"})
+    repeat_bonus: float = field(
+        default=0.0,
+        metadata={"help": "added (cosine units) to the score of a user's own past items when "
+                          "ranking, never in the training loss; each update chooses it on "
+                          "its held-out tail (see --repeat-bonus-grid), so this is only the "
+                          "first version's starting value"})
+    count_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight (cosine units per log purchase) of repeat-then-popular's "
+                          "own signals when ranking, never in the training loss: the user's "
+                          "own purchase count of each own item and every item's count in "
+                          "the last update; chosen per update with repeat_bonus"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
@@ -87,6 +99,10 @@ class ModelConfig:
                 f"must be > 0, got {self.repeat_hidden}")
         require(0.0 <= self.repeat_prior <= 10.0, "repeat_prior",
                 f"must be in [0, 10], got {self.repeat_prior}")
+        require(0.0 <= self.repeat_bonus <= 1000.0, "repeat_bonus",
+                f"must be in [0, 1000], got {self.repeat_bonus}")
+        require(0.0 <= self.count_weight <= 100.0, "count_weight",
+                f"must be in [0, 100], got {self.count_weight}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.text_cache_size >= 0, "text_cache_size",
                 f"must be >= 0, got {self.text_cache_size}")

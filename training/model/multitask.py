@@ -11,6 +11,7 @@ items are scored from their history and title alone.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -35,6 +36,9 @@ from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bc
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
 from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
+
+OWN_COUNT = REPEAT_FEATURES.index("log_count")
+LAST_COUNT = POPULARITY_FEATURES.index("log_count_last_update")
 
 logger = logging.getLogger(__name__)
 
@@ -197,19 +201,34 @@ class ShopStreamModel(nn.Module):
                     pool_pop: Tensor | None = None, rep_pos: Tensor | None = None,
                     rep_feats: Tensor | None = None) -> Tensor:
         """THE ranking score [B, n] of users against a pool of items, as trained:
-        two-tower similarity / temperature + popularity term + repeat term.
+        two-tower similarity / temperature + popularity term + repeat term, plus two
+        ranking-time terms that are not trained (chosen per update on held-out rows, see
+        training.repeat_bonus): ``repeat_bonus`` on own items and ``count_weight`` times
+        repeat-then-popular's signals (own purchase count, last-update item count).
 
         ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
         positions of each user's own past items (-1 = none) with ``rep_feats`` [B, R, F].
         Evaluation and serving both rank with this function.
         """
         scores = user_vec @ pool_vectors.T
+        weight = self.cfg.count_weight
         if pool_pop is not None:
             scores = scores + self.popularity_score(pool_pop)[None, :]
+            if weight:
+                scores = scores + weight * pool_pop[:, LAST_COUNT].to(scores.dtype)[None, :]
         if rep_pos is not None and rep_feats is not None and rep_pos.numel():
             g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
+            own = (rep_pos >= 0).to(g.dtype)
+            if self.cfg.repeat_bonus or weight:
+                counts = rep_feats[..., OWN_COUNT].to(g.dtype)
+                g = g + own * (self.cfg.repeat_bonus + weight * counts)
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
         return scores / self.cfg.temperature
+
+    def set_ranking_terms(self, repeat_bonus: float, count_weight: float) -> None:
+        """Rank with these ranking-time terms from now on (recorded in the config)."""
+        self.cfg = dataclasses.replace(self.cfg, repeat_bonus=float(repeat_bonus),
+                                       count_weight=float(count_weight))
 
     @torch.no_grad()
     def catalogue_matrix(self, batch_size: int = 512, progress: bool = False) -> Tensor:
@@ -236,7 +255,9 @@ class ShopStreamModel(nn.Module):
         return torch.stack([p.reshape(-1)[0] for p in params]).sum() * 0.0
 
     def _rec_logits(self, batch: RecBatch, table: ItemTable) -> RecLogits:
-        users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
+        ids = batch.user_idx if batch.drop_id is None else \
+            batch.user_idx.masked_fill(batch.drop_id, 0)
+        users = self._user_vectors(ids, batch.hist_idx, table)
         cand, pop, logq = batch.target_idx, batch.target_pop, batch.target_logq
         if batch.neg_idx is not None and batch.neg_idx.numel():
             cand = torch.cat([cand, batch.neg_idx])

@@ -1,0 +1,177 @@
+"""The ranking-time terms (own-item bonus, purchase-count weight): what they add, how
+held-out rows choose them, and that they travel with the saved model; and id dropout,
+which trains the user tower for id-less (cold) users."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from tests.unit.tiny_shop import TINY, tiny_window
+from training.cli import ConfigError
+from training.data.schema import WindowData
+from training.examples import WindowExamples, iter_batches
+from training.history import PurchaseHistory
+from training.incremental_config import COUNT_WEIGHT_GRID, REPEAT_BONUS_GRID, IncrementalConfig
+from training.model import (
+    IdMap,
+    ModelConfig,
+    RecBatch,
+    ShopStreamModel,
+    load_model,
+    save_model,
+)
+from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
+from training.ranking_terms import choose_ranking_terms
+from training.train import init_model
+
+pytestmark = pytest.mark.unit
+
+TITLES = {"x": "red cup", "y": "blue pot", "z": "green jar", "w": "white bowl"}
+
+
+def _model() -> ShopStreamModel:
+    cfg = ModelConfig(encoder_init="tiny_random", dim=8, history_len=3, repeat_items=4,
+                      dropout=0.0, text_cache_size=0)
+    model = ShopStreamModel(cfg, IdMap(), IdMap(), [""])
+    model.extend_vocab(["a", "b"], list(TITLES), TITLES)
+    return model.eval()
+
+
+def _buys(rows: list[tuple[str, str, str]]) -> pd.DataFrame:
+    return pd.DataFrame({"user_id": [r[0] for r in rows], "item_id": [r[1] for r in rows],
+                         "ts": pd.to_datetime([r[2] for r in rows], utc=True).astype(
+                             "datetime64[us, UTC]"),
+                         "event": "purchase", "quantity": 1, "price": 1.0})
+
+
+def _window(rows: list[tuple[str, str, str]]) -> WindowData:
+    items = pd.DataFrame({"item_id": list(TITLES), "title": list(TITLES.values()),
+                          "category": "x", "price": 1.0,
+                          "first_seen": pd.Series([pd.Timestamp("2020-01-01", tz="UTC")] * 4
+                                                  ).astype("datetime64[us, UTC]")})
+    return WindowData("w1", items, _buys(rows), pd.DataFrame())
+
+
+HISTORY = PurchaseHistory(3).update(_buys([("a", "z", "2020-01-01"), ("a", "z", "2020-01-02"),
+                                           ("b", "y", "2020-01-03")]))
+
+
+def test_the_terms_lift_own_items_and_counts_only() -> None:
+    model = _model()
+    pool = torch.zeros(3, 8)
+    user = torch.zeros(2, 8)
+    pop = torch.zeros(3, len(POPULARITY_FEATURES))
+    pop[1, POPULARITY_FEATURES.index("log_count_last_update")] = 2.0
+    pop[1, POPULARITY_FEATURES.index("log_count_decayed")] = 5.0  # not a ranking-time term
+    rep_pos = torch.tensor([[2, -1], [-1, -1]])
+    feats = torch.zeros(2, 2, len(REPEAT_FEATURES))
+    feats[0, 0, REPEAT_FEATURES.index("log_count")] = 4.0
+    feats[0, 0, REPEAT_FEATURES.index("share")] = 9.0  # not a ranking-time term
+    before = model.pool_scores(user, pool, pop, rep_pos, feats)
+    model.set_ranking_terms(3.0, 0.5)
+    after = model.pool_scores(user, pool, pop, rep_pos, feats)
+    lift = (after - before) * model.cfg.temperature
+    # Own item z: bonus 3 + 0.5 * own count 4; item y: 0.5 * its last-update count 2.
+    assert lift[0].tolist() == pytest.approx([0.0, 1.0, 5.0])
+    assert lift[1].tolist() == pytest.approx([0.0, 1.0, 0.0])
+
+
+def _choose(model: ShopStreamModel, rows: list[tuple[str, str, str]],
+            bonuses: tuple[float, ...] = REPEAT_BONUS_GRID,
+            weights: tuple[float, ...] = COUNT_WEIGHT_GRID) -> dict:
+    return choose_ranking_terms(model, HISTORY, _window(rows), bonuses, weights, k=4)
+
+
+def test_repeat_targets_choose_terms_that_put_own_items_first() -> None:
+    model = _model()
+    out = _choose(model, [("a", "z", "2020-02-01")])
+    assert out["n_warm"] == 1
+    assert len(out["warm_ndcg"]) == len(REPEAT_BONUS_GRID) * len(COUNT_WEIGHT_GRID)
+    assert out["warm_ndcg"]["10.0,0.0"] == pytest.approx(1.0)  # z, a's own item, first
+    chosen = (out["repeat_bonus"], out["count_weight"])
+    assert out["warm_ndcg"][f"{chosen[0]},{chosen[1]}"] == pytest.approx(1.0)
+    # Ties go to the smaller weight, then the smaller bonus.
+    best = [(w, b) for b in REPEAT_BONUS_GRID for w in COUNT_WEIGHT_GRID
+            if out["warm_ndcg"][f"{b},{w}"] == pytest.approx(1.0)]
+    assert (chosen[1], chosen[0]) == min(best)
+    assert (model.cfg.repeat_bonus, model.cfg.count_weight) == chosen
+
+
+def test_new_item_targets_keep_own_items_from_going_first() -> None:
+    model = _model()
+    out = _choose(model, [("b", "x", "2020-02-01")], weights=(0.0,))
+    # b's own item y outranks the target x at bonus 10, so that bonus scores worse.
+    assert out["warm_ndcg"]["10.0,0.0"] < max(out["warm_ndcg"].values())
+    assert out["repeat_bonus"] < 10.0
+    assert out["warm_ndcg"][f"{out['repeat_bonus']},0.0"] == max(out["warm_ndcg"].values())
+
+
+def test_no_warm_user_or_no_grid_keeps_the_parents_terms() -> None:
+    model = _model()
+    model.set_ranking_terms(0.3, 0.1)
+    cold = _choose(model, [("new", "x", "2020-02-01"), ("new", "y", "2020-02-02")])
+    off = _choose(model, [("a", "z", "2020-02-01")], bonuses=())
+    for out in (cold, off):
+        assert (out["repeat_bonus"], out["count_weight"]) == (0.3, 0.1)
+        assert out["warm_ndcg"] == {}
+    assert (model.cfg.repeat_bonus, model.cfg.count_weight) == (0.3, 0.1)
+
+
+def test_the_terms_are_saved_with_the_model(tmp_path) -> None:
+    model = _model()
+    model.set_ranking_terms(1.0, 0.03)
+    save_model(model, tmp_path)
+    loaded = load_model(tmp_path).cfg
+    assert (loaded.repeat_bonus, loaded.count_weight) == (1.0, 0.03)
+
+
+def test_bad_settings_name_the_field() -> None:
+    with pytest.raises(ConfigError, match="repeat_bonus"):
+        ModelConfig(repeat_bonus=-1.0)
+    with pytest.raises(ConfigError, match="count_weight"):
+        ModelConfig(count_weight=1e9)
+    with pytest.raises(ConfigError, match="repeat_bonus_grid"):
+        IncrementalConfig(repeat_bonus_grid=(0.0, 1e9))
+    with pytest.raises(ConfigError, match="count_weight_grid"):
+        IncrementalConfig(count_weight_grid=(-1.0,))
+
+
+def test_id_dropout_hides_the_id_from_the_user_tower_only() -> None:
+    model = _model()
+    with torch.no_grad():
+        model.user_emb.weight[1:].normal_(0.0, 1.0)  # ids that move the user vector a lot
+    batch = RecBatch(user_idx=torch.tensor([1, 1, 2]),
+                     hist_idx=torch.tensor([[1, 0, 0], [1, 0, 0], [2, 0, 0]]),
+                     target_idx=torch.tensor([1, 2, 3]))
+    plain = model.rec_logits(batch)
+    dropped = model.rec_logits(RecBatch(batch.user_idx, batch.hist_idx, batch.target_idx,
+                                        drop_id=torch.tensor([True, False, False])))
+    anonymous = model.rec_logits(RecBatch(torch.tensor([0, 1, 2]), batch.hist_idx,
+                                          batch.target_idx))
+    # Row 0 scores as an id-less user; rows 1 and 2 are untouched.
+    torch.testing.assert_close(dropped.logits[0], anonymous.logits[0])
+    assert not torch.allclose(dropped.logits[0], plain.logits[0])
+    torch.testing.assert_close(dropped.logits[1:], plain.logits[1:])
+    # Rows 0 and 1 are still one user's: neither target is the other's negative.
+    assert dropped.valid.tolist() == plain.valid.tolist()
+    assert not dropped.valid[0, 1] and not dropped.valid[1, 0]
+
+
+def test_id_dropout_leaves_the_batches_and_negatives_as_they_were() -> None:
+    window = tiny_window()
+    model = init_model(TINY, window)
+    examples = WindowExamples.build(model, window, PurchaseHistory(TINY.history_len))
+    plain = list(iter_batches(examples, 3, len(model.items), 4, np.random.default_rng(0)))
+    dropped = list(iter_batches(examples, 3, len(model.items), 4, np.random.default_rng(0),
+                                0.5, np.random.default_rng(1)))
+    for a, b in zip(plain, dropped, strict=True):
+        assert a.rec is not None and b.rec is not None and b.rec.drop_id is not None
+        assert torch.equal(a.rec.target_idx, b.rec.target_idx)
+        assert torch.equal(a.rec.neg_idx, b.rec.neg_idx)
+    share = torch.cat([b.rec.drop_id for b in dropped if b.rec is not None]).float().mean()
+    assert 0.2 < float(share) < 0.8
+    with pytest.raises(ValueError, match="id_dropout"):
+        next(iter_batches(examples, 3, len(model.items), 4, np.random.default_rng(0), 0.5))
