@@ -62,13 +62,13 @@ report-real: setup
 # Ray and one moto server, so it runs in one process.
 test: setup
 	$(PY) -m pytest tests -m "not integration" -n 2
-	$(PY) -m pytest tests -m integration
+	$(PY) -m pytest tests -m integration --durations=25
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit -n 2
 
 test-integration: setup
-	$(PY) -m pytest tests -m integration
+	$(PY) -m pytest tests -m integration --durations=25
 
 lint: setup
 	$(VENV)/bin/ruff check .
