@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from cluster.arms import NEURAL_METHODS, FullRetrainArm
+from cluster.arms import FULL, NEURAL_METHODS, FullRetrainArm, arm_store_uri
 from cluster.pipeline_config import PipelineConfig
 from cluster.report import check_report, write_report
 from cluster.runner import Pipeline, PipelineStateError
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental_config import IncrementalConfig
-from training.model import ModelConfig
+from training.model import ModelConfig, ShopStreamModel, load_model
 from training.store import open_store
 
 pytestmark = pytest.mark.unit
@@ -73,6 +73,22 @@ def test_crash_then_rerun_resumes_without_training_twice(tmp_path: Path,
     assert sorted(result["forgetting"]["incremental"][ids[2]]) == ids
     paths = write_report(result, Path(cfg.report_dir))
     assert check_report(Path(cfg.report_dir)) == [], paths
+    # Ours chose its ranking-time terms on the held-out tail; the full retrain ranks with them.
+    meta = store.read_meta(store.latest().version)
+    assert meta["ranking_terms"]["n_warm"] > 0
+    assert len(meta["ranking_terms"]["warm_ndcg"]) == \
+        len(inc.repeat_bonus_grid) * len(inc.count_weight_grid)
+    terms = [(m.cfg.repeat_bonus, m.cfg.count_weight)
+             for m in (latest_model(inc.store, tmp_path / "ours"),
+                       latest_model(arm_store_uri(inc.store, FULL), tmp_path / "full"))]
+    assert terms[0] == terms[1] == (meta["ranking_terms"]["repeat_bonus"],
+                                    meta["ranking_terms"]["count_weight"])
+
+
+def latest_model(uri: str, directory: Path) -> ShopStreamModel:
+    s = open_store(uri)
+    s.load(s.latest().version, directory)  # type: ignore[union-attr]
+    return load_model(directory)
 
 
 def test_store_of_another_source_is_refused(tmp_path: Path) -> None:
