@@ -74,7 +74,9 @@ def test_crash_then_rerun_resumes_without_training_twice(tmp_path: Path,
     paths = write_report(result, Path(cfg.report_dir))
     assert check_report(Path(cfg.report_dir)) == [], paths
     # Ours chose its ranking-time terms on the held-out tail; the full retrain ranks with them.
-    meta = store.read_meta(store.latest().version)
+    latest = store.latest()
+    assert latest is not None
+    meta = store.read_meta(latest.version)
     assert meta["ranking_terms"]["n_warm"] > 0
     assert len(meta["ranking_terms"]["warm_ndcg"]) == \
         len(inc.repeat_bonus_grid) * len(inc.count_weight_grid)
