@@ -88,7 +88,8 @@ def shop_history(model: ShopStreamModel, per_user: int = 3, seed: int = 0,
             rows.append((user, items[pick], start + pd.Timedelta(minutes=u * per_user + n)))
     frame = pd.DataFrame(rows, columns=["user_id", "item_id", "ts"])
     frame["ts"] = frame["ts"].astype("datetime64[us, UTC]")
-    return PurchaseHistory(model.cfg.history_len, frame)
+    # Through update(), so the purchase profile (repeat features, popularity) is built too.
+    return PurchaseHistory(model.cfg.history_len).update(frame.assign(event="purchase"))
 
 
 def publish(store: CheckpointStore, model: ShopStreamModel, history: PurchaseHistory,

@@ -19,7 +19,15 @@ from serving.predictor import Predictor, Thresholds
 from serving.schemas import FraudRequest, RecommendRequest
 from serving.testing import Reference, perturbed, publish, shop_history, shop_model
 from training.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
-from training.model import IdMap, ModelConfig, ModelFormatError, ShopStreamModel, project_titles
+from training.model import (
+    IdMap,
+    ModelConfig,
+    ModelFormatError,
+    ShopStreamModel,
+    model_from_state,
+    model_state,
+    project_titles,
+)
 from training.store import CheckpointCorruptError, LocalStore
 
 pytestmark = pytest.mark.unit
@@ -54,8 +62,13 @@ def catalogue_file(tmp_path: Path) -> str:
     return str(path)
 
 
+@pytest.mark.parametrize("terms", [(0.0, 0.0), (0.3, 1.0)], ids=["model", "ranking_terms"])
 def test_rankings_match_the_model_for_every_strategy(model: ShopStreamModel, store: LocalStore,
-                                                     tmp_path: Path) -> None:
+                                                     tmp_path: Path,
+                                                     terms: tuple[float, float]) -> None:
+    # With the ranking-time terms an update chose, serving ranks exactly as evaluation does.
+    model = model_from_state(*model_state(model)).eval()
+    model.set_ranking_terms(*terms)
     history = shop_history(model)
     version = publish(store, model, history, tmp_path, thresholds=(0.4, 0.6))
     predictor = load(store, version, tmp_path, catalogue_file(tmp_path))
