@@ -123,8 +123,11 @@ class FraudRequest(RootModel[Annotated[
 class RecommendedItem(BaseModel):
     item_id: str
     title: str
-    score: float = Field(description="model score (dot product), or popularity share for "
-                                     "strategy=popularity")
+    score: float = Field(description="ranking score, higher first: the version's "
+                                     "ShopStreamModel.pool_scores (two towers + popularity "
+                                     "and repeat terms + its ranking-time terms, over the "
+                                     "temperature; not a probability), or popularity share "
+                                     "for strategy=popularity")
 
 
 class RecommendResponse(BaseModel):
