@@ -264,13 +264,12 @@ def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives
     rec_parts = np.array_split(rec_order, steps)
     fraud_parts = np.array_split(fraud_order, steps)
     for rec_rows, fraud_rows in zip(rec_parts, fraud_parts):
+        drop = drop_rng.random(len(rec_rows)) < id_dropout \
+            if id_dropout and drop_rng is not None else None
         negatives = None
         if n_negatives and n_items > 1:
             negatives = rng.integers(1, n_items, size=n_negatives, dtype=np.int64)
         yield MultiTaskBatch(
-            rec=_rec_batch(examples.rec, rec_rows, negatives,
-                           drop_rng.random(len(rec_rows)) < id_dropout
-                           if id_dropout and drop_rng is not None else None)
-            if len(rec_rows) else None,
+            rec=_rec_batch(examples.rec, rec_rows, negatives, drop) if len(rec_rows) else None,
             fraud=_fraud_batch(examples.fraud, fraud_rows) if len(fraud_rows) else None,
         )

@@ -203,7 +203,7 @@ class ShopStreamModel(nn.Module):
         """THE ranking score [B, n] of users against a pool of items, as trained:
         two-tower similarity / temperature + popularity term + repeat term, plus two
         ranking-time terms that are not trained (chosen per update on held-out rows, see
-        training.repeat_bonus): ``repeat_bonus`` on own items and ``count_weight`` times
+        training.ranking_terms): ``repeat_bonus`` on own items and ``count_weight`` times
         repeat-then-popular's signals (own purchase count, last-update item count).
 
         ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
@@ -218,8 +218,8 @@ class ShopStreamModel(nn.Module):
                 scores = scores + weight * pool_pop[:, LAST_COUNT].to(scores.dtype)[None, :]
         if rep_pos is not None and rep_feats is not None and rep_pos.numel():
             g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
-            own = (rep_pos >= 0).to(g.dtype)
             if self.cfg.repeat_bonus or weight:
+                own = (rep_pos >= 0).to(g.dtype)
                 counts = rep_feats[..., OWN_COUNT].to(g.dtype)
                 g = g + own * (self.cfg.repeat_bonus + weight * counts)
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
