@@ -121,7 +121,8 @@ class FullRetrainArm(Arm):
         reference = self.ranks_like.model() if self.ranks_like is not None else None
         if reference is not None:
             fit.model.set_ranking_terms(reference.cfg.repeat_bonus,
-                                        reference.cfg.count_weight)
+                                        reference.cfg.count_weight,
+                                        reference.cfg.cold_count_weight)
         version = publish_model(self.store, fit.model, windows[t].window_id,
                                 history.update(merged.interactions),
                                 {"method": FULL, "trained_on": merged.window_id})

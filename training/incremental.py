@@ -176,7 +176,8 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "live_window": live_window(live),
             "config_used": config_used, "retention_deleted": deleted,
             "ranking_terms": {key: evaluation["ranking_terms"][key]
-                              for key in ("repeat_bonus", "count_weight")}}
+                              for key in ("repeat_bonus", "count_weight",
+                                          "cold_count_weight")}}
 
 
 def live_window(live: Any) -> str | None:

@@ -10,8 +10,10 @@ import pytest
 import torch
 
 from tests.unit.tiny_shop import TINY, tiny_window
+from training.baselines import RepeatThenPopular
 from training.cli import ConfigError
 from training.data.schema import WindowData
+from training.evaluate import candidate_matrix, rank_pool
 from training.examples import WindowExamples, iter_batches
 from training.history import PurchaseHistory
 from training.incremental_config import COUNT_WEIGHT_GRID, REPEAT_BONUS_GRID, IncrementalConfig
@@ -24,7 +26,7 @@ from training.model import (
     save_model,
 )
 from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
-from training.ranking_terms import choose_ranking_terms
+from training.ranking_terms import MIN_COLD_USERS, choose_ranking_terms
 from training.train import init_model
 
 pytestmark = pytest.mark.unit
@@ -65,18 +67,39 @@ def test_the_terms_lift_own_items_and_counts_only() -> None:
     user = torch.zeros(2, 8)
     pop = torch.zeros(3, len(POPULARITY_FEATURES))
     pop[1, POPULARITY_FEATURES.index("log_count_last_update")] = 2.0
+    pop[2, POPULARITY_FEATURES.index("log_count_last_update")] = 1.0
     pop[1, POPULARITY_FEATURES.index("log_count_decayed")] = 5.0  # not a ranking-time term
     rep_pos = torch.tensor([[2, -1], [-1, -1]])
     feats = torch.zeros(2, 2, len(REPEAT_FEATURES))
     feats[0, 0, REPEAT_FEATURES.index("log_count")] = 4.0
     feats[0, 0, REPEAT_FEATURES.index("share")] = 9.0  # not a ranking-time term
     before = model.pool_scores(user, pool, pop, rep_pos, feats)
-    model.set_ranking_terms(3.0, 0.5)
+    model.set_ranking_terms(3.0, 0.5, 0.2)
     after = model.pool_scores(user, pool, pop, rep_pos, feats)
     lift = (after - before) * model.cfg.temperature
-    # Own item z: bonus 3 + 0.5 * own count 4; item y: 0.5 * its last-update count 2.
+    # Warm user 0: own item z gets bonus 3 + 0.5 * own count 4 (not its last-update count);
+    # item y 0.5 * its last-update count 2. Cold user 1 (no own item): the cold weight 0.2.
     assert lift[0].tolist() == pytest.approx([0.0, 1.0, 5.0])
-    assert lift[1].tolist() == pytest.approx([0.0, 1.0, 0.0])
+    assert lift[1].tolist() == pytest.approx([0.0, 0.4, 0.2])
+
+
+def test_the_large_end_ranks_own_items_in_repeat_then_populars_order() -> None:
+    # a bought z twice, then x, then w; others made x the most bought item of the last
+    # update. Repeat-then-popular: z (count 2), w (count 1, more recent), x, then y.
+    model = _model()
+    history = PurchaseHistory(3).update(_buys([
+        ("a", "z", "2020-01-01"), ("a", "z", "2020-01-02"), ("a", "x", "2020-01-03"),
+        ("a", "w", "2020-01-04")])).update(_buys([
+            ("c", "x", "2020-01-05"), ("d", "x", "2020-01-05"), ("e", "x", "2020-01-06"),
+            ("c", "y", "2020-01-06")]))
+    candidates, matrix = candidate_matrix(model, _window([("a", "y", "2020-02-01")]))
+    model.set_ranking_terms(REPEAT_BONUS_GRID[-1], COUNT_WEIGHT_GRID[-1], 0.0)
+    ranked = rank_pool(model, ["a"], [["w"]], history, candidates, matrix, k=4)
+    assert [candidates[i] for i in ranked[0]] == ["z", "w", "x", "y"]
+    expected = RepeatThenPopular().fit(_buys([
+        ("a", "z", "2020-01-01"), ("a", "z", "2020-01-02"), ("a", "x", "2020-01-03"),
+        ("a", "w", "2020-01-04")])).recommend(["a"], 3)
+    assert expected == [["z", "w", "x"]]
 
 
 def _choose(model: ShopStreamModel, rows: list[tuple[str, str, str]],
@@ -111,21 +134,51 @@ def test_new_item_targets_keep_own_items_from_going_first() -> None:
 
 def test_no_warm_user_or_no_grid_keeps_the_parents_terms() -> None:
     model = _model()
-    model.set_ranking_terms(0.3, 0.1)
+    model.set_ranking_terms(0.3, 0.1, 1.0)
     cold = _choose(model, [("new", "x", "2020-02-01"), ("new", "y", "2020-02-02")])
+    assert (cold["repeat_bonus"], cold["count_weight"]) == (0.3, 0.1)
+    assert cold["warm_ndcg"] == {}
     off = _choose(model, [("a", "z", "2020-02-01")], bonuses=())
-    for out in (cold, off):
-        assert (out["repeat_bonus"], out["count_weight"]) == (0.3, 0.1)
-        assert out["warm_ndcg"] == {}
+    assert (off["repeat_bonus"], off["count_weight"], off["cold_count_weight"]) == \
+        (0.3, 0.1, COUNT_WEIGHT_GRID[-1])
     assert (model.cfg.repeat_bonus, model.cfg.count_weight) == (0.3, 0.1)
+
+
+def _two_baskets(users: int) -> list[tuple[str, str, str]]:
+    """Each user buys y, then x a day later: ranked as cold from the y basket, x is the
+    only target."""
+    return [row for u in range(users) for row in (
+        (f"u{u}", "y", "2020-02-01"), (f"u{u}", "x", "2020-02-02"))]
+
+
+def test_too_few_users_as_cold_give_cold_users_the_popularity_order() -> None:
+    model = _model()
+    out = _choose(model, _two_baskets(MIN_COLD_USERS - 1))
+    assert out["n_as_cold"] == MIN_COLD_USERS - 1 and out["cold_ndcg"] == {}
+    assert out["cold_count_weight"] == model.cfg.cold_count_weight == COUNT_WEIGHT_GRID[-1]
+
+
+def test_the_cold_weight_is_chosen_on_users_ranked_as_cold() -> None:
+    model = _model()
+    # Against HISTORY, x is bought by nobody and z is the most bought item: the
+    # popularity order puts z ahead of the target x, so the largest weight scores worst.
+    out = _choose(model, _two_baskets(MIN_COLD_USERS))
+    assert out["n_as_cold"] == MIN_COLD_USERS and out["n_warm"] == 0
+    assert set(out["cold_ndcg"]) == {str(w) for w in COUNT_WEIGHT_GRID}
+    best = max(out["cold_ndcg"].values())
+    assert out["cold_ndcg"][str(COUNT_WEIGHT_GRID[-1])] < best
+    assert out["cold_count_weight"] == min(w for w in COUNT_WEIGHT_GRID
+                                           if out["cold_ndcg"][str(w)] == best)
+    assert model.cfg.cold_count_weight == out["cold_count_weight"]
 
 
 def test_the_terms_are_saved_with_the_model(tmp_path) -> None:
     model = _model()
-    model.set_ranking_terms(1.0, 0.03)
+    model.set_ranking_terms(1.0, 0.03, 3.0)
     save_model(model, tmp_path)
     loaded = load_model(tmp_path).cfg
-    assert (loaded.repeat_bonus, loaded.count_weight) == (1.0, 0.03)
+    assert (loaded.repeat_bonus, loaded.count_weight, loaded.cold_count_weight) == \
+        (1.0, 0.03, 3.0)
 
 
 def test_bad_settings_name_the_field() -> None:
@@ -133,6 +186,8 @@ def test_bad_settings_name_the_field() -> None:
         ModelConfig(repeat_bonus=-1.0)
     with pytest.raises(ConfigError, match="count_weight"):
         ModelConfig(count_weight=1e9)
+    with pytest.raises(ConfigError, match="cold_count_weight"):
+        ModelConfig(cold_count_weight=-0.5)
     with pytest.raises(ConfigError, match="repeat_bonus_grid"):
         IncrementalConfig(repeat_bonus_grid=(0.0, 1e9))
     with pytest.raises(ConfigError, match="count_weight_grid"):

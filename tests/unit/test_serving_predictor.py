@@ -62,10 +62,11 @@ def catalogue_file(tmp_path: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("terms", [(0.0, 0.0), (0.3, 1.0)], ids=["model", "ranking_terms"])
+@pytest.mark.parametrize("terms", [(0.0, 0.0, 0.0), (0.3, 1.0, 3.0)],
+                         ids=["model", "ranking_terms"])
 def test_rankings_match_the_model_for_every_strategy(model: ShopStreamModel, store: LocalStore,
                                                      tmp_path: Path,
-                                                     terms: tuple[float, float]) -> None:
+                                                     terms: tuple[float, float, float]) -> None:
     # With the ranking-time terms an update chose, serving ranks exactly as evaluation does.
     model = model_from_state(*model_state(model)).eval()
     model.set_ranking_terms(*terms)

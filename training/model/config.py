@@ -69,6 +69,11 @@ class ModelConfig:
                           "own signals when ranking, never in the training loss: the user's "
                           "own purchase count of each own item and every item's count in "
                           "the last update; chosen per update with repeat_bonus"})
+    cold_count_weight: float = field(
+        default=0.0,
+        metadata={"help": "count_weight for users without own past items (cold users): "
+                          "every item's count in the last update; chosen per update on "
+                          "held-out users ranked as cold (see training.ranking_terms)"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
@@ -103,6 +108,8 @@ class ModelConfig:
                 f"must be in [0, 1000], got {self.repeat_bonus}")
         require(0.0 <= self.count_weight <= 100.0, "count_weight",
                 f"must be in [0, 100], got {self.count_weight}")
+        require(0.0 <= self.cold_count_weight <= 100.0, "cold_count_weight",
+                f"must be in [0, 100], got {self.cold_count_weight}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.text_cache_size >= 0, "text_cache_size",
                 f"must be >= 0, got {self.text_cache_size}")

@@ -33,12 +33,10 @@ from training.model.features import (
     signed_log1p,
 )
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
+from training.model.ranking import LAST_COUNT, own_order, row_count_weights
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
 from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
-
-OWN_COUNT = REPEAT_FEATURES.index("log_count")
-LAST_COUNT = POPULARITY_FEATURES.index("log_count_last_update")
 
 logger = logging.getLogger(__name__)
 
@@ -201,34 +199,41 @@ class ShopStreamModel(nn.Module):
                     pool_pop: Tensor | None = None, rep_pos: Tensor | None = None,
                     rep_feats: Tensor | None = None) -> Tensor:
         """THE ranking score [B, n] of users against a pool of items, as trained:
-        two-tower similarity / temperature + popularity term + repeat term, plus two
+        two-tower similarity / temperature + popularity term + repeat term, plus the
         ranking-time terms that are not trained (chosen per update on held-out rows, see
-        training.ranking_terms): ``repeat_bonus`` on own items and ``count_weight`` times
-        repeat-then-popular's signals (own purchase count, last-update item count).
+        training.ranking_terms): ``repeat_bonus`` on a user's own past items, and a count
+        weight on repeat-then-popular's signals — own items by the user's own purchase
+        count and count rank (repeat-then-popular's own order), every other item by its
+        count in the last update. Users with own items (warm) use ``count_weight``, users
+        without (cold) ``cold_count_weight``.
 
         ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
         positions of each user's own past items (-1 = none) with ``rep_feats`` [B, R, F].
         Evaluation and serving both rank with this function.
         """
         scores = user_vec @ pool_vectors.T
-        weight = self.cfg.count_weight
+        own = None if rep_pos is None or rep_feats is None or not rep_pos.numel() \
+            else (rep_pos >= 0).to(scores.dtype)
+        weight = row_count_weights(self.cfg, own, len(user_vec), scores)
+        last = None
         if pool_pop is not None:
             scores = scores + self.popularity_score(pool_pop)[None, :]
-            if weight:
-                scores = scores + weight * pool_pop[:, LAST_COUNT].to(scores.dtype)[None, :]
-        if rep_pos is not None and rep_feats is not None and rep_pos.numel():
+            last = pool_pop[:, LAST_COUNT].to(scores.dtype)
+            scores = scores + weight[:, None] * last[None, :]
+        if own is not None and rep_pos is not None and rep_feats is not None:
             g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
-            if self.cfg.repeat_bonus or weight:
-                own = (rep_pos >= 0).to(g.dtype)
-                counts = rep_feats[..., OWN_COUNT].to(g.dtype)
-                g = g + own * (self.cfg.repeat_bonus + weight * counts)
+            if self.cfg.repeat_bonus or self.cfg.count_weight:
+                g = g + own * (self.cfg.repeat_bonus + weight[:, None] * own_order(
+                    rep_pos, rep_feats, last).to(g.dtype))
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
         return scores / self.cfg.temperature
 
-    def set_ranking_terms(self, repeat_bonus: float, count_weight: float) -> None:
+    def set_ranking_terms(self, repeat_bonus: float, count_weight: float,
+                          cold_count_weight: float) -> None:
         """Rank with these ranking-time terms from now on (recorded in the config)."""
         self.cfg = dataclasses.replace(self.cfg, repeat_bonus=float(repeat_bonus),
-                                       count_weight=float(count_weight))
+                                       count_weight=float(count_weight),
+                                       cold_count_weight=float(cold_count_weight))
 
     @torch.no_grad()
     def catalogue_matrix(self, batch_size: int = 512, progress: bool = False) -> Tensor:
