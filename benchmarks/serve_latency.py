@@ -1,13 +1,20 @@
 """python benchmarks/serve_latency.py [--items 100000 --users 20000 --duration-s 8 --rate 50]
 
-Latency and throughput of the Serve app (``serving.app``: proxy -> Ingress -> model
-deployment) next to the bare FastAPI/uvicorn app serving the same version with the same code
-in one process (``serving.local``), in the same run, on 127.0.0.1 only:
+Latency and throughput of the Serve app in both topologies (``serving.deployments``:
+``split`` = proxy -> Ingress -> model deployment; ``fused`` = proxy -> one replica with the
+model in-process), deployed side by side under two route prefixes, next to the bare
+FastAPI/uvicorn app serving the same version with the same code in one process
+(``serving.local``), in the same run, on 127.0.0.1 only:
 
 * POST /recommend (catalogue of ``--items`` items, k=20) and POST /fraud (one transaction):
   p50/p99 latency at a fixed offered rate (open loop, measured from each request's scheduled
   send time, so a server falling behind shows), then requests/s and p50/p99 at saturation
-  (``--concurrency`` closed-loop clients); the Serve/bare throughput ratio (target >= 0.5);
+  (``--concurrency`` closed-loop clients); the Serve/bare throughput ratios (targets >= 0.5
+  on /recommend, >= 0.3 on /fraud);
+* where the time goes, per hop, at the fixed rate (medians; from each answer's
+  ``Server-Timing`` header): the proxy and network (client latency - app), the app outside
+  the model call (routing, validation, middleware), and the model call (in ``split`` the
+  hop to the model deployment included);
 * publish -> served freshness (target <= 2 s, both cases): seconds from ``store.publish``
   returning to the first response naming the new version, for a version that keeps the text
   tower and for one that changes it; each version carries its title vectors
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -37,7 +45,8 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
@@ -60,8 +69,10 @@ from training.store import CheckpointStore, LocalStore
 logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_latency.json"
-TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 100.0,
-           "throughput_ratio": 0.5, "freshness_s": 2.0, "rss_mib": 1024.0}
+TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 50.0,
+           "throughput_ratio": {"/recommend": 0.5, "/fraud": 0.3}, "freshness_s": 2.0,
+           "rss_mib": 1024.0}
+SERVE_APPS: tuple[Literal["split", "fused"], ...] = ("split", "fused")  # name = route prefix
 ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
        "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
        "TOKENIZERS_PARALLELISM": "false", **SERVE_START_ENV,
@@ -97,12 +108,39 @@ def fraud_payload(n_users: int, n_items: int) -> Payload:
     return make
 
 
-def summary(latencies: list[float], errors: int, seconds: float) -> dict[str, Any]:
+def summary(latencies: list[float], errors: int, seconds: float,
+            timings: list[dict[str, float]] | None = None) -> dict[str, Any]:
     ms = np.asarray(latencies) * 1000.0
-    return {"requests": len(latencies), "errors": errors, "seconds": round(seconds, 2),
-            "rps": round(len(latencies) / seconds, 1) if seconds else None,
-            "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
-            "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
+    out: dict[str, Any] = {
+        "requests": len(latencies), "errors": errors, "seconds": round(seconds, 2),
+        "rps": round(len(latencies) / seconds, 1) if seconds else None,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
+    if timings:
+        out["hops_ms"] = hops(ms, timings)
+    return out
+
+
+def hops(total_ms: np.ndarray, timings: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of where each answer's time went, from its Server-Timing header."""
+    app = np.asarray([t.get("app", np.nan) for t in timings])
+    model = np.asarray([t.get("model", np.nan) for t in timings])
+
+    def median(values: np.ndarray) -> float:
+        return round(float(np.nanmedian(values)), 2)
+
+    return {"client_total": median(total_ms), "proxy_and_network": median(total_ms - app),
+            "app_outside_model": median(app - model), "model_call": median(model)}
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing: app;dur=1.2, model;dur=0.8`` as {"app": 1.2, "model": 0.8}."""
+    found: dict[str, float] = {}
+    for part in (header or "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            found[name] = float(duration)
+    return found
 
 
 def session(url: str, connections: int) -> aiohttp.ClientSession:
@@ -111,10 +149,17 @@ def session(url: str, connections: int) -> aiohttp.ClientSession:
                                  connector=aiohttp.TCPConnector(limit=connections))
 
 
-async def post(client: aiohttp.ClientSession, path: str, body: Any) -> int:
+def origin_and_prefix(url: str) -> tuple[str, str]:
+    """``http://h:p/split`` -> (``http://h:p``, ``/split``): aiohttp's base URL is an origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+
+
+async def post(client: aiohttp.ClientSession, path: str, body: Any
+               ) -> tuple[int, dict[str, float]]:
     async with client.post(path, json=body) as response:
         await response.read()
-        return response.status
+        return response.status, server_timing(response.headers.get("server-timing"))
 
 
 async def fixed_rate(url: str, path: str, make: Payload, rate: float,
@@ -123,8 +168,10 @@ async def fixed_rate(url: str, path: str, make: Payload, rate: float,
     rng = np.random.default_rng(1)
     bodies = [make(rng) for _ in range(int(rate * duration))]
     latencies: list[float] = []
+    timings: list[dict[str, float]] = []
     errors = 0
-    async with session(url, 256) as client:
+    origin, prefix = origin_and_prefix(url)
+    async with session(origin, 256) as client:
         loop = asyncio.get_running_loop()
         start = loop.time() + 0.05
 
@@ -132,14 +179,16 @@ async def fixed_rate(url: str, path: str, make: Payload, rate: float,
             nonlocal errors
             due = start + i / rate
             await asyncio.sleep(max(0.0, due - loop.time()))
-            if await post(client, path, body) == 200:
+            status, timing = await post(client, prefix + path, body)
+            if status == 200:
                 latencies.append(loop.time() - due)
+                timings.append(timing)
             else:
                 errors += 1
 
         await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
         seconds = loop.time() - start
-    return summary(latencies, errors, seconds)
+    return summary(latencies, errors, seconds, timings)
 
 
 async def saturate(url: str, path: str, make: Payload, concurrency: int,
@@ -147,7 +196,8 @@ async def saturate(url: str, path: str, make: Payload, concurrency: int,
     """Closed loop: ``concurrency`` clients, each sending its next request on a reply."""
     latencies: list[float] = []
     errors = 0
-    async with session(url, concurrency) as client:
+    origin, prefix = origin_and_prefix(url)
+    async with session(origin, concurrency) as client:
         loop = asyncio.get_running_loop()
         start = loop.time()
         stop = start + duration
@@ -157,7 +207,7 @@ async def saturate(url: str, path: str, make: Payload, concurrency: int,
             rng = np.random.default_rng(seed)
             while loop.time() < stop:
                 sent = loop.time()
-                if await post(client, path, make(rng)) == 200:
+                if (await post(client, prefix + path, make(rng)))[0] == 200:
                     latencies.append(loop.time() - sent)
                 else:
                     errors += 1
@@ -187,27 +237,33 @@ def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
 
 
 def replicas(url: str) -> dict[str, Any]:
-    with httpx.Client(base_url=url, timeout=10.0) as client:
-        found: dict[str, Any] = client.get("/version").json()["deployments"]
+    with httpx.Client(timeout=10.0) as client:
+        found: dict[str, Any] = client.get(url + "/version").json()["deployments"]
     return {name: {"rss_mib": s["rss_mib"], "version": s["version"]} for name, s in found.items()}
 
 
-def freshness(url: str, publish_next: Callable[[], str], timeout_s: float) -> dict[str, Any]:
-    """Seconds from publish() returning to the first /recommend and /fraud answer naming the
-    new version (each endpoint polled every ~20 ms)."""
+def freshness(urls: dict[str, str], publish_next: Callable[[], str], timeout_s: float
+              ) -> dict[str, Any]:
+    """Per app: seconds from publish() returning to the first /recommend and /fraud answer
+    naming the new version (every app and endpoint polled in turn, ~20 ms apart). All the
+    apps watch the one store, so one publish times them all."""
     version = publish_next()
     published = time.monotonic()
-    seen: dict[str, float] = {}
+    seen: dict[str, dict[str, float]] = {app: {} for app in urls}
     body = {"/recommend": {"user_id": "u1", "k": 20},
             "/fraud": {"amount": 10.0, "features": dict.fromkeys(FRAUD_FEATURES, 0.0)}}
-    with httpx.Client(base_url=url, timeout=30.0) as client:
-        while len(seen) < 2 and time.monotonic() - published < timeout_s:
-            for path in body:
-                if path not in seen and client.post(path, json=body[path]).json().get(
-                        "model_version") == version:
-                    seen[path] = round(time.monotonic() - published, 3)
+    with httpx.Client(timeout=30.0) as client:
+        while any(len(s) < 2 for s in seen.values()) and \
+                time.monotonic() - published < timeout_s:
+            for app, url in urls.items():
+                for path in body:
+                    if path not in seen[app] and client.post(url + path, json=body[path]
+                                                             ).json().get("model_version") \
+                            == version:
+                        seen[app][path] = round(time.monotonic() - published, 3)
             time.sleep(0.02)
-    return {"version": version, "seconds": seen, "timed_out": len(seen) < 2}
+    return {app: {"version": version, "seconds": s, "timed_out": len(s) < 2}
+            for app, s in seen.items()}
 
 
 def new_text_tower(model: ShopStreamModel, seed: int) -> ShopStreamModel:
@@ -241,20 +297,26 @@ class Publisher:
         return self.version
 
 
-def start_serve(config: ServeConfig) -> str:
-    """Local Ray (2 CPUs, 127.0.0.1) + Serve on a free loopback port; returns the URL."""
+def start_serve(config: ServeConfig) -> dict[str, str]:
+    """Local Ray (127.0.0.1) + Serve on a free loopback port, one application per topology
+    under its own route prefix; returns each one's URL. Ray gets 4 logical CPUs so that both
+    fit side by side (1.25 + 1); the machine's 2 cores are shared all the same."""
     import ray
     from ray import serve
 
     from serving.deployments import application
 
-    ray.init(address="local", num_cpus=2, include_dashboard=False,
+    ray.init(address="local", num_cpus=4, include_dashboard=False,
              runtime_env={"env_vars": ENV}, logging_level=logging.WARNING)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(application(config), name="shopstream", route_prefix="/",
-              logging_config={"enable_access_log": False, "log_level": "WARNING"})
-    return f"http://127.0.0.1:{port}"
+    urls: dict[str, str] = {}
+    for topology in SERVE_APPS:
+        app = application(dataclasses.replace(config, topology=topology))
+        serve.run(app, name=topology, route_prefix=f"/{topology}",
+                  logging_config={"enable_access_log": False, "log_level": "WARNING"})
+        urls[topology] = f"http://127.0.0.1:{port}/{topology}"
+    return urls
 
 
 def stop_serve() -> None:
@@ -278,17 +340,23 @@ def start_bare(config: ServeConfig, log: Path) -> tuple[subprocess.Popen[bytes],
 
 
 def verdicts(result: dict[str, Any]) -> dict[str, Any]:
-    serve_, bare = result["serve"], result["bare"]
-    ratio = {p: round(serve_[p]["saturation"]["rps"] / bare[p]["saturation"]["rps"], 3)
-             for p in ("/recommend", "/fraud")}
-    fresh = [s for case in result["freshness"].values() for s in case["seconds"].values()]
-    timed_out = any(case["timed_out"] for case in result["freshness"].values())
-    rss = max(r["rss_mib"] for r in result["replicas"]["serve"].values())
-    return {
-        "fraud_p99_ms_at_rate": serve_["/fraud"]["at_rate"]["p99_ms"],
-        "recommend_p99_ms_at_rate": serve_["/recommend"]["at_rate"]["p99_ms"],
-        "throughput_ratio": ratio, "freshness_s": None if timed_out or not fresh else max(fresh),
-        "rss_mib": rss}
+    """Each Serve topology's figures against :data:`TARGETS`."""
+    bare = result["bare"]
+    out: dict[str, Any] = {}
+    for app in SERVE_APPS:
+        serve_ = result[app]
+        ratio = {p: round(serve_[p]["saturation"]["rps"] / bare[p]["saturation"]["rps"], 3)
+                 for p in ("/recommend", "/fraud")}
+        cases = [case[app] for case in result["freshness"].values()]
+        fresh = [s for case in cases for s in case["seconds"].values()]
+        timed_out = any(case["timed_out"] for case in cases)
+        out[app] = {
+            "fraud_p99_ms_at_rate": serve_["/fraud"]["at_rate"]["p99_ms"],
+            "recommend_p99_ms_at_rate": serve_["/recommend"]["at_rate"]["p99_ms"],
+            "throughput_ratio": ratio,
+            "freshness_s": None if timed_out or not fresh else max(fresh),
+            "rss_mib": max(r["rss_mib"] for r in result["replicas"][app].values())}
+    return out
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -300,16 +368,19 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         config = ServeConfig(store=str(store.root), poll_interval_s=args.poll_interval_s,
                              cache_dir=str(work / "cache"))
         started = time.monotonic()
-        url = start_serve(config)  # returns once every replica has loaded the version
-        wait_serving(url, publisher.version, args.max_seconds)
+        urls = start_serve(config)  # returns once every replica has loaded the version
+        for url in urls.values():
+            wait_serving(url, publisher.version, args.max_seconds)
         result: dict[str, Any] = {"load_s": {"serve": round(time.monotonic() - started, 1)}}
-        bare, bare_url = start_bare(config, work / "bare.log")
-        result["load_s"]["bare"] = round(wait_serving(bare_url, publisher.version, 600), 1)
-        result.update(measure({"serve": url, "bare": bare_url}, args))
-        result["replicas"] = {"serve": replicas(url), "bare": replicas(bare_url)}
+        bare, urls["bare"] = start_bare(config, work / "bare.log")
+        result["load_s"]["bare"] = round(wait_serving(urls["bare"], publisher.version, 600), 1)
+        result.update(measure(urls, args))
+        result["replicas"] = {app: replicas(url) for app, url in urls.items()}
+        serve_urls: dict[str, str] = {app: urls[app] for app in SERVE_APPS}
         result["freshness"] = {
-            "same_text_tower": freshness(url, lambda: publisher.next(False), 120),
-            "new_text_tower": freshness(url, lambda: publisher.next(True), args.max_seconds)}
+            "same_text_tower": freshness(serve_urls, lambda: publisher.next(False), 120),
+            "new_text_tower": freshness(serve_urls, lambda: publisher.next(True),
+                                        args.max_seconds)}
     finally:
         if bare is not None:
             bare.terminate()
@@ -339,12 +410,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 def table(result: dict[str, Any]) -> str:
     lines = [f"{'app':6} {'endpoint':11} {'rate p50/p99 ms':>18} {'sat. req/s':>11} "
-             f"{'sat. p50/p99 ms':>18}"]
-    for app in ("serve", "bare"):
+             f"{'sat. p50/p99 ms':>18}  hops at rate (ms): proxy+net / app / model"]
+    for app in (*SERVE_APPS, "bare"):
         for path in ("/recommend", "/fraud"):
             r, s = result[app][path]["at_rate"], result[app][path]["saturation"]
+            h = r.get("hops_ms", {})
             lines.append(f"{app:6} {path:11} {r['p50_ms']:>8}/{r['p99_ms']:<9} "
-                         f"{s['rps']:>11} {s['p50_ms']:>8}/{s['p99_ms']:<9}")
+                         f"{s['rps']:>11} {s['p50_ms']:>8}/{s['p99_ms']:<9}  "
+                         f"{h.get('proxy_and_network')} / {h.get('app_outside_model')} / "
+                         f"{h.get('model_call')}")
     return "\n".join(lines)
 
 

@@ -3,22 +3,29 @@ the model deployments' handles, ``serving.local`` over an in-process predictor (
 uvicorn baseline of the benchmark), tests over fakes. Routes, validation, auth and error
 bodies are therefore identical everywhere.
 
-Outermost first: bearer-token check (401; /healthz, /docs and /openapi.json stay open, and
-it runs before any of the body is read), early load shedding, body guard (400 for an
-unreadable Content-Length, 413 for too large, 408 when the body takes longer than
-``body_timeout_s``; all before the body is parsed), a model slot (503 with Retry-After once
-``max_inflight`` model requests are in flight, see :mod:`serving.shedding`), then FastAPI
-(422 for invalid bodies). Every answer, errors included, is JSON. Without the token
+Every answer carries a ``Server-Timing`` header (W3C): ``app`` is the time this process
+spent on the request (body read included), and on /recommend and /fraud ``model`` is the
+time of the model call (in the split topology the hop to the model deployment included);
+a client's latency minus ``app`` is the proxy's hop. ``benchmarks/serve_latency.py`` reads
+them for its per-hop breakdown.
+
+Outermost first: server timing, bearer-token check (401; /healthz, /docs and
+/openapi.json stay open, and it runs before any of the body is read), early load
+shedding, body guard (400 for an unreadable Content-Length, 413 for too large, 408 when
+the body takes longer than ``body_timeout_s``; all before the body is parsed), a model
+slot (503 with Retry-After once ``max_inflight`` model requests are in flight, see
+:mod:`serving.shedding`), then FastAPI (422 for invalid bodies). Every answer, errors included, is JSON. Without the token
 /healthz says only whether the app is ready (200) or not (503).
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from typing import Any, Protocol
 
 import anyio
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -168,6 +175,35 @@ class BodyLimit:
         await self.app(scope, replayed, send)
 
 
+class ServerTiming:
+    """Adds ``Server-Timing: app;dur=<ms>`` (time from the request's arrival in this app to
+    its response start) to every HTTP answer."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        began = time.perf_counter()
+
+        async def timed(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                ms = (time.perf_counter() - began) * 1000.0
+                message = {**message, "headers": [*message.get("headers", []), (
+                    b"server-timing", f"app;dur={ms:.2f}".encode())]}
+            await send(message)
+
+        await self.app(scope, receive, timed)
+
+
+def model_timing(response: Response, began: float) -> None:
+    """Sets ``Server-Timing: model;dur=<ms>`` on a route's response (since ``began``)."""
+    response.headers.append("server-timing",
+                            f"model;dur={(time.perf_counter() - began) * 1000.0:.2f}")
+
+
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": text} for code, text in (
         (400, "unreadable Content-Length header"),
@@ -240,18 +276,25 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
     install_error_handlers(app)
 
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(request: RecommendRequest) -> RecommendResponse:
+    async def recommend(request: RecommendRequest, response: Response) -> RecommendResponse:
         """Top-k items for a user (cold-start users too), with the version that ranked them."""
-        return await backend.recommend(request)
+        began = time.perf_counter()
+        answer = await backend.recommend(request)
+        model_timing(response, began)
+        return answer
 
     @app.post("/fraud", response_model=FraudResponse | FraudListResponse)
-    async def fraud(request: FraudRequest) -> FraudResponse | FraudListResponse:
+    async def fraud(request: FraudRequest,
+                    response: Response) -> FraudResponse | FraudListResponse:
         """Fraud probability and decision for one transaction or a list of them."""
-        return await backend.fraud(request)
+        began = time.perf_counter()
+        answer = await backend.fraud(request)
+        model_timing(response, began)
+        return answer
 
     _add_health_routes(app, backend, token.encode() if token else None)
     _add_openapi_route(app, backend)
-    # Outermost last: auth (nothing of an unauthenticated body is read), early shedding
+    # Outermost last: timing, auth (nothing of an unauthenticated body is read), early shedding
     # (under overload no body is read either), the body guard, then a model slot taken
     # only by a complete request (a slow client holds a cheap ingress connection, never a
     # model slot); see serving.shedding.
@@ -261,4 +304,5 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
                        timeout_s=body_timeout_s)
     app.add_middleware(ShedEarly, slots=slots)  # type: ignore[arg-type]
     app.add_middleware(BearerAuth, token=token)  # type: ignore[arg-type]
+    app.add_middleware(ServerTiming)  # type: ignore[arg-type]
     return app

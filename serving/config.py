@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, RootModel
 
@@ -25,6 +25,10 @@ INGRESS = "Ingress"
 RECOMMENDER = "Recommender"
 FRAUD_SCORER = "FraudScorer"
 DEPLOYMENTS: tuple[str, ...] = (INGRESS, RECOMMENDER, FRAUD_SCORER)
+# The one deployment of the "fused" topology: HTTP and both models in one replica.
+FUSED = "ShopStream"
+SPLIT_TOPOLOGY, FUSED_TOPOLOGY = "split", "fused"
+TOPOLOGIES: tuple[str, ...] = (SPLIT_TOPOLOGY, FUSED_TOPOLOGY)
 
 TOKEN_ENV = "SHOPSTREAM_API_TOKEN"
 MAX_K = 100
@@ -96,6 +100,12 @@ class ServeConfig:
                 "(default: <tmp>/shopstream-serve-cache; '' disables)"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads per model replica"})
+    topology: Literal["split", "fused"] = field(default="split", metadata={
+        "help": "split: an Ingress calling a Recommender and a FraudScorer deployment (each "
+                "model scales apart; a dead model replica is resent to another within "
+                "request_timeout_s); fused: one ShopStream deployment answers HTTP from an "
+                "in-process model (one hop and one serialisation fewer, both routes always "
+                "from one version; a dead replica is replaced by Serve)"})
     host: str = field(default="127.0.0.1", metadata={
         "help": "HTTP host of Serve's proxy (python -m serving.app only)"})
     port: int = field(default=8000, metadata={
@@ -135,6 +145,8 @@ class ServeConfig:
         require(bool(self.token_env.strip()), "token_env", "must not be empty")
         require(1 <= self.torch_threads <= 64, "torch_threads",
                 f"must be in [1, 64], got {self.torch_threads}")
+        require(self.topology in TOPOLOGIES, "topology",
+                f"must be one of {list(TOPOLOGIES)}, got {self.topology!r}")
         require(bool(self.host.strip()), "host", "must not be empty")
         require(1 <= self.port <= 65535, "port", f"must be in [1, 65535], got {self.port}")
         require(bool(self.app_name.strip()), "app_name", "must not be empty")

@@ -1,10 +1,17 @@
-"""The three Serve deployments of the ShopStream application (built by :mod:`serving.app`).
+"""The Serve deployments of the ShopStream application (built by :mod:`serving.app`).
 
-``Ingress`` (FastAPI, see :mod:`serving.api`) validates requests and calls ``Recommender``
-(POST /recommend) and ``FraudScorer`` (POST /fraud) through deployment handles. Each model
-replica watches the store and hot-swaps newer versions (:mod:`serving.holder`); its
-``@serve.batch`` method answers a whole batch from one version. The options given here are
-defaults: ``deployments:`` in ``serving/config.yaml`` overrides them per deployment.
+Two topologies (``ServeConfig.topology``):
+
+* ``split`` (default): ``Ingress`` (FastAPI, see :mod:`serving.api`) validates requests and
+  calls ``Recommender`` (POST /recommend) and ``FraudScorer`` (POST /fraud) through
+  deployment handles, with a time budget, resends and hedging (:mod:`serving.calls`).
+* ``fused``: one ``ShopStream`` deployment serves the same FastAPI app from an in-process
+  model: proxy -> replica, one hop and one serialisation fewer, and /recommend and /fraud
+  always answer from the same version.
+
+Each model replica watches the store and hot-swaps newer versions (:mod:`serving.holder`);
+its ``@serve.batch`` methods answer a whole batch from one version. The options given here
+are defaults: ``deployments:`` in ``serving/config.yaml`` overrides them per deployment.
 """
 
 import asyncio
@@ -21,8 +28,15 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.api import create_api
 from serving.calls import ModelCaller
-from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, ServeConfig
-from serving.errors import ServingError
+from serving.config import (
+    FRAUD_SCORER,
+    FUSED,
+    FUSED_TOPOLOGY,
+    INGRESS,
+    RECOMMENDER,
+    ServeConfig,
+)
+from serving.errors import ErrorInfo, ServingError, UnavailableError
 from serving.schemas import (
     FraudListResponse,
     FraudRequest,
@@ -162,23 +176,82 @@ class Ingress:
         return dict(zip(names, found))
 
 
+@serve.deployment(name=FUSED, max_ongoing_requests=1024, max_queued_requests=1024,
+                  max_surge_percent=SURGE, ray_actor_options={"num_cpus": 1})
+@serve.ingress()
+class ShopStream(_ModelDeployment):
+    """The fused topology: :func:`serving.api.create_api` over this replica's own model."""
+
+    def __init__(self, config: ServeConfig) -> None:
+        super().__init__(config, FUSED)
+        self._config = config
+        self._token = config.auth_token or os.environ.get(config.token_env) or None
+        _set_batching(self._recommend_batch, config)
+        _set_batching(self._fraud_batch, config)
+        logger.info("fused replica for %s; bearer token %s", config.store,
+                    "required" if self._token else "not configured")
+
+    def __serve_build_asgi_app__(self) -> FastAPI:
+        return create_api(self, max_body_bytes=self._config.max_body_bytes,
+                          token=self._token, body_timeout_s=self._config.body_timeout_s,
+                          max_inflight=self._config.max_inflight)
+
+    async def _within_budget(self, pending: Any) -> Any:
+        """The batch's answer (an :class:`ErrorInfo` raised as its error), or 503 after
+        ``request_timeout_s`` (the model thread finishes in the background)."""
+        try:
+            answer = await asyncio.wait_for(pending, self._config.request_timeout_s)
+        except TimeoutError as exc:
+            raise UnavailableError(f"{FUSED} did not answer within "
+                                   f"{self._config.request_timeout_s} s") from exc
+        if isinstance(answer, ErrorInfo):
+            raise answer.to_exception()
+        return answer
+
+    async def recommend(self, request: RecommendRequest) -> RecommendResponse:
+        answer: RecommendResponse = await self._within_budget(self._recommend_batch(request))
+        return answer
+
+    async def fraud(self, request: FraudRequest) -> FraudResponse | FraudListResponse:
+        answer: FraudResponse | FraudListResponse = await self._within_budget(
+            self._fraud_batch(request))
+        return answer
+
+    async def statuses(self) -> dict[str, ReplicaStatus]:
+        return {FUSED: self._replica.status()}
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _recommend_batch(self, requests: list[RecommendRequest]
+                               ) -> list["RecommendAnswer"]:
+        return await asyncio.to_thread(self._replica.recommend, requests)
+
+    @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.0)
+    async def _fraud_batch(self, requests: list[FraudRequest]) -> list["FraudAnswer"]:
+        return await asyncio.to_thread(self._replica.fraud, requests)
+
+
 def application(config: ServeConfig,
                 options: Mapping[str, Mapping[str, Any]] | None = None) -> Application:
-    """The bound application: the ingress over one Recommender and one FraudScorer.
+    """The bound application of ``config.topology``: split, the ingress over one
+    Recommender and one FraudScorer; fused, one ShopStream deployment.
 
     ``options`` maps a deployment name to ``Deployment.options`` overrides (num_replicas,
     autoscaling_config, max_ongoing_requests, ray_actor_options, ...), the programmatic
     twin of ``deployments:`` in config.yaml."""
     options = dict(options or {})
-    unknown = sorted(set(options) - {INGRESS, RECOMMENDER, FRAUD_SCORER})
+    names = [FUSED] if config.topology == FUSED_TOPOLOGY else [INGRESS, RECOMMENDER,
+                                                              FRAUD_SCORER]
+    unknown = sorted(set(options) - set(names))
     if unknown:
-        raise ValueError(f"options: unknown deployment(s) {unknown}; expected "
-                         f"{[INGRESS, RECOMMENDER, FRAUD_SCORER]}")
+        raise ValueError(f"options: unknown deployment(s) {unknown} for topology "
+                         f"{config.topology!r}; expected {names}")
 
     def deployment(cls: Any, name: str) -> Deployment:
         found = cast(Deployment, cls)
         return found.options(**options[name]) if name in options else found
 
+    if config.topology == FUSED_TOPOLOGY:
+        return deployment(ShopStream, FUSED).bind(config)
     # Only the ingress checks the bearer token: the model replicas never receive it.
     model_config = dataclasses.replace(config, auth_token=None)
     models = [deployment(Recommender, RECOMMENDER).bind(model_config),

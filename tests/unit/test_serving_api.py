@@ -244,3 +244,20 @@ def test_healthz_is_readiness_and_a_broken_store_pointer_flips_it(
     assert status["skipped"] == ({"latest.json": pointer_error} if pointer_error else {})
     # a degraded replica keeps answering with the version it has
     assert client.post("/recommend", json={"user_id": "u1", "k": 1}).status_code == 200
+
+
+def _timings(header: str) -> dict[str, float]:
+    parts = [p.strip().split(";dur=") for p in header.split(",")]
+    return {name: float(ms) for name, ms in parts}
+
+
+def test_every_answer_says_where_its_time_went(client: TestClient) -> None:
+    # Server-Timing: the app's whole time, and on model routes the model call within it.
+    for path, body in (("/recommend", {"user_id": "u1", "k": 3}),
+                       ("/fraud", {"amount": 2, "features": {"a": 1}})):
+        answer = client.post(path, json=body)
+        timing = _timings(answer.headers["server-timing"])
+        assert answer.status_code == 200 and set(timing) == {"model", "app"}
+        assert 0.0 <= timing["model"] <= timing["app"]
+    for answer in (client.get("/healthz"), client.post("/fraud", json={"amount": None})):
+        assert set(_timings(answer.headers["server-timing"])) == {"app"}

@@ -21,7 +21,8 @@ CONFIG_YAML = Path(__file__).resolve().parents[2] / "serving" / "config.yaml"
     ("store", " "), ("endpoint_url", "http://127.0.0.1:9000"), ("poll_interval_s", 0.0),
     ("poll_interval_s", float("nan")), ("max_load_attempts", 0), ("max_batch_size", 0),
     ("batch_wait_timeout_s", -1.0), ("max_body_bytes", 10), ("auth_token", "short"),
-    ("token_env", ""), ("torch_threads", 0), ("port", 0), ("catalogue", " ")])
+    ("token_env", ""), ("torch_threads", 0), ("port", 0), ("catalogue", " "),
+    ("topology", "mesh")])
 def test_each_bad_setting_is_named(setting: str, value: object) -> None:
     with pytest.raises(ConfigError, match=f"^{setting}: "):
         ServeConfig(**{setting: value})  # type: ignore[arg-type]
@@ -37,7 +38,7 @@ def test_serve_run_strings_become_typed_settings() -> None:
 
 @pytest.mark.parametrize(("args", "where"), [
     ({"stoer": "x"}, "stoer"), ({"poll_interval_s": "soon"}, "poll_interval_s"),
-    ({"poll_interval_s": "0"}, "poll_interval_s")])
+    ({"poll_interval_s": "0"}, "poll_interval_s"), ({"topology": "mesh"}, "topology")])
 def test_bad_builder_args_fail_naming_the_key(args: dict[str, str], where: str) -> None:
     with pytest.raises(ValidationError, match=where):
         AppArgs.model_validate(args)

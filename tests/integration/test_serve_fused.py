@@ -1,0 +1,88 @@
+"""The fused topology (one ShopStream deployment: HTTP and both models in one replica) on a
+real local Ray over real HTTP: the same answers as the model, a per-hop timing header, and a
+hot reload under load in which both routes switch at the same moment.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from serving.config import FUSED
+from tests.integration.serve_support import (
+    POLL_S,
+    SWITCH_MARGIN_S,
+    TXNS,
+    App,
+    Sample,
+    check_consistent,
+    client_loop,
+    deploy_app,
+    publish_next,
+)
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def app(serve_http: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
+    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-fused"), topology="fused")
+
+
+def _timing(header: str) -> dict[str, float]:
+    return {name: float(ms) for name, ms in
+            (part.strip().split(";dur=") for part in header.split(","))}
+
+
+def test_one_deployment_answers_both_routes_like_the_model(app: App) -> None:
+    ref = app.refs[app.latest]
+    expected: dict[tuple[str, str], Any] = {}
+    with app.client() as client:
+        for user in ("u0", "u3"):
+            answer = client.post("/recommend", json={"user_id": user, "k": 5})
+            assert answer.json()["model_version"] == app.latest
+            assert [i["item_id"] for i in answer.json()["items"]] == ref.recommend(user, k=5)[1]
+        fraud = client.post("/fraud", json=TXNS)
+        check_consistent(app, Sample(0.0, "/fraud", fraud.status_code, fraud.json()), expected)
+        timing = _timing(fraud.headers["server-timing"])
+        assert set(timing) == {"app", "model"} and 0 < timing["model"] <= timing["app"]
+        status = client.get("/version").json()["deployments"]
+        health = client.get("/healthz")
+    assert list(status) == [FUSED] and status[FUSED]["version"] == app.latest
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+
+
+def test_hot_reload_switches_both_routes_at_once(app: App) -> None:
+    # One holder answers both routes, so in a sequential client loop every request after
+    # the first new answer is new, on either route (the split topology's two deployments
+    # may disagree for a moment).
+    old = app.latest
+    samples: list[Sample] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=client_loop, args=(app, stop, samples), daemon=True)
+    loop.start()
+    try:
+        time.sleep(1.0)
+        new = publish_next(app, seed=1, thresholds=(0.0, 0.0))
+        published = time.monotonic()
+        deadline = published + POLL_S + SWITCH_MARGIN_S
+        while time.monotonic() < deadline and not (
+                {(s.path, s.body.get("model_version")) for s in samples[-4:]}
+                >= {("/recommend", new), ("/fraud", new)}):
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        loop.join(30)
+    app.latest = new
+    expected: dict[tuple[str, str], Any] = {}
+    versions = [check_consistent(app, s, expected) for s in samples]
+    assert versions[0] == old and versions[-1] == new
+    first_new = versions.index(new)
+    assert set(versions[first_new:]) == {new}, "a request after the switch got the old version"
+    assert {s.path for s in samples[first_new:]} == {"/recommend", "/fraud"}
+    print(f"fused hot reload: {len(samples)} requests, switched after "
+          f"{samples[first_new].t - published:.2f} s")
