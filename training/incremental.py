@@ -158,7 +158,9 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
     parent_version = start.live.version if start.live else None
     meta = json_safe(meta)
     if decision.promote:
-        info = store.publish(files, meta, parent=parent_version)
+        # Gated against the live version: if another publisher moved latest meanwhile,
+        # the gate's verdict no longer holds (ConcurrentPublishError; the version is kept).
+        info = store.publish(files, meta, parent=parent_version, expect_latest=parent_version)
         deleted = store.retain(inc.keep_last)
     else:
         info = store.record_rejected(files, meta, parent_version, reason=decision.reason,

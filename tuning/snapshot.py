@@ -52,6 +52,13 @@ class SnapshotStore(CheckpointStore):
         if keys:
             raise ReadOnlySnapshotError(f"{self.uri}: a sweep's snapshot is read-only")
 
+    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        data = self.objects.get(key)
+        return None if data is None else (data, str(len(data)))
+
+    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+        raise ReadOnlySnapshotError(f"{self._location(key)}: a sweep's snapshot is read-only")
+
 
 def snapshot_latest(store: CheckpointStore) -> SnapshotStore:
     """Copy ``latest`` (every file verified by ``store.load``) into memory; an empty store

@@ -89,3 +89,21 @@ def test_missing_bucket_is_a_config_error(moto_s3: str) -> None:
     with open_store("s3://no-such-bucket-here/ckpt", endpoint_url=moto_s3) as store:
         with pytest.raises(StoreConfigError, match="no-such-bucket-here"):
             store.latest()
+
+
+def test_versions_cli_lists_and_rolls_back_on_s3(s3_store: S3Store, s3_bucket: str,
+                                                 moto_s3: str,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import json
+
+    from training.store.versions import main
+
+    v1 = s3_store.publish({"model.safetensors": b"one"}, {"window": "w1"}, None).version
+    v2 = s3_store.publish({"model.safetensors": b"two"}, {"window": "w2"}, v1).version
+    base = ["--store", s3_bucket, "--endpoint-url", moto_s3, "--json"]
+    assert main([*base, "list"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert [(r["version"], r["status"]) for r in rows] == [(v1, "published"), (v2, "latest")]
+    assert main([*base, "rollback"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"previous": v2, "latest": v1}
+    assert s3_store.latest().version == v1  # type: ignore[union-attr]

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from training.store import CheckpointMissingError, LocalStore, open_store
+from training.store import (
+    CheckpointMissingError,
+    ConcurrentPublishError,
+    LocalStore,
+    VersionInfo,
+    open_store,
+)
 from training.store.conformance import CHECKS, Check, Tamper
 
 pytestmark = pytest.mark.unit
@@ -44,7 +52,7 @@ def test_publish_leaves_only_final_files(tmp_path: Path) -> None:
     info = store.publish({"model.safetensors": src}, {}, None)
     on_disk = sorted(p.relative_to(store.root).as_posix()
                      for p in store.root.rglob("*") if p.is_file())
-    assert on_disk == ["latest.json", f"versions/{info.version}/meta.json",
+    assert on_disk == [".latest.json.lock", "latest.json", f"versions/{info.version}/meta.json",
                        f"versions/{info.version}/model.safetensors"]
     assert store.uri == store.root.as_uri()
 
@@ -66,3 +74,31 @@ def test_load_writes_meta_json_matching_read_meta(tmp_path: Path) -> None:
 
     assert json.loads((tmp_path / "out" / "meta.json").read_text()) == store.read_meta(
         info.version)
+
+
+def test_two_threads_publishing_at_once_have_one_winner(tmp_path: Path) -> None:
+    # Both read latest.json and upload, then meet at the barrier and write latest.json at
+    # the same moment: the file lock lets exactly one through, the other loses cleanly.
+    store = LocalStore(tmp_path / "store")
+    v0 = store.publish({"m": b"0"}, {}, None)
+    barrier = threading.Barrier(2, timeout=30)
+    store._before_promote = lambda info: barrier.wait()  # type: ignore[method-assign]
+    outcomes: list[VersionInfo | Exception] = []
+
+    def publish(tag: bytes) -> None:
+        try:
+            outcomes.append(store.publish({"m": tag}, {}, v0.version, expect_latest=v0.version))
+        except ConcurrentPublishError as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=publish, args=(t,)) for t in (b"a", b"b")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    won = [o for o in outcomes if isinstance(o, VersionInfo)]
+    lost: list[Any] = [o for o in outcomes if isinstance(o, ConcurrentPublishError)]
+    assert len(won) == 1 and len(lost) == 1, outcomes
+    latest = store.latest()
+    assert latest is not None and latest.version == won[0].version
+    assert len(store.list_versions()) == 3  # v0, the winner, and the kept loser

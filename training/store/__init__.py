@@ -8,11 +8,12 @@
 See :mod:`training.store.base` for the object layout and the publish protocol.
 """
 
-from training.store.base import LATEST_KEY, CheckpointStore, FileSource
+from training.store.base import ANY_LATEST, LATEST_KEY, CheckpointStore, FileSource
 from training.store.config import StoreConfig, open_store
 from training.store.errors import (
     CheckpointCorruptError,
     CheckpointMissingError,
+    ConcurrentPublishError,
     InvalidKeyError,
     InvalidMetaError,
     StoreConfigError,
@@ -24,11 +25,13 @@ from training.store.meta import RESERVED_META_KEYS, FileEntry, VersionInfo
 from training.store.s3 import S3Store
 
 __all__ = [
+    "ANY_LATEST",
     "LATEST_KEY",
     "RESERVED_META_KEYS",
     "CheckpointCorruptError",
     "CheckpointMissingError",
     "CheckpointStore",
+    "ConcurrentPublishError",
     "FileEntry",
     "FileSource",
     "InvalidKeyError",

@@ -13,12 +13,19 @@ Layout under the store root (a directory, or an S3 bucket prefix)::
 Publishing uploads every file, then ``meta.json``, reads every object back to check
 its sha256 and size, calls :meth:`CheckpointStore._before_promote`, and only then
 replaces ``latest.json``: any error or crash before that leaves ``latest`` unchanged.
-One writer per store at a time; concurrent publishers are not coordinated.
+
+Concurrent publishers (a sweep and the pipeline, two pipelines) are safe: ``latest.json``
+is replaced only if it still holds what the publisher read before uploading (and, when the
+caller says so, names the version it gated against) — an S3 conditional write
+(``If-Match`` on the ETag, ``If-None-Match: *`` for a first version), or a compare and
+atomic rename under a file lock locally. The loser gets :class:`ConcurrentPublishError`;
+its version stays under ``versions/``, listed and promotable.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import secrets
@@ -34,6 +41,7 @@ from training.cli import require
 from training.store.errors import (
     CheckpointCorruptError,
     CheckpointMissingError,
+    ConcurrentPublishError,
     InvalidMetaError,
 )
 from training.store.keys import is_version_id, new_version_id, validate_key, validate_version
@@ -61,6 +69,17 @@ CONFIG_AREA = "configs"
 
 FileSource = Path | bytes
 _Store = TypeVar("_Store", bound="CheckpointStore")
+
+
+class _Any:
+    """``expect_latest`` default: any current ``latest`` will do (only that it not change
+    while publishing)."""
+
+    def __repr__(self) -> str:
+        return "ANY_LATEST"
+
+
+ANY_LATEST: Any = _Any()
 
 
 class CheckpointStore(ABC):
@@ -93,6 +112,16 @@ class CheckpointStore(ABC):
     @abstractmethod
     def _delete_keys(self, keys: Sequence[str]) -> None:
         """Delete objects; keys that are already gone are not an error."""
+
+    @abstractmethod
+    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        """An object's bytes and an opaque tag of this content (S3: its ETag), or None if
+        it does not exist."""
+
+    @abstractmethod
+    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+        """Write one object only if it still has ``tag`` (None: only if it does not
+        exist), atomically with the check; else raise :class:`ConcurrentPublishError`."""
 
     def close(self) -> None:
         """Release connections; the store must not be used afterwards."""
@@ -168,13 +197,19 @@ class CheckpointStore(ABC):
     # ---- writing ------------------------------------------------------------------------
 
     def publish(self, files: Mapping[str, FileSource], meta: Mapping[str, Any],
-                parent: str | None) -> VersionInfo:
+                parent: str | None, *, expect_latest: str | None = ANY_LATEST
+                ) -> VersionInfo:
         """Store ``files`` (name -> local path or bytes) as a new version with ``parent``
         (None for the first), verify every object read back, then make it ``latest``.
         Any error before the final ``latest.json`` write removes the partial version
-        and leaves ``latest`` as it was."""
+        and leaves ``latest`` as it was.
+
+        ``latest.json`` moves only if nobody changed it since this call read it, and, when
+        ``expect_latest`` is given, only if it names that version (None: an empty store):
+        else :class:`ConcurrentPublishError`, with the new version kept under ``versions/``."""
+        seen = self._read_tagged(LATEST_KEY)
         info = self._write_version(PUBLISHED_AREA, files, meta, parent, None)
-        self._write_latest(info)
+        self._swap_latest(info, seen, expect_latest)
         logger.info("published %s (parent %s, %d files) to %s",
                     info.version, parent, len(info.files), self.uri)
         return info
@@ -192,11 +227,14 @@ class CheckpointStore(ABC):
                     reason)
         return info
 
-    def promote(self, version: str) -> VersionInfo:
-        """Point ``latest`` at an existing published version (e.g. to roll back)."""
+    def promote(self, version: str, *, expect_latest: str | None = ANY_LATEST) -> VersionInfo:
+        """Point ``latest`` at an existing published version (e.g. to roll back), under the
+        same condition as :meth:`publish`. Use :meth:`verify` first to refuse a version
+        whose files do not check out."""
+        seen = self._read_tagged(LATEST_KEY)
         info = self._info(validate_version(version), PUBLISHED_AREA)
         self._before_promote(info)
-        self._write_latest(info)
+        self._swap_latest(info, seen, expect_latest)
         logger.info("promoted %s to latest in %s", version, self.uri)
         return info
 
@@ -231,6 +269,15 @@ class CheckpointStore(ABC):
             logger.info("retain(keep_last=%d) deleted %d version(s) from %s",
                         keep_last, len(deleted), self.uri)
         return deleted
+
+    def verify(self, version: str) -> VersionInfo:
+        """Read every file of a published or rejected version back and check its size and
+        sha256 (:class:`CheckpointCorruptError` / :class:`CheckpointMissingError` if not)."""
+        info = self._find(version)
+        area = PUBLISHED_AREA if info.status == "published" else REJECTED_AREA
+        for name, entry in sorted(info.files.items()):
+            self._verify(f"{area}/{version}/{name}", entry)
+        return info
 
     def put_config(self, name: str, data: Mapping[str, Any]) -> None:
         """Write ``configs/<name>.json``."""
@@ -317,9 +364,23 @@ class CheckpointStore(ABC):
             raise CheckpointCorruptError(
                 f"{self._location(key)}: sha256 {sha.hexdigest()} != expected {entry.sha256}")
 
-    def _write_latest(self, info: VersionInfo) -> None:
+    def _swap_latest(self, info: VersionInfo, seen: tuple[bytes, str] | None,
+                     expect_latest: str | None) -> None:
+        """Point ``latest.json`` at ``info`` if it still holds ``seen`` (read before the
+        upload) and, unless ANY_LATEST, names ``expect_latest``."""
+        kept = f"{info.version} is kept under {PUBLISHED_AREA}/ but is not latest"
+        if expect_latest is not ANY_LATEST:
+            named = _pointer_version(seen[0]) if seen is not None else None
+            if named != expect_latest:
+                raise ConcurrentPublishError(
+                    f"{self._location(LATEST_KEY)} names {named}, expected {expect_latest} "
+                    f"(another publisher moved it); {kept}")
         doc = {"version": info.version, "created_at": info.created_at}
-        self._put_bytes(LATEST_KEY, dump_json(doc, LATEST_KEY))
+        try:
+            self._put_if(LATEST_KEY, dump_json(doc, LATEST_KEY),
+                         None if seen is None else seen[1])
+        except ConcurrentPublishError as exc:
+            raise ConcurrentPublishError(f"{exc}; {kept}") from exc
 
     def _write_version(self, area: str, files: Mapping[str, FileSource],
                        meta: Mapping[str, Any], parent: str | None,
@@ -373,6 +434,15 @@ class CheckpointStore(ABC):
         except Exception:  # the original error matters more than a failed cleanup
             logger.warning("could not remove partial %s", self._location(prefix),
                            exc_info=True)
+
+
+def _pointer_version(raw: bytes) -> str | None:
+    """The version a ``latest.json`` document names (None if it names none readably)."""
+    try:
+        version = json.loads(raw).get("version")
+    except (ValueError, AttributeError):
+        return None
+    return str(version) if is_version_id(version) else None
 
 
 def _check_sources(files: Mapping[str, FileSource]) -> dict[str, FileSource]:

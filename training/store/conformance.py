@@ -23,6 +23,7 @@ from training.store.base import CheckpointStore
 from training.store.errors import (
     CheckpointCorruptError,
     CheckpointMissingError,
+    ConcurrentPublishError,
     InvalidKeyError,
     InvalidMetaError,
 )
@@ -299,7 +300,47 @@ def check_key_validation(store: CheckpointStore, tamper: Tamper, workdir: Path) 
     _expect(store.latest() is None and store._list_keys("versions/") == [], "bad keys wrote")
 
 
+def check_racing_publishers(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
+    """The losing interleaving of two publishers, made deterministic: B publishes (and
+    wins) while A sits between its read of latest.json and its write of it."""
+    v0 = store.publish({"model.safetensors": b"v0"}, {}, None)
+    winner: list[str] = []
+
+    def b_publishes_now(info: Any) -> None:
+        if not winner:  # B's own publish passes through this hook too
+            winner.append("busy")
+            winner[0] = store.publish({"model.safetensors": b"b"}, {"who": "b"},
+                                      v0.version).version
+
+    with _patched(store, "_before_promote", b_publishes_now):
+        err = _raises(ConcurrentPublishError, lambda: store.publish(
+            {"model.safetensors": b"a"}, {"who": "a"}, v0.version), "latest.json",
+            "kept under versions/")
+    _expect(_latest_version(store) == winner[0], "the loser moved latest")
+    (loser,) = [v for v in store.list_versions() if v not in (v0.version, winner[0])]
+    _expect(loser in str(err) and store.read_meta(loser)["who"] == "a", "loser not kept")
+    store.load(loser, workdir / "loser")  # nothing lost: complete and verified
+    # Gating against a version that is no longer latest fails the same way, and a caller
+    # that knows what is latest can still promote the kept version.
+    _raises(ConcurrentPublishError, lambda: store.publish(
+        {"model.safetensors": b"c"}, {}, v0.version, expect_latest=v0.version),
+        f"names {winner[0]}, expected {v0.version}")
+    _raises(ConcurrentPublishError, lambda: store.promote(loser, expect_latest=v0.version))
+    store.promote(loser, expect_latest=winner[0])
+    _expect(_latest_version(store) == loser, "promote with the right expectation")
+
+
+def check_verify(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
+    v1 = store.publish({"model.safetensors": MODEL, "extra.bin": b"x"}, {}, None)
+    _expect(store.verify(v1.version).version == v1.version, "verify of a good version")
+    key = f"versions/{v1.version}/model.safetensors"
+    tamper(key, MODEL[:-1])
+    _raises(CheckpointCorruptError, lambda: store.verify(v1.version), key)
+    tamper(key, None)
+    _raises(CheckpointMissingError, lambda: store.verify(v1.version), key)
+
+
 CHECKS: tuple[Check, ...] = (check_round_trip, check_ordering, check_retention,
                              check_atomic_publish, check_load_detects_tampering,
                              check_broken_metadata, check_rejected, check_configs,
-                             check_key_validation)
+                             check_key_validation, check_racing_publishers, check_verify)

@@ -28,3 +28,9 @@ class CheckpointMissingError(StoreError):
 class CheckpointCorruptError(StoreError):
     """An object exists but its size or sha256 differs from what ``meta.json`` records,
     or a JSON document of the store cannot be parsed."""
+
+
+class ConcurrentPublishError(StoreError):
+    """``latest.json`` changed between the publisher's read and its write (another publisher
+    won), or no longer names the version the caller expected. The losing version stays
+    under ``versions/`` (listed, promotable); ``latest`` keeps the winner's."""

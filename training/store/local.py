@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import os
 import shutil
 import tempfile
@@ -10,7 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from training.store.base import CheckpointStore
-from training.store.errors import CheckpointMissingError, StoreError
+from training.store.errors import CheckpointMissingError, ConcurrentPublishError, StoreError
 from training.store.meta import CHUNK
 
 _TMP_PREFIX = ".tmp-"
@@ -18,7 +20,10 @@ _TMP_PREFIX = ".tmp-"
 
 class LocalStore(CheckpointStore):
     """Objects are files under ``root``; every write is temp file + fsync + ``os.replace``,
-    so readers see either the old object or the new one, never a partial one."""
+    so readers see either the old object or the new one, never a partial one. A conditional
+    write (``latest.json``) compares and renames under an exclusive ``flock`` of a lock file
+    beside it, which serialises the processes of one host (and of hosts whose network file
+    system implements flock, as NFSv4 does)."""
 
     def __init__(self, root: Path | str) -> None:
         # Nothing is created here: opening a store has no side effects until a write.
@@ -91,3 +96,26 @@ class LocalStore(CheckpointStore):
                 except OSError:
                     break
                 folder = folder.parent
+
+    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        return data, hashlib.sha256(data).hexdigest()
+
+    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+        target = self._path(key)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        lock = target.with_name(f".{target.name}.lock")
+        with open(lock, "a+b") as handle:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+            try:
+                current = self._read_tagged(key)
+                found = None if current is None else current[1]
+                if found != tag:
+                    raise ConcurrentPublishError(
+                        f"{self._location(key)} changed since it was read")
+                self._put_bytes(key, data)
+            finally:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -13,14 +13,25 @@ from pathlib import Path
 from typing import Any
 
 from training.store.base import CheckpointStore
-from training.store.errors import CheckpointMissingError, StoreConfigError, StoreError
+from training.store.errors import (
+    CheckpointMissingError,
+    ConcurrentPublishError,
+    StoreConfigError,
+    StoreError,
+)
 from training.store.meta import CHUNK
 
 _MISSING_CODES = frozenset({"NoSuchKey", "404", "NotFound"})
+# A conditional write that lost: the object changed (412) or a concurrent conditional
+# write to it is in flight (409).
+_CONFLICT_CODES = frozenset({"PreconditionFailed", "412", "ConditionalRequestConflict", "409"})
 
 
 class S3Store(CheckpointStore):
-    """Objects are ``<prefix>/<key>`` in ``bucket``; S3's PUT is atomic per object."""
+    """Objects are ``<prefix>/<key>`` in ``bucket``; S3's PUT is atomic per object, and a
+    conditional PUT (``If-Match`` / ``If-None-Match``, AWS since 2024, MinIO, moto) is
+    atomic with its check. A service that ignores those headers makes the write
+    unconditional: one publisher per store there."""
 
     # S3's own maxima; instances may lower them (tests do, to exercise the batching).
     page_size = 1000
@@ -128,3 +139,32 @@ class S3Store(CheckpointStore):
                 first = errors[0]
                 raise StoreError(f"{self.uri}: delete_objects failed for {len(errors)} key(s), "
                                  f"first {first.get('Key')!r}: {first.get('Code')}")
+
+    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            reply = self._call("get_object", key, Key=self._key(key))
+        except CheckpointMissingError:
+            return None
+        try:
+            return reply["Body"].read(), str(reply["ETag"])
+        except (BotoCoreError, ClientError) as exc:
+            raise self._fail("get_object", key, exc) from exc
+        finally:
+            reply["Body"].close()
+
+    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data,
+                                   **condition)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in _CONFLICT_CODES:
+                raise ConcurrentPublishError(
+                    f"{self._location(key)} changed since it was read") from exc
+            raise self._fail("put_object", key, exc) from exc
+        except BotoCoreError as exc:
+            raise self._fail("put_object", key, exc) from exc
