@@ -23,8 +23,8 @@ so the model's own order stays unless held-out rows ask otherwise). Real cold us
 few in a tail to choose from (0-12 a month on Online Retail), so the cold weight is chosen
 on every held-out user with a later basket, ranked *as if cold* — id hidden, no own items,
 the first basket in the tail as the query (the evaluation's cold protocol). With fewer than
-:data:`MIN_COLD_USERS` such users there is no evidence to blend on, and cold users get the
-grid's largest weight: the popularity baseline's order with the model breaking its ties.
+:data:`MIN_COLD_USERS` such users there is no evidence to blend on, and cold users get
+:data:`COLD_FALLBACK_WEIGHT`: the popularity baseline's order, the model breaking ties.
 The values travel with the version (``ModelConfig``), so evaluation and serving rank with
 them alike.
 
@@ -56,6 +56,11 @@ from training.rec_split import split_rec_metrics
 # Held-out users needed to choose the cold weight: with per-user NDCG spread near 0.25, 100
 # users give the mean a standard error near 0.025, the size of the differences in question.
 MIN_COLD_USERS = 100
+# Cold users' weight without evidence: ModelConfig's bound, where counts outweigh the
+# towers' whole range (2) for every count under 50 (100 * log(51/50) = 2), so the list is
+# the popularity baseline's and the model orders only (near-)ties. The grid's own top (10)
+# lets the towers reorder items whose counts differ by under ~20%.
+COLD_FALLBACK_WEIGHT = 100.0
 # Stands for every user ranked as cold: an id no real user has (it looks up to unknown).
 AS_COLD = "\x00as-cold"
 
@@ -118,10 +123,10 @@ def _choose_cold(model: ShopStreamModel, history: PurchaseHistory, window: Windo
                  candidates: list[str], matrix: torch.Tensor, pool: dict[str, int],
                  weights: tuple[float, ...], k: int) -> dict[str, Any]:
     """The cold weight with the best NDCG@k of the window's users ranked as cold (every
-    user is cold against an empty history); the largest weight with too few of them."""
+    user is cold against an empty history); :data:`COLD_FALLBACK_WEIGHT` with too few."""
     queries = rec_queries(PurchaseHistory(model.cfg.history_len), window)
     n_users = len(queries.user_ids)
-    out: dict[str, Any] = {"n_as_cold": n_users, "cold_count_weight": max(weights)}
+    out: dict[str, Any] = {"n_as_cold": n_users, "cold_count_weight": COLD_FALLBACK_WEIGHT}
     if n_users < MIN_COLD_USERS:
         return out
     targets = pool_positions(queries.targets, pool)

@@ -26,7 +26,7 @@ from training.model import (
     save_model,
 )
 from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
-from training.ranking_terms import MIN_COLD_USERS, choose_ranking_terms
+from training.ranking_terms import COLD_FALLBACK_WEIGHT, MIN_COLD_USERS, choose_ranking_terms
 from training.train import init_model
 
 pytestmark = pytest.mark.unit
@@ -140,7 +140,7 @@ def test_no_warm_user_or_no_grid_keeps_the_parents_terms() -> None:
     assert cold["warm_ndcg"] == {}
     off = _choose(model, [("a", "z", "2020-02-01")], bonuses=())
     assert (off["repeat_bonus"], off["count_weight"], off["cold_count_weight"]) == \
-        (0.3, 0.1, COUNT_WEIGHT_GRID[-1])
+        (0.3, 0.1, COLD_FALLBACK_WEIGHT)
     assert (model.cfg.repeat_bonus, model.cfg.count_weight) == (0.3, 0.1)
 
 
@@ -155,7 +155,7 @@ def test_too_few_users_as_cold_give_cold_users_the_popularity_order() -> None:
     model = _model()
     out = _choose(model, _two_baskets(MIN_COLD_USERS - 1))
     assert out["n_as_cold"] == MIN_COLD_USERS - 1 and out["cold_ndcg"] == {}
-    assert out["cold_count_weight"] == model.cfg.cold_count_weight == COUNT_WEIGHT_GRID[-1]
+    assert out["cold_count_weight"] == model.cfg.cold_count_weight == COLD_FALLBACK_WEIGHT
 
 
 def test_the_cold_weight_is_chosen_on_users_ranked_as_cold() -> None:
