@@ -14,8 +14,10 @@ Outermost first: server timing, bearer-token check (401; /healthz, /docs and
 shedding, body guard (400 for an unreadable Content-Length, 413 for too large, 408 when
 the body takes longer than ``body_timeout_s``; all before the body is parsed), a model
 slot (503 with Retry-After once ``max_inflight`` model requests are in flight, see
-:mod:`serving.shedding`), then FastAPI (422 for invalid bodies). Every answer, errors included, is JSON. Without the token
-/healthz says only whether the app is ready (200) or not (503).
+:mod:`serving.shedding`), then FastAPI (422 for invalid bodies). Every answer, errors
+included, is JSON. Without the token /healthz says only whether the app is ready (200) or
+not (503). ``GET /metrics`` (behind the token like /version) serves the replica's online
+counters per version in Prometheus text format (:mod:`serving.metrics`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Protocol
 
 import anyio
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -40,6 +42,7 @@ from serving.errors import (
     error_response,
     install_error_handlers,
 )
+from serving.metrics import OnlineMetrics
 from serving.schemas import (
     ErrorResponse,
     FraudListResponse,
@@ -53,6 +56,8 @@ from serving.schemas import (
     pin_fraud_features,
 )
 from serving.shedding import HoldSlot, ShedEarly, Slots
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 OPEN_PATHS = frozenset({"/healthz", "/docs", "/docs/oauth2-redirect", "/openapi.json"})
 
@@ -177,10 +182,14 @@ class BodyLimit:
 
 class ServerTiming:
     """Adds ``Server-Timing: app;dur=<ms>`` (time from the request's arrival in this app to
-    its response start) to every HTTP answer."""
+    its response start) to every HTTP answer, and counts the answer in ``metrics`` by route
+    (paths outside ``routes`` count as ``other``), answering version and status."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, metrics: OnlineMetrics | None = None,
+                 routes: frozenset[str] = frozenset()) -> None:
         self.app = app
+        self.metrics = metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -190,12 +199,27 @@ class ServerTiming:
 
         async def timed(message: Message) -> None:
             if message["type"] == "http.response.start":
-                ms = (time.perf_counter() - began) * 1000.0
+                seconds = time.perf_counter() - began
                 message = {**message, "headers": [*message.get("headers", []), (
-                    b"server-timing", f"app;dur={ms:.2f}".encode())]}
+                    b"server-timing", f"app;dur={seconds * 1000.0:.2f}".encode())]}
+                if self.metrics is not None:
+                    path = _relative_path(scope)
+                    version = scope.get("state", {}).get(VERSION_STATE)
+                    self.metrics.request(path if path in self.routes else "other", version,
+                                         int(message["status"]), seconds)
             await send(message)
 
         await self.app(scope, receive, timed)
+
+
+VERSION_STATE = "model_version"  # request.state key: the version that answered
+
+
+def answered(request: Request, response: Response, began: float, version: str) -> None:
+    """Marks a model route's answer: the model call's time (``Server-Timing: model``) and
+    the answering version (for the metrics)."""
+    model_timing(response, began)
+    setattr(request.state, VERSION_STATE, version)
 
 
 def model_timing(response: Response, began: float) -> None:
@@ -275,22 +299,32 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
                               "ShopStream model version, hot-reloaded as new ones appear.")
     install_error_handlers(app)
 
+    metrics = OnlineMetrics()
+
     @app.post("/recommend", response_model=RecommendResponse)
-    async def recommend(request: RecommendRequest, response: Response) -> RecommendResponse:
+    async def recommend(body: RecommendRequest, request: Request,
+                        response: Response) -> RecommendResponse:
         """Top-k items for a user (cold-start users too), with the version that ranked them."""
         began = time.perf_counter()
-        answer = await backend.recommend(request)
-        model_timing(response, began)
+        answer = await backend.recommend(body)
+        answered(request, response, began, answer.model_version)
+        metrics.recommended(answer)
         return answer
 
     @app.post("/fraud", response_model=FraudResponse | FraudListResponse)
-    async def fraud(request: FraudRequest,
+    async def fraud(body: FraudRequest, request: Request,
                     response: Response) -> FraudResponse | FraudListResponse:
         """Fraud probability and decision for one transaction or a list of them."""
         began = time.perf_counter()
-        answer = await backend.fraud(request)
-        model_timing(response, began)
+        answer = await backend.fraud(body)
+        answered(request, response, began, answer.model_version)
+        metrics.scored(answer)
         return answer
+
+    @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
+    async def prometheus() -> PlainTextResponse:
+        """Online counters per version (serving.metrics), Prometheus text format."""
+        return PlainTextResponse(metrics.render(), media_type=PROMETHEUS_TYPE)
 
     _add_health_routes(app, backend, token.encode() if token else None)
     _add_openapi_route(app, backend)
@@ -304,5 +338,7 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
                        timeout_s=body_timeout_s)
     app.add_middleware(ShedEarly, slots=slots)  # type: ignore[arg-type]
     app.add_middleware(BearerAuth, token=token)  # type: ignore[arg-type]
-    app.add_middleware(ServerTiming)  # type: ignore[arg-type]
+    app.add_middleware(ServerTiming, metrics=metrics,  # type: ignore[arg-type]
+                       routes=frozenset({"/recommend", "/fraud", "/healthz", "/version",
+                                         "/metrics", "/openapi.json", "/docs"}))
     return app

@@ -261,3 +261,32 @@ def test_every_answer_says_where_its_time_went(client: TestClient) -> None:
         assert 0.0 <= timing["model"] <= timing["app"]
     for answer in (client.get("/healthz"), client.post("/fraud", json={"amount": None})):
         assert set(_timings(answer.headers["server-timing"])) == {"app"}
+
+
+def test_metrics_count_answers_per_version_in_prometheus_text(backend: FakeBackend) -> None:
+    app = create_api(backend, max_body_bytes=4096, token=TOKEN)
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    with TestClient(app) as client:
+        assert client.post("/recommend", json={"user_id": "u1", "k": 3}, headers=auth).status_code == 200
+        assert client.post("/fraud", json=[{"amount": 1}, {"amount": 2}], headers=auth).status_code == 200
+        assert client.post("/fraud", json={"amount": None}, headers=auth).status_code == 422
+        assert client.get("/metrics").status_code == 401  # behind the token, like /version
+        client.get("/no-such-path", headers=auth)
+        page = client.get("/metrics", headers=auth)
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/plain")
+    lines = set(page.text.splitlines())
+    assert {
+        'shopstream_requests_total{route="/recommend",version="v1",status="200"} 1',
+        'shopstream_requests_total{route="/fraud",version="v1",status="200"} 1',
+        'shopstream_requests_total{route="/fraud",version="none",status="422"} 1',
+        'shopstream_requests_total{route="/metrics",version="none",status="401"} 1',
+        'shopstream_requests_total{route="other",version="none",status="404"} 1',
+        'shopstream_recommend_strategy_total{version="v1",strategy="popularity"} 1',
+        'shopstream_fraud_decisions_total{version="v1",decision="approve"} 2',
+        'shopstream_fraud_probability_bucket{version="v1",le="0.3"} 2',
+        'shopstream_fraud_probability_bucket{version="v1",le="0.2"} 0',
+        'shopstream_fraud_probability_count{version="v1"} 2',
+        'shopstream_recommend_top_score_count{version="v1"} 1',
+        '# TYPE shopstream_request_seconds histogram',
+    } <= lines, page.text
+    assert 'shopstream_request_seconds_count{route="/fraud",version="v1"} 1' in lines
