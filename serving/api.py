@@ -42,7 +42,7 @@ from serving.errors import (
     error_response,
     install_error_handlers,
 )
-from serving.metrics import OnlineMetrics
+from serving.metrics import OnlineMetrics, canary_lines
 from serving.schemas import (
     ErrorResponse,
     FraudListResponse,
@@ -324,7 +324,9 @@ def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,
     @app.get("/metrics", response_class=PlainTextResponse, include_in_schema=False)
     async def prometheus() -> PlainTextResponse:
         """Online counters per version (serving.metrics), Prometheus text format."""
-        return PlainTextResponse(metrics.render(), media_type=PROMETHEUS_TYPE)
+        text = metrics.render() + "".join(
+            f"{line}\n" for line in canary_lines(await backend.statuses()))
+        return PlainTextResponse(text, media_type=PROMETHEUS_TYPE)
 
     _add_health_routes(app, backend, token.encode() if token else None)
     _add_openapi_route(app, backend)

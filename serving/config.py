@@ -100,6 +100,10 @@ class ServeConfig:
                 "(default: <tmp>/shopstream-serve-cache; '' disables)"})
     torch_threads: int = field(default=1, metadata={
         "help": "torch intra-op threads per model replica"})
+    follow_canary: bool = field(default=True, metadata={
+        "help": "load the store's canary version (configs/canary.json, set by "
+                "shopstream-versions canary) beside latest and route its share of users "
+                "to it, or shadow it"})
     topology: Literal["split", "fused"] = field(default="split", metadata={
         "help": "split: an Ingress calling a Recommender and a FraudScorer deployment (each "
                 "model scales apart; a dead model replica is resent to another within "

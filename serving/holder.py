@@ -161,6 +161,15 @@ class VersionHolder(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def clear(self) -> None:
+        """Stop serving any version (e.g. a canary that ended); the next check may load."""
+        with self._swap_lock:
+            previous, self._current = self._current, None
+        if previous is not None:
+            logger.info("%s: no longer serving %s", self.name, previous.version)
+            del previous
+            release_memory()
+
     def poke(self) -> None:
         """Check the store now instead of at the end of the current interval."""
         self._wake.set()

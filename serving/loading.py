@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -125,19 +126,23 @@ def item_cache(config: ServeConfig) -> ItemVectorCache:
     return ItemVectorCache(Path(config.cache_dir) if config.cache_dir else default_cache_dir())
 
 
-def make_holder(config: ServeConfig, name: str) -> VersionHolder[Predictor]:
-    """A holder watching ``config.store`` (not started)."""
+def make_holder(config: ServeConfig, name: str, pointer: Callable[[], str | None] | None = None,
+                pointer_key: str = LATEST_KEY, store: CheckpointStore | None = None
+                ) -> VersionHolder[Predictor]:
+    """A holder watching ``config.store``'s ``latest.json`` (not started), or another
+    ``pointer`` to a version (e.g. the canary's, ``pointer_key`` naming it in errors)."""
     torch.set_num_threads(config.torch_threads)
-    store = open_store(config.store, config.endpoint_url)
+    store = store or open_store(config.store, config.endpoint_url)
     cache = item_cache(config)
 
     def latest() -> str | None:
         info = store.latest()
         return None if info is None else info.version
 
-    return VersionHolder(latest, lambda version: load_version(store, version, config, cache),
+    return VersionHolder(pointer or latest,
+                         lambda version: load_version(store, version, config, cache),
                          poll_interval_s=config.poll_interval_s,
                          max_attempts=config.max_load_attempts,
                          permanent=PERMANENT_ERRORS, name=name,
                          describe=partial(describe_error, root=store.uri),
-                         pointer_key=LATEST_KEY)
+                         pointer_key=pointer_key)

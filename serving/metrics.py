@@ -13,6 +13,11 @@ the version that answered:
 * ``shopstream_fraud_decisions_total{version, decision}`` and a histogram of
   ``shopstream_fraud_probability{version}``.
 
+Beside them, from each model replica's status, the canary it follows (see
+:mod:`serving.canary`): ``shopstream_canary_fraction`` and, per count key,
+``shopstream_canary_<key>_total`` (answers by the candidate and by latest, shadow
+comparisons with their summed top-k overlap, decision agreement and probability gap).
+
 Prometheus sums the replicas (``sum by (version)``); a rate of decisions per version is how
 a new version's behaviour is watched online.
 """
@@ -24,7 +29,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
-from serving.schemas import FraudListResponse, FraudResponse, RecommendResponse
+from serving.schemas import FraudListResponse, FraudResponse, RecommendResponse, ReplicaStatus
 
 PREFIX = "shopstream"
 LATENCY_BUCKETS: tuple[float, ...] = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
@@ -131,3 +136,18 @@ class OnlineMetrics:
                     for labels, hist in sorted(self._histograms[name].items()):
                         lines += hist.lines(name, labels)
         return "\n".join(lines) + "\n"
+
+
+def canary_lines(statuses: dict[str, ReplicaStatus]) -> list[str]:
+    """The canaries the model replicas follow, as gauges and counters."""
+    lines: list[str] = []
+    for name, status in sorted(statuses.items()):
+        canary = status.canary
+        if not canary:
+            continue
+        labels = (("deployment", name), ("replica", status.replica),
+                  ("version", str(canary.get("version"))), ("mode", str(canary.get("mode"))))
+        lines.append(f"{PREFIX}_canary_fraction{_fmt(labels)} {float(canary['fraction'])!r}")
+        for key, value in sorted((canary.get("counts") or {}).items()):
+            lines.append(f"{PREFIX}_canary_{key}_total{_fmt(labels)} {float(value)!r}")
+    return lines

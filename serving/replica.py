@@ -10,9 +10,10 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from serving.canary import CanaryRouter, bucket, fraud_key
 from serving.config import ServeConfig
 from serving.errors import ErrorInfo, NoRecommenderError, NotReadyError
 from serving.holder import VersionHolder
@@ -47,11 +48,15 @@ class ModelReplica:
     """One replica's model state: a started :class:`VersionHolder` over ``config.store``."""
 
     def __init__(self, config: ServeConfig, deployment: str, replica_id: str | None = None,
-                 holder: VersionHolder[Predictor] | None = None) -> None:
+                 holder: VersionHolder[Predictor] | None = None,
+                 canary: CanaryRouter | None = None) -> None:
         self.config = config
         self.deployment = deployment
         self.replica_id = replica_id or f"{socket.gethostname()}:{os.getpid()}"
         self.holder = holder or make_holder(config, deployment)
+        # A replica built on a given holder (tests) follows no canary unless given one.
+        self.canary = canary if holder is not None or not config.follow_canary \
+            else CanaryRouter(config, deployment)
         logger.info("%s replica %s serving from %s (poll every %.2f s)", deployment,
                     self.replica_id, config.store, config.poll_interval_s)
         # The first load happens before the constructor returns: Serve routes traffic to a
@@ -60,6 +65,9 @@ class ModelReplica:
         # bad latest version does not block: the watcher keeps trying.
         self.holder.check()
         self.holder.start()
+        if self.canary is not None:
+            self.canary.holder.check()
+            self.canary.holder.start()
 
     def _predictor(self) -> Predictor:
         loaded = self.holder.current
@@ -77,14 +85,47 @@ class ModelReplica:
             missing = NoRecommenderError(f"version {predictor.version} was trained without "
                                          "items or purchases: it answers /fraud only")
             return [ErrorInfo.of(missing)] * len(requests)
-        return list(predictor.recommend(requests))
+        route = self.canary.active(predictor.version) if self.canary else None
+        if route is None:
+            return list(predictor.recommend(requests))
+        spec, candidate = route
+        if spec.mode == "shadow":
+            served = list(predictor.recommend(requests))
+            self._shadow(lambda: self._canary_rec().compare_rec(
+                served, list(candidate.recommend(requests))))
+            return list(served)
+        picks = [bucket(r.user_id) < spec.fraction for r in requests]
+        return _merge(picks, lambda part: list(predictor.recommend(part)),
+                      lambda part: list(candidate.recommend(part)), requests,
+                      self._canary_rec())
 
     def fraud(self, requests: Sequence[FraudRequest]) -> list[FraudAnswer]:
         try:
             predictor = self._predictor()
         except NotReadyError as err:
             return [ErrorInfo.of(err)] * len(requests)
-        return predictor.fraud(requests)
+        route = self.canary.active(predictor.version) if self.canary else None
+        if route is None:
+            return predictor.fraud(requests)
+        spec, candidate = route
+        if spec.mode == "shadow":
+            served = predictor.fraud(requests)
+            self._shadow(lambda: self._canary_rec().compare_fraud(
+                served, candidate.fraud(requests)))
+            return served
+        picks = [bucket(fraud_key(r)) < spec.fraction for r in requests]
+        return _merge(picks, predictor.fraud, candidate.fraud, requests, self._canary_rec())
+
+    def _canary_rec(self) -> CanaryRouter:
+        assert self.canary is not None  # only called with an active canary
+        return self.canary
+
+    def _shadow(self, compare: Callable[[], None]) -> None:
+        """Run a shadow comparison; its failure never reaches the client."""
+        try:
+            compare()
+        except Exception:
+            logger.warning("%s: shadow comparison failed", self.deployment, exc_info=True)
 
     def status(self) -> ReplicaStatus:
         """``ready`` means a version is loaded and answering; a broken store pointer does not
@@ -102,10 +143,25 @@ class ModelReplica:
             fraud_features=list(predictor.fraud_features) if predictor else None,
             skipped=health.skipped, poll_interval_s=self.holder.poll_interval_s,
             rss_mib=rss_mib(), pointer_error=health.pointer_error,
-            error_counts=health.error_counts)
+            error_counts=health.error_counts,
+            canary=self.canary.status() if self.canary else None)
 
     def reconfigure(self, user_config: Mapping[str, Any] | None) -> None:
         self.holder.apply_user_config(user_config)
 
     def shutdown(self) -> None:
         self.holder.stop()
+        if self.canary is not None:
+            self.canary.holder.stop()
+
+
+def _merge(picks: Sequence[bool], latest: Callable[[list[Any]], list[Any]],
+           candidate: Callable[[list[Any]], list[Any]], requests: Sequence[Any],
+           router: CanaryRouter) -> list[Any]:
+    """Answer the picked requests with the candidate, the rest with latest, in order."""
+    mine = [r for r, p in zip(requests, picks) if p]
+    rest = [r for r, p in zip(requests, picks) if not p]
+    from_candidate = iter(candidate(mine) if mine else [])
+    from_latest = iter(latest(rest) if rest else [])
+    router.count(canary_answers=len(mine), latest_answers=len(rest))
+    return [next(from_candidate) if p else next(from_latest) for p in picks]

@@ -189,6 +189,10 @@ class ReplicaStatus(BaseModel):
     error_counts: dict[str, int] = Field(
         default_factory=dict, description="per key of skipped: failed load attempts of a "
                                           "version, or polls that met the pointer error")
+    canary: dict[str, Any] | None = Field(
+        default=None, description="the store's canary as this replica follows it (version, "
+                                  "fraction, mode, loaded, counts of canary answers and "
+                                  "shadow comparisons); null without one")
 
 
 class HealthResponse(BaseModel):

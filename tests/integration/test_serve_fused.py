@@ -86,3 +86,32 @@ def test_hot_reload_switches_both_routes_at_once(app: App) -> None:
     assert {s.path for s in samples[first_new:]} == {"/recommend", "/fraud"}
     print(f"fused hot reload: {len(samples)} requests, switched after "
           f"{samples[first_new].t - published:.2f} s")
+
+
+def test_a_canary_takes_its_users_and_promote_makes_it_latest(app: App) -> None:
+    from training.store.canary import CanarySpec, write_canary
+    from training.store.versions import main as versions
+
+    incumbent = app.latest
+    candidate = publish_next(app, seed=3, thresholds=(0.2, 0.8))
+    app.store.promote(incumbent)  # the candidate stays published beside latest
+    write_canary(app.store, CanarySpec(candidate, fraction=1.0))
+    deadline = time.monotonic() + POLL_S + SWITCH_MARGIN_S
+    with app.client() as client:
+        seen: set[str] = set()
+        while time.monotonic() < deadline and candidate not in seen:
+            seen.add(client.post("/recommend", json={"user_id": "u3", "k": 6}
+                                 ).json()["model_version"])
+            time.sleep(0.1)
+        answer = client.post("/recommend", json={"user_id": "u3", "k": 6}).json()
+        assert answer["model_version"] == candidate
+        assert answer["items"] and [i["item_id"] for i in answer["items"]] == \
+            app.refs[candidate].recommend("u3", k=6)[1]
+        page = client.get("/metrics").text
+        assert f'shopstream_canary_fraction{{deployment="{FUSED}"' in page
+        assert f'version="{candidate}",status="200"' in page
+        assert versions(["--store", str(app.store.root), "promote", candidate]) == 0
+        status = client.get("/version").json()["deployments"][FUSED]
+    assert app.store.latest().version == candidate  # type: ignore[union-attr]
+    app.latest = candidate
+    assert status["canary"]["counts"]["canary_answers"] >= 1

@@ -267,8 +267,9 @@ def test_metrics_count_answers_per_version_in_prometheus_text(backend: FakeBacke
     app = create_api(backend, max_body_bytes=4096, token=TOKEN)
     auth = {"Authorization": f"Bearer {TOKEN}"}
     with TestClient(app) as client:
-        assert client.post("/recommend", json={"user_id": "u1", "k": 3}, headers=auth).status_code == 200
-        assert client.post("/fraud", json=[{"amount": 1}, {"amount": 2}], headers=auth).status_code == 200
+        for path, body in (("/recommend", {"user_id": "u1", "k": 3}),
+                           ("/fraud", [{"amount": 1}, {"amount": 2}])):
+            assert client.post(path, json=body, headers=auth).status_code == 200
         assert client.post("/fraud", json={"amount": None}, headers=auth).status_code == 422
         assert client.get("/metrics").status_code == 401  # behind the token, like /version
         client.get("/no-such-path", headers=auth)

@@ -6,12 +6,15 @@
     shopstream-versions promote V --store runs/store                 # verify, then make latest
     shopstream-versions rollback --store runs/store [--to V]         # to latest's parent
     shopstream-versions gc --keep 5 --store runs/store
+    shopstream-versions canary V --fraction 0.1 --store runs/store   # or --shadow; --off
 
 ``promote`` and ``rollback`` read every file of the target back and check its sha256 first
 (a version that fails is refused, exit 1), then move ``latest.json`` only if nobody moved
 it meanwhile (see :mod:`training.store.base`). Serving picks the change up at its next poll;
 the next incremental update starts from the new ``latest`` (a training head written for
-another latest is ignored, see :mod:`training.head`). ``--json`` prints one JSON document
+another latest is ignored, see :mod:`training.head`). ``canary`` serves a published
+version beside latest to a share of users (or shadowed), see :mod:`training.store.canary`;
+promoting the canary ends it. ``--json`` prints one JSON document
 for scripts. Exit codes: 0 done, 1 store error (named), 2 bad arguments.
 """
 
@@ -26,6 +29,7 @@ from typing import Any
 
 from training.cli import ConfigError, setup_logging
 from training.store.base import CheckpointStore
+from training.store.canary import CanarySpec, read_canary, write_canary
 from training.store.config import open_store
 from training.store.errors import StoreError
 
@@ -48,10 +52,13 @@ def _main_metrics(meta: dict[str, Any]) -> dict[str, Any]:
     return {"rec": found.get("rec"), "fraud": found.get("fraud")}
 
 
-def version_row(meta: dict[str, Any], latest: str | None) -> dict[str, Any]:
+def version_row(meta: dict[str, Any], latest: str | None,
+                canary: CanarySpec | None = None) -> dict[str, Any]:
     """One line of ``list``: identity, lineage, status, main metrics and size."""
     version = str(meta.get("version"))
     status = "latest" if version == latest else str(meta.get("status"))
+    if canary is not None and version == canary.version and version != latest:
+        status = f"{canary.mode} {canary.fraction:g}"
     size = sum(int(f.get("size", 0)) for f in _obj(meta, "files").values()
                if isinstance(f, dict))
     return {"version": version, "status": status, "parent": meta.get("parent"),
@@ -63,9 +70,9 @@ def version_row(meta: dict[str, Any], latest: str | None) -> dict[str, Any]:
 
 def list_versions(store: CheckpointStore, rejected: bool = True) -> list[dict[str, Any]]:
     """Every published (and rejected) version, oldest first."""
-    latest = store.latest()
+    latest, canary = store.latest(), read_canary(store)
     ids = store.list_versions() + (store.list_rejected() if rejected else [])
-    return [version_row(store.read_meta(v), latest.version if latest else None)
+    return [version_row(store.read_meta(v), latest.version if latest else None, canary)
             for v in sorted(ids)]
 
 
@@ -120,6 +127,10 @@ def promote_version(store: CheckpointStore, version: str) -> dict[str, Any]:
     store.verify(version)
     info = store.promote(version, expect_latest=before.version if before else None)
     logger.info("latest: %s -> %s", before.version if before else None, info.version)
+    canary = read_canary(store)
+    if canary is not None and canary.version == info.version:
+        write_canary(store, None)  # the canary became latest: nothing left beside it
+        logger.info("canary %s ended: it is latest now", info.version)
     return {"previous": before.version if before else None, "latest": info.version}
 
 
@@ -134,6 +145,17 @@ def rollback(store: CheckpointStore, to: str | None = None) -> dict[str, Any]:
                              "name a version with --to")
         to = current.parent
     return promote_version(store, to)
+
+
+def set_canary(store: CheckpointStore, version: str | None, fraction: float,
+               shadow: bool) -> dict[str, Any]:
+    """Start (or change) the canary, or end it (``version`` None); returns the old and new."""
+    before = read_canary(store)
+    spec = None if version is None else CanarySpec(version, fraction,
+                                                   "shadow" if shadow else "canary")
+    write_canary(store, spec)
+    return {"previous": before.to_json() if before else None,
+            "canary": spec.to_json() if spec else None}
 
 
 def gc(store: CheckpointStore, keep: int) -> dict[str, Any]:
@@ -180,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
         "version")
     back = sub.add_parser("rollback", help="make latest's parent (or --to V) latest")
     back.add_argument("--to", default=None, help="the version to roll back to")
+    canary = sub.add_parser("canary", help="serve a published version beside latest")
+    canary.add_argument("version", nargs="?", help="the candidate (omit with --off)")
+    canary.add_argument("--fraction", type=float, default=0.05,
+                        help="share of users it answers (default 0.05)")
+    canary.add_argument("--shadow", action="store_true",
+                        help="answer nobody with it: compare and log beside latest")
+    canary.add_argument("--off", action="store_true", help="end the canary")
     collect = sub.add_parser("gc", help="delete all but the newest N versions")
     collect.add_argument("--keep", type=int, required=True, help="versions to keep (>= 1)")
     return parser
@@ -196,14 +225,20 @@ def run_command(store: CheckpointStore, args: argparse.Namespace) -> tuple[Any, 
     if args.command == "diff":
         rows = diff_versions(store, args.a, args.b)
         return rows, table(rows, ("metric", args.a, args.b, "delta"))
+    if args.command == "canary" and (args.version is None) != args.off:
+        raise ConfigError("canary: name a version, or --off (not both)")
     commands: dict[str, Callable[[], dict[str, Any]]] = {
         "promote": lambda: promote_version(store, args.version),
         "rollback": lambda: rollback(store, args.to),
+        "canary": lambda: set_canary(store, None if args.off else args.version,
+                                     args.fraction, args.shadow),
         "gc": lambda: gc(store, args.keep)}
     doc = commands[args.command]()
-    text = f"deleted {len(doc['deleted'])}: {' '.join(doc['deleted'])}" \
-        if args.command == "gc" else f"latest: {doc['previous']} -> {doc['latest']}"
-    return doc, text
+    if args.command == "gc":
+        return doc, f"deleted {len(doc['deleted'])}: {' '.join(doc['deleted'])}"
+    if args.command == "canary":
+        return doc, f"canary: {doc['previous']} -> {doc['canary']}"
+    return doc, f"latest: {doc['previous']} -> {doc['latest']}"
 
 
 def main(argv: list[str] | None = None) -> int:
