@@ -110,8 +110,9 @@ def test_a_canary_takes_its_users_and_promote_makes_it_latest(app: App) -> None:
         page = client.get("/metrics").text
         assert f'shopstream_canary_fraction{{deployment="{FUSED}"' in page
         assert f'version="{candidate}",status="200"' in page
-        assert versions(["--store", str(app.store.root), "promote", candidate]) == 0
         status = client.get("/version").json()["deployments"][FUSED]
+        assert status["version"] == incumbent and status["canary"]["version"] == candidate
+        assert status["canary"]["counts"]["canary_answers"] >= 2
+        assert versions(["--store", str(app.store.root), "promote", candidate]) == 0
     assert app.store.latest().version == candidate  # type: ignore[union-attr]
     app.latest = candidate
-    assert status["canary"]["counts"]["canary_answers"] >= 1
