@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from training.cli import require
+from training.epoch_schedule import EpochSchedule, normalize_schedule
 
 Schedule = Literal["constant", "linear", "cosine"]
 
@@ -44,10 +45,16 @@ class TrainConfig:
     grad_clip: float = field(default=1.0, metadata={"help": "max gradient norm (0 disables)"})
     eval_k: int = field(default=20, metadata={"help": "cut-off k of Recall/NDCG/HitRate@k"})
     seed: int = field(default=0, metadata={"help": "seed of shuffling and negative sampling"})
+    epoch_schedule: EpochSchedule = field(default=(), metadata={
+        "cli": False,
+        "help": "per-epoch values (learning rates, loss weights) replayed at each epoch's "
+                "start, from a PBT sweep's best trial (configs/best.json); see "
+                "training.epoch_schedule"})
     device: str = field(default="auto", metadata={
         "help": "'auto' (CUDA when available), 'cpu' or 'cuda[:N]'"})
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "epoch_schedule", normalize_schedule(self.epoch_schedule))
         require(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
         require(self.batch_size >= 2, "batch_size", f"must be >= 2, got {self.batch_size}")
         require(self.lr > 0, "lr", f"must be > 0, got {self.lr}")

@@ -7,11 +7,14 @@ the Ray Train worker (:mod:`training.worker`: start-up, DDP, checkpoint/report a
 benchmark's plain arm. Batches are drawn per epoch from ``np.random.default_rng([seed, epoch])``,
 so a run resumed at step ``k`` replays the same batch order and skips the first ``k`` steps.
 
-This module does not import Ray: a worker adds Ray through its hooks.
+This module does not import Ray: a worker adds Ray through its hooks. A config's
+``epoch_schedule`` (a PBT sweep's, see :mod:`training.epoch_schedule`) is applied at each
+epoch's start, here, so every trainer replays it alike.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -21,11 +24,14 @@ import torch
 from torch import nn
 
 from training.config import TrainConfig
+from training.epoch_schedule import apply_epoch
 from training.examples import WindowExamples, iter_batches, steps_per_epoch
 from training.fit_result import OptimizerState
 from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, model_state
 from training.objective import TrainingObjective
 from training.optim_state import restore_optimizer_state
+
+logger = logging.getLogger(__name__)
 
 # Steps left out of the steady-state throughput: the first ones fill the text-encoder cache
 # and (under DDP) build gradient buckets, so they are several times slower than the rest.
@@ -252,6 +258,9 @@ def run_epochs(objective: nn.Module, model: ShopStreamModel, optimizer: torch.op
             run.step = first + steps  # a whole epoch done before: no batches to draw
             continue
         run.epoch, before = epoch, run.trained
+        if cfg.epoch_schedule:
+            logger.info("epoch %d: scheduled values %s", epoch, apply_epoch(
+                cfg.epoch_schedule, epoch, objective, optimizer, scheduler))
         rng = np.random.default_rng([cfg.seed, epoch])
         drop_rng = np.random.default_rng([cfg.seed, epoch, 1])
         for batch in iter_batches(shard, steps, len(model.items), cfg.n_negatives, rng,

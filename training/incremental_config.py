@@ -161,6 +161,9 @@ def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg:
     inc_best = {k: v for k, v in dict(best.get("incremental_config", {})).items()
                 if k in TUNABLE_INCREMENTAL}
     tuned = {k: v for k, v in train_best.items() if k not in explicit}
+    if tuned.get("epoch_schedule"):  # a flag given explicitly holds for every epoch
+        tuned["epoch_schedule"] = [{k: v for k, v in dict(entry).items() if k not in explicit}
+                                   for entry in tuned["epoch_schedule"]]
     tuned_inc = {k: v for k, v in inc_best.items() if k not in explicit}
     merged = config_from_dict(TrainConfig, {**dataclasses.asdict(train_cfg), **tuned})
     merged_inc = dataclasses.replace(inc, **tuned_inc)

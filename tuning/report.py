@@ -36,6 +36,8 @@ class TrialRow:
     epochs: int = 0
     error: str | None = None
     history: list[float] = field(default_factory=list)
+    # PBT: the values each epoch ran with, through the trial's lineage of exploits.
+    schedule: list[dict[str, float]] = field(default_factory=list)
 
     def value(self, metric: str) -> float:
         value = self.metrics.get(metric, math.nan)
@@ -182,10 +184,17 @@ def best_config_doc(best: TrialRow, rows: Sequence[TrialRow], front: Sequence[Tr
     ``incremental_config``) plus where it came from (``info``: sweep id, metric, window...)."""
     train = {k: best.params[k] for k in train_keys if k in best.params}
     train["epochs"] = info["max_epochs"]  # the horizon the schedules were tuned over
+    incremental = {k: best.params[k] for k in incremental_keys if k in best.params}
+    if best.schedule:
+        # PBT: the values the best lineage ran with, epoch by epoch, are the result; its
+        # last ones alone would lose the schedule. The flat settings hold the first epoch's.
+        train["epoch_schedule"] = best.schedule
+        for key, value in best.schedule[0].items():
+            (train if key in train_keys else incremental)[key] = value
     return {
         **info,
         "train_config": train,
-        "incremental_config": {k: best.params[k] for k in incremental_keys if k in best.params},
+        "incremental_config": incremental,
         "trial_id": best.trial_id,
         "value": _json_number(best.value(info["metric"])),
         "metrics": {k: _json_number(best.value(k)) for k in ("score", "rec_ndcg",

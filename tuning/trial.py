@@ -18,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,11 +76,13 @@ class TrialContext:
     fraud_weight: float
     max_epochs: int
     checkpoints: bool
+    mutable: tuple[str, ...] = ()  # PBT's keys: recorded per epoch as the trial's schedule
 
     def configs(self, config: dict[str, Any]) -> tuple[TrainConfig, IncrementalConfig]:
         """The base configs with the trial's sampled values (validated by the configs)."""
         values = {k: plain(v) for k, v in config.items()}
-        train = dataclasses.replace(self.train, epochs=self.max_epochs,
+        # A schedule from an earlier sweep must not override what this trial samples.
+        train = dataclasses.replace(self.train, epochs=self.max_epochs, epoch_schedule=(),
                                     **{k: v for k, v in values.items() if k in TRAIN_KEYS})
         inc = dataclasses.replace(self.inc, **{k: v for k, v in values.items()
                                               if k in TUNABLE_INCREMENTAL})
@@ -113,6 +116,8 @@ class _State:
     examples: WindowExamples
     optimizer: torch.optim.Optimizer
     epoch: int
+    # Per trained epoch, the PBT-mutable values it ran with (a cloned trial's come along).
+    schedule: list[dict[str, float]] = dataclasses.field(default_factory=list)
 
 
 def _fresh_state(up: Update, cfg: TrainConfig, device: torch.device) -> _State:
@@ -134,18 +139,20 @@ def _resumed_state(up: Update, cfg: TrainConfig, device: torch.device,
     load_optimizer(directory / OPTIMIZER_FILE, optimizer, model)
     state = json.loads((directory / STATE_FILE).read_text())
     logger.info("trial resumes at epoch %d from a checkpoint", state["epoch"])
-    return _State(model, WindowExamples.build(model, up.mixed, up.history), optimizer,
-                  int(state["epoch"]))
+    epoch = int(state["epoch"])
+    return _State(model, WindowExamples.build(model, up.mixed, up.history), optimizer, epoch,
+                  list(state.get("schedule", []))[:epoch])
 
 
-def _report(metrics: dict[str, float], state: _State, with_checkpoint: bool) -> None:
+def _report(metrics: dict[str, Any], state: _State, with_checkpoint: bool) -> None:
     if not with_checkpoint:
         tune.report(metrics)
         return
     with tempfile.TemporaryDirectory(prefix="shopstream-ckpt-") as tmp:
         save_model(state.model, tmp)
         save_optimizer(Path(tmp) / OPTIMIZER_FILE, state.optimizer, state.model)
-        (Path(tmp) / STATE_FILE).write_text(json.dumps({"epoch": state.epoch}))
+        (Path(tmp) / STATE_FILE).write_text(json.dumps({"epoch": state.epoch,
+                                                        "schedule": state.schedule}))
         tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(tmp))
 
 
@@ -175,16 +182,22 @@ def _checkpoint_epoch(checkpoint: tune.Checkpoint) -> int:
 class _EpochReports(StepHooks):
     """After every epoch: score on the next window and report (with a checkpoint)."""
 
-    def __init__(self, up: Update, state: _State, cfg: TrainConfig, ctx: TrialContext) -> None:
-        self.up, self.state, self.cfg, self.ctx = up, state, cfg, ctx
+    def __init__(self, up: Update, state: _State, cfg: TrainConfig, ctx: TrialContext,
+                 inc: IncrementalConfig) -> None:
+        self.up, self.state, self.cfg, self.ctx, self.inc = up, state, cfg, ctx, inc
 
     def after_epoch(self, run: EngineRun, losses: list[dict[str, float]]) -> None:
         state = self.state
         state.epoch = run.epoch + 1
-        metrics = next_window_metrics(state.model, self.up, self.cfg.eval_k,
-                                      self.ctx.rec_weight, self.ctx.fraud_weight)
-        metrics.update(epoch=state.epoch, loss=float(np.mean([r["loss"] for r in losses])),
-                       lr=float(state.optimizer.param_groups[0]["lr"]))
+        values = {key: float(getattr(self.cfg, key, getattr(self.inc, key, math.nan)))
+                  for key in self.ctx.mutable}
+        state.schedule = state.schedule[:run.epoch] + [values]
+        metrics: dict[str, Any] = {
+            **next_window_metrics(state.model, self.up, self.cfg.eval_k,
+                                  self.ctx.rec_weight, self.ctx.fraud_weight),
+            "epoch": state.epoch, "loss": float(np.mean([r["loss"] for r in losses])),
+            "lr": float(state.optimizer.param_groups[0]["lr"]),
+            "schedule": json.dumps(state.schedule)}
         logger.info("epoch %d/%d: %s", state.epoch, self.cfg.epochs, metrics)
         _report(metrics, state, self.ctx.checkpoints)
 
@@ -199,7 +212,8 @@ def _train_epochs(up: Update, state: _State, cfg: TrainConfig, inc: IncrementalC
     # peak learning rate.
     scheduler = build_scheduler(state.optimizer, total, cfg, start=done)
     run_epochs(objective, state.model, state.optimizer, scheduler, state.examples, cfg, steps,
-               total, device=device, start=done, hooks=_EpochReports(up, state, cfg, ctx))
+               total, device=device, start=done,
+               hooks=_EpochReports(up, state, cfg, ctx, inc))
 
 
 def ray_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:

@@ -14,6 +14,7 @@ Resource split (Ray 2.60, Train V2, where a Tune trial builds any TorchTrainer i
 from __future__ import annotations
 
 import importlib.util
+import json
 from typing import Any
 
 import ray
@@ -86,7 +87,8 @@ def build_tuner(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
     ctx = TrialContext(inc=inc, train=train_cfg, model=model_cfg, synthetic=synthetic,
                        store=snapshot, rec_weight=sweep.rec_weight,
                        fraud_weight=sweep.fraud_weight, max_epochs=sweep.max_epochs,
-                       checkpoints=sweep.checkpoints)
+                       checkpoints=sweep.checkpoints,
+                       mutable=sweep.pbt_mutate if sweep.scheduler == "pbt" else ())
     fn = loop_trial if sweep.trial_backend == "loop" else ray_train_trial
     resources, concurrency = trial_resources(sweep, inc)
     trainable = tune.with_resources(tune.with_parameters(fn, ctx=ctx), resources)
@@ -121,6 +123,8 @@ def rows_from_grid(grid: Any) -> list[TrialRow]:
             metrics={k: float(v) for k, v in metrics.items()
                      if isinstance(v, (int, float)) and not isinstance(v, bool)},
             epochs=int(metrics.get("epoch", 0) or 0),
+            schedule=json.loads(metrics["schedule"])
+            if isinstance(metrics.get("schedule"), str) else [],
             error=None if result.error is None else f"{type(result.error).__name__}: "
                                                      f"{result.error}",
             history=history))

@@ -145,6 +145,19 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
     assert all(r.epochs == 2 for r in result.rows)
     assert list(Path(result.experiment_path).rglob("checkpoint_*/model.safetensors"))
     assert result.best_written_to is None and open_store(store).get_config("best") is None
+    # Each trial recorded the values every epoch ran with, through the checkpoint it
+    # cloned; an exploiting trial's second epoch ran with a perturbed config.
+    perturbed = [{k: new[k] for k in ("lr", "alpha_fraud")}
+                 for *_, new in (json.loads(line) for line in lines)]
+    for row in result.rows:
+        assert len(row.schedule) == 2 and all(set(e) == {"lr", "alpha_fraud"}
+                                              for e in row.schedule)
+    assert any(row.schedule[1] in perturbed and row.schedule[1] != row.schedule[0]
+               for row in result.rows)
+    # best.json would replay the best lineage's schedule, starting from its first epoch.
+    train = result.best_config["train_config"]
+    assert train["epoch_schedule"] == result.best.schedule
+    assert train["lr"] == result.best.schedule[0]["lr"]
 
 
 def test_ray_train_backend_trials_fit_a_torch_trainer(tmp_path: Path) -> None:

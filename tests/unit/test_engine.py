@@ -215,3 +215,30 @@ def test_resume_skips_exactly_k_steps_and_replays_the_batch_order(setup, stop: i
     assert rest.batches == full.batches[stop:]
     assert rest.epochs == [(e, n) for e, n in [(0, 3 - stop), (1, min(3, 6 - stop))] if n > 0]
     assert _same_weights(resumed_model, full_model)
+
+
+def test_the_engine_replays_an_epoch_schedule_at_each_epochs_start(setup) -> None:
+    # A PBT sweep's schedule: each epoch starts with its own peak learning rate, loss
+    # weights and weight decay, on every trainer (they all run this engine).
+    model, _, examples = setup
+    schedule = [{"lr": 0.01, "alpha_fraud": 0.5},
+                {"lr": 0.001, "alpha_fraud": 2.0, "weight_decay": 0.0}]
+    cfg = dataclasses.replace(CFG, epoch_schedule=schedule)  # type: ignore[arg-type]
+    assert cfg.epoch_schedule == ((("alpha_fraud", 0.5), ("lr", 0.01)),
+                                  (("alpha_fraud", 2.0), ("lr", 0.001), ("weight_decay", 0.0)))
+    trained = model_from_state(*model_state(model)).train()
+    share_text_cache(trained, None, {})
+    optimizer = build_optimizer(trained, cfg)
+    scheduler = build_scheduler(optimizer, 6, cfg)
+    objective = build_objective(trained, None, cfg, WorkerSettings())
+    seen: list[tuple[float, float, float]] = []
+
+    class Watch(StepHooks):
+        def before_step(self, step: int, batch: MultiTaskBatch) -> None:
+            group = optimizer.param_groups[0]
+            peak = group["lr"] / scheduler.lr_lambdas[0](scheduler.last_epoch)
+            seen.append((round(peak, 6), objective.alpha["fraud"], group["weight_decay"]))
+
+    run_epochs(objective, trained, optimizer, scheduler, examples, cfg, 3, 6,
+               device=torch.device("cpu"), hooks=Watch())
+    assert seen == [(0.01, 0.5, CFG.weight_decay)] * 3 + [(0.001, 2.0, 0.0)] * 3
