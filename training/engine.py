@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # Steps left out of the steady-state throughput: the first ones fill the text-encoder cache
 # and (under DDP) build gradient buckets, so they are several times slower than the rest.
 STEADY_WARMUP_STEPS = 5
+# Metrics key prefix of each epoch's peak learning rate (EngineRun.metrics).
+PEAK_LR_KEY = "peak_lr_epoch_"
 # Loss rows averaged in a progress report.
 LOSS_TAIL = 20
 
@@ -209,6 +211,8 @@ class EngineRun:
     step: int = 0
     epoch: int = 0
     losses: list[dict[str, float]] = field(default_factory=list)
+    # Epoch -> the peak learning rate (heads) it started with: what a schedule set.
+    peak_lrs: dict[int, float] = field(default_factory=dict)
 
     @property
     def trained(self) -> int:
@@ -222,7 +226,8 @@ class EngineRun:
     def metrics(self) -> dict[str, float]:
         """Progress as a worker reports it: step, epoch, timing and recent mean losses."""
         return {"step": self.step, "epoch": self.epoch, **self.clock.metrics(),
-                **self.mean_losses()}
+                **self.mean_losses(),
+                **{f"{PEAK_LR_KEY}{e}": lr for e, lr in self.peak_lrs.items()}}
 
 
 class StepHooks:
@@ -261,6 +266,8 @@ def run_epochs(objective: nn.Module, model: ShopStreamModel, optimizer: torch.op
         if cfg.epoch_schedule:
             logger.info("epoch %d: scheduled values %s", epoch, apply_epoch(
                 cfg.epoch_schedule, epoch, objective, optimizer, scheduler))
+        run.peak_lrs[epoch] = float(scheduler.base_lrs[0] if scheduler is not None
+                                    else optimizer.param_groups[0]["lr"])
         rng = np.random.default_rng([cfg.seed, epoch])
         drop_rng = np.random.default_rng([cfg.seed, epoch, 1])
         for batch in iter_batches(shard, steps, len(model.items), cfg.n_negatives, rng,

@@ -25,3 +25,5 @@ class FitResult:
     resumed_from: int | None
     # The training loop alone (no worker start-up or checkpoint I/O); NaN if not reported.
     loop_seconds: float = math.nan
+    # The peak learning rate each trained epoch started with (an epoch schedule's doing).
+    epoch_peak_lrs: tuple[float, ...] = ()

@@ -116,6 +116,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                            train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
+                        "epoch_peak_lrs": list(fit.epoch_peak_lrs),
                         "loop_seconds": round(fit.loop_seconds, 2),
                         "samples_per_s": round(fit.samples_per_s, 1),
                         "workers": inc.num_workers if inc.trainer == "ray" else 1,

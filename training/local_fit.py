@@ -35,4 +35,6 @@ def fit_local(train_cfg: TrainConfig, settings: WorkerSettings, model: ShopStrea
     student = fitted.model.cpu().eval()
     return FitResult(student, optimizer_state_tensors(fitted.optimizer, student),
                      fitted.run.step, seconds, float(metrics["samples_per_s"]), False, None,
-                     loop_seconds=float(metrics["train_s"]))
+                     loop_seconds=float(metrics["train_s"]),
+                     epoch_peak_lrs=tuple(fitted.run.peak_lrs[e]
+                                          for e in sorted(fitted.run.peak_lrs)))

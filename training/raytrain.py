@@ -15,6 +15,7 @@ import time
 import uuid
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import pyarrow.fs
@@ -24,7 +25,7 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file
 
 from training.config import TrainConfig
-from training.engine import WorkerSettings, total_steps
+from training.engine import PEAK_LR_KEY, WorkerSettings, total_steps
 from training.examples import WindowExamples
 from training.fit_result import FitResult, OptimizerState
 from training.incremental_config import IncrementalConfig
@@ -113,4 +114,12 @@ def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStream
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
                      float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
                      state.get("resumed_from"),
-                     loop_seconds=float(metrics.get("train_s", float("nan"))))
+                     loop_seconds=float(metrics.get("train_s", float("nan"))),
+                     epoch_peak_lrs=peak_lrs(metrics))
+
+
+def peak_lrs(metrics: dict[str, Any]) -> tuple[float, ...]:
+    """The per-epoch peak learning rates a worker reported (``EngineRun.metrics``)."""
+    found = {int(k[len(PEAK_LR_KEY):]): float(v) for k, v in metrics.items()
+             if k.startswith(PEAK_LR_KEY)}
+    return tuple(found[e] for e in sorted(found))

@@ -91,9 +91,9 @@ def test_missing_bucket_is_a_config_error(moto_s3: str) -> None:
             store.latest()
 
 
-def test_versions_cli_lists_and_rolls_back_on_s3(s3_store: S3Store, s3_bucket: str,
-                                                 moto_s3: str,
-                                                 capsys: pytest.CaptureFixture[str]) -> None:
+def test_versions_cli_lists_shows_diffs_rolls_back_and_promotes_on_s3(
+        s3_store: S3Store, s3_bucket: str, moto_s3: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
     import json
 
     from training.store.versions import main
@@ -104,6 +104,12 @@ def test_versions_cli_lists_and_rolls_back_on_s3(s3_store: S3Store, s3_bucket: s
     assert main([*base, "list"]) == 0
     rows = json.loads(capsys.readouterr().out)
     assert [(r["version"], r["status"]) for r in rows] == [(v1, "published"), (v2, "latest")]
+    assert main([*base, "show", v2]) == 0
+    assert json.loads(capsys.readouterr().out)["files"] == {"model.safetensors": 3}
+    assert main([*base, "diff", v1, v2]) == 0
+    assert json.loads(capsys.readouterr().out) == []  # no metrics recorded in these two
     assert main([*base, "rollback"]) == 0
     assert json.loads(capsys.readouterr().out) == {"previous": v2, "latest": v1}
     assert s3_store.latest().version == v1  # type: ignore[union-attr]
+    assert main([*base, "promote", v2]) == 0
+    assert json.loads(capsys.readouterr().out) == {"previous": v1, "latest": v2}

@@ -131,8 +131,7 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
     # order their reports arrive in (asynchronous PBT can skip that when the weaker trial
     # always reports first, before the stronger one has a checkpoint to clone).
     result, _ = sweep(inc, name="pbt", scheduler="pbt", num_samples=2, max_epochs=2,
-                      perturbation_interval=1, pbt_synch=True, results_path=str(tmp_path / "tune"),
-                      write_best=False)
+                      perturbation_interval=1, pbt_synch=True, results_path=str(tmp_path / "tune"))
     assert result.perturbations >= 1
     lines = (Path(result.experiment_path) / "pbt_global.txt").read_text().splitlines()
     assert len(lines) == result.perturbations
@@ -144,7 +143,6 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
         assert all(new[k] > 0 for k in ("lr", "alpha_fraud"))
     assert all(r.epochs == 2 for r in result.rows)
     assert list(Path(result.experiment_path).rglob("checkpoint_*/model.safetensors"))
-    assert result.best_written_to is None and open_store(store).get_config("best") is None
     # Each trial recorded the values every epoch ran with, through the checkpoint it
     # cloned; an exploiting trial's second epoch ran with a perturbed config.
     perturbed = [{k: new[k] for k in ("lr", "alpha_fraud")}
@@ -154,10 +152,14 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
                                               for e in row.schedule)
     assert any(row.schedule[1] in perturbed and row.schedule[1] != row.schedule[0]
                for row in result.rows)
-    # best.json would replay the best lineage's schedule, starting from its first epoch.
-    train = result.best_config["train_config"]
-    assert train["epoch_schedule"] == result.best.schedule
-    assert train["lr"] == result.best.schedule[0]["lr"]
+    # best.json holds the best lineage's schedule, and the next update replays it: each
+    # epoch starts at the peak learning rate PBT gave that epoch.
+    best = open_store(store).get_config("best")
+    assert best is not None and best["train_config"]["epoch_schedule"] == result.best.schedule
+    assert best["train_config"]["lr"] == result.best.schedule[0]["lr"]
+    summary = run_incremental(dataclasses.replace(inc, trainer="local"), TRAIN, MODEL, SHOP)
+    assert summary["config_used"] == "configs/best.json (sweep pbt)"
+    assert summary["train"]["epoch_peak_lrs"] == [e["lr"] for e in result.best.schedule]
 
 
 def test_ray_train_backend_trials_fit_a_torch_trainer(tmp_path: Path) -> None:
