@@ -12,8 +12,9 @@
   it, and the two are compared (top-k overlap, fraud decision agreement and probability
   gap) and logged on the ``serving.shadow`` logger, never returned.
 
-Counts (answers by the candidate, shadow comparisons) are in the replica's status, and so
-in ``GET /version`` and ``GET /metrics``.
+In canary mode every answer is logged with the version that gave it (``serving.canary_answers``
+logger). Counts (answers by the candidate, shadow comparisons) are in the replica's status,
+and so in ``GET /version`` and ``GET /metrics``.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from training.store.canary import CANARY_CONFIG, CanarySpec, read_canary
 
 logger = logging.getLogger(__name__)
 shadow_log = logging.getLogger("serving.shadow")
+canary_log = logging.getLogger("serving.canary_answers")
 
 POINTER_KEY = f"configs/{CANARY_CONFIG}.json"
 

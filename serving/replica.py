@@ -13,7 +13,7 @@ import socket
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from serving.canary import CanaryRouter, bucket, fraud_key
+from serving.canary import CanaryRouter, bucket, canary_log, fraud_key
 from serving.config import ServeConfig
 from serving.errors import ErrorInfo, NoRecommenderError, NotReadyError
 from serving.holder import VersionHolder
@@ -164,4 +164,9 @@ def _merge(picks: Sequence[bool], latest: Callable[[list[Any]], list[Any]],
     from_candidate = iter(candidate(mine) if mine else [])
     from_latest = iter(latest(rest) if rest else [])
     router.count(canary_answers=len(mine), latest_answers=len(rest))
-    return [next(from_candidate) if p else next(from_latest) for p in picks]
+    answers = [next(from_candidate) if p else next(from_latest) for p in picks]
+    for request, answer in zip(requests, answers):
+        canary_log.info("canary %s key=%s answered by %s", type(request).__name__,
+                        getattr(request, "user_id", None) or fraud_key(request),
+                        getattr(answer, "model_version", "error"))
+    return answers

@@ -8,8 +8,10 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from serving.config import FUSED
@@ -88,31 +90,53 @@ def test_hot_reload_switches_both_routes_at_once(app: App) -> None:
           f"{samples[first_new].t - published:.2f} s")
 
 
-def test_a_canary_takes_its_users_and_promote_makes_it_latest(app: App) -> None:
+def test_a_canary_takes_its_share_of_users_and_promote_makes_it_latest(app: App) -> None:
+    from prometheus_client.parser import text_string_to_metric_families
+
     from training.store.canary import CanarySpec, write_canary
     from training.store.versions import main as versions
 
     incumbent = app.latest
     candidate = publish_next(app, seed=3, thresholds=(0.2, 0.8))
     app.store.promote(incumbent)  # the candidate stays published beside latest
-    write_canary(app.store, CanarySpec(candidate, fraction=1.0))
-    deadline = time.monotonic() + POLL_S + SWITCH_MARGIN_S
+    write_canary(app.store, CanarySpec(candidate, fraction=0.2))
     with app.client() as client:
-        seen: set[str] = set()
-        while time.monotonic() < deadline and candidate not in seen:
-            seen.add(client.post("/recommend", json={"user_id": "u3", "k": 6}
-                                 ).json()["model_version"])
-            time.sleep(0.1)
-        answer = client.post("/recommend", json={"user_id": "u3", "k": 6}).json()
-        assert answer["model_version"] == candidate
-        assert answer["items"] and [i["item_id"] for i in answer["items"]] == \
-            app.refs[candidate].recommend("u3", k=6)[1]
+        deadline = time.monotonic() + POLL_S + SWITCH_MARGIN_S
+        while time.monotonic() < deadline and not _canary_loaded(client):
+            time.sleep(0.2)
+        answers = [client.post("/recommend", json={"user_id": f"cust-{i}", "k": 3}).json()
+                   for i in range(500)]
         page = client.get("/metrics").text
-        assert f'shopstream_canary_fraction{{deployment="{FUSED}"' in page
-        assert f'version="{candidate}",status="200"' in page
         status = client.get("/version").json()["deployments"][FUSED]
-        assert status["version"] == incumbent and status["canary"]["version"] == candidate
-        assert status["canary"]["counts"]["canary_answers"] >= 2
-        assert versions(["--store", str(app.store.root), "promote", candidate]) == 0
+    share = sum(a["model_version"] == candidate for a in answers) / len(answers)
+    assert {a["model_version"] for a in answers} == {incumbent, candidate}
+    assert 0.15 <= share <= 0.25, share
+    assert status["canary"]["counts"]["canary_answers"] == round(share * 500)
+    families = {f.name: f for f in text_string_to_metric_families(page)}  # parses, or raises
+    served = {s.labels["version"]: s.value for s in families["shopstream_requests"].samples
+              if s.labels.get("route") == "/recommend" and s.name.endswith("_total")}
+    assert served[candidate] == round(share * 500) and served[incumbent] >= 500 * 0.75
+    assert families["shopstream_canary_fraction"].samples[0].value == 0.2
+    _wait_for_log(f"answered by {candidate}")
+    _wait_for_log(f"answered by {incumbent}")
+    assert versions(["--store", str(app.store.root), "promote", candidate]) == 0
     assert app.store.latest().version == candidate  # type: ignore[union-attr]
     app.latest = candidate
+
+
+def _canary_loaded(client: httpx.Client) -> bool:
+    canary = client.get("/version").json()["deployments"][FUSED]["canary"]
+    return bool(canary and canary["loaded"])
+
+
+def _wait_for_log(needle: str, timeout_s: float = 10.0) -> None:
+    """Some replica log file (Ray's session logs) holds ``needle``."""
+    import ray
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any(needle.encode() in p.read_bytes() for p in logs.rglob("*") if p.is_file()):
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"{needle!r} in no log under {logs}")
