@@ -86,7 +86,7 @@ class ModelReplica:
                                          "items or purchases: it answers /fraud only")
             return [ErrorInfo.of(missing)] * len(requests)
         route = self.canary.active(predictor.version) if self.canary else None
-        if route is None:
+        if route is None or route[1].n_items == 0:  # a fraud-only candidate: latest ranks
             return list(predictor.recommend(requests))
         spec, candidate = route
         if spec.mode == "shadow":
