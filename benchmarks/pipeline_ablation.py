@@ -7,7 +7,8 @@ repeat-then-popular and popularity, one setting changed per variant.
 Each (variant, source) is one run of ``python -m cluster.pipeline`` (in-process trainer,
 frozen MiniLM, no forgetting matrix, methods: ours + the two rec baselines) into
 ``runs/ablation/<variant>-<source>``; an existing run's ``metrics.json`` is reused
-(``--rerun`` to redo it). The table takes every figure from the run's own report: warm
+(``--rerun`` deletes the run first: the pipeline would resume a finished one and only
+rewrite its report). The table takes every figure from the run's own report: warm
 NDCG@20 with its 95% interval, the paired interval of ours - repeat-then-popular, cold
 users against popularity, and how many incremental candidates were promoted. Printed and
 written to ``benchmarks/results/pipeline_ablation.{json,md}``.
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -47,7 +49,9 @@ def run(variant: str, source: str, path: str, out: Path, rerun: bool) -> dict[st
     """The run's metrics.json (running the pipeline first unless it is there)."""
     run_dir = out / f"{variant}-{source}"
     metrics = run_dir / "report" / "metrics.json"
-    if rerun or not metrics.exists():
+    if rerun and run_dir.exists():
+        shutil.rmtree(run_dir)  # the pipeline resumes a run it finds: start clean
+    if not metrics.exists():
         cmd = [sys.executable, "-m", "cluster.pipeline", *source_args(source, path),
                "--store", str(run_dir / "store"), "--report-dir", str(run_dir / "report"),
                "--work-dir", str(run_dir / "work"), "--storage-path", str(run_dir / "ray"),
