@@ -102,7 +102,9 @@ def test_a_canary_takes_its_share_of_users_and_promote_makes_it_latest(app: App)
     write_canary(app.store, CanarySpec(candidate, fraction=0.2))
     with app.client() as client:
         deadline = time.monotonic() + POLL_S + SWITCH_MARGIN_S
-        while time.monotonic() < deadline and not _canary_loaded(client):
+        # Publishing made the candidate latest for a moment: wait until the replica serves
+        # the incumbent again, with the candidate loaded beside it.
+        while time.monotonic() < deadline and not _canary_loaded(client, incumbent):
             time.sleep(0.2)
         answers = [client.post("/recommend", json={"user_id": f"cust-{i}", "k": 3}).json()
                    for i in range(500)]
@@ -124,9 +126,10 @@ def test_a_canary_takes_its_share_of_users_and_promote_makes_it_latest(app: App)
     app.latest = candidate
 
 
-def _canary_loaded(client: httpx.Client) -> bool:
-    canary = client.get("/version").json()["deployments"][FUSED]["canary"]
-    return bool(canary and canary["loaded"])
+def _canary_loaded(client: httpx.Client, latest: str) -> bool:
+    status = client.get("/version").json()["deployments"][FUSED]
+    canary = status["canary"]
+    return status["version"] == latest and bool(canary and canary["loaded"])
 
 
 def _wait_for_log(needle: str, timeout_s: float = 10.0) -> None:
