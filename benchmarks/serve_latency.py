@@ -159,7 +159,9 @@ async def post(client: aiohttp.ClientSession, path: str, body: Any
                ) -> tuple[int, dict[str, float]]:
     async with client.post(path, json=body) as response:
         await response.read()
-        return response.status, server_timing(response.headers.get("server-timing"))
+        # The app and the route each add a Server-Timing header: read them all.
+        return response.status, server_timing(
+            ", ".join(response.headers.getall("server-timing", [])))
 
 
 async def fixed_rate(url: str, path: str, make: Payload, rate: float,

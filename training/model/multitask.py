@@ -219,7 +219,8 @@ class ShopStreamModel(nn.Module):
         if pool_pop is not None:
             scores = scores + self.popularity_score(pool_pop)[None, :]
             last = pool_pop[:, LAST_COUNT].to(scores.dtype)
-            scores = scores + weight[:, None] * last[None, :]
+            if self.cfg.count_weight or self.cfg.cold_count_weight:  # [B, n]: skip if off
+                scores = scores + weight[:, None] * last[None, :]
         if own is not None and rep_pos is not None and rep_feats is not None:
             g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
             if self.cfg.repeat_bonus or self.cfg.count_weight:
