@@ -185,7 +185,7 @@ def best_config_doc(best: TrialRow, rows: Sequence[TrialRow], front: Sequence[Tr
     train = {k: best.params[k] for k in train_keys if k in best.params}
     train["epochs"] = info["max_epochs"]  # the horizon the schedules were tuned over
     incremental = {k: best.params[k] for k in incremental_keys if k in best.params}
-    if best.schedule:
+    if any(best.schedule):  # PBT trials only (ASHA and random search record none)
         # PBT: the values the best lineage ran with, epoch by epoch, are the result; its
         # last ones alone would lose the schedule. The flat settings hold the first epoch's.
         train["epoch_schedule"] = best.schedule

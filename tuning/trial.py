@@ -189,9 +189,10 @@ class _EpochReports(StepHooks):
     def after_epoch(self, run: EngineRun, losses: list[dict[str, float]]) -> None:
         state = self.state
         state.epoch = run.epoch + 1
-        values = {key: float(getattr(self.cfg, key, getattr(self.inc, key, math.nan)))
-                  for key in self.ctx.mutable}
-        state.schedule = state.schedule[:run.epoch] + [values]
+        if self.ctx.mutable:  # PBT: what this epoch ran with
+            values = {key: float(getattr(self.cfg, key, getattr(self.inc, key, math.nan)))
+                      for key in self.ctx.mutable}
+            state.schedule = state.schedule[:run.epoch] + [values]
         metrics: dict[str, Any] = {
             **next_window_metrics(state.model, self.up, self.cfg.eval_k,
                                   self.ctx.rec_weight, self.ctx.fraud_weight),
