@@ -116,6 +116,32 @@ def publish_next(app: App, seed: int, thresholds: tuple[float, float]) -> str:
     return version
 
 
+def reload_under_load(app: App, seed: int, warm_s: float, settle_s: float = 0.0
+                      ) -> tuple[str, float, list[Sample]]:
+    """Publish a version that declines everything while a client loop runs, until both
+    routes answer with it (bounded by POLL_S + SWITCH_MARGIN_S) and ``settle_s`` more.
+    Returns (the new version, when it was published, the loop's samples)."""
+    samples: list[Sample] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=client_loop, args=(app, stop, samples), daemon=True)
+    loop.start()
+    try:
+        time.sleep(warm_s)
+        # Decline everything: a response mixing thresholds and probabilities would show.
+        new = publish_next(app, seed=seed, thresholds=(0.0, 0.0))
+        published = time.monotonic()
+        deadline = published + POLL_S + SWITCH_MARGIN_S
+        while time.monotonic() < deadline and not (
+                {(s.path, s.body.get("model_version")) for s in samples[-4:]}
+                >= {("/recommend", new), ("/fraud", new)}):
+            time.sleep(0.1)
+        time.sleep(settle_s)
+    finally:
+        stop.set()
+        loop.join(30)
+    return new, published, samples
+
+
 class TamperingStore(LocalStore):
     """Damages ``model.safetensors`` after the publisher verified it, before latest moves:
     what a replica then downloads fails its checksum."""

@@ -36,6 +36,7 @@ from tests.integration.serve_support import (
     client_loop,
     deploy_app,
     publish_next,
+    reload_under_load,
     wait_skipped,
 )
 
@@ -211,24 +212,7 @@ def test_bearer_token_is_required_except_for_health_and_docs(app: App) -> None:
 
 def test_hot_reload_under_load_switches_without_errors_or_mixing(app: App) -> None:
     old = app.latest
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples), daemon=True)
-    loop.start()
-    try:
-        time.sleep(2.0)
-        # Decline everything: a response mixing thresholds and probabilities would show.
-        new = publish_next(app, seed=1, thresholds=(0.0, 0.0))
-        published = time.monotonic()
-        deadline = published + POLL_S + SWITCH_MARGIN_S
-        while time.monotonic() < deadline and not (
-                {(s.path, s.body.get("model_version")) for s in samples[-4:]}
-                >= {("/recommend", new), ("/fraud", new)}):
-            time.sleep(0.1)
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        loop.join(30)
+    new, published, samples = reload_under_load(app, seed=1, warm_s=2.0, settle_s=1.0)
     app.latest = new
     assert len(samples) > 20
     switched = {}

@@ -5,7 +5,6 @@ hot reload under load in which both routes switch at the same moment.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,9 +21,9 @@ from tests.integration.serve_support import (
     App,
     Sample,
     check_consistent,
-    client_loop,
     deploy_app,
     publish_next,
+    reload_under_load,
 )
 
 pytestmark = pytest.mark.integration
@@ -63,22 +62,7 @@ def test_hot_reload_switches_both_routes_at_once(app: App) -> None:
     # the first new answer is new, on either route (the split topology's two deployments
     # may disagree for a moment).
     old = app.latest
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples), daemon=True)
-    loop.start()
-    try:
-        time.sleep(1.0)
-        new = publish_next(app, seed=1, thresholds=(0.0, 0.0))
-        published = time.monotonic()
-        deadline = published + POLL_S + SWITCH_MARGIN_S
-        while time.monotonic() < deadline and not (
-                {(s.path, s.body.get("model_version")) for s in samples[-4:]}
-                >= {("/recommend", new), ("/fraud", new)}):
-            time.sleep(0.1)
-    finally:
-        stop.set()
-        loop.join(30)
+    new, published, samples = reload_under_load(app, seed=1, warm_s=1.0)
     app.latest = new
     expected: dict[tuple[str, str], Any] = {}
     versions = [check_consistent(app, s, expected) for s in samples]
