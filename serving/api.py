@@ -32,7 +32,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from serving.config import DEFAULT_BODY_TIMEOUT_S
+from serving.config import DEFAULT_BODY_TIMEOUT_S, ServeConfig
 from serving.errors import (
     BadRequestError,
     PayloadTooLargeError,
@@ -288,6 +288,13 @@ def _add_health_routes(app: FastAPI, backend: Backend, token: bytes | None) -> N
     async def version() -> VersionResponse:
         """The version each model deployment serves, when it was loaded, what it skipped."""
         return VersionResponse(deployments=await backend.statuses())
+
+
+def api_for(backend: Backend, config: ServeConfig) -> FastAPI:
+    """:func:`create_api` with ``config``'s limits and bearer token (every HTTP front)."""
+    return create_api(backend, max_body_bytes=config.max_body_bytes,
+                      token=config.bearer_token(), body_timeout_s=config.body_timeout_s,
+                      max_inflight=config.max_inflight)
 
 
 def create_api(backend: Backend, *, max_body_bytes: int, token: str | None,

@@ -13,6 +13,7 @@ are Serve's own per-deployment options (``deployments:`` in ``serving/config.yam
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -154,6 +155,11 @@ class ServeConfig:
         require(bool(self.host.strip()), "host", "must not be empty")
         require(1 <= self.port <= 65535, "port", f"must be in [1, 65535], got {self.port}")
         require(bool(self.app_name.strip()), "app_name", "must not be empty")
+
+    def bearer_token(self) -> str | None:
+        """The token the HTTP front requires: ``auth_token``, else ``$token_env``, else none.
+        Read where the front runs, so the secret never travels in a config."""
+        return self.auth_token or os.environ.get(self.token_env) or None
 
     def public_dict(self) -> dict[str, Any]:
         """Every setting, fit for logs: the token is reduced to whether one is set."""

@@ -17,7 +17,6 @@ are defaults: ``deployments:`` in ``serving/config.yaml`` overrides them per dep
 import asyncio
 import dataclasses
 import logging
-import os
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, cast
 
@@ -26,7 +25,7 @@ from ray import serve
 from ray.serve import Application, Deployment
 from ray.serve.handle import DeploymentHandle
 
-from serving.api import create_api
+from serving.api import api_for
 from serving.calls import ModelCaller
 from serving.config import (
     FRAUD_SCORER,
@@ -139,14 +138,11 @@ class Ingress:
         self._config = config
         self._caller = ModelCaller(config.request_timeout_s, config.hedge_after_s)
         # The token stays in this process: never logged (see application() for the models).
-        self._token = config.auth_token or os.environ.get(config.token_env) or None
         logger.info("ingress for %s; bearer token %s", config.store,
-                    "required" if self._token else "not configured")
+                    "required" if config.bearer_token() else "not configured")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self, max_body_bytes=self._config.max_body_bytes,
-                          token=self._token, body_timeout_s=self._config.body_timeout_s,
-                          max_inflight=self._config.max_inflight)
+        return api_for(self, self._config)
 
     async def recommend(self, request: RecommendRequest) -> RecommendResponse:
         handle = self._models[RECOMMENDER]
@@ -185,16 +181,13 @@ class ShopStream(_ModelDeployment):
     def __init__(self, config: ServeConfig) -> None:
         super().__init__(config, FUSED)
         self._config = config
-        self._token = config.auth_token or os.environ.get(config.token_env) or None
         _set_batching(self._recommend_batch, config)
         _set_batching(self._fraud_batch, config)
         logger.info("fused replica for %s; bearer token %s", config.store,
-                    "required" if self._token else "not configured")
+                    "required" if config.bearer_token() else "not configured")
 
     def __serve_build_asgi_app__(self) -> FastAPI:
-        return create_api(self, max_body_bytes=self._config.max_body_bytes,
-                          token=self._token, body_timeout_s=self._config.body_timeout_s,
-                          max_inflight=self._config.max_inflight)
+        return api_for(self, self._config)
 
     async def _within_budget(self, pending: Any) -> Any:
         """The batch's answer (an :class:`ErrorInfo` raised as its error), or 503 after

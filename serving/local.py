@@ -11,12 +11,11 @@ FastAPI/uvicorn baseline; it is also a quick way to try a store during developme
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from fastapi import FastAPI
 
-from serving.api import create_api
+from serving.api import api_for
 from serving.config import ServeConfig
 from serving.errors import ErrorInfo
 from serving.replica import ModelReplica
@@ -57,11 +56,7 @@ class LocalBackend:
 
 def local_app(config: ServeConfig) -> FastAPI:
     """The API over a replica that starts watching ``config.store`` now."""
-    token = config.auth_token or os.environ.get(config.token_env) or None
-    backend = LocalBackend(ModelReplica(config, LOCAL))
-    return create_api(backend, max_body_bytes=config.max_body_bytes, token=token,
-                      body_timeout_s=config.body_timeout_s,
-                      max_inflight=config.max_inflight)
+    return api_for(LocalBackend(ModelReplica(config, LOCAL)), config)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -27,6 +27,7 @@ from serving.schemas import (
     RecommendResponse,
     ReplicaStatus,
 )
+from training.store.canary import CanarySpec
 
 logger = logging.getLogger(__name__)
 
@@ -85,40 +86,41 @@ class ModelReplica:
             missing = NoRecommenderError(f"version {predictor.version} was trained without "
                                          "items or purchases: it answers /fraud only")
             return [ErrorInfo.of(missing)] * len(requests)
-        route = self.canary.active(predictor.version) if self.canary else None
-        if route is None or route[1].n_items == 0:  # a fraud-only candidate: latest ranks
+        router = self.canary
+        route = router.active(predictor.version) if router else None
+        if router is None or route is None or route[1].n_items == 0:  # fraud-only candidate
             return list(predictor.recommend(requests))
-        spec, candidate = route
-        if spec.mode == "shadow":
-            served = list(predictor.recommend(requests))
-            self._shadow(lambda: self._canary_rec().compare_rec(
-                served, list(candidate.recommend(requests))))
-            return list(served)
-        picks = [bucket(r.user_id) < spec.fraction for r in requests]
-        return _merge(picks, lambda part: list(predictor.recommend(part)),
-                      lambda part: list(candidate.recommend(part)), requests,
-                      self._canary_rec())
+        candidate = route[1]
+        return self._with_canary(requests, router, route[0],
+                                 lambda part: list(predictor.recommend(part)),
+                                 lambda part: list(candidate.recommend(part)),
+                                 lambda r: r.user_id, router.compare_rec)
 
     def fraud(self, requests: Sequence[FraudRequest]) -> list[FraudAnswer]:
         try:
             predictor = self._predictor()
         except NotReadyError as err:
             return [ErrorInfo.of(err)] * len(requests)
-        route = self.canary.active(predictor.version) if self.canary else None
-        if route is None:
+        router = self.canary
+        route = router.active(predictor.version) if router else None
+        if router is None or route is None:
             return predictor.fraud(requests)
-        spec, candidate = route
-        if spec.mode == "shadow":
-            served = predictor.fraud(requests)
-            self._shadow(lambda: self._canary_rec().compare_fraud(
-                served, candidate.fraud(requests)))
-            return served
-        picks = [bucket(fraud_key(r)) < spec.fraction for r in requests]
-        return _merge(picks, predictor.fraud, candidate.fraud, requests, self._canary_rec())
+        return self._with_canary(requests, router, route[0], predictor.fraud, route[1].fraud,
+                                 fraud_key, router.compare_fraud)
 
-    def _canary_rec(self) -> CanaryRouter:
-        assert self.canary is not None  # only called with an active canary
-        return self.canary
+    def _with_canary(self, requests: Sequence[Any], router: CanaryRouter, spec: CanarySpec,
+                     latest: Callable[[list[Any]], list[Any]],
+                     candidate: Callable[[list[Any]], list[Any]],
+                     key: Callable[[Any], str | None],
+                     compare: Callable[[list[Any], list[Any]], None]) -> list[Any]:
+        """Answer beside an active canary: shadow (latest answers; ``compare`` gets both
+        answer lists) or split by the stable hash of ``key``."""
+        if spec.mode == "shadow":
+            served = latest(list(requests))
+            self._shadow(lambda: compare(served, candidate(list(requests))))
+            return served
+        picks = [bucket(key(r)) < spec.fraction for r in requests]
+        return _merge(picks, latest, candidate, requests, router)
 
     def _shadow(self, compare: Callable[[], None]) -> None:
         """Run a shadow comparison; its failure never reaches the client."""

@@ -214,18 +214,23 @@ class ShopStreamModel(nn.Module):
         scores = user_vec @ pool_vectors.T
         own = None if rep_pos is None or rep_feats is None or not rep_pos.numel() \
             else (rep_pos >= 0).to(scores.dtype)
-        weight = row_count_weights(self.cfg, own, len(user_vec), scores)
+        # Per-user count weights, only when a count term is on (a [B, n] add otherwise).
+        weight = row_count_weights(self.cfg, own, len(user_vec), scores) \
+            if self.cfg.count_weight or self.cfg.cold_count_weight else None
         last = None
         if pool_pop is not None:
             scores = scores + self.popularity_score(pool_pop)[None, :]
             last = pool_pop[:, LAST_COUNT].to(scores.dtype)
-            if self.cfg.count_weight or self.cfg.cold_count_weight:  # [B, n]: skip if off
+            if weight is not None:
                 scores = scores + weight[:, None] * last[None, :]
         if own is not None and rep_pos is not None and rep_feats is not None:
             g = self.repeat_score(rep_pos + 1, rep_feats)  # -1 (none) -> 0 (masked)
             if self.cfg.repeat_bonus or self.cfg.count_weight:
-                g = g + own * (self.cfg.repeat_bonus + weight[:, None] * own_order(
-                    rep_pos, rep_feats, last).to(g.dtype))
+                term = own * self.cfg.repeat_bonus
+                if weight is not None:
+                    term = term + own * weight[:, None] * own_order(rep_pos, rep_feats,
+                                                                    last).to(g.dtype)
+                g = g + term
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
         return scores / self.cfg.temperature
 
