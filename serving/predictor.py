@@ -135,6 +135,8 @@ class Predictor:
         self.profile = history.profile
         self.item_pop = torch.from_numpy(self.profile.item_popularity(self.item_ids[1:]))
         self._positions = pd.Index(self.item_ids[1:], dtype=object)
+        # Once per version, so a request gathers its user's rows instead of a pandas pass.
+        self.repeats = self.profile.repeat_index(model.cfg.repeat_items, self._table_index)
 
     @property
     def n_items(self) -> int:
@@ -186,9 +188,8 @@ class Predictor:
             hist = torch.from_numpy(history_matrix([queries[i].history for i in rows],
                                                    self.history_len))
             vec = self.model.user_vectors(users, hist, self.table)
-            rep = self.profile.repeat_features(
-                [requests[i].user_id if queries[i].user_idx else "" for i in rows],
-                self.model.cfg.repeat_items, self._table_index)
+            rep = self.repeats.lookup(
+                [requests[i].user_id if queries[i].user_idx else "" for i in rows])
             # The same ranking score as evaluation (training.evaluate.rank_pool).
             scores = self.model.pool_scores(vec, self.candidates, self.item_pop,
                                             torch.from_numpy(rep.items - 1),

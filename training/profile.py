@@ -57,6 +57,47 @@ class RepeatFeatures:
     features: np.ndarray
 
 
+class RepeatIndex:
+    """Every user's repeat features of one profile, computed in one pass and kept ragged
+    (each user's rows contiguous), so a query is an array gather rather than a pandas pass:
+    what a serving replica holds per version. Same values as
+    :meth:`PurchaseProfile.repeat_features` (that method is this index over the asked
+    users)."""
+
+    def __init__(self, profile: PurchaseProfile, per_user: int,
+                 lookup: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.per_user = per_user
+        self.spans: dict[str, tuple[int, int]] = {}
+        self.items = np.zeros(0, dtype=np.int64)
+        self.features = np.zeros((0, len(REPEAT_FEATURES)), dtype=np.float32)
+        if not per_user or not len(profile.pairs):
+            return
+        chosen = pair_features(profile.pairs.astype({"user_id": str}), profile.as_of, per_user)
+        users = chosen["user_id"].to_numpy(dtype=object)
+        self.items = np.asarray(lookup(chosen["item_id"].to_numpy(dtype=object)), np.int64)
+        self.features = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
+        # pair_features keeps each user's rows together, in the user's priority order.
+        starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]).tolist()
+        for start, stop in zip(starts, starts[1:] + [len(users)]):
+            self.spans[str(users[start])] = (start, stop)
+
+    def __len__(self) -> int:
+        return len(self.spans)
+
+    def lookup(self, user_ids: list[str] | np.ndarray) -> RepeatFeatures:
+        """Aligned with ``user_ids``; users with no purchase get zeros."""
+        n = len(user_ids)
+        items = np.zeros((n, self.per_user), dtype=np.int64)
+        feats = np.zeros((n, self.per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+        for row, user in enumerate(user_ids):
+            span = self.spans.get(str(user))
+            if span is not None:
+                start, stop = span
+                items[row, :stop - start] = self.items[start:stop]
+                feats[row, :stop - start] = self.features[start:stop]
+        return RepeatFeatures(items, feats)
+
+
 class PurchaseProfile:
     """Per (user, item): purchase count and last purchase time; per item: popularity."""
 
@@ -101,19 +142,16 @@ class PurchaseProfile:
         interleaved) as indices given by ``lookup`` (item ids -> int indices, 0 = not there,
         e.g. ``IdMap.lookup``) and their :data:`REPEAT_FEATURES` as of ``as_of``. Users with
         no purchase get zeros."""
-        users = np.asarray([str(u) for u in user_ids], dtype=object)
-        uniq, inverse = np.unique(users.astype(str), return_inverse=True)
-        items = np.zeros((len(uniq), per_user), dtype=np.int64)
-        feats = np.zeros((len(uniq), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
-        wanted = self.pairs[self.pairs["user_id"].isin(set(uniq.tolist()))] \
-            if per_user and len(self.pairs) and len(uniq) else self.pairs.iloc[:0]
-        if len(wanted):
-            chosen = pair_features(wanted, self.as_of, per_user)
-            rows = pd.Index(uniq).get_indexer(chosen["user_id"].astype(str))
-            cols = chosen.groupby("user_id", sort=False).cumcount().to_numpy()
-            items[rows, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
-            feats[rows, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
-        return RepeatFeatures(items[inverse], feats[inverse])
+        users = {str(u) for u in user_ids}
+        wanted = self.pairs[self.pairs["user_id"].astype(str).isin(users)] \
+            if per_user and len(self.pairs) and users else self.pairs.iloc[:0]
+        subset = PurchaseProfile(wanted, self.items.iloc[:0], self.as_of)
+        return subset.repeat_index(per_user, lookup).lookup(user_ids)
+
+    def repeat_index(self, per_user: int, lookup: Callable[[np.ndarray], np.ndarray]
+                     ) -> RepeatIndex:
+        """Every user's repeat features computed at once (see :class:`RepeatIndex`)."""
+        return RepeatIndex(self, per_user, lookup)
 
     def basket_features(self, rows: pd.DataFrame, per_user: int,
                         lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:

@@ -156,3 +156,21 @@ def test_rank_pool_puts_a_users_own_items_first_when_the_repeat_term_says_so() -
     scores = model.pool_scores(torch.zeros(1, 8), matrix, None, torch.tensor([[2, -1]]),
                                torch.zeros(1, 2, len(REPEAT_FEATURES)))
     assert scores[0].argmax().item() == 2
+
+
+def test_the_repeat_index_answers_like_a_pass_over_the_asked_users() -> None:
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2020-01-01", periods=30, freq="D").strftime("%Y-%m-%d")
+    # Many equal counts and equal times, so the tie rules are exercised too.
+    rows = [(f"u{rng.integers(12)}", "xyzw"[rng.integers(4)], str(days[rng.integers(30)]))
+            for _ in range(200)]
+    profile = PurchaseProfile().update(_buys(rows))
+    index = profile.repeat_index(3, _lookup)
+    asked = ["u3", "nobody", "u0", "u3", "u11", ""]
+    want = profile.repeat_features(asked, 3, _lookup)
+    got = index.lookup(asked)
+    assert len(index) == 12
+    np.testing.assert_array_equal(got.items, want.items)
+    np.testing.assert_allclose(got.features, want.features, rtol=1e-6)
+    assert got.items[0].any() and not got.items[1].any() and not got.features[5].any()
+    assert profile.repeat_index(0, _lookup).lookup(["u3"]).items.shape == (1, 0)

@@ -56,7 +56,10 @@ def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
 
 
 class TextEncoder(nn.Module):
-    """``forward(titles) -> [n, output_dim]`` mean-pooled encoder output, one row per title."""
+    """``forward(titles) -> [n, output_dim]`` mean-pooled encoder output, one row per title.
+
+    ``encoder_config`` rebuilds a saved encoder's architecture with its weights left
+    uninitialised: the caller loads the saved state next (``model_from_state``)."""
 
     def __init__(self, cfg: ModelConfig, encoder_config: dict | None = None) -> None:
         super().__init__()
@@ -92,7 +95,12 @@ class TextEncoder(nn.Module):
         from transformers import AutoModel, BertConfig
 
         if encoder_config is not None:
-            return AutoModel.from_config(BertConfig.from_dict(dict(encoder_config)))
+            # A saved model's architecture, whose weights are loaded next: skip the random
+            # init (a second or more of a replica's reload for nothing).
+            from transformers.initialization import no_init_weights
+
+            with no_init_weights():
+                return AutoModel.from_config(BertConfig.from_dict(dict(encoder_config)))
         if cfg.encoder_init == "pretrained":
             logger.info("loading pretrained encoder %s from %s", cfg.encoder_name, path)
             return AutoModel.from_pretrained(path)

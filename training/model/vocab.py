@@ -85,7 +85,13 @@ class IdMap:
         """Rebuild from :meth:`to_json` output; duplicates would shift indices, so they fail."""
         if not isinstance(ids, list):
             raise IdMapError(f"expected a list of ids, got {type(ids).__name__}")
-        result = cls(ids)
+        result = cls()
+        index = {raw: i for i, raw in enumerate(ids, start=1)
+                 if isinstance(raw, str) and raw}
+        if len(index) == len(ids):  # the common case, without add()'s per-id loop
+            result._ids, result._index = list(ids), index
+        else:
+            result.add(ids)
         if len(result) != len(ids) + 1:
             raise IdMapError(f"saved id list has {len(ids) + 1 - len(result)} duplicate(s)")
         return result
