@@ -23,6 +23,7 @@ from typing import Any
 from training.bundle import write_bundle
 from training.config import TrainConfig
 from training.data.schema import WindowData
+from training.fraud_blend import blend_like, known_transactions
 from training.history import PurchaseHistory
 from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
@@ -123,6 +124,8 @@ class FullRetrainArm(Arm):
             fit.model.set_ranking_terms(reference.cfg.repeat_bonus,
                                         reference.cfg.count_weight,
                                         reference.cfg.cold_count_weight)
+        blend_like(fit.model, known_transactions(merged.transactions), history,
+                   self.train_cfg.seed, reference)
         version = publish_model(self.store, fit.model, windows[t].window_id,
                                 history.update(merged.interactions),
                                 {"method": FULL, "trained_on": merged.window_id})

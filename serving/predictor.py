@@ -311,8 +311,7 @@ class Predictor:
                                    for t in txns], dtype=torch.long),
             label=torch.zeros(len(txns)))
         batch.validate(len(self.fraud_features))
-        inputs = self.model.fraud_inputs(batch, self.table)
-        probs = torch.sigmoid(self.model.fraud_head(inputs).float())
+        probs = self.model.fraud_probability(batch, self.table)
         return [float(p) for p in probs.tolist()]
 
     # ---- verification -----------------------------------------------------------------------

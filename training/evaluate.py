@@ -216,7 +216,7 @@ def fraud_scores(model: ShopStreamModel, examples: FraudExamples) -> np.ndarray:
         batch = FraudBatch(*(torch.from_numpy(a).to(device) for a in (
             part.features, part.amount, part.user_idx, part.hist_idx, part.item_idx,
             part.label)))
-        out.append(torch.sigmoid(model.fraud_logits(batch)).cpu().numpy())
+        out.append(model.fraud_probability(batch).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 

@@ -8,7 +8,9 @@ Flow: resume from the training head (``training.head``: latest, or after a rejec
 rejected candidate, whose state has seen every window so far; the pretrained encoder when
 the store is empty) → hold out the tail of the window after the head's → mix a replay
 sample into the rest → Ray Train ``TorchTrainer`` (DDP, each worker on its own shard,
-distillation from the state resumed) → score candidate and the live incumbent (latest) on
+distillation from the state resumed) → fit the fraud trees on every labelled row known so
+far and choose their weight in the fraud score on the tail (``training.fraud_blend``) → score
+candidate and the live incumbent (latest) on
 the same held-out slice → promotion gate → publish (or record the rejection; serving keeps
 latest) → move the head → retention. After ``--fallback-after`` rejections in a row the
 update is instead a full retrain from the pretrained encoder on all windows so far, gated
@@ -35,6 +37,7 @@ from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
 from training.examples import fraud_examples
+from training.fraud_blend import fraud_blend, known_transactions
 from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
 from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
@@ -97,6 +100,9 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
                                        inc.repeat_bonus_grid, inc.count_weight_grid,
                                        train_cfg.eval_k)
+        blend = fraud_blend(fit.model, known_transactions(
+            replay.frame("transactions"), up.mixed.transactions), up.holdout.transactions,
+            history_train, train_cfg.seed)
         gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
         scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
                                  history_train, up.train_part, gate_window, train_cfg.eval_k)
@@ -112,7 +118,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
                            history.update(window.interactions), up.start, window,
                            {"scores": scores, "fraud_thresholds": thresholds,
-                            "ranking_terms": ranking}, decision,
+                            "ranking_terms": ranking, "fraud_blend": blend}, decision,
                            train_cfg, config_used, up.vocab)
     summary["seconds"] = round(time.perf_counter() - began, 1)
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
@@ -153,6 +159,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "metrics": evaluation["scores"], "gate": decision.to_json(),
             "fraud_thresholds": evaluation["fraud_thresholds"],
             "ranking_terms": evaluation["ranking_terms"],
+            "fraud_blend": evaluation["fraud_blend"],
             "train_config": asdict(train_cfg),
             "incremental_config": inc.public_dict(), "config_used": config_used,
             "vocab_growth": vocab}
@@ -180,7 +187,8 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "config_used": config_used, "retention_deleted": deleted,
             "ranking_terms": {key: evaluation["ranking_terms"][key]
                               for key in ("repeat_bonus", "count_weight",
-                                          "cold_count_weight")}}
+                                          "cold_count_weight")},
+            "fraud_tree_weight": evaluation["fraud_blend"]["tree_weight"]}
 
 
 def live_window(live: Any) -> str | None:

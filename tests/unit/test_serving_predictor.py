@@ -273,3 +273,27 @@ def test_a_bad_title_vector_file_is_a_named_format_error(model: ShopStreamModel,
     (tmp_path / ITEM_TEXT_FILE).write_bytes(b"garbage")
     with pytest.raises(ModelFormatError, match=ITEM_TEXT_FILE):
         read_item_text(tmp_path, model)
+
+
+def test_a_version_with_fraud_trees_serves_the_blended_score(model: ShopStreamModel,
+                                                            store: LocalStore,
+                                                            tmp_path: Path) -> None:
+    from training.fraud_blend import fit_trees
+
+    rng = np.random.default_rng(0)
+    rows = pd.DataFrame({"txn_id": [f"x{i}" for i in range(300)], "user_id": None,
+                         "item_id": None, "ts": pd.Timestamp("2024-01-01", tz="UTC"),
+                         "amount": rng.uniform(1, 80, 300), "night": rng.integers(0, 2, 300),
+                         "new_device": 1.0, "distance": rng.uniform(0, 8, 300)})
+    rows["is_fraud"] = rows["amount"] > 40
+    with_trees = model_from_state(*model_state(model))
+    history = shop_history(with_trees)
+    with_trees.set_fraud_trees(fit_trees(with_trees, rows, history, 0), 0.75)
+    version = publish(store, with_trees, history, tmp_path)
+    predictor = load(store, version, tmp_path)
+    (answer,) = predictor.fraud([FraudRequest.model_validate(TXNS)])
+    assert not isinstance(answer, ErrorInfo)
+    expected = Reference("", with_trees, history, (0.5, 0.9)).fraud(TXNS)
+    neural = Reference("", model, history, (0.5, 0.9)).fraud(TXNS)
+    assert [r.fraud_probability for r in answer.results] == pytest.approx(expected, abs=1e-6)
+    assert max(abs(a - b) for a, b in zip(expected, neural)) > 0.05

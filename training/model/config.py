@@ -74,6 +74,11 @@ class ModelConfig:
         metadata={"help": "count_weight for users without own past items (cold users): "
                           "every item's count in the last update; chosen per update on "
                           "held-out users ranked as cold (see training.ranking_terms)"})
+    fraud_tree_weight: float = field(
+        default=0.0,
+        metadata={"help": "weight of the gradient-boosted trees' logit in the served fraud "
+                          "score (the neural head's gets 1 - weight); chosen per update on "
+                          "held-out labels (see training.fraud_blend); 0 without trees"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "
@@ -110,6 +115,8 @@ class ModelConfig:
                 f"must be in [0, 100], got {self.count_weight}")
         require(0.0 <= self.cold_count_weight <= 100.0, "cold_count_weight",
                 f"must be in [0, 100], got {self.cold_count_weight}")
+        require(0.0 <= self.fraud_tree_weight <= 1.0, "fraud_tree_weight",
+                f"must be in [0, 1], got {self.fraud_tree_weight}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
         require(self.text_cache_size >= 0, "text_cache_size",
                 f"must be >= 0, got {self.text_cache_size}")

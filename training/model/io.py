@@ -1,7 +1,8 @@
 """Checkpoints of :class:`ShopStreamModel`: weights as safetensors, everything else as JSON.
 
 A checkpoint directory holds ``model.safetensors`` (every tensor of the state dict, encoder
-included) and ``model.json`` (config, encoder architecture, id vocabularies, item titles), so
+included) and ``model.json`` (config, encoder architecture, id vocabularies, item titles and,
+when fitted, the fraud trees in LightGBM's text format), so
 :func:`load_model` rebuilds the model with no other input and without the pretrained package
 weights (only the tokenizer comes from the package folder). No pickle anywhere.
 """
@@ -21,6 +22,7 @@ from torch import Tensor, nn
 
 from training.cli import ConfigError, config_from_dict
 from training.model.config import ModelConfig
+from training.model.fraud_trees import FraudTrees, FraudTreesError
 from training.model.multitask import ShopStreamModel
 from training.model.vocab import IdMap, IdMapError
 
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
+TREES_KEY = "fraud_trees"  # optional: the fraud trees (FraudTrees.to_json), if fitted
 META_KEYS: tuple[str, ...] = ("format_version", "model_config", "encoder_name",
                               "encoder_config", "users", "items", "item_titles")
 
@@ -65,6 +68,8 @@ def model_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]:
         "items": model.items.to_json(),
         "item_titles": list(model.item_titles),
     }
+    if model.fraud_trees is not None:  # optional: versions without trees omit the key
+        meta[TREES_KEY] = model.fraud_trees.to_json()
     return tensors, meta
 
 
@@ -95,6 +100,12 @@ def model_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> ShopSt
         raise ModelFormatError(f"users/items: {err}") from err
     model = ShopStreamModel(config_from_json(meta["model_config"]), users, items,
                             meta["item_titles"], encoder_config=meta["encoder_config"])
+    if meta.get(TREES_KEY) is not None:
+        try:
+            trees = FraudTrees.from_json(meta[TREES_KEY])
+        except FraudTreesError as err:
+            raise ModelFormatError(str(err)) from err
+        model.set_fraud_trees(trees, model.cfg.fraud_tree_weight)
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

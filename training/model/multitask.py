@@ -32,6 +32,7 @@ from training.model.features import (
     item_title_list,
     signed_log1p,
 )
+from training.model.fraud_trees import FraudTrees, tree_inputs
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.ranking import LAST_COUNT, own_order, row_count_weights
 from training.model.text import TextEncoder
@@ -86,6 +87,9 @@ class ShopStreamModel(nn.Module):
         self.users = users
         self.items = items
         self.item_titles = list(item_titles)
+        # Not a module or tensor: fitted outside the training loop (training.fraud_blend),
+        # saved in the model's JSON by training.model.io.
+        self.fraud_trees: FraudTrees | None = None
         n_in = len(cfg.fraud_features) + 1
         # Seeded so every process (DDP ranks, a rebuild) starts from the same weights.
         with torch.random.fork_rng(devices=[]):
@@ -342,6 +346,26 @@ class ShopStreamModel(nn.Module):
         batch.validate(len(self.cfg.fraud_features))
         table = self._item_table(self._fraud_items(batch))
         return self.fraud_head(self._fraud_inputs(batch, table))
+
+    def set_fraud_trees(self, trees: FraudTrees | None, weight: float) -> None:
+        """Blend ``trees`` into the fraud score with ``weight`` from now on (recorded in
+        the config); ``None`` (or weight 0) scores with the neural head alone."""
+        self.fraud_trees = trees
+        self.cfg = dataclasses.replace(self.cfg, fraud_tree_weight=float(
+            weight if trees is not None else 0.0))
+
+    @torch.no_grad()
+    def fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None) -> Tensor:
+        """The served fraud probability [B]: the neural head's logit and the trees' (when
+        fitted) blended in logit space by ``cfg.fraud_tree_weight``. The one scoring
+        function of evaluation, the gate's thresholds and serving."""
+        logits = self.fraud_head(self.fraud_inputs(batch, table)).float()
+        weight = self.cfg.fraud_tree_weight
+        if self.fraud_trees is not None and weight > 0.0:
+            inputs = tree_inputs(batch.amount.cpu().numpy(), batch.features.cpu().numpy())
+            trees = torch.from_numpy(self.fraud_trees.logits(inputs)).to(logits)
+            logits = (1.0 - weight) * logits + weight * trees
+        return torch.sigmoid(logits)
 
     def fraud_loss(self, batch: FraudBatch, pos_weight: float = 1.0) -> Tensor:
         """BCE with logits (positives weighted by ``pos_weight``); 0 for an empty batch."""

@@ -1,0 +1,102 @@
+"""Each update's fraud trees and their weight in the served fraud score.
+
+After the neural fit, an update fits gradient-boosted trees (``training.model.fraud_trees``)
+on every labelled transaction the version knows — the replay buffer's reservoir of earlier
+windows plus the rows it trained on — so the trees follow the data each window, in bounded
+memory, and are published inside the version. Then it chooses the trees' weight in the
+logit blend on the held-out tail, by average precision, from :data:`BLEND_GRID`:
+
+* ties go to the larger tree weight (the simpler, better-understood model);
+* with fewer than :data:`MIN_BLEND_FRAUDS` labelled frauds in the tail an AP difference is
+  noise, so the weight is :data:`FALLBACK_TREE_WEIGHT`: trees alone, the strongest learner on
+  small tabular data (Grinsztajn et al., NeurIPS 2022), until held-out data shows the neural
+  head adds to them.
+
+The choice and each grid point's AP go into the version's meta (``fraud_blend``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from training.evaluate import fraud_scores
+from training.examples import fraud_examples
+from training.history import PurchaseHistory
+from training.metrics import fraud_metrics
+from training.model import ShopStreamModel
+from training.model.fraud_trees import AMOUNT_COLUMN, FraudTrees, tree_inputs
+
+BLEND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
+MIN_BLEND_FRAUDS = 20
+FALLBACK_TREE_WEIGHT = 1.0
+
+
+def known_transactions(*frames: pd.DataFrame) -> pd.DataFrame:
+    """The labelled rows of ``frames`` once each (a replayed row may also be in the mix)."""
+    parts = [f[f["is_fraud"].notna()] for f in frames if len(f)]
+    if not parts:
+        return frames[0].iloc[:0] if frames else pd.DataFrame()
+    rows = pd.concat(parts, ignore_index=True)
+    return rows.drop_duplicates("txn_id", keep="last") if "txn_id" in rows else rows
+
+
+def fit_trees(model: ShopStreamModel, transactions: pd.DataFrame, history: PurchaseHistory,
+              seed: int) -> FraudTrees | None:
+    """Trees on the labelled ``transactions`` (None with one class only)."""
+    examples = fraud_examples(model, transactions, history)
+    columns = (AMOUNT_COLUMN, *model.cfg.fraud_features)
+    return FraudTrees.fit(tree_inputs(examples.amount, examples.features),
+                          examples.label.astype(bool), columns, seed)
+
+
+def choose_fraud_blend(model: ShopStreamModel, trees: FraudTrees | None,
+                       holdout: pd.DataFrame, history: PurchaseHistory) -> dict[str, Any]:
+    """Set ``model``'s trees and the tree weight with the best held-out AP (see the module
+    docstring); returns {"tree_weight", "basis", "auc_pr": {weight: AP}, "n_pos", "trees"}."""
+    out: dict[str, Any] = {"tree_weight": 0.0, "auc_pr": {}, "n_pos": 0,
+                           "trees": None if trees is None else {"rows": trees.rows,
+                                                                "frauds": trees.frauds}}
+    if trees is None:
+        model.set_fraud_trees(None, 0.0)
+        return {**out, "basis": "no trees: the labels so far hold one class"}
+    examples = fraud_examples(model, holdout, history)
+    labels = examples.label.astype(bool)
+    out["n_pos"] = int(labels.sum())
+    if out["n_pos"] < MIN_BLEND_FRAUDS or labels.all():
+        model.set_fraud_trees(trees, FALLBACK_TREE_WEIGHT)
+        return {**out, "tree_weight": FALLBACK_TREE_WEIGHT,
+                "basis": f"fallback: {out['n_pos']} held-out frauds < {MIN_BLEND_FRAUDS}"}
+    best, best_ap = FALLBACK_TREE_WEIGHT, -math.inf
+    for weight in BLEND_GRID:
+        model.set_fraud_trees(trees, weight)
+        ap = float(fraud_metrics(labels, fraud_scores(model, examples))["auc_pr"])
+        out["auc_pr"][str(weight)] = ap
+        if ap >= best_ap:  # ascending grid: ties go to the larger tree weight
+            best, best_ap = weight, ap
+    model.set_fraud_trees(trees, best)
+    return {**out, "tree_weight": best,
+            "basis": f"best held-out AP of {len(BLEND_GRID)} weights, {out['n_pos']} frauds"}
+
+
+def fraud_blend(model: ShopStreamModel, known: pd.DataFrame, holdout: pd.DataFrame,
+                history: PurchaseHistory, seed: int) -> dict[str, Any]:
+    """Fit the trees on ``known`` and choose their weight on ``holdout`` (both transaction
+    tables; unlabelled rows are ignored)."""
+    if not len(known):
+        model.set_fraud_trees(None, 0.0)
+        return {"tree_weight": 0.0, "basis": "no labelled transactions", "auc_pr": {},
+                "n_pos": 0, "trees": None}
+    return choose_fraud_blend(model, fit_trees(model, known, history, seed), holdout, history)
+
+
+def blend_like(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHistory,
+               seed: int, reference: ShopStreamModel | None) -> None:
+    """Trees on ``known`` with ``reference``'s tree weight (the fallback weight without one):
+    for a retrain that has no held-out tail to choose on."""
+    trees = fit_trees(model, known, history, seed) if len(known) else None
+    weight = reference.cfg.fraud_tree_weight if reference is not None and \
+        reference.fraud_trees is not None else FALLBACK_TREE_WEIGHT
+    model.set_fraud_trees(trees, weight)
