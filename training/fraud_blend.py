@@ -12,7 +12,11 @@ logit blend on the held-out tail, by average precision, from :data:`BLEND_GRID`:
   small tabular data (Grinsztajn et al., NeurIPS 2022), until held-out data shows the neural
   head adds to them.
 
-The choice and each grid point's AP go into the version's meta (``fraud_blend``).
+The trees being judged never see the rows that judge them (the tail and the gate's replay
+sample). Once judged, the published version's trees are refitted on every labelled row, the
+tail included, with the chosen weight (:func:`refit_trees`): after a fraud campaign shifts,
+the newest labels are the ones that matter. The choice and each grid point's AP go into the
+version's meta (``fraud_blend``).
 """
 
 from __future__ import annotations
@@ -34,13 +38,31 @@ MIN_BLEND_FRAUDS = 20
 FALLBACK_TREE_WEIGHT = 1.0
 
 
-def known_transactions(*frames: pd.DataFrame) -> pd.DataFrame:
-    """The labelled rows of ``frames`` once each (a replayed row may also be in the mix)."""
+def known_transactions(*frames: pd.DataFrame, exclude: pd.DataFrame | None = None
+                       ) -> pd.DataFrame:
+    """The labelled rows of ``frames`` once each (a replayed row may also be in the mix),
+    without the rows of ``exclude`` (matched by ``txn_id``): the rows that judge the trees."""
     parts = [f[f["is_fraud"].notna()] for f in frames if len(f)]
     if not parts:
         return frames[0].iloc[:0] if frames else pd.DataFrame()
     rows = pd.concat(parts, ignore_index=True)
-    return rows.drop_duplicates("txn_id", keep="last") if "txn_id" in rows else rows
+    if "txn_id" not in rows:
+        return rows
+    rows = rows.drop_duplicates("txn_id", keep="last")
+    if exclude is not None and len(exclude) and "txn_id" in exclude:
+        rows = rows[~rows["txn_id"].isin(set(exclude["txn_id"]))]
+    return rows
+
+
+def refit_trees(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHistory,
+                seed: int) -> None:
+    """After the update is judged: trees on every labelled row, the judging rows included
+    (the freshest labels matter most after a shift), with the weight already chosen (the
+    fallback weight if the judged model had no trees)."""
+    trees = fit_trees(model, known, history, seed) if len(known) else None
+    weight = model.cfg.fraud_tree_weight if model.fraud_trees is not None \
+        else FALLBACK_TREE_WEIGHT
+    model.set_fraud_trees(trees, weight)
 
 
 def fit_trees(model: ShopStreamModel, transactions: pd.DataFrame, history: PurchaseHistory,

@@ -37,7 +37,7 @@ from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
 from training.examples import fraud_examples
-from training.fraud_blend import fraud_blend, known_transactions
+from training.fraud_blend import fraud_blend, known_transactions, refit_trees
 from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
 from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
@@ -100,16 +100,18 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
                                        inc.repeat_bonus_grid, inc.count_weight_grid,
                                        train_cfg.eval_k)
-        blend = fraud_blend(fit.model, known_transactions(
-            replay.frame("transactions"), up.mixed.transactions), up.holdout.transactions,
-            history_train, train_cfg.seed)
         gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
+        known = known_transactions(replay.frame("transactions"), up.mixed.transactions)
+        blend = fraud_blend(fit.model, known_transactions(known, exclude=gate_window.transactions),
+                            up.holdout.transactions, history_train, train_cfg.seed)
         scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
                                  history_train, up.train_part, gate_window, train_cfg.eval_k)
         decision = decide(scores["candidate"]["main"],
                           scores["incumbent"]["main"] if "incumbent" in scores else None,
                           inc.gate_tolerance, train_cfg.eval_k)
         thresholds = calibrate(fit.model, history_train, gate_window)
+        refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
+                    history_train, train_cfg.seed)
         if window.window_id in replay.windows:
             logger.info("window %s retrained: its rows are already in the replay buffer",
                         window.window_id)

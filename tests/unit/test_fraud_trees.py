@@ -22,6 +22,7 @@ from training.fraud_blend import (
     fit_trees,
     fraud_blend,
     known_transactions,
+    refit_trees,
 )
 from training.metrics import fraud_metrics
 from training.model import ModelConfig, ModelFormatError, ShopStreamModel, load_model, save_model
@@ -128,3 +129,14 @@ def test_known_transactions_keep_each_labelled_row_once() -> None:
     b.loc[0, "is_fraud"] = None
     rows = known_transactions(a, pd.concat([a.head(3), b]))
     assert len(rows) == 19 and rows["txn_id"].is_unique
+
+
+def test_judging_rows_are_kept_out_then_the_refit_uses_every_row(model: ShopStreamModel) -> None:
+    history, train, tail = shop_history(model), txns(600, 0), txns(200, 3)
+    kept = known_transactions(train, exclude=train.head(50))
+    assert len(kept) == 550 and not set(train.head(50)["txn_id"]) & set(kept["txn_id"])
+    fraud_blend(model, kept, tail, history, seed=0)
+    weight = model.cfg.fraud_tree_weight
+    refit_trees(model, known_transactions(train, tail), history, seed=0)
+    assert model.fraud_trees is not None and model.fraud_trees.rows == 800
+    assert model.cfg.fraud_tree_weight == weight
