@@ -31,10 +31,11 @@ from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
 from training.evaluate import (
     RecQueries,
-    evaluate_fraud,
+    fraud_scores,
     model_rankings,
     rec_queries,
 )
+from training.examples import fraud_examples
 from training.history import PurchaseHistory, purchases
 from training.metrics import PerUserRanking, fraud_metrics
 from training.model import ShopStreamModel
@@ -195,12 +196,26 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
     return out
 
 
-def fraud_row(metrics: dict[str, float]) -> dict[str, float]:
-    return {key: float(value) for key, value in metrics.items()}
+class FraudRow(dict[str, float]):
+    """A fraud metrics row (what the results store) that also carries, in memory only, the
+    labels and scores behind it: the window's labelled transactions in table order, the same
+    rows for every method (``cluster.fraud_intervals`` pools them)."""
+
+    labels: np.ndarray
+    scores: np.ndarray
+
+
+def fraud_row(labels: np.ndarray, scores: np.ndarray) -> FraudRow:
+    row = FraudRow({key: float(value) for key, value in fraud_metrics(labels, scores).items()})
+    row.labels, row.scores = labels, np.asarray(scores, dtype=np.float64)
+    return row
 
 
 def model_fraud(model: ShopStreamModel, ctx: WindowContext) -> dict[str, float]:
-    return fraud_row(evaluate_fraud(model, ctx.history, ctx.window))
+    examples = fraud_examples(model, ctx.window.transactions, ctx.history)
+    if len(examples) == 0:
+        return {"n": 0.0}
+    return fraud_row(examples.label.astype(bool), fraud_scores(model, examples))
 
 
 class GradientBoostingFraud:
@@ -238,7 +253,7 @@ class GradientBoostingFraud:
         if self.model is None or len(rows) == 0:
             return {"auc_pr": math.nan, "roc_auc": math.nan, "n": float(len(rows))}
         scores = self.model.predict_proba(rows[self.columns].to_numpy(dtype=np.float64))[:, 1]
-        return fraud_row(fraud_metrics(rows["is_fraud"].astype(bool).to_numpy(), scores))
+        return fraud_row(rows["is_fraud"].astype(bool).to_numpy(), scores)
 
 
 def evaluate_models(models: dict[str, ShopStreamModel], ctx: WindowContext, k: int,

@@ -19,6 +19,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from cluster.fraud_intervals import fraud_table
 from cluster.plots import expected_plots, write_plots
 from cluster.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
     NAN,
@@ -314,6 +315,8 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
             *_cost_note(result), ""]
     if "rec" in result["tasks"]:
         out += _rec_sections(result)
+    if result.get("fraud_intervals"):
+        out += ["## fraud: pooled metrics with 95% intervals", "", *fraud_table(result)]
     out += ["## Staleness of the live model", "", *staleness_markdown(result), ""]
     for task, main in result["tasks"].items():
         out += [f"## {task}: {main} per evaluated window", "",

@@ -23,6 +23,7 @@ from tqdm import tqdm
 from cluster.arms import NEURAL_METHODS, OURS, Arm, build_arms
 from cluster.evaluation import (
     FRAUD_BASELINE,
+    FraudRow,
     GradientBoostingFraud,
     WindowContext,
     baseline_rec,
@@ -32,6 +33,7 @@ from cluster.evaluation import (
     has_fraud,
     has_rec,
 )
+from cluster.fraud_intervals import record_fraud_intervals
 from cluster.pipeline_config import PipelineConfig
 from training.config import TrainConfig
 from training.data.schema import WindowData
@@ -204,6 +206,12 @@ class Pipeline:
             from cluster.intervals import record_rec_intervals
 
             record_rec_intervals(self.result, self.store, ctx.window.window_id, out, self.k)
+        scored = {m: (row["fraud"].labels, row["fraud"].scores) for m, row in out.items()
+                  if isinstance(row.get("fraud"), FraudRow)}
+        if scored:
+            record_fraud_intervals(self.result, self.store, ctx.window.window_id, scored)
+            for method in scored:
+                out[method]["fraud"] = dict(out[method]["fraud"])
         logger.info("window %s prequential: %s", ctx.window.window_id, _brief(out, self.tasks))
         return out
 

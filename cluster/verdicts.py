@@ -134,4 +134,18 @@ def verdicts(result: Mapping[str, Any]) -> list[str]:
     lines += [forgetting_line(result, OURS, "incremental_no_replay", t) for t in tasks]
     lines += [compare_line(result, OURS, b, "rec") for b in ("repeat_then_popular", "popularity")]
     lines.append(compare_line(result, OURS, "hist_gradient_boosting", "fraud"))
-    return lines
+    pooled = pooled_fraud_line(result, OURS, "hist_gradient_boosting")
+    return lines + ([pooled] if pooled else [])
+
+
+def pooled_fraud_line(result: Mapping[str, Any], a: str, b: str) -> str | None:
+    """``a`` vs ``b`` on the pooled AUC-PR and alert-budget precision, by paired interval."""
+    row = result.get("fraud_intervals", {}).get("paired", {}).get(f"{a} vs {b}")
+    if not row:
+        return None
+    parts = []
+    for metric in ("auc_pr", "precision@budget"):
+        d = row[metric]
+        parts.append(f"{metric} {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
+                     f"({interval_verdict(d['lo'], d['hi'])})")
+    return f"fraud pooled: {a} vs {b}: " + "; ".join(parts)

@@ -62,9 +62,11 @@ def calibrate(model: ShopStreamModel, history: PurchaseHistory, window: WindowDa
 
 
 def evaluate_models(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
-                    train_part: WindowData, gate_window: WindowData, k: int
-                    ) -> dict[str, dict[str, Any]]:
-    """Both models scored on exactly the same held-out slice."""
+                    train_part: WindowData, gate_window: WindowData, k: int,
+                    fraud_window: WindowData | None = None) -> dict[str, dict[str, Any]]:
+    """Both models scored on exactly the same held-out slice (fraud on ``fraud_window``
+    when given: the fraud trees of the incumbent have seen the replay rows of the slice,
+    so fraud is judged on the tail that neither model has seen)."""
     out: dict[str, dict[str, Any]] = {}
     for name, model in models.items():
         if model is None:
@@ -73,7 +75,7 @@ def evaluate_models(models: dict[str, ShopStreamModel | None], history: Purchase
         model.text.use_shared_cache()
         rec = evaluate_rec(model, history, train_part.interactions, gate_window, k=k) \
             if len(gate_window.interactions) else {}
-        fraud = evaluate_fraud(model, history, gate_window)
+        fraud = evaluate_fraud(model, history, fraud_window or gate_window)
         out[name] = {"rec": rec, "fraud": fraud, "main": main_metrics(rec, fraud, k)}
     return out
 
@@ -102,14 +104,15 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                                        train_cfg.eval_k)
         gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
         known = known_transactions(replay.frame("transactions"), up.mixed.transactions)
-        blend = fraud_blend(fit.model, known_transactions(known, exclude=gate_window.transactions),
-                            up.holdout.transactions, history_train, train_cfg.seed)
+        blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
+                            train_cfg.seed)
         scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
-                                 history_train, up.train_part, gate_window, train_cfg.eval_k)
+                                 history_train, up.train_part, gate_window, train_cfg.eval_k,
+                                 up.holdout)
         decision = decide(scores["candidate"]["main"],
                           scores["incumbent"]["main"] if "incumbent" in scores else None,
                           inc.gate_tolerance, train_cfg.eval_k)
-        thresholds = calibrate(fit.model, history_train, gate_window)
+        thresholds = calibrate(fit.model, history_train, up.holdout)
         refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                     history_train, train_cfg.seed)
         if window.window_id in replay.windows:

@@ -1,0 +1,81 @@
+"""Pooled fraud metrics with bootstrap intervals (cluster.fraud_intervals)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cluster.fraud_intervals import (
+    budget_precision,
+    fraud_table,
+    pooled_metrics,
+    record_fraud_intervals,
+)
+from cluster.verdicts import pooled_fraud_line
+from training.store import LocalStore
+
+pytestmark = pytest.mark.unit
+
+
+def test_alert_budget_precision_counts_each_windows_top_scores() -> None:
+    # Window 1: 150 rows -> budget 2 alerts (ceil 1.5): one fraud among the top two.
+    y1 = np.zeros(150, dtype=bool)
+    y1[[0, 5]] = True
+    s1 = np.linspace(0, 1, 150)
+    s1[0], s1[149] = 2.0, 1.5  # the fraud at 0 scores top, a legit second; 5 is low
+    # Window 2: 50 rows -> budget 1: the top score is a fraud.
+    y2 = np.zeros(50, dtype=bool)
+    y2[7] = True
+    s2 = np.zeros(50)
+    s2[7] = 1.0
+    assert budget_precision([(y1, s1), (y2, s2)]) == pytest.approx(2 / 3)
+    assert math.isnan(budget_precision([]))
+    row = pooled_metrics([(y1, s1), (y2, s2)])
+    assert set(row) == {"auc_pr", "roc_auc", "recall@1%fpr", "precision@budget"}
+    assert 0.0 < row["auc_pr"] <= 1.0
+
+
+def _window(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    labels = rng.random(n) < 0.05
+    signal = labels + rng.normal(0, 0.7, n)
+    return labels, {"incremental": signal + rng.normal(0, 0.1, n),
+                    "hist_gradient_boosting": rng.random(n)}
+
+
+def test_pooled_intervals_bracket_the_value_and_tell_a_better_method(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    store = LocalStore(tmp_path / "store")
+    result = {"evaluated_windows": ["w1", "w2"]}
+    for window in ("w1", "w2"):
+        labels, scores = _window(rng, 600)
+        record_fraud_intervals(result, store, window, {m: (labels, s)
+                                                       for m, s in scores.items()})
+    tree = result["fraud_intervals"]
+    assert tree["windows"] == 2 and tree["n"] == 1200 and tree["n_pos"] > 30
+    for method, row in tree["methods"].items():
+        for metric, cell in row.items():
+            assert cell["lo"] <= cell["value"] <= cell["hi"], (method, metric)
+    ours, random = tree["methods"]["incremental"], tree["methods"]["hist_gradient_boosting"]
+    assert ours["auc_pr"]["lo"] > random["auc_pr"]["hi"]
+    pair = tree["paired"]["incremental vs hist_gradient_boosting"]
+    assert pair["auc_pr"]["lo"] > 0 and pair["roc_auc"]["lo"] > 0
+    assert "better" in pooled_fraud_line(result, "incremental", "hist_gradient_boosting")
+    lines = fraud_table(result)
+    assert any(line.startswith("| incremental |") for line in lines)
+    # The saved scores are what a resumed run pools: the second window's record used both.
+    assert store.get_config("pipeline-per-txn/w1")["methods"].keys() == {
+        "incremental", "hist_gradient_boosting"}
+
+
+def test_identical_methods_have_a_zero_paired_difference(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    labels, scores = _window(rng, 400)
+    result = {"evaluated_windows": ["w"]}
+    same = scores["incremental"]
+    record_fraud_intervals(result, LocalStore(tmp_path), "w",
+                           {"incremental": (labels, same), "full_retrain": (labels, same)})
+    pair = result["fraud_intervals"]["paired"]["incremental vs full_retrain"]
+    assert all(pair[m]["diff"] == pair[m]["lo"] == pair[m]["hi"] == 0.0 for m in pair)
