@@ -78,7 +78,8 @@ def compare_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str:
     missing = _missing(result, task, (a, b))
     if missing:
         return missing
-    line = _interval_line(result, a, b, task)
+    line = _interval_line(result, a, b, task) if task == "rec" else \
+        pooled_fraud_line(result, a, b) if task == "fraud" else None
     if line is not None:
         return line
     main = result["tasks"][task]
@@ -134,18 +135,25 @@ def verdicts(result: Mapping[str, Any]) -> list[str]:
     lines += [forgetting_line(result, OURS, "incremental_no_replay", t) for t in tasks]
     lines += [compare_line(result, OURS, b, "rec") for b in ("repeat_then_popular", "popularity")]
     lines.append(compare_line(result, OURS, "hist_gradient_boosting", "fraud"))
-    pooled = pooled_fraud_line(result, OURS, "hist_gradient_boosting")
-    return lines + ([pooled] if pooled else [])
+    return lines
 
 
 def pooled_fraud_line(result: Mapping[str, Any], a: str, b: str) -> str | None:
-    """``a`` vs ``b`` on the pooled AUC-PR and alert-budget precision, by paired interval."""
-    row = result.get("fraud_intervals", {}).get("paired", {}).get(f"{a} vs {b}")
-    if not row:
+    """``a`` vs ``b`` on the pooled AUC-PR (and alert-budget precision) by paired interval;
+    None when the run has no pooled fraud interval for the pair."""
+    tree = result.get("fraud_intervals") or {}
+    row = tree.get("paired", {}).get(f"{a} vs {b}")
+    methods = tree.get("methods", {})
+    if not row or a not in methods or b not in methods:
         return None
-    parts = []
-    for metric in ("auc_pr", "precision@budget"):
-        d = row[metric]
-        parts.append(f"{metric} {d['diff']:+.4f} [{d['lo']:+.4f}, {d['hi']:+.4f}] "
-                     f"({interval_verdict(d['lo'], d['hi'])})")
-    return f"fraud pooled: {a} vs {b}: " + "; ".join(parts)
+    ma, mb = methods[a]["auc_pr"]["value"], methods[b]["auc_pr"]["value"]
+    if not all(math.isfinite(number(v)) for v in (ma, mb, row["auc_pr"]["lo"])):
+        return None
+    ap, budget = row["auc_pr"], row["precision@budget"]
+    ratio = f"{ma / mb:.2f}x" if mb > 0 else "(ratio undefined)"
+    return (f"fraud: {a}'s pooled auc_pr is {ratio} {b}'s ({ma:.4f} vs {mb:.4f} over "
+            f"{tree['n']} transactions, {tree['n_pos']} frauds, {tree['windows']} windows), "
+            f"paired {100 * tree['level']:.0f}% CI of the difference [{ap['lo']:+.4f}, "
+            f"{ap['hi']:+.4f}]: {interval_verdict(ap['lo'], ap['hi'])}; precision at the alert "
+            f"budget {budget['diff']:+.4f} [{budget['lo']:+.4f}, {budget['hi']:+.4f}]: "
+            f"{interval_verdict(budget['lo'], budget['hi'])}")
