@@ -38,7 +38,13 @@ from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
 from training.examples import fraud_examples
 from training.fraud_blend import fraud_blend, known_transactions, refit_trees
-from training.gate import GateDecision, decide, fraud_thresholds, main_metrics
+from training.gate import (
+    GateDecision,
+    decide,
+    fraud_thresholds,
+    main_metrics,
+    paired_ap_interval,
+)
 from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
@@ -59,6 +65,21 @@ def calibrate(model: ShopStreamModel, history: PurchaseHistory, window: WindowDa
     """Fraud decision thresholds from the candidate's scores on the held-out slice."""
     examples = fraud_examples(model, window.transactions, history)
     return fraud_thresholds(examples.label.astype(bool), fraud_scores(model, examples))
+
+
+def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
+                history: PurchaseHistory, window: WindowData) -> dict[str, tuple[float, float]]:
+    """{"fraud": paired interval of the two models' AP difference on ``window``} (empty
+    without an incumbent or without both classes)."""
+    if incumbent is None:
+        return {}
+    ours = fraud_examples(candidate, window.transactions, history)
+    theirs = fraud_examples(incumbent, window.transactions, history)
+    labels = ours.label.astype(bool)
+    if not labels.any() or labels.all():
+        return {}
+    return {"fraud": paired_ap_interval(labels, fraud_scores(candidate, ours),
+                                        fraud_scores(incumbent, theirs))}
 
 
 def evaluate_models(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
@@ -111,7 +132,8 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                                  up.holdout)
         decision = decide(scores["candidate"]["main"],
                           scores["incumbent"]["main"] if "incumbent" in scores else None,
-                          inc.gate_tolerance, train_cfg.eval_k)
+                          inc.gate_tolerance, train_cfg.eval_k,
+                          fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
         thresholds = calibrate(fit.model, history_train, up.holdout)
         refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                     history_train, train_cfg.seed)

@@ -65,7 +65,7 @@ def _update(inc: IncrementalConfig, reject: bool = False) -> dict[str, Any]:
         return run_incremental(inc, TRAIN, MODEL, SHOP)
 
     def no(candidate: dict[str, float], incumbent: dict[str, float] | None,
-           tolerance: float, k: int) -> GateDecision:
+           tolerance: float, k: int, intervals: object = None) -> GateDecision:
         return GateDecision(False, "forced rejection", candidate, incumbent or {})
 
     with pytest.MonkeyPatch.context() as mp:
