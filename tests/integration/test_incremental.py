@@ -82,8 +82,11 @@ def test_a_destroyed_candidate_is_rejected_then_a_corrupt_latest_stops_the_next_
     first = run(str(store_dir), tmp_path)
     wrecked = dataclasses.replace(TRAIN, lr=50.0, encoder_lr=5.0, warmup_frac=0.0,
                                   schedule="constant", grad_clip=0.0)
+    # The loop trains the towers; the ranking-time terms (chosen on the tail) and the fraud
+    # trees (fitted outside the loop) would carry the served scores of a wrecked loop, so the
+    # candidate ranks with its towers alone: what a destroyed training run changes.
     second = run(str(store_dir), tmp_path, train=wrecked, distill_weight=0.0,
-                 replay_ratio=0.0)
+                 replay_ratio=0.0, repeat_bonus_grid=(0.0,), count_weight_grid=(0.0,))
     assert not second["promoted"]
     assert "fell" in second["gate"]
     store = open_store(str(store_dir))
