@@ -31,11 +31,10 @@ from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
 from training.evaluate import (
     RecQueries,
-    fraud_scores,
+    fraud_labels_scores,
     model_rankings,
     rec_queries,
 )
-from training.examples import fraud_examples
 from training.history import PurchaseHistory, purchases
 from training.metrics import PerUserRanking, fraud_metrics
 from training.model import ShopStreamModel
@@ -212,10 +211,10 @@ def fraud_row(labels: np.ndarray, scores: np.ndarray) -> FraudRow:
 
 
 def model_fraud(model: ShopStreamModel, ctx: WindowContext) -> dict[str, float]:
-    examples = fraud_examples(model, ctx.window.transactions, ctx.history)
-    if len(examples) == 0:
+    labels, scores = fraud_labels_scores(model, ctx.history, ctx.window)
+    if len(labels) == 0:
         return {"n": 0.0}
-    return fraud_row(examples.label.astype(bool), fraud_scores(model, examples))
+    return fraud_row(labels, scores)
 
 
 class GradientBoostingFraud:

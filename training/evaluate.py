@@ -220,10 +220,16 @@ def fraud_scores(model: ShopStreamModel, examples: FraudExamples) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
 
 
+def fraud_labels_scores(model: ShopStreamModel, history: PurchaseHistory,
+                        window: WindowData) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, fraud probabilities) of ``window``'s labelled transactions, in table order."""
+    examples = fraud_examples(model, window.transactions, history)
+    return examples.label.astype(bool), fraud_scores(model, examples)
+
+
 def evaluate_fraud(model: ShopStreamModel, history: PurchaseHistory,
                    window: WindowData) -> dict[str, float]:
-    examples = fraud_examples(model, window.transactions, history)
-    if len(examples) == 0:
+    labels, scores = fraud_labels_scores(model, history, window)
+    if len(labels) == 0:
         return {"n": 0}
-    return {k: float(v) for k, v in
-            fraud_metrics(examples.label.astype(bool), fraud_scores(model, examples)).items()}
+    return {k: float(v) for k, v in fraud_metrics(labels, scores).items()}

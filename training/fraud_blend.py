@@ -55,13 +55,14 @@ def known_transactions(*frames: pd.DataFrame, exclude: pd.DataFrame | None = Non
 
 
 def refit_trees(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHistory,
-                seed: int) -> None:
-    """After the update is judged: trees on every labelled row, the judging rows included
-    (the freshest labels matter most after a shift), with the weight already chosen (the
-    fallback weight if the judged model had no trees)."""
+                seed: int, weight: float | None = None) -> None:
+    """Trees on every labelled row of ``known`` with ``weight``, by default the one already
+    chosen (the fallback weight if the model had no trees). After an update is judged, the
+    judging rows included (the freshest labels matter most after a shift)."""
     trees = fit_trees(model, known, history, seed) if len(known) else None
-    weight = model.cfg.fraud_tree_weight if model.fraud_trees is not None \
-        else FALLBACK_TREE_WEIGHT
+    if weight is None:
+        weight = model.cfg.fraud_tree_weight if model.fraud_trees is not None \
+            else FALLBACK_TREE_WEIGHT
     model.set_fraud_trees(trees, weight)
 
 
@@ -118,7 +119,6 @@ def blend_like(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHis
                seed: int, reference: ShopStreamModel | None) -> None:
     """Trees on ``known`` with ``reference``'s tree weight (the fallback weight without one):
     for a retrain that has no held-out tail to choose on."""
-    trees = fit_trees(model, known, history, seed) if len(known) else None
-    weight = reference.cfg.fraud_tree_weight if reference is not None and \
-        reference.fraud_trees is not None else FALLBACK_TREE_WEIGHT
-    model.set_fraud_trees(trees, weight)
+    refit_trees(model, known, history, seed,
+                reference.cfg.fraud_tree_weight if reference is not None
+                and reference.fraud_trees is not None else FALLBACK_TREE_WEIGHT)

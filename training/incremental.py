@@ -35,7 +35,7 @@ from training.cli import ConfigError, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
-from training.evaluate import evaluate_fraud, evaluate_rec, fraud_scores
+from training.evaluate import evaluate_fraud, evaluate_rec, fraud_labels_scores, fraud_scores
 from training.examples import fraud_examples
 from training.fraud_blend import fraud_blend, known_transactions, refit_trees
 from training.gate import (
@@ -73,13 +73,11 @@ def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
     without an incumbent or without both classes)."""
     if incumbent is None:
         return {}
-    ours = fraud_examples(candidate, window.transactions, history)
-    theirs = fraud_examples(incumbent, window.transactions, history)
-    labels = ours.label.astype(bool)
+    labels, ours = fraud_labels_scores(candidate, history, window)
     if not labels.any() or labels.all():
         return {}
-    return {"fraud": paired_ap_interval(labels, fraud_scores(candidate, ours),
-                                        fraud_scores(incumbent, theirs))}
+    return {"fraud": paired_ap_interval(labels, ours,
+                                        fraud_labels_scores(incumbent, history, window)[1])}
 
 
 def evaluate_models(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,

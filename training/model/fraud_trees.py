@@ -16,6 +16,7 @@ leaves at learning rate 0.1, 20 rows per leaf, L2 1.0, early stopping on a 10% s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -87,17 +88,15 @@ class FraudTrees:
                                   f"{list(self.columns)}, got shape {inputs.shape}")
         if len(inputs) == 0:
             return np.zeros(0, dtype=np.float64)
-        return np.asarray(self._booster().predict(inputs, raw_score=True, num_threads=1),
+        return np.asarray(self.booster.predict(inputs, raw_score=True, num_threads=1),
                           dtype=np.float64)
 
-    def _booster(self) -> Any:
-        cached = self.__dict__.get("_cached_booster")
-        if cached is None:
-            import lightgbm as lgb
+    @cached_property
+    def booster(self) -> Any:
+        """The parsed LightGBM booster (parsed once; kept out of the frozen fields)."""
+        import lightgbm as lgb
 
-            cached = lgb.Booster(model_str=self.text)
-            object.__setattr__(self, "_cached_booster", cached)  # frozen: a cache only
-        return cached
+        return lgb.Booster(model_str=self.text)
 
     def to_json(self) -> dict[str, Any]:
         return {"format": "lightgbm-text", "columns": list(self.columns), "rows": self.rows,
@@ -117,7 +116,7 @@ class FraudTrees:
         trees = cls(text, tuple(columns), int(value.get("rows", 0)),
                     int(value.get("frauds", 0)))
         try:
-            booster = trees._booster()
+            booster = trees.booster
         except Exception as exc:  # LightGBM raises its own LightGBMError on a bad model
             raise FraudTreesError(f"fraud_trees.model: not a LightGBM model: {exc}") from exc
         if booster.num_feature() != len(columns):
