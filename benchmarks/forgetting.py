@@ -209,7 +209,7 @@ def run_sequence(method: str, seed: int, setup: Setup, sets: EvalSets,
     for t, part in enumerate(tqdm(sets.slices, desc=tag, unit="update")):
         inc = IncrementalConfig(
             source=source, path=path, window=part.window_id, store=str(store),
-            storage_path=str(work / "ray"), num_workers=bench.num_workers,
+            storage_path=str(work / "ray"), trainer="ray", num_workers=bench.num_workers,
             use_gpu="false", holdout_frac=bench.holdout_frac, gate_tolerance=1.0,
             keep_last=len(sets.slices), use_best_config=False, replay_ratio=knobs["replay_ratio"],
             distill_weight=knobs["distill_weight"], adv_epsilon=knobs["adv_epsilon"])

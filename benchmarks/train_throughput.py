@@ -191,8 +191,8 @@ def throughput_part(cfg: BenchConfig, window: WindowData, cpus: float, gpus: flo
     model = init_model(MODEL, window)
     examples = WindowExamples.build(model, window, PurchaseHistory(MODEL.history_len))
     train = TrainConfig(epochs=cfg.tp_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    one = IncrementalConfig(num_workers=1, cpus_per_worker=cpus, storage_path=str(storage),
-                            max_failures=0)
+    one = IncrementalConfig(trainer="ray", num_workers=1, cpus_per_worker=cpus,
+                            storage_path=str(storage), max_failures=0)
     # The *_1t pair runs everything on one thread: a single-threaded process suffers far less
     # from other people's load than one whose two OpenMP threads wait on each other.
     rays = {"ray_1w": one, "ray_2w": dataclasses.replace(one, num_workers=2,
@@ -281,7 +281,7 @@ def incremental_part(cfg: BenchConfig, cpus: float, gpus: float, workdir: Path
     t = len(windows) - 2
     workers = min(cfg.workers, int(gpus)) if gpus else cfg.workers
     train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    inc = IncrementalConfig(source="synthetic", store=str(workdir / "store"),
+    inc = IncrementalConfig(source="synthetic", store=str(workdir / "store"), trainer="ray",
                             num_workers=workers, cpus_per_worker=cpus / workers,
                             storage_path=str(workdir / "ray"), max_failures=0,
                             gate_tolerance=cfg.gate_tolerance, use_best_config=False)

@@ -95,6 +95,7 @@ class IncrementalArm(Arm):
         train = summary["train"]
         return {"wall_s": time.perf_counter() - began, "fit_s": train["fit_seconds"],
                 "loop_s": train["loop_seconds"], "steps": train["steps"],
+                "trainer": train["trainer"],
                 "version": summary["version"], "parent": summary["parent"],
                 "promoted": summary["promoted"],
                 "gate": summary["gate"], "config_used": summary["config_used"],
@@ -131,7 +132,7 @@ class FullRetrainArm(Arm):
                                 {"method": FULL, "trained_on": merged.window_id})
         self.store.retain(2)
         return {"wall_s": wall, "fit_s": fit.seconds, "loop_s": fit.loop_seconds,
-                "steps": fit.steps, "version": version}
+                "steps": fit.steps, "trainer": fit.trainer, "version": version}
 
 
 class FrozenArm(Arm):

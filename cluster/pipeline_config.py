@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from training.cli import require
+from training.incremental_config import TRAINERS
 
 METHODS: tuple[str, ...] = ("incremental", "incremental_no_replay", "full_retrain", "frozen",
                             "popularity", "repeat_then_popular", "hist_gradient_boosting")
@@ -25,7 +26,7 @@ class PipelineConfig:
         "help": "use only the first N windows of the source (default: all)"})
     arms_trainer: str = field(default="same", metadata={
         "help": "trainer of the comparison arms (no-replay, full retrain): same (as "
-                "--trainer), ray or local (in-process: no Ray Train start-up per update)"})
+                "--trainer), auto, ray or local (in-process: no Ray Train start-up)"})
     forgetting: bool = field(default=True, metadata={
         "help": "after each update re-score every neural method on all earlier windows"})
     sweep_every: int = field(default=0, metadata={
@@ -46,8 +47,8 @@ class PipelineConfig:
         require(not unknown, "methods", f"unknown {unknown}; choose from {METHODS}")
         require(self.max_windows is None or self.max_windows >= 2, "max_windows",
                 "must be >= 2 (one to start from, one to evaluate)")
-        require(self.arms_trainer in ("same", "ray", "local"), "arms_trainer",
-                f"must be same, ray or local, got {self.arms_trainer!r}")
+        require(self.arms_trainer in ("same", *TRAINERS), "arms_trainer",
+                f"must be same or one of {TRAINERS}, got {self.arms_trainer!r}")
         require(self.sweep_every >= 0, "sweep_every", "must be >= 0")
         require(self.sweep_samples >= 1, "sweep_samples", "must be >= 1")
         require(1 <= self.port <= 65535, "port", f"must be a TCP port, got {self.port}")

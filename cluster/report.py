@@ -43,6 +43,8 @@ from cluster.report_data import (  # noqa: F401  (re-exported: the report's publ
     series,
     to_strict_json,
     trainer_of,
+    trainer_setting,
+    trainers_comparable,
     update_seconds,
     validate,
 )
@@ -77,14 +79,15 @@ def _mean_cell(values: list[float], digits: int = 4) -> str:
 
 
 def trainer_cell(result: Mapping[str, Any], method: str) -> str:
-    """Where ``method``'s updates ran, and "not comparable" when that is not ours' trainer."""
+    """Where ``method``'s updates ran, and "not comparable" when its trainer setting is not
+    ours'."""
     if (result["methods"].get(method) or {}).get("kind") != "neural":
         return "in-process (no trainer)"
-    mine, ours = trainer_of(result, method), trainer_of(result, OURS)
+    mine = trainer_of(result, method)
     if mine is None:
         return NOT_MEASURED
-    if method != OURS and ours is not None and mine != ours:
-        return f"{mine} (not comparable: {OURS} ran on {ours})"
+    if method != OURS and trainers_comparable(result, method, OURS) is False:
+        return f"{mine} (not comparable: {OURS} ran on {trainer_of(result, OURS)})"
     return mine
 
 
@@ -269,15 +272,16 @@ def _served(result: Mapping[str, Any]) -> list[str]:
 def _cost_note(result: Mapping[str, Any]) -> list[str]:
     """A plain statement of whether the neural arms' update wall times are comparable."""
     neural = neural_methods(result)
-    used = {m: trainer_of(result, m) for m in neural}
     if not neural:
         return []
+    used = {m: trainer_setting(result, m) for m in neural}
     if any(t is None for t in used.values()):
         return ["Update wall times: the trainer of some neural arm is not recorded, so whether "
                 "their update times are comparable is not known."]
     if len(set(used.values())) == 1:
-        return [f"Update wall times: every neural arm ran on the `{used[neural[0]]}` trainer "
-                "(comparable)."]
+        ran = "; ".join(f"{m}: {trainer_of(result, m)}" for m in neural)
+        return [f"Update wall times: every neural arm ran with trainer `{used[neural[0]]}` "
+                f"(comparable; {ran})."]
     ours = used.get(OURS)
     other = sorted({str(t) for m, t in used.items() if m != OURS and t != ours})
     return [f"Update wall times are NOT comparable: `{OURS}` ran on the `{ours}` trainer, "

@@ -10,6 +10,7 @@ another for them (no import cycle).
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -190,10 +191,10 @@ def interval_verdict(lo: float, hi: float) -> str:
 
 
 # --------------------------------------------------------------------------- trainers
-def trainer_of(result: Mapping[str, Any], method: str) -> str | None:
-    """The trainer ``method``'s updates ran on: ours on ``settings.incremental.trainer``, the
-    other neural arms on ``settings.arms_trainer``; None for baselines (fit in-process, no
-    trainer) and where the settings do not say."""
+def trainer_setting(result: Mapping[str, Any], method: str) -> str | None:
+    """The trainer setting of ``method``'s updates: ours' ``settings.incremental.trainer``,
+    the other neural arms' ``settings.arms_trainer``; None for baselines (fit in-process,
+    no trainer) and where the settings do not say."""
     desc = result["methods"].get(method) or {}
     if desc.get("kind") != "neural":
         return None
@@ -203,8 +204,23 @@ def trainer_of(result: Mapping[str, Any], method: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def trainer_of(result: Mapping[str, Any], method: str) -> str | None:
+    """The trainer setting, and for ``auto`` which trainers its updates ran on, e.g.
+    ``auto (local x3, ray x1)``."""
+    setting = trainer_setting(result, method)
+    if setting != "auto":
+        return setting
+    ran = Counter(str(dig(result.get("updates") or {}, w, method, "trainer"))
+                  for w in result["windows"]
+                  if dig(result.get("updates") or {}, w, method, "trainer") is not None)
+    if not ran:
+        return setting
+    return f"auto ({', '.join(f'{t} x{n}' for t, n in sorted(ran.items()))})"
+
+
 def trainers_comparable(result: Mapping[str, Any], a: str, b: str) -> bool | None:
-    """Whether two neural methods' update wall times come from the same trainer (None when
-    either trainer is not recorded)."""
-    ta, tb = trainer_of(result, a), trainer_of(result, b)
+    """Whether two neural methods' update wall times come from the same trainer setting
+    (None when either is not recorded). Under ``auto`` both follow one policy, so each
+    update's cost is what a user of that setting pays."""
+    ta, tb = trainer_setting(result, a), trainer_setting(result, b)
     return None if ta is None or tb is None else ta == tb

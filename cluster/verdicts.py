@@ -105,8 +105,11 @@ def time_line(result: Mapping[str, Any], a: str, b: str) -> str:
         return (f"update cost: {a} vs {b}: not comparable ({a} ran on the "
                 f"{trainer_of(result, a)} trainer, {b} on {trainer_of(result, b)}): {ma:.2f} s "
                 f"vs {mb:.2f} s mean wall time per window ({len(pairs)} windows)")
-    trainer = f"both on the {trainer_of(result, a)} trainer" if comparable \
-        else "trainers not recorded, comparability unknown"
+    trainer = ("trainers not recorded, comparability unknown" if not comparable
+               else f"both on the {trainer_of(result, a)} trainer"
+               if trainer_of(result, a) == trainer_of(result, b)
+               else f"one trainer policy: {a} {trainer_of(result, a)}, "
+                    f"{b} {trainer_of(result, b)}")
     rel = _relation(ma, mb, "slower than", "faster than")
     return (f"update cost: {a} is {rel} {b}: {ma:.2f} s vs {mb:.2f} s mean wall time per "
             f"window ({_ratio(ma, mb)}; {len(pairs)} windows; {trainer})")

@@ -27,3 +27,6 @@ class FitResult:
     loop_seconds: float = math.nan
     # The peak learning rate each trained epoch started with (an epoch schedule's doing).
     epoch_peak_lrs: tuple[float, ...] = ()
+    # Which trainer ran the fit (ray or local), and why (trainer=auto's choice).
+    trainer: str = "local"
+    trainer_reason: str = "trainer=local"

@@ -150,8 +150,9 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                         "epoch_peak_lrs": list(fit.epoch_peak_lrs),
                         "loop_seconds": round(fit.loop_seconds, 2),
                         "samples_per_s": round(fit.samples_per_s, 1),
-                        "workers": inc.num_workers if inc.trainer == "ray" else 1,
-                        "trainer": inc.trainer, "use_gpu": fit.use_gpu,
+                        "workers": inc.num_workers if fit.trainer == "ray" else 1,
+                        "trainer": fit.trainer, "trainer_reason": fit.trainer_reason,
+                        "use_gpu": fit.use_gpu,
                         "resumed_from": fit.resumed_from}
     logger.info("SUMMARY %s", summary_line(summary))
     return summary
@@ -236,12 +237,14 @@ def json_safe(value: Any) -> Any:
 
 def summary_line(summary: dict[str, Any]) -> str:
     fmt = {k: round(v, 4) for k, v in summary["candidate"].items()}
+    train = summary.get("train") or {}
     return (f"version={summary['version']} window={summary['window']} "
             f"parent={summary['parent']} kind={summary.get('kind')} "
             f"start={summary.get('start_from')} promoted={summary['promoted']} "
             f"rejections_in_a_row={summary.get('consecutive_rejections')} "
             f"candidate={fmt} ranking_terms={summary.get('ranking_terms')} "
             f"gate='{summary['gate']}' config={summary['config_used']} "
+            f"trainer={train.get('trainer')} ({train.get('trainer_reason')}) "
             f"seconds={summary.get('seconds')}")
 
 

@@ -15,6 +15,7 @@ from training.store import CheckpointStore
 logger = logging.getLogger(__name__)
 
 BEST_CONFIG = "best"
+TRAINERS = ("auto", "ray", "local")
 
 
 # Ranking-time terms tried on each update's held-out tail (training/ranking_terms.py), in
@@ -44,9 +45,14 @@ class IncrementalConfig:
         "help": "S3 endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS"})
     ray_address: str | None = field(default=None, metadata={
         "help": "Ray cluster address (default: RAY_ADDRESS, else a local Ray)"})
-    trainer: str = field(default="ray", metadata={
-        "help": "ray: Ray Train TorchTrainer across num_workers (production); local: this "
-                "process, one worker, no Ray Train start-up (small runs, comparison arms)"})
+    trainer: str = field(default="auto", metadata={
+        "help": "auto: ray when the update is big enough to repay Ray Train's start-up "
+                "(see ray_min_steps), needs GPUs or mid-run checkpoints, else local; ray: "
+                "Ray Train TorchTrainer across num_workers; local: this process, one worker, "
+                "no Ray Train start-up"})
+    ray_min_steps: int = field(default=400, metadata={
+        "help": "trainer=auto: the fewest one-process optimizer steps (all epochs) for which "
+                "the update runs on Ray Train (see docs/trainer.md)"})
     num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
     use_gpu: str = field(default="auto", metadata={
         "help": "auto (GPUs when Ray sees them), true or false"})
@@ -105,8 +111,10 @@ class IncrementalConfig:
         require(self.source in SOURCES, "source", f"must be one of {SOURCES}")
         require(self.freq in ("hour", "day", "week", "month"), "freq",
                 "must be hour, day, week or month")
-        require(self.trainer in ("ray", "local"), "trainer",
-                f"must be ray or local, got {self.trainer!r}")
+        require(self.trainer in TRAINERS, "trainer",
+                f"must be one of {TRAINERS}, got {self.trainer!r}")
+        require(self.ray_min_steps >= 0, "ray_min_steps",
+                f"must be >= 0, got {self.ray_min_steps}")
         require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
         require(self.use_gpu in ("auto", "true", "false"), "use_gpu",
                 f"must be auto, true or false, got {self.use_gpu!r}")

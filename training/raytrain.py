@@ -13,7 +13,7 @@ import logging
 import os
 import time
 import uuid
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -68,15 +68,47 @@ def worker_settings(inc: IncrementalConfig, has_teacher: bool) -> WorkerSettings
         inject_failure_marker=inc.inject_failure_marker)
 
 
+def choose_trainer(inc: IncrementalConfig, train_cfg: TrainConfig,
+                   examples: WindowExamples) -> tuple[str, str]:
+    """(ray or local, why) for this fit: ``inc.trainer`` unless it is ``auto``.
+
+    Auto takes Ray Train whenever only it can do what was asked (GPUs, which the driver
+    may not have; mid-run checkpoints; an injected worker failure), and otherwise when the
+    update is long enough to repay Ray Train's fixed start-up: ``ray_min_steps`` one-process
+    optimizer steps (docs/trainer.md)."""
+    if inc.trainer != "auto":
+        return inc.trainer, f"trainer={inc.trainer}"
+    if inc.use_gpu == "true" or (inc.use_gpu == "auto" and ray.is_initialized()
+                                 and resolve_use_gpu("auto")):
+        return "ray", "auto: GPUs requested or in the Ray cluster"
+    if inc.checkpoint_every > 0 or inc.inject_failure_at_step is not None:
+        return "ray", "auto: mid-run checkpoints need Ray Train"
+    steps = total_steps(examples, 1, train_cfg)[1]
+    if steps >= inc.ray_min_steps:
+        return "ray", f"auto: {steps} steps >= ray_min_steps {inc.ray_min_steps}"
+    return "local", f"auto: {steps} steps < ray_min_steps {inc.ray_min_steps}"
+
+
 def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamModel,
                teacher: ShopStreamModel | None,
                optimizer: OptimizerState | None,
                examples: WindowExamples, window_id: str) -> FitResult:
-    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers
-    (or in this process with ``inc.trainer == "local"``)."""
-    if inc.trainer == "local":
-        return fit_local(train_cfg, worker_settings(inc, teacher is not None), model, teacher,
-                         optimizer, examples, window_id)
+    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers, or in
+    this process (:func:`choose_trainer`); the result says which ran and why."""
+    trainer, reason = choose_trainer(inc, train_cfg, examples)
+    logger.info("window %s trains on the %s trainer (%s)", window_id, trainer, reason)
+    if trainer == "local":
+        fit = fit_local(train_cfg, worker_settings(inc, teacher is not None), model, teacher,
+                        optimizer, examples, window_id)
+    else:
+        fit = fit_ray(inc, train_cfg, model, teacher, optimizer, examples, window_id)
+    return replace(fit, trainer=trainer, trainer_reason=reason)
+
+
+def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamModel,
+            teacher: ShopStreamModel | None, optimizer: OptimizerState | None,
+            examples: WindowExamples, window_id: str) -> FitResult:
+    """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
     use_gpu = resolve_use_gpu(inc.use_gpu)
     # Titles are encoded once here (and kept for the gate's evaluation), not once per
     # worker and again for the teacher: the frozen outputs travel with the payload.

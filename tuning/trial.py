@@ -220,6 +220,8 @@ def _train_epochs(up: Update, state: _State, cfg: TrainConfig, inc: IncrementalC
 def ray_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable of the ``ray_train`` backend: fit, score, report once."""
     cfg, inc = ctx.configs(config)
+    # This backend exists to fit a TorchTrainer per trial, whatever the update's size.
+    inc = dataclasses.replace(inc, trainer="ray")
     with tempfile.TemporaryDirectory(prefix="shopstream-trial-") as tmp:
         up = prepare_update(ctx.store, inc, cfg, ctx.model, ctx.synthetic, Path(tmp))
         optimizer = up.parent.optimizer if up.parent is not None else None

@@ -1,4 +1,6 @@
-"""Incremental fine-tuning on a real local Ray cluster with 2 CPU workers and the real MiniLM."""
+"""Incremental fine-tuning on a real local Ray cluster and the real MiniLM: Ray Train with 2
+CPU workers where the test is about Ray Train (S3 run storage, a worker failure), the default
+trainer (auto: in-process for these small windows) elsewhere."""
 
 from __future__ import annotations
 
@@ -43,6 +45,7 @@ def _two_windows(store: str, tmp: Path, endpoint: str | None = None,
                  **overrides: Any) -> None:
     first = run(store, tmp, endpoint, **overrides)
     assert first["promoted"] and first["parent"] is None
+    assert (first["train"]["trainer"], first["train"]["workers"]) == ("ray", 2)
     assert first["window"] == "2024-01-01"
     second = run(store, tmp, endpoint, **overrides)
     assert second["window"] == "2024-01-08"
@@ -69,10 +72,10 @@ def _two_windows(store: str, tmp: Path, endpoint: str | None = None,
 
 
 def test_two_windows_on_moto_s3(tmp_path: Path, moto_s3: str, s3_bucket: str) -> None:
-    # The local store's chain is the same code (unit tier, and the pipeline test's three
-    # Ray Train windows); each Ray Train fit costs ~30 s of start-up, so S3 alone here.
+    # The local store's chain is the same code (unit tier, and the destroyed-candidate test
+    # below); each Ray Train fit costs ~20 s of start-up, so Ray Train on S3 alone here.
     bucket = s3_bucket.split("/")[2]
-    _two_windows(s3_bucket, tmp_path, moto_s3, gate_tolerance=1.0,
+    _two_windows(s3_bucket, tmp_path, moto_s3, gate_tolerance=1.0, trainer="ray",
                  storage_path=f"s3://{bucket}/ray-runs")
 
 
@@ -105,7 +108,7 @@ def test_a_destroyed_candidate_is_rejected_then_a_corrupt_latest_stops_the_next_
 
 def test_worker_failure_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     marker = tmp_path / "failed-once"
-    result = run(str(tmp_path / "store"), tmp_path, checkpoint_every=2,
+    result = run(str(tmp_path / "store"), tmp_path, trainer="ray", checkpoint_every=2,
                  inject_failure_at_step=3, inject_failure_marker=str(marker))
     assert marker.exists()
     assert result["promoted"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from training.local_fit import fit_local
 from training.loop import build_optimizer
 from training.model import ShopStreamModel, model_from_state, model_state
 from training.optim_state import restore_optimizer_state
-from training.raytrain import fit_window
+from training.raytrain import choose_trainer, fit_window
 from training.train import init_model
 from training.worker import WorkerSettings, global_steps
 
@@ -160,4 +161,39 @@ def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted, mon
 def test_unknown_trainer_is_a_config_error_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match="trainer"):
         IncrementalConfig(trainer="bogus")
-    assert IncrementalConfig().trainer == "ray"
+    with pytest.raises(ConfigError, match="ray_min_steps"):
+        IncrementalConfig(ray_min_steps=-1)
+    assert IncrementalConfig().trainer == "auto"
+
+
+def test_auto_takes_ray_train_only_when_the_update_repays_its_start_up(setup) -> None:
+    _, examples = setup  # 6 one-process steps at CFG's batch size and epochs
+    auto = IncrementalConfig(use_gpu="false")
+    assert choose_trainer(replace(auto, ray_min_steps=7), CFG, examples) == (
+        "local", "auto: 6 steps < ray_min_steps 7")
+    assert choose_trainer(replace(auto, ray_min_steps=6), CFG, examples) == (
+        "ray", "auto: 6 steps >= ray_min_steps 6")
+    # Only Ray Train has GPUs off the driver and mid-run checkpoints, whatever the size.
+    assert choose_trainer(replace(auto, use_gpu="true"), CFG, examples)[0] == "ray"
+    assert choose_trainer(replace(auto, checkpoint_every=2), CFG, examples) == (
+        "ray", "auto: mid-run checkpoints need Ray Train")
+    assert choose_trainer(replace(auto, trainer="ray", ray_min_steps=10**6), CFG,
+                          examples) == ("ray", "trainer=ray")
+    assert choose_trainer(replace(auto, trainer="local", checkpoint_every=2), CFG,
+                          examples) == ("local", "trainer=local")
+
+
+def test_fit_window_on_auto_says_which_trainer_ran_and_why(setup, fitted, monkeypatch) -> None:
+    model, examples = setup
+    _, plain = fitted
+    import training.raytrain
+
+    def no_ray(*args, **kwargs):
+        raise AssertionError("a small update on auto must not start Ray Train")
+
+    monkeypatch.setattr(training.raytrain, "TorchTrainer", no_ray)
+    result = fit_window(IncrementalConfig(use_gpu="false"), CFG, model, None, None,
+                        examples, "w0")
+    assert (result.trainer, result.trainer_reason) == ("local", "auto: 6 steps < "
+                                                       "ray_min_steps 400")
+    assert _same_weights(result.model, plain.model)

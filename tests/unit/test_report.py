@@ -243,7 +243,7 @@ def test_summary_md_contents(good: tuple[Path, ReportPaths]) -> None:
     assert ("- Served version: `v2`; last published: `v2`.\n"
             "- Smoke queries: /recommend -> 200.") in text
     assert "- rec: incremental vs full_retrain on mean ndcg@20: 0.1500 vs 0.2500" in text
-    assert "every neural arm ran on the `local` trainer (comparable)" in text
+    assert "every neural arm ran with trainer `local` (comparable; incremental: local" in text
     assert "![forgetting.png](forgetting.png)" in text
 
 

@@ -3,6 +3,7 @@ the rec tables and verdict lines that read them, and the trainer of each arm's u
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -193,6 +194,22 @@ def test_update_times_on_different_trainers_are_not_comparable(recorded) -> None
             "other neural arms on `local`") in text
     assert "### rec: paired differences of warm ndcg@2" in text
     assert not math.isnan(result["intervals"]["methods"]["popularity"]["ndcg@2"]["lo"])
+
+
+def test_auto_trainer_updates_are_comparable_and_say_where_each_ran(recorded) -> None:
+    result = copy.deepcopy(recorded[0])
+    result["settings"] = {"incremental": {"trainer": "auto"}, "arms_trainer": "auto"}
+    for window in result["windows"]:
+        result["updates"].setdefault(window, {})
+        result["updates"][window].setdefault("incremental", {})["trainer"] = "local"
+        result["updates"][window].setdefault("full_retrain", {})["trainer"] = "ray"
+    n = len(result["windows"])
+    assert trainer_cell(result, "incremental") == f"auto (local x{n})"
+    assert trainer_cell(result, "full_retrain") == f"auto (ray x{n})"
+    assert time_line(result, "incremental", "full_retrain").endswith(
+        f"one trainer policy: incremental auto (local x{n}), full_retrain auto (ray x{n}))")
+    assert "every neural arm ran with trainer `auto` (comparable; incremental: auto (local " \
+        in summary_markdown(result, [])
 
 
 # --------------------------------------------------------------------------- cold users
