@@ -1,21 +1,31 @@
 #!/usr/bin/env bash
 # cluster/start_local.sh [--port 6379] [--dashboard-port 8265] [--num-cpus N] [--num-gpus N]
+#                        [--temp-dir DIR] [-- RAY_START_ARGS...]
 #
 # Starts a single-node Ray head bound to 127.0.0.1 (GCS, dashboard and the Jobs API stay on
-# loopback), then prints the addresses and the `ray job submit` command to run next.
-# Stop it with cluster/stop_local.sh.
+# loopback), with the project's .venv first on its PATH (a job's `python` is the project's
+# interpreter, whatever shell ran this), then prints the addresses and the `ray job submit`
+# command to run next. Stop it with cluster/stop_local.sh.
 set -euo pipefail
 
 usage() {
     cat <<'EOF'
 usage: cluster/start_local.sh [--port PORT] [--dashboard-port PORT] [--num-cpus N] [--num-gpus N]
+                              [--temp-dir DIR] [-- RAY_START_ARGS...]
 
 Start a local Ray head on 127.0.0.1 for `ray job submit` (uses .venv/bin/ray when present).
+With .venv present its bin/ goes first on the head's PATH, so the `python` of a job's
+entrypoint is the project's interpreter (with ray, torch and the encoder installed) even
+when the shell that runs this script has no venv activated.
 
   --port PORT            GCS port of the head (default 6379)
   --dashboard-port PORT  dashboard / Jobs API port (default 8265)
   --num-cpus N           CPUs Ray may use (default: all)
   --num-gpus N           GPUs Ray may use (default: all visible)
+  --temp-dir DIR         Ray's session/log root (default /tmp/ray); give one per head to run
+                         two heads, and to stop just this one (cluster/stop_local.sh --temp-dir)
+  -- ARGS...             passed to `ray start` as they are (e.g. --dashboard-agent-listen-port
+                         and --ray-client-server-port for a second head on the machine)
   -h, --help             show this help and exit
 
 Exports RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, RAY_USAGE_STATS_ENABLED=0, HF_HUB_OFFLINE=1,
@@ -29,6 +39,7 @@ EOF
 
 port=6379
 dashboard_port=8265
+temp_dir=""
 extra=()
 while [[ $# -gt 0 ]]; do
     case "$1" in
@@ -36,6 +47,8 @@ while [[ $# -gt 0 ]]; do
         --port) port="${2:?--port needs a value}"; shift 2 ;;
         --dashboard-port) dashboard_port="${2:?--dashboard-port needs a value}"; shift 2 ;;
         --num-cpus|--num-gpus) extra+=("$1" "${2:?$1 needs a value}"); shift 2 ;;
+        --temp-dir) temp_dir="${2:?--temp-dir needs a value}"; extra+=("$1" "$temp_dir"); shift 2 ;;
+        --) shift; extra+=("$@"); break ;;
         *) echo "error: unknown option: $1" >&2; usage >&2; exit 2 ;;
     esac
 done
@@ -47,24 +60,37 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib/find_ray.sh"
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 RAY_USAGE_STATS_ENABLED=0
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export RAY_AUTH_MODE="${RAY_AUTH_MODE:-disabled}"
+# A job's entrypoint runs `python` from the head's PATH: the project's, not whatever python
+# the calling shell happens to have (which may lack ray and everything else).
+if [[ -x "$repo/.venv/bin/python" ]]; then
+    export PATH="$repo/.venv/bin:$PATH"
+else
+    echo "warning: no $repo/.venv: jobs run the python on this shell's PATH" \
+         "($(command -v python || echo none)), which must have the project installed" >&2
+fi
 
 "$ray_bin" start --head --node-ip-address 127.0.0.1 --port "$port" \
     --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" --disable-usage-stats \
     ${extra[@]+"${extra[@]}"}
+
+stop_args=""
+if [[ -n "$temp_dir" ]]; then
+    stop_args=" --temp-dir $temp_dir"
+fi
 
 cat <<EOF
 
 ShopStream: Ray head on 127.0.0.1 (auth mode: $RAY_AUTH_MODE)
   RAY_ADDRESS for drivers (ray.init, --ray-address): 127.0.0.1:$port
   dashboard and Jobs API:                           http://127.0.0.1:$dashboard_port
+  python of the jobs' entrypoints:                  $(command -v python || echo "none on PATH")
 
 Next, from $repo:
   export RAY_AUTH_MODE=$RAY_AUTH_MODE
-  ray job submit --address http://127.0.0.1:$dashboard_port --runtime-env cluster/runtime_env.yaml -- \\
-      python -m cluster.pipeline --once --source synthetic --store $repo/runs/store \\
-      --storage-path $repo/runs/ray --work-dir $repo/runs/pipeline \\
-      --report-dir $repo/runs/report --num-workers 2 --use-gpu auto
+  $ray_bin job submit --address http://127.0.0.1:$dashboard_port --runtime-env cluster/runtime_env.yaml -- \\
+      python -m training.incremental --source synthetic --num-workers 2 \\
+      --store $repo/runs/store --storage-path $repo/runs/ray
   (jobs run in an uploaded copy of the repo: give local paths absolute)
 
-Stop it with: cluster/stop_local.sh
+Stop it with: cluster/stop_local.sh$stop_args
 EOF
