@@ -27,6 +27,7 @@ from training.fraud_blend import blend_like, known_transactions
 from training.history import PurchaseHistory
 from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
+from training.labels import known_at
 from training.model import ModelConfig, ShopStreamModel, load_model
 from training.raytrain import fit_window
 from training.replay import ReplayBuffer
@@ -95,7 +96,7 @@ class IncrementalArm(Arm):
         train = summary["train"]
         return {"wall_s": time.perf_counter() - began, "fit_s": train["fit_seconds"],
                 "loop_s": train["loop_seconds"], "steps": train["steps"],
-                "trainer": train["trainer"],
+                "trainer": train["trainer"], "phases": summary["phases"],
                 "version": summary["version"], "parent": summary["parent"],
                 "promoted": summary["promoted"],
                 "gate": summary["gate"], "config_used": summary["config_used"],
@@ -115,7 +116,8 @@ class FullRetrainArm(Arm):
 
     def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
         began = time.perf_counter()
-        merged, model, examples = full_retrain_start(self.model_cfg, windows[:t + 1])
+        merged, model, examples = full_retrain_start(
+            self.model_cfg, known_at(windows[:t + 1], self.inc.label_delay))
         history = PurchaseHistory(self.model_cfg.history_len)
         fit = fit_window(self.inc, self.train_cfg, model, None, None, examples,
                          f"full-{windows[t].window_id}")

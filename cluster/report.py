@@ -34,6 +34,7 @@ from cluster.report_data import (  # noqa: F401  (re-exported: the report's publ
     forgetting_detail,
     interval_verdict,
     mean_forgetting,
+    mean_phases,
     method_interval,
     neural_methods,
     number,
@@ -269,11 +270,28 @@ def _served(result: Mapping[str, Any]) -> list[str]:
     return [f"- {line}" for line in lines]
 
 
+def _phases_note(result: Mapping[str, Any]) -> list[str]:
+    """Where ours' update wall time went, phase by phase (training.incremental's laps)."""
+    phases, n = mean_phases(result, OURS)
+    if not n:
+        return []
+    total = sum(phases.values())
+    parts = ", ".join(f"{name} {s:.2f} s ({s / total:.0%})" for name, s in phases.items()) \
+        if total > 0 else ", ".join(phases)
+    return [f"Where an `{OURS}` update's wall time goes (mean over {n} windows, "
+            f"{total:.2f} s): {parts}."]
+
+
 def _cost_note(result: Mapping[str, Any]) -> list[str]:
-    """A plain statement of whether the neural arms' update wall times are comparable."""
+    """A plain statement of whether the neural arms' update wall times are comparable, and
+    where ours' time goes."""
     neural = neural_methods(result)
     if not neural:
         return []
+    return _comparability_note(result, neural) + _phases_note(result)
+
+
+def _comparability_note(result: Mapping[str, Any], neural: list[str]) -> list[str]:
     used = {m: trainer_setting(result, m) for m in neural}
     if any(t is None for t in used.values()):
         return ["Update wall times: the trainer of some neural arm is not recorded, so whether "

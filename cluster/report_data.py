@@ -218,6 +218,15 @@ def trainer_of(result: Mapping[str, Any], method: str) -> str | None:
     return f"auto ({', '.join(f'{t} x{n}' for t, n in sorted(ran.items()))})"
 
 
+def mean_phases(result: Mapping[str, Any], method: str) -> tuple[dict[str, float], int]:
+    """(mean wall seconds of each update phase over the windows that recorded phases, how
+    many windows); phases in the order the update runs them."""
+    rows = [dig(result.get("updates") or {}, w, method, "phases") for w in result["windows"]]
+    rows = [r for r in rows if isinstance(r, Mapping)]
+    names: dict[str, None] = {n: None for r in rows for n in r}
+    return {n: float(np.mean([number(r.get(n, 0.0)) for r in rows])) for n in names}, len(rows)
+
+
 def trainers_comparable(result: Mapping[str, Any], a: str, b: str) -> bool | None:
     """Whether two neural methods' update wall times come from the same trainer setting
     (None when either is not recorded). Under ``auto`` both follow one policy, so each

@@ -23,7 +23,6 @@ import logging
 import math
 import sys
 import tempfile
-import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluate import evaluate_fraud, evaluate_rec, fraud_labels_scores, fraud_scores
 from training.examples import fraud_examples
+from training.fit_result import FitResult
 from training.fraud_blend import fraud_blend, known_transactions, refit_trees
 from training.gate import (
     GateDecision,
@@ -49,6 +49,7 @@ from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig, ShopStreamModel
+from training.phases import Laps
 from training.ranking_terms import choose_ranking_terms
 from training.raytrain import fit_window
 from training.replay import ReplayBuffer
@@ -103,49 +104,35 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                     synthetic: SyntheticShopConfig | None = None,
                     explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
     """One update (incremental, or a fallback full retrain after ``fallback_after``
-    rejections in a row); returns the summary (also logged as one line).
+    rejections in a row); returns the summary (also logged as one line), with the wall
+    seconds of each phase under ``phases``.
 
     ``explicit`` names the settings the user gave; they override the store's
     ``configs/best.json`` (written by tuning.sweep), which overrides the defaults.
     """
-    began = time.perf_counter()
+    laps = Laps()
     store = open_store(inc.store, inc.endpoint_url)
     train_cfg, inc, config_used = apply_best_config(store, inc, train_cfg, explicit)
     with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
         up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
-        window, replay, history = up.window, up.replay, up.history
+        window, replay = up.window, up.replay
         label = window.window_id if up.kind == INCREMENTAL else f"fallback-{window.window_id}"
+        laps.lap("prepare")
         fit = fit_window(inc, train_cfg, up.model, up.teacher,
                          up.parent.optimizer if up.parent else None, up.examples, label)
-        history_train = history.update(up.train_part.interactions)
-        ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
-                                       inc.repeat_bonus_grid, inc.count_weight_grid,
-                                       train_cfg.eval_k)
-        gate_window = gate_slice(up, train_cfg.seed, inc.gate_replay)
-        known = known_transactions(replay.frame("transactions"), up.mixed.transactions)
-        blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
-                            train_cfg.seed)
-        scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
-                                 history_train, up.train_part, gate_window, train_cfg.eval_k,
-                                 up.holdout)
-        decision = decide(scores["candidate"]["main"],
-                          scores["incumbent"]["main"] if "incumbent" in scores else None,
-                          inc.gate_tolerance, train_cfg.eval_k,
-                          fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
-        thresholds = calibrate(fit.model, history_train, up.holdout)
-        refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
-                    history_train, train_cfg.seed)
+        laps.lap("fit")
+        evaluation, decision = judge(up, fit, inc, train_cfg, laps)
         if window.window_id in replay.windows:
             logger.info("window %s retrained: its rows are already in the replay buffer",
                         window.window_id)
         else:
             replay.add_window(window)
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
-                           history.update(window.interactions), up.start, window,
-                           {"scores": scores, "fraud_thresholds": thresholds,
-                            "ranking_terms": ranking, "fraud_blend": blend}, decision,
-                           train_cfg, config_used, up.vocab)
-    summary["seconds"] = round(time.perf_counter() - began, 1)
+                           up.history.update(window.interactions), up.start, window,
+                           evaluation, decision, train_cfg, config_used, up.vocab)
+        laps.lap("publish")
+    summary["seconds"] = round(laps.total(), 1)
+    summary["phases"] = laps.to_json()
     summary["train"] = {"steps": fit.steps, "fit_seconds": round(fit.seconds, 1),
                         "epoch_peak_lrs": list(fit.epoch_peak_lrs),
                         "loop_seconds": round(fit.loop_seconds, 2),
@@ -156,6 +143,38 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                         "resumed_from": fit.resumed_from}
     logger.info("SUMMARY %s", summary_line(summary))
     return summary
+
+
+def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainConfig,
+          laps: Laps) -> tuple[dict[str, Any], GateDecision]:
+    """On the held-out tail: the candidate's ranking-time terms and fraud blend, the gate's
+    verdict against the incumbent and the fraud decision thresholds; then the fraud trees
+    refitted on every labelled row, tail included. Returns (the evaluation for the meta,
+    the decision)."""
+    history_train = up.history.update(up.train_part.interactions)
+    ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
+                                   inc.repeat_bonus_grid, inc.count_weight_grid,
+                                   train_cfg.eval_k)
+    laps.lap("ranking_terms")
+    known = known_transactions(up.replay.frame("transactions"), up.mixed.transactions)
+    blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
+                        train_cfg.seed)
+    laps.lap("fraud_blend")
+    scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
+                             history_train, up.train_part,
+                             gate_slice(up, train_cfg.seed, inc.gate_replay),
+                             train_cfg.eval_k, up.holdout)
+    decision = decide(scores["candidate"]["main"],
+                      scores["incumbent"]["main"] if "incumbent" in scores else None,
+                      inc.gate_tolerance, train_cfg.eval_k,
+                      fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
+    laps.lap("gate")
+    thresholds = calibrate(fit.model, history_train, up.holdout)
+    refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
+                history_train, train_cfg.seed)
+    laps.lap("thresholds_trees")
+    return {"scores": scores, "fraud_thresholds": thresholds, "ranking_terms": ranking,
+            "fraud_blend": blend}, decision
 
 
 def gate_slice(up: Update, seed: int, with_replay: bool) -> WindowData:
@@ -245,7 +264,7 @@ def summary_line(summary: dict[str, Any]) -> str:
             f"candidate={fmt} ranking_terms={summary.get('ranking_terms')} "
             f"gate='{summary['gate']}' config={summary['config_used']} "
             f"trainer={train.get('trainer')} ({train.get('trainer_reason')}) "
-            f"seconds={summary.get('seconds')}")
+            f"seconds={summary.get('seconds')} phases={summary.get('phases')}")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -212,6 +212,17 @@ def test_auto_trainer_updates_are_comparable_and_say_where_each_ran(recorded) ->
         in summary_markdown(result, [])
 
 
+def test_the_report_says_where_ours_update_time_goes(recorded) -> None:
+    result = copy.deepcopy(recorded[0])
+    first, second = result["windows"][:2]
+    result["updates"] = {first: {"incremental": {"phases": {"prepare": 1.0, "fit": 3.0}}},
+                         second: {"incremental": {"phases": {"prepare": 3.0, "fit": 1.0,
+                                                             "publish": 4.0}}}}
+    assert ("Where an `incremental` update's wall time goes (mean over 2 windows, 6.00 s): "
+            "prepare 2.00 s (33%), fit 2.00 s (33%), publish 2.00 s (33%).") \
+        in summary_markdown(result, [])
+
+
 # --------------------------------------------------------------------------- cold users
 def _many_cold(shift: float) -> dict[str, tuple[list[float], list[float]]]:
     """30 cold users; popularity's cold NDCG is ours' minus 0.1 / 0.15 / 0.2 (every user);
