@@ -249,9 +249,15 @@ class GradientBoostingFraud:
 
     def evaluate(self, window: WindowData) -> dict[str, float]:
         rows = self._labelled(window.transactions)
-        if self.model is None or len(rows) == 0:
-            return {"auc_pr": math.nan, "roc_auc": math.nan, "n": float(len(rows))}
-        scores = self.model.predict_proba(rows[self.columns].to_numpy(dtype=np.float64))[:, 1]
+        if len(rows) == 0:
+            return {"auc_pr": math.nan, "roc_auc": math.nan, "n": 0.0}
+        if self.model is None:
+            # No labels of both classes yet (the first windows under --label-delay): the
+            # shop has no fraud model, and a constant score ranks nothing (AP = prevalence).
+            scores = np.zeros(len(rows))
+        else:
+            scores = self.model.predict_proba(
+                rows[self.columns].to_numpy(dtype=np.float64))[:, 1]
         return fraud_row(rows["is_fraud"].astype(bool).to_numpy(), scores)
 
 

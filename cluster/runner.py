@@ -41,6 +41,7 @@ from training.data.synthetic import SyntheticShopConfig
 from training.data.windows import list_windows, read_window, write_window
 from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
+from training.labels import known_at
 from training.model import ModelConfig
 from training.sources import load_windows, merge_windows
 from training.store import CheckpointStore
@@ -196,7 +197,8 @@ class Pipeline:
                     costs[name] = {"wall_s": seconds}
         if FRAUD_BASELINE in methods:
             hgb = GradientBoostingFraud(self.train_cfg.seed)
-            seen = merge_windows(self.windows[:t])
+            # Fitted on the labels that had arrived when window t began (--label-delay).
+            seen = merge_windows(known_at(self.windows[:t], self.inc.label_delay))
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}

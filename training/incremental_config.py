@@ -73,6 +73,11 @@ class IncrementalConfig:
     adv_epsilon: float = field(default=0.0, metadata={
         "help": "FGM/PGD radius on fraud features in std units (0: off, the default)"})
     adv_steps: int = field(default=1, metadata={"help": "1 = FGM, >1 = PGD steps"})
+    label_delay: int = field(default=0, metadata={
+        "help": "windows until fraud labels arrive: the update at window t learns, replays "
+                "and gates fraud on the transactions of window t - delay (rec learns window t "
+                "at once). 0: labels at once (optimistic). Realistic: the chargeback delay, "
+                "e.g. 1 with weekly windows (docs/fraud.md)"})
     holdout_frac: float = field(default=0.2, metadata={
         "help": "tail of the window (by time) held out for the promotion gate"})
     carry_holdout: bool = field(default=True, metadata={
@@ -127,6 +132,7 @@ class IncrementalConfig:
         require(self.distill_temperature > 0, "distill_temperature", "must be > 0")
         require(self.adv_epsilon >= 0, "adv_epsilon", "must be >= 0")
         require(self.adv_steps >= 1, "adv_steps", "must be >= 1")
+        require(self.label_delay >= 0, "label_delay", f"must be >= 0, got {self.label_delay}")
         require(0 < self.holdout_frac < 1, "holdout_frac", "must be in (0, 1)")
         require(self.gate_tolerance >= 0, "gate_tolerance", "must be >= 0")
         require(all(0.0 <= b <= 1000.0 for b in self.repeat_bonus_grid), "repeat_bonus_grid",

@@ -32,14 +32,20 @@ def _restrict_items(window: WindowData, inter: pd.DataFrame, txns: pd.DataFrame,
     return items[items["item_id"].isin(used) | in_range].reset_index(drop=True)
 
 
-def split_holdout(window: WindowData, frac: float) -> tuple[WindowData, WindowData]:
-    """(train part, held-out tail): rows at or after the time quantile ``1 - frac``."""
+def split_holdout(window: WindowData, frac: float, per_table: bool = False
+                  ) -> tuple[WindowData, WindowData]:
+    """(train part, held-out tail): rows at or after the time quantile ``1 - frac`` of the
+    window's rows, or with ``per_table`` of each table's own rows (transactions whose
+    labels arrived late come from an earlier window: a joint cut would hold none out)."""
     stamps = pd.concat([window.interactions["ts"], window.transactions["ts"]])
     if stamps.empty:
         raise ConfigError(f"window: {window.window_id} has no interactions or transactions")
     cut = stamps.quantile(1 - frac)
     inter, txns = window.interactions, window.transactions
-    late_i, late_t = inter["ts"] >= cut, txns["ts"] >= cut
+    cut_t = txns["ts"].quantile(1 - frac) if per_table and len(txns) else cut
+    if per_table and len(inter):
+        cut = inter["ts"].quantile(1 - frac)
+    late_i, late_t = inter["ts"] >= cut, txns["ts"] >= cut_t
     train_i, train_t = inter[~late_i].reset_index(drop=True), txns[~late_t].reset_index(drop=True)
     hold_i, hold_t = inter[late_i].reset_index(drop=True), txns[late_t].reset_index(drop=True)
     early = window.items["first_seen"] < cut

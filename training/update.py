@@ -18,6 +18,7 @@ from training.examples import WindowExamples
 from training.head import FALLBACK, START_HEAD, StartPoint, plan_start
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig
+from training.labels import known_at, labels_arrived
 from training.loop import prepare_window
 from training.model import (
     ModelConfig,
@@ -75,8 +76,9 @@ def start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: Windo
 
 
 def carried_tail(windows: list[WindowData], parent: Parent | None, window: WindowData,
-                 holdout_frac: float) -> WindowData | None:
-    """The parent window's held-out tail, if the source still has it.
+                 holdout_frac: float, label_delay: int = 0) -> WindowData | None:
+    """The parent window's held-out tail (as that update saw it: labels that had arrived),
+    if the source still has it.
 
     The previous update only scored its gate on that tail; training on it now means no
     row is wasted, and the most recent rows before the new window are the ones that
@@ -87,7 +89,8 @@ def carried_tail(windows: list[WindowData], parent: Parent | None, window: Windo
     by_id = {w.window_id: w for w in windows}
     if parent.window not in by_id:
         return None
-    return split_holdout(by_id[parent.window], holdout_frac)[1]
+    return split_holdout(labels_arrived(windows, by_id[parent.window], label_delay),
+                         holdout_frac, per_table=label_delay > 0)[1]
 
 
 def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
@@ -106,10 +109,12 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     it, mix replay, build examples; a fallback retrain after too many rejections."""
     windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
     start = plan_start(store, inc)
-    window = choose_window(windows, inc.window, start.after)
+    window = labels_arrived(windows, choose_window(windows, inc.window, start.after),
+                            inc.label_delay)
     if start.kind == FALLBACK:
         return prepare_fallback(store, inc, train_cfg, model_cfg, windows, window, start)
-    train_part, holdout = split_holdout(window, inc.holdout_frac)
+    train_part, holdout = split_holdout(window, inc.holdout_frac,
+                                        per_table=inc.label_delay > 0)
     parent = None if start.version is None else load_parent(
         store, directory / "parent", model_cfg.history_len, inc.replay_capacity,
         train_cfg.seed, start.version)
@@ -118,7 +123,8 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     model, teacher = start_model(parent, model_cfg, train_part)
     mixed = replay.mix(train_part, inc.replay_ratio, train_cfg.seed)
     if inc.carry_holdout:
-        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.holdout_frac))
+        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.holdout_frac,
+                                              inc.label_delay))
     vocab = prepare_window(model, mixed)
     examples = WindowExamples.build(model, mixed, history)
     incumbent = load_incumbent(store, start) if start.source == START_HEAD else teacher
@@ -152,8 +158,10 @@ def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: 
     """A full retrain on every window before ``window`` plus its training part (the
     held-out tail stays for the gate); replay and history are rebuilt from those windows,
     as the chain of incremental updates would have built them."""
-    train_part, holdout = split_holdout(window, inc.holdout_frac)
-    prior = windows[:[w.window_id for w in windows].index(window.window_id)]
+    train_part, holdout = split_holdout(window, inc.holdout_frac,
+                                        per_table=inc.label_delay > 0)
+    prior = known_at(windows[:[w.window_id for w in windows].index(window.window_id) + 1],
+                     inc.label_delay)[:-1]
     mixed, model, examples = full_retrain_start(model_cfg, [*prior, train_part])
     replay = ReplayBuffer(inc.replay_capacity, train_cfg.seed)
     history = PurchaseHistory(model_cfg.history_len)

@@ -337,16 +337,19 @@ def test_hist_gradient_boosting_separates_separable_data() -> None:
     assert FRAUD_BASELINE == "hist_gradient_boosting"
 
 
-def test_hist_gradient_boosting_with_one_class_has_no_model_and_nan_metrics() -> None:
+def test_hist_gradient_boosting_with_one_class_has_no_model_and_ranks_nothing() -> None:
     hgb = GradientBoostingFraud(seed=0)
     # 20 legit labelled rows plus fraud-looking rows without a label: still one class.
     labels: list[bool | None] = [False] * 20 + [None] * 10
     data = _txns(labels, [False] * 20 + [True] * 10)
     hgb.fit(data.transactions, data.fraud_features)
     assert hgb.model is None
+    # No fraud model yet: a constant score, so the window still counts in the pooled
+    # comparison (at chance: AP = the fraud rate, ROC-AUC 0.5).
     metrics = hgb.evaluate(_txns([True, False, False], [True, False, False]))
-    assert math.isnan(metrics["auc_pr"]) and math.isnan(metrics["roc_auc"])
+    assert metrics["auc_pr"] == pytest.approx(1 / 3) and metrics["roc_auc"] == 0.5
     assert metrics["n"] == 3.0
+    assert math.isnan(hgb.evaluate(_txns([None], [True]))["auc_pr"])  # no labelled row
 
 
 def test_hist_gradient_boosting_ignores_unlabelled_rows_for_fit_and_eval() -> None:
