@@ -15,7 +15,7 @@ export TOKENIZERS_PARALLELISM := false
 # A single-node Ray started here binds to 127.0.0.1 only (read when ray is imported).
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER ?= 0
 
-.PHONY: setup demo report-real test test-unit test-integration lint bench clean
+.PHONY: setup demo report-real test test-unit test-integration test-cluster lint bench clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -62,13 +62,18 @@ report-real: setup
 # Ray and one moto server, so it runs in one process.
 test: setup
 	$(PY) -m pytest tests -m "not integration" -n 2
-	$(PY) -m pytest tests -m integration --durations=25
+	$(PY) -m pytest tests -m "integration and not cluster" --durations=25
 
 test-unit: setup
 	$(PY) -m pytest tests -m unit -n 2
 
 test-integration: setup
-	$(PY) -m pytest tests -m integration --durations=25
+	$(PY) -m pytest tests -m "integration and not cluster" --durations=25
+
+# Cluster operations (~4 min, outside `make test` for the suite's time budget): a head from
+# cluster/start_local.sh with the README's `ray job submit`, and a two-node cluster on S3.
+test-cluster: setup
+	$(PY) -m pytest tests -m cluster --durations=5
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -69,7 +69,13 @@ else
          "($(command -v python || echo none)), which must have the project installed" >&2
 fi
 
-"$ray_bin" start --head --node-ip-address 127.0.0.1 --port "$port" \
+# In a session of its own the head's daemons form one process group, which is how
+# stop_local.sh --temp-dir finds them (they inherit the caller's group otherwise).
+launcher=()
+if command -v setsid >/dev/null; then
+    launcher=(setsid --wait)
+fi
+${launcher[@]+"${launcher[@]}"} "$ray_bin" start --head --node-ip-address 127.0.0.1 --port "$port" \
     --dashboard-host 127.0.0.1 --dashboard-port "$dashboard_port" --disable-usage-stats \
     ${extra[@]+"${extra[@]}"}
 

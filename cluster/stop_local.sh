@@ -36,21 +36,42 @@ while [[ $# -gt 0 ]]; do
 done
 
 if [[ -n "$temp_dir" ]]; then
-    # Every process of that head names its session directory, DIR/session_<date>_<pid>; this
-    # script's own command line names only DIR.
-    pattern="${temp_dir%/}/session_"
-    pids() { pgrep -f -- "$pattern" || true; }
+    # start_local.sh runs `ray start` in a session of its own, so the head's daemons share
+    # one process group; the processes that name the session dir (DIR/session_<date>_<pid>)
+    # identify it, the others (client server, agents) are found through the group, and the
+    # workers (group leaders themselves) as descendants. Our own group is never included.
+    own="$(ps -o pgid= -p $$ | tr -d ' ')"
+    groups=""
+    for pid in $(pgrep -f -- "${temp_dir%/}/session_" || true); do
+        group="$(ps -o pgid= -p "$pid" | tr -d ' ')"
+        [[ -n "$group" && "$group" != "$own" ]] && groups="$groups $group"
+    done
+    tree() {  # live PIDs in those groups, and their descendants
+        [[ -z "${groups// /}" ]] && return 0
+        ps -eo pid=,ppid=,pgid=,stat= | awk -v groups=" $groups " '
+            { pid[NR] = $1; ppid[NR] = $2; stat[NR] = $4
+              if (index(groups, " " $3 " ")) mark[$1] = 1 }
+            END { do { changed = 0
+                       for (i = 1; i <= NR; i++)
+                           if (!(pid[i] in mark) && (ppid[i] in mark)) { mark[pid[i]] = 1; changed = 1 }
+                     } while (changed)
+                  for (i = 1; i <= NR; i++) if ((pid[i] in mark) && stat[i] !~ /^Z/) print pid[i] }'
+    }
+    alive() {  # the given PIDs that still run (zombies only wait to be reaped)
+        ps -eo pid=,stat= | awk -v want=" $* " 'index(want, " " $1 " ") && $2 !~ /^Z/ {print $1}'
+    }
     signal=TERM
     [[ $force == 1 ]] && signal=KILL
-    found="$(pids)"
-    [[ -n "$found" ]] && kill "-$signal" $found 2>/dev/null || true
+    # Taken before the first signal: a dead raylet's workers are re-parented.
+    doomed="$(tree)"
+    [[ -n "$doomed" ]] && kill "-$signal" $doomed 2>/dev/null || true
     for _ in $(seq 150); do
-        [[ -z "$(pids)" ]] && break
+        [[ -z "$(alive $doomed)" ]] && break
         sleep 0.1
     done
-    left="$(pids)"
+    left="$(alive $doomed)"
     [[ -n "$left" ]] && kill -KILL $left 2>/dev/null || true
-    echo "ShopStream: local Ray head under $temp_dir stopped ($(echo $found | wc -w) processes)"
+    echo "ShopStream: local Ray head under $temp_dir stopped ($(echo $doomed | wc -w) processes)"
     exit 0
 fi
 

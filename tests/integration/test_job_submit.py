@@ -8,35 +8,28 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
-import socket
 import subprocess
-import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.ray_nodes import (
+    REPO,
+    alive,
+    free_ports,
+    group_pids,
+    kill_node,
+    node_groups,
+    short_temp_dir,
+)
 from training.store import open_store
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.cluster]
 
-REPO = Path(__file__).resolve().parents[2]
 MARKER = "<!-- job-submit:"
 # No .venv on PATH, no Ray address: what a new user's shell has.
 BARE_PATH = "/usr/local/bin:/usr/bin:/bin"
-
-
-def free_ports(n: int) -> list[int]:
-    sockets = [socket.socket() for _ in range(n)]
-    try:
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [int(s.getsockname()[1]) for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def readme_block() -> list[str]:
@@ -45,12 +38,6 @@ def readme_block() -> list[str]:
     block = text[text.index(MARKER):].split("```bash\n", 1)[1].split("```", 1)[0]
     return [re.sub(r"\s+#.*$", "", line).strip()
             for line in block.replace("\\\n", " ").splitlines() if line.strip()]
-
-
-def head_pids(temp_dir: str) -> list[int]:
-    found = subprocess.run(["pgrep", "-f", f"{temp_dir}/session_"], capture_output=True,
-                           text=True, check=False).stdout.split()
-    return [int(p) for p in found]
 
 
 def bare_env() -> dict[str, str]:
@@ -63,7 +50,7 @@ def bare_env() -> dict[str, str]:
 def head(tmp_path: Path) -> Iterator[tuple[int, str]]:
     """A head on free ports with its own temp dir (short: Ray's socket paths are limited)."""
     gcs, dashboard, agent, client, metrics = free_ports(5)
-    temp_dir = tempfile.mkdtemp(prefix="ss-ray-", dir="/tmp")
+    temp_dir = short_temp_dir("ss-head-")
     started = subprocess.run(
         ["bash", "cluster/start_local.sh", "--port", str(gcs), "--dashboard-port",
          str(dashboard), "--num-cpus", "2", "--temp-dir", temp_dir, "--",
@@ -75,16 +62,7 @@ def head(tmp_path: Path) -> Iterator[tuple[int, str]]:
         assert f"{REPO}/.venv/bin/python" in started.stdout  # the jobs' interpreter
         yield dashboard, temp_dir
     finally:
-        pids = head_pids(temp_dir)
-        for pid in pids:
-            try:
-                os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + 30
-        while head_pids(temp_dir) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        shutil.rmtree(temp_dir, ignore_errors=True)
+        assert kill_node(temp_dir) == []
 
 
 def test_the_readme_job_submit_publishes_a_version_from_a_shell_without_the_venv(
@@ -106,8 +84,10 @@ def test_the_readme_job_submit_publishes_a_version_from_a_shell_without_the_venv
     assert latest is not None and latest.version == summary.group(1)
     assert summary.group(2) == "2024-01-01"
 
+    head_pids = group_pids(node_groups(temp_dir))
+    assert len(head_pids) >= 5  # GCS, raylet, dashboard, agents, ...: the script's group
     stopped = subprocess.run(["bash", stop.split()[0], "--temp-dir", temp_dir], cwd=REPO,
                              env=bare_env(), capture_output=True, text=True, timeout=60,
                              check=False)
     assert stopped.returncode == 0, stopped.stderr
-    assert head_pids(temp_dir) == []
+    assert [pid for pid in head_pids if alive(pid)] == []
