@@ -33,6 +33,7 @@ Drawer = Callable[[Any, Mapping[str, Any]], None]
 MAX_TICKS = 16
 UPDATE_SECONDS = "update_seconds.png"
 FORGETTING = "forgetting.png"
+RELIABILITY = "fraud_reliability.png"
 
 
 def expected_plots(result: Mapping[str, Any]) -> list[str]:
@@ -48,6 +49,8 @@ def expected_plots(result: Mapping[str, Any]) -> list[str]:
     tasks = result["tasks"]
     if any(forgetting_detail(result, m, t) for m in neural_methods(result) for t in tasks):
         names.append(FORGETTING)
+    if (result.get("fraud_intervals") or {}).get("calibration"):
+        names.append(RELIABILITY)
     return names
 
 
@@ -134,7 +137,24 @@ def _forgetting(ax: Any, result: Mapping[str, Any]) -> None:
     _legend(ax)
 
 
+def _reliability(ax: Any, result: Mapping[str, Any]) -> None:
+    calibration = result["fraud_intervals"]["calibration"]
+    ax.plot([0, 1], [0, 1], color="k", lw=0.8, ls="--", label="perfectly calibrated")
+    for method, row in calibration.items():
+        bins = row["bins"]
+        ax.plot([b["mean_prob"] for b in bins], [b["fraud_rate"] for b in bins], marker="o",
+                label=f"{method} (ECE {row['ece']:.3f}, Brier {row['brier']:.4f})")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean predicted fraud probability (10 equal-width bins)")
+    ax.set_ylabel("observed fraud rate")
+    ax.set_title("Fraud reliability, pooled over the evaluated windows")
+    _legend(ax)
+
+
 def _drawer(name: str) -> Drawer:
+    if name == RELIABILITY:
+        return _reliability
     if name == UPDATE_SECONDS:
         return _update_seconds
     if name == FORGETTING:

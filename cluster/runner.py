@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from tqdm import tqdm
 
 from cluster.arms import NEURAL_METHODS, OURS, Arm, build_arms
@@ -39,6 +40,7 @@ from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.data.windows import list_windows, read_window, write_window
+from training.gate import REVIEW_FPR
 from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
 from training.labels import known_at
@@ -181,6 +183,22 @@ class Pipeline:
             self.maybe_sweep(t)
         return self.result
 
+    def record_realised_fpr(self, window: str, labels: np.ndarray, scores: np.ndarray) -> None:
+        """How ours' live review threshold (set on its held-out tail for REVIEW_FPR) does on
+        this window's transactions: the realised FPR and the alerts it raises."""
+        latest = self.store.latest()
+        if latest is None or not len(labels) or labels.all():
+            return
+        review = (self.store.read_meta(latest.version).get("fraud_thresholds") or {}).get(
+            "review")
+        if review is None:
+            return
+        flagged = scores >= float(review)
+        self.result.setdefault("realised_fpr", {})[window] = {
+            "target": REVIEW_FPR, "review_threshold": float(review),
+            "fpr": float(flagged[~labels].mean()), "alerts": int(flagged.sum()),
+            "n": int(len(labels))}
+
     def evaluate(self, t: int) -> dict[str, dict[str, Any]]:
         """Every method's current model on window ``t``, before anything trains on it."""
         ctx, methods = self.contexts[t], self.result["methods"]
@@ -210,6 +228,8 @@ class Pipeline:
             record_rec_intervals(self.result, self.store, ctx.window.window_id, out, self.k)
         scored = {m: (row["fraud"].labels, row["fraud"].scores) for m, row in out.items()
                   if isinstance(row.get("fraud"), FraudRow)}
+        if OURS in scored:
+            self.record_realised_fpr(ctx.window.window_id, *scored[OURS])
         if scored:
             record_fraud_intervals(self.result, self.store, ctx.window.window_id, scored)
             for method in scored:

@@ -97,7 +97,10 @@ def paired_ap_interval(labels: np.ndarray, candidate: np.ndarray, incumbent: np.
     return float(lo), float(hi)
 
 
-def fraud_thresholds(labels: np.ndarray, scores: np.ndarray, review_fpr: float = 0.05,
+REVIEW_FPR = 0.05  # the review threshold's target false-positive rate on held-out rows
+
+
+def fraud_thresholds(labels: np.ndarray, scores: np.ndarray, review_fpr: float = REVIEW_FPR,
                      decline_fpr: float = 0.005) -> dict[str, Any]:
     """Decision thresholds calibrated on held-out scores: review / decline at set FPRs."""
     if len(labels) == 0 or labels.all() or not labels.any():

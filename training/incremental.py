@@ -49,6 +49,7 @@ from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig, ShopStreamModel
+from training.model.calibration import FraudCalibration, fit_calibration
 from training.phases import Laps
 from training.ranking_terms import choose_ranking_terms
 from training.raytrain import fit_window
@@ -61,11 +62,24 @@ from training.update import Update, prepare_update
 logger = logging.getLogger(__name__)
 
 
-def calibrate(model: ShopStreamModel, history: PurchaseHistory, window: WindowData
-              ) -> dict[str, Any]:
+def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window: WindowData
+                        ) -> dict[str, Any]:
     """Fraud decision thresholds from the candidate's scores on the held-out slice."""
     examples = fraud_examples(model, window.transactions, history)
     return fraud_thresholds(examples.label.astype(bool), fraud_scores(model, examples))
+
+
+def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
+                          window: WindowData, seed: int) -> FraudCalibration:
+    """Calibrate ``model``'s blended fraud probability on ``window`` (held out from the
+    trees and the head), set it on the model and return it. The parent's calibration the
+    candidate inherited is dropped first: it was fitted to another blend."""
+    model.set_fraud_calibration(FraudCalibration())
+    labels, scores = fraud_labels_scores(model, history, window)
+    calibration = fit_calibration(labels, scores, seed)
+    model.set_fraud_calibration(calibration)
+    logger.info("fraud calibration: %s (%s)", calibration.kind, calibration.basis)
+    return calibration
 
 
 def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
@@ -169,12 +183,13 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
                       inc.gate_tolerance, train_cfg.eval_k,
                       fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
     laps.lap("gate")
-    thresholds = calibrate(fit.model, history_train, up.holdout)
+    calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed)
+    thresholds = decision_thresholds(fit.model, history_train, up.holdout)
     refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                 history_train, train_cfg.seed)
     laps.lap("thresholds_trees")
     return {"scores": scores, "fraud_thresholds": thresholds, "ranking_terms": ranking,
-            "fraud_blend": blend}, decision
+            "fraud_blend": blend, "fraud_calibration": calibration.to_json()}, decision
 
 
 def gate_slice(up: Update, seed: int, with_replay: bool) -> WindowData:
@@ -205,6 +220,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "fraud_thresholds": evaluation["fraud_thresholds"],
             "ranking_terms": evaluation["ranking_terms"],
             "fraud_blend": evaluation["fraud_blend"],
+            "fraud_calibration": evaluation["fraud_calibration"],
             "train_config": asdict(train_cfg),
             "incremental_config": inc.public_dict(), "config_used": config_used,
             "vocab_growth": vocab}
@@ -233,7 +249,8 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "ranking_terms": {key: evaluation["ranking_terms"][key]
                               for key in ("repeat_bonus", "count_weight",
                                           "cold_count_weight")},
-            "fraud_tree_weight": evaluation["fraud_blend"]["tree_weight"]}
+            "fraud_tree_weight": evaluation["fraud_blend"]["tree_weight"],
+            "fraud_calibration": evaluation["fraud_calibration"]["kind"]}
 
 
 def live_window(live: Any) -> str | None:

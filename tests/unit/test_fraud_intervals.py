@@ -80,3 +80,22 @@ def test_identical_methods_have_a_zero_paired_difference(tmp_path: Path) -> None
                            {"incremental": (labels, same), "full_retrain": (labels, same)})
     pair = result["fraud_intervals"]["paired"]["incremental vs full_retrain"]
     assert all(pair[m]["diff"] == pair[m]["lo"] == pair[m]["hi"] == 0.0 for m in pair)
+
+
+def test_calibration_is_reported_per_method_with_the_realised_fpr(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    true_p = rng.uniform(0, 0.2, 2000)
+    labels = rng.random(2000) < true_p
+    result: dict = {"evaluated_windows": ["w"],
+                    "realised_fpr": {"w": {"target": 0.05, "review_threshold": 0.3,
+                                           "fpr": 0.06, "alerts": 130, "n": 2000}}}
+    record_fraud_intervals(result, LocalStore(tmp_path), "w", {
+        "incremental": (labels, true_p), "hist_gradient_boosting": (labels, true_p ** 0.25)})
+    calibration = result["fraud_intervals"]["calibration"]
+    assert calibration["incremental"]["ece"] < 0.03 < calibration["hist_gradient_boosting"]["ece"]
+    assert calibration["incremental"]["brier"] < calibration["hist_gradient_boosting"]["brier"]
+    assert len(calibration["incremental"]["bins"]) == 2  # probabilities in [0, 0.2)
+    text = "\n".join(fraud_table(result))
+    assert "| incremental | " in text and "fraud_reliability.png" in text
+    assert ("Realised review FPR of `incremental` on each next window (thresholds set on the "
+            "held-out tail for FPR 0.05): mean 0.0600 (1.20x the target)") in text

@@ -21,6 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
 from training.cli import ConfigError, config_from_dict
+from training.model.calibration import CalibrationError, FraudCalibration
 from training.model.config import ModelConfig
 from training.model.fraud_trees import FraudTrees, FraudTreesError
 from training.model.multitask import ShopStreamModel
@@ -32,6 +33,7 @@ FORMAT_VERSION = 1
 WEIGHTS_FILE = "model.safetensors"
 META_FILE = "model.json"
 TREES_KEY = "fraud_trees"  # optional: the fraud trees (FraudTrees.to_json), if fitted
+CALIBRATION_KEY = "fraud_calibration"  # optional: FraudCalibration.to_json (identity if absent)
 META_KEYS: tuple[str, ...] = ("format_version", "model_config", "encoder_name",
                               "encoder_config", "users", "items", "item_titles")
 
@@ -70,6 +72,8 @@ def model_state(model: nn.Module) -> tuple[dict[str, Tensor], dict[str, Any]]:
     }
     if model.fraud_trees is not None:  # optional: versions without trees omit the key
         meta[TREES_KEY] = model.fraud_trees.to_json()
+    if model.fraud_calibration.kind != "identity":
+        meta[CALIBRATION_KEY] = model.fraud_calibration.to_json()
     return tensors, meta
 
 
@@ -106,6 +110,11 @@ def model_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> ShopSt
         except FraudTreesError as err:
             raise ModelFormatError(str(err)) from err
         model.set_fraud_trees(trees, model.cfg.fraud_tree_weight)
+    if meta.get(CALIBRATION_KEY) is not None:
+        try:
+            model.set_fraud_calibration(FraudCalibration.from_json(meta[CALIBRATION_KEY]))
+        except CalibrationError as err:
+            raise ModelFormatError(str(err)) from err
     try:
         model.load_state_dict(tensors, strict=True)
     except RuntimeError as err:

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from training.model.batches import BatchError, FraudBatch, MultiTaskBatch, RecBatch
+from training.model.calibration import FraudCalibration
 from training.model.config import ModelConfig
 from training.model.embeddings import grow_embedding, id_embedding
 from training.model.features import (
@@ -90,6 +91,7 @@ class ShopStreamModel(nn.Module):
         # Not a module or tensor: fitted outside the training loop (training.fraud_blend),
         # saved in the model's JSON by training.model.io.
         self.fraud_trees: FraudTrees | None = None
+        self.fraud_calibration = FraudCalibration()
         n_in = len(cfg.fraud_features) + 1
         # Seeded so every process (DDP ranks, a rebuild) starts from the same weights.
         with torch.random.fork_rng(devices=[]):
@@ -354,11 +356,25 @@ class ShopStreamModel(nn.Module):
         self.cfg = dataclasses.replace(self.cfg, fraud_tree_weight=float(
             weight if trees is not None else 0.0))
 
+    def set_fraud_calibration(self, calibration: FraudCalibration) -> None:
+        """Map the blended probability through ``calibration`` from now on."""
+        self.fraud_calibration = calibration
+
     @torch.no_grad()
     def fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None) -> Tensor:
         """The served fraud probability [B]: the neural head's logit and the trees' (when
-        fitted) blended in logit space by ``cfg.fraud_tree_weight``. The one scoring
-        function of evaluation, the gate's thresholds and serving."""
+        fitted) blended in logit space by ``cfg.fraud_tree_weight``, then calibrated
+        (``fraud_calibration``). The one scoring function of evaluation, the gate's
+        thresholds and serving."""
+        blended = self.blended_fraud_probability(batch, table)
+        if self.fraud_calibration.kind == "identity":
+            return blended
+        return torch.from_numpy(self.fraud_calibration.apply(blended.cpu().numpy())).to(blended)
+
+    @torch.no_grad()
+    def blended_fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None
+                                  ) -> Tensor:
+        """The fraud probability before calibration (what the calibration is fitted to)."""
         logits = self.fraud_head(self.fraud_inputs(batch, table)).float()
         weight = self.cfg.fraud_tree_weight
         if self.fraud_trees is not None and weight > 0.0:

@@ -1,0 +1,93 @@
+"""Fraud probabilities calibrated on held-out labels (training/model/calibration.py) and the
+measures of calibration (training/reliability.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.testing import shop_history, shop_model
+from tests.unit.test_fraud_trees import txns
+from training.evaluate import fraud_scores
+from training.examples import fraud_examples
+from training.model import ModelConfig, ModelFormatError, load_model, save_model
+from training.model.calibration import (
+    CalibrationError,
+    FraudCalibration,
+    fit_calibration,
+    fit_kind,
+)
+from training.reliability import brier_score, expected_calibration_error, reliability_bins
+
+pytestmark = pytest.mark.unit
+
+
+def overconfident(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Scores that rank well but say 0.9 where the fraud rate is 0.3 (like trees on few
+    frauds): true p = 0.3 * s / 0.9 ... squeezed towards the ends."""
+    rng = np.random.default_rng(seed)
+    true_p = rng.uniform(0.0, 0.3, n)
+    labels = rng.random(n) < true_p
+    scores = np.clip(true_p * 3.0, 0.0, 1.0) ** 0.5  # monotone, far too high
+    return labels, scores
+
+
+def test_ece_and_brier_on_a_constructed_case() -> None:
+    labels = np.array([0, 0, 1, 1, 0, 1, 0, 0, 0, 1], dtype=bool)
+    exact = np.array([0.05] * 2 + [0.95] * 2 + [0.35] * 6)  # bins 0, 9, 3
+    rows = reliability_bins(labels, exact)
+    assert [(r["n"], r["fraud_rate"]) for r in rows] == [(2.0, 0.0), (6.0, 2 / 6), (2.0, 1.0)]
+    # ECE: 0.2 * 0.05 + 0.6 * |0.35 - 1/3| + 0.2 * 0.05
+    assert expected_calibration_error(labels, exact) == pytest.approx(
+        0.01 + 0.6 * abs(0.35 - 1 / 3) + 0.01)
+    assert brier_score([1, 0], [0.75, 0.25]) == pytest.approx(0.0625)
+
+
+def test_calibration_fixes_overconfident_scores_without_changing_their_order() -> None:
+    labels, scores = overconfident(4000, 0)
+    test_labels, test_scores = overconfident(4000, 1)
+    calibration = fit_calibration(labels, scores, seed=0)
+    assert calibration.kind in ("platt", "isotonic") and "out-of-fold Brier" in calibration.basis
+    before = expected_calibration_error(test_labels, test_scores)
+    after = expected_calibration_error(test_labels, calibration.apply(test_scores))
+    assert before > 0.15 and after < 0.03
+    assert brier_score(test_labels, calibration.apply(test_scores)) < brier_score(
+        test_labels, test_scores)
+    # Monotone and tie-free: the ranking (AUC-PR, the alert queue) is untouched.
+    order = np.argsort(test_scores, kind="stable")
+    assert np.all(np.diff(calibration.apply(test_scores)[order]) > 0)
+    for kind_only in ("platt", "isotonic"):
+        mapped = fit_kind(kind_only, labels, scores).apply(test_scores)
+        assert np.all(np.diff(mapped[order]) > 0), kind_only
+
+
+def test_too_few_frauds_keep_the_blend_as_it_is() -> None:
+    labels = np.array([True] * 3 + [False] * 200)
+    scores = np.linspace(0.01, 0.99, len(labels))
+    calibration = fit_calibration(labels, scores, seed=0)
+    assert calibration.kind == "identity" and "3 held-out frauds" in calibration.basis
+    np.testing.assert_array_equal(calibration.apply(scores), scores)
+
+
+def test_the_model_serves_its_calibrated_probability_after_a_checkpoint(tmp_path: Path) -> None:
+    model = shop_model(12, 20, ModelConfig(encoder_init="tiny_random", dim=8, history_len=3))
+    frame = txns(300, 0)
+    examples = fraud_examples(model, frame, shop_history(model))
+    raw = fraud_scores(model, examples)
+    platt = FraudCalibration("platt", a=0.5, b=-1.0)
+    model.set_fraud_calibration(platt)
+    np.testing.assert_allclose(fraud_scores(model, examples), platt.apply(raw), rtol=1e-5)
+    save_model(model, tmp_path)
+    back = load_model(tmp_path)
+    assert back.fraud_calibration == platt
+    np.testing.assert_allclose(fraud_scores(back, examples), platt.apply(raw), rtol=1e-5)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    meta["fraud_calibration"] = {"kind": "isotonic", "x": [0.2, 0.1], "y": [0.0, 1.0]}
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="fraud_calibration.x/y"):
+        load_model(tmp_path)
+    with pytest.raises(CalibrationError, match="fraud_calibration.kind"):
+        FraudCalibration.from_json({"kind": "pickle"})
