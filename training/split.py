@@ -38,6 +38,9 @@ def split_holdout(window: WindowData, frac: float, per_table: bool = False
     window's rows, or with ``per_table`` of each table's own rows (transactions whose
     labels arrived late come from an earlier window: a joint cut would hold none out)."""
     stamps = pd.concat([window.interactions["ts"], window.transactions["ts"]])
+    if stamps.empty and per_table:  # nothing has arrived yet (--label-delay): nothing to hold out
+        return window, WindowData(f"{window.window_id}/holdout", window.items.iloc[0:0],
+                                  window.interactions, window.transactions)
     if stamps.empty:
         raise ConfigError(f"window: {window.window_id} has no interactions or transactions")
     cut = stamps.quantile(1 - frac)

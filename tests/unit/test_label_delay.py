@@ -14,12 +14,14 @@ import torch
 
 from training.cli import ConfigError
 from training.config import TrainConfig
+from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.labels import known_at, labels_arrived
 from training.model import ModelConfig
 from training.sources import load_windows, merge_windows
+from training.split import split_holdout
 from training.store import open_store
 from training.update import prepare_update
 
@@ -97,3 +99,14 @@ def test_no_label_is_used_before_it_arrives_in_training_replay_or_the_gate(
     assert learned & txn_ids(WINDOWS[1].transactions)
     assert learned <= window0 | txn_ids(WINDOWS[1].transactions)
     assert txn_ids(third.holdout.transactions) <= txn_ids(WINDOWS[1].transactions)
+
+
+def test_a_window_with_nothing_arrived_yet_has_nothing_to_hold_out() -> None:
+    # A fraud-only source (ULB) under --label-delay: its first window brings no rows at all.
+    first = WINDOWS[0]
+    empty = WindowData(first.window_id, first.items.iloc[0:0], first.interactions.iloc[0:0],
+                       first.transactions.iloc[0:0])
+    train, holdout = split_holdout(empty, 0.2, per_table=True)
+    assert train is empty and len(holdout.interactions) == len(holdout.transactions) == 0
+    with pytest.raises(ConfigError, match="no interactions or transactions"):
+        split_holdout(empty, 0.2)  # without label delay an empty window is a mistake
