@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import ray
 
 from training.bundle import write_bundle
@@ -49,7 +50,7 @@ from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig, ShopStreamModel
-from training.model.calibration import FraudCalibration, fit_calibration
+from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibration
 from training.phases import Laps
 from training.ranking_terms import choose_ranking_terms
 from training.raytrain import fit_window
@@ -70,13 +71,19 @@ def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window
 
 
 def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
-                          window: WindowData, seed: int) -> FraudCalibration:
+                          window: WindowData, seed: int, known: pd.DataFrame
+                          ) -> FraudCalibration:
     """Calibrate ``model``'s blended fraud probability on ``window`` (held out from the
-    trees and the head), set it on the model and return it. The parent's calibration the
-    candidate inherited is dropped first: it was fitted to another blend."""
+    trees and the head), set it on the model and return it; a constant when no labelled
+    fraud and legit are ``known`` nor held out. The parent's calibration the candidate
+    inherited is dropped first: it was fitted to another blend."""
     model.set_fraud_calibration(FraudCalibration())
     labels, scores = fraud_labels_scores(model, history, window)
-    calibration = fit_calibration(labels, scores, seed)
+    seen = known["is_fraud"].dropna().astype(bool) if len(known) else pd.Series([], dtype=bool)
+    if not (seen.any() or labels.any()) or not ((~seen).any() or (~labels).any()):
+        calibration = NO_LABELS
+    else:
+        calibration = fit_calibration(labels, scores, seed)
     model.set_fraud_calibration(calibration)
     logger.info("fraud calibration: %s (%s)", calibration.kind, calibration.basis)
     return calibration
@@ -183,7 +190,8 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
                       inc.gate_tolerance, train_cfg.eval_k,
                       fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
     laps.lap("gate")
-    calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed)
+    calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
+                                        known)
     thresholds = decision_thresholds(fit.model, history_train, up.holdout)
     refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                 history_train, train_cfg.seed)

@@ -91,3 +91,11 @@ def test_the_model_serves_its_calibrated_probability_after_a_checkpoint(tmp_path
         load_model(tmp_path)
     with pytest.raises(CalibrationError, match="fraud_calibration.kind"):
         FraudCalibration.from_json({"kind": "pickle"})
+
+
+def test_a_version_without_labels_ranks_nothing() -> None:
+    from training.model.calibration import NO_LABELS
+
+    assert NO_LABELS.kind == "constant"
+    np.testing.assert_array_equal(NO_LABELS.apply(np.array([0.1, 0.9, 0.5])), np.zeros(3))
+    assert FraudCalibration.from_json(NO_LABELS.to_json()) == NO_LABELS

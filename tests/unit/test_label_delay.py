@@ -74,7 +74,9 @@ def test_no_label_is_used_before_it_arrives_in_training_replay_or_the_gate(
     # Window 0's labels have not arrived at its end: no fraud row to train or gate on.
     assert len(first.mixed.transactions) == 0 and len(first.holdout.transactions) == 0
     assert len(first.examples.fraud) == 0
-    run_incremental(inc, TRAIN, MODEL, SHOP)
+    first_summary = run_incremental(inc, TRAIN, MODEL, SHOP)
+    # Its fraud head learned nothing: the version scores every transaction alike.
+    assert store.read_meta(first_summary["version"])["fraud_calibration"]["kind"] == "constant"
     second = prepare_update(store, inc, TRAIN, MODEL, SHOP, tmp_path / "p1")
     assert second.window.window_id == WINDOWS[1].window_id
     window0 = txn_ids(WINDOWS[0].transactions)
@@ -89,6 +91,7 @@ def test_no_label_is_used_before_it_arrives_in_training_replay_or_the_gate(
     assert txn_ids(second.window.transactions).isdisjoint(txn_ids(WINDOWS[1].transactions))
     summary = run_incremental(inc, TRAIN, MODEL, SHOP)
     assert summary["window"] == WINDOWS[1].window_id
+    assert summary["fraud_calibration"] != "constant"  # window 0's labels have arrived
     third = prepare_update(store, inc, TRAIN, MODEL, SHOP, tmp_path / "p2")
     # After window 1's update the reservoir holds window 0's transactions, not window 1's.
     assert txn_ids(third.replay.frame("transactions")) <= window0

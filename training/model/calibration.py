@@ -10,7 +10,11 @@ the held-out tail (rows neither the trees nor the head trained on):
 * ``isotonic``: a non-decreasing step fit, interpolated between its knots; a tiny slope in
   ``p`` is added so that calibration never merges two scores into a tie (ranking, and so
   AUC-PR and the alert queue, stay exactly as they were);
-* ``identity``: the blend as it is, when neither beats it or there are too few frauds.
+* ``identity``: the blend as it is, when neither beats it or there are too few frauds;
+* ``constant``: 0 for every transaction, for a version that has never seen labelled
+  frauds and legits (the first windows under ``--label-delay``): its head is untrained,
+  and an untrained score is noise that would outrank later versions' confident scores;
+  a constant ranks nothing, like a shop without a fraud model.
 
 The choice is the lowest out-of-fold Brier score (5-fold cross-fitting on the tail).
 """
@@ -26,7 +30,7 @@ from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 
-KINDS = ("identity", "platt", "isotonic")
+KINDS = ("identity", "platt", "isotonic", "constant")
 # Held-out frauds each method needs: at least 4 per cross-fitting fold for Platt. Measured on
 # the synthetic shop (docs/fraud.md): Platt fitted on tails of 5-13 frauds chose noise, and
 # ours' pooled Brier (0.0229) and AUC-PR (0.555) fell behind the uncalibrated blend's.
@@ -59,6 +63,8 @@ class FraudCalibration:
         p = np.asarray(p, dtype=np.float64)
         if self.kind == "platt":
             return 1.0 / (1.0 + np.exp(-(self.a * _logit(p) + self.b)))
+        if self.kind == "constant":
+            return np.zeros_like(p)
         if self.kind == "isotonic":
             fitted = np.interp(p, np.asarray(self.x), np.asarray(self.y))
             return np.clip(fitted * (1.0 - TIE_SLOPE) + TIE_SLOPE * p, 0.0, 1.0)
@@ -108,6 +114,10 @@ def out_of_fold_brier(kind: str, labels: np.ndarray, scores: np.ndarray, seed: i
     for train, test in folds.split(scores, labels):
         calibrated[test] = fit_kind(kind, labels[train], scores[train]).apply(scores[test])
     return float(np.mean((calibrated - labels) ** 2))
+
+
+NO_LABELS = FraudCalibration("constant", basis="no labelled frauds and legits seen yet: the "
+                                               "version ranks nothing")
 
 
 def fit_calibration(labels: np.ndarray, scores: np.ndarray, seed: int) -> FraudCalibration:
