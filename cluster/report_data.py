@@ -210,9 +210,9 @@ def trainer_of(result: Mapping[str, Any], method: str) -> str | None:
     setting = trainer_setting(result, method)
     if setting != "auto":
         return setting
-    ran = Counter(str(dig(result.get("updates") or {}, w, method, "trainer"))
-                  for w in result["windows"]
-                  if dig(result.get("updates") or {}, w, method, "trainer") is not None)
+    updates = result.get("updates") or {}
+    ran = Counter(str(t) for w in result["windows"]
+                  if (t := dig(updates, w, method, "trainer")) is not None)
     if not ran:
         return setting
     return f"auto ({', '.join(f'{t} x{n}' for t, n in sorted(ran.items()))})"

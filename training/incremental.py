@@ -27,6 +27,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import ray
 
@@ -79,11 +80,10 @@ def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
     inherited is dropped first: it was fitted to another blend."""
     model.set_fraud_calibration(FraudCalibration())
     labels, scores = fraud_labels_scores(model, history, window)
-    seen = known["is_fraud"].dropna().astype(bool) if len(known) else pd.Series([], dtype=bool)
-    if not (seen.any() or labels.any()) or not ((~seen).any() or (~labels).any()):
-        calibration = NO_LABELS
-    else:
-        calibration = fit_calibration(labels, scores, seed)
+    ever = np.concatenate([known["is_fraud"].to_numpy(dtype=bool) if len(known) else [],
+                           labels]).astype(bool)
+    calibration = fit_calibration(labels, scores, seed) if ever.any() and not ever.all() \
+        else NO_LABELS
     model.set_fraud_calibration(calibration)
     logger.info("fraud calibration: %s (%s)", calibration.kind, calibration.basis)
     return calibration
