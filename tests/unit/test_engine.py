@@ -38,7 +38,7 @@ from training.model import (
 from training.objective import TrainingObjective
 from training.train import init_model
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[2]
 THIN_WRAPPERS = ("training/loop.py", "training/local_fit.py", "training/worker.py",
@@ -54,14 +54,6 @@ class _Sized:
 
 def _sized(n_rec: int, n_fraud: int) -> WindowExamples:
     return _Sized(n_rec, n_fraud)  # type: ignore[return-value]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _same_weights(a: ShopStreamModel, b: ShopStreamModel) -> bool:

@@ -5,46 +5,34 @@ No Ray: ``trainer="local"``, a tiny random encoder, a tiny synthetic shop on a l
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
+from tests.unit.tiny_shop import RUN_MODEL as MODEL
+from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError
-from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.labels import known_at, labels_arrived
-from training.model import ModelConfig
 from training.sources import load_windows, merge_windows
 from training.split import split_holdout
 from training.store import open_store
 from training.update import prepare_update
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 SHOP = SyntheticShopConfig(n_windows=4, interactions_per_window=300,
                            transactions_per_window=200, n_users=60, n_items=40,
                            fraud_rate=0.15)
-MODEL = ModelConfig(encoder_init="tiny_random", dim=16, history_len=3)
-TRAIN = TrainConfig(epochs=1, batch_size=64, n_negatives=8)
 WINDOWS = load_windows("synthetic", synthetic=SHOP)
 
 
 def txn_ids(frame: Any) -> set[str]:
     return set(frame["txn_id"])
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_a_window_brings_the_transactions_whose_labels_arrived() -> None:

@@ -23,18 +23,9 @@ from training.raytrain import choose_trainer, fit_window
 from training.train import init_model
 from training.worker import WorkerSettings, global_steps
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 NO_DISTILL = WorkerSettings()
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """A tiny model trains faster on one thread than contending for a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

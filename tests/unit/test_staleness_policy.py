@@ -8,7 +8,6 @@ Rejections are forced by replacing the gate's ``decide`` in ``training.increment
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +18,9 @@ import torch
 import training.incremental
 from cluster.arms import STALENESS_FIELDS
 from cluster.staleness import staleness_markdown, staleness_rows, staleness_totals
+from tests.unit.tiny_shop import RUN_MODEL as MODEL
+from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError
-from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig
 from training.gate import GateDecision, decide
@@ -28,29 +28,19 @@ from training.head import HEAD_CONFIG, TrainingHead, TrainingHeadError, plan_sta
 from training.history import PurchaseHistory, purchases
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
-from training.model import ModelConfig, load_model
+from training.model import load_model
 from training.sources import load_windows
 from training.split import split_holdout
 from training.store import open_store
 from training.update import Update, prepare_update
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 SHOP = SyntheticShopConfig(n_windows=5, interactions_per_window=300,
                            transactions_per_window=150, n_users=60, n_items=40,
                            fraud_rate=0.1)
-MODEL = ModelConfig(encoder_init="tiny_random", dim=16, history_len=3)
-TRAIN = TrainConfig(epochs=1, batch_size=64, n_negatives=8)
 WINDOWS = load_windows("synthetic", synthetic=SHOP)
 IDS = [w.window_id for w in WINDOWS]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _inc(store: Path, **changes: Any) -> IncrementalConfig:

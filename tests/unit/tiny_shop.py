@@ -14,6 +14,10 @@ TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, histor
                    fraud_hidden=16, max_title_tokens=8)
 CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, encoder_lr=1e-3, warmup_frac=0.0,
                   n_negatives=4, device="cpu", seed=0)
+# A tiny model and one quick pass: what the multi-window update tests (staleness policy,
+# label delay) train with on their tiny synthetic shops.
+RUN_MODEL = ModelConfig(encoder_init="tiny_random", dim=16, history_len=3)
+RUN_TRAIN = TrainConfig(epochs=1, batch_size=64, n_negatives=8)
 BASE = pd.Timestamp("2024-01-01", tz="UTC")
 
 
