@@ -34,29 +34,29 @@ class SnapshotStore(CheckpointStore):
     def uri(self) -> str:
         return f"snapshot+{self.source_uri}"
 
-    def _put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> None:
         raise ReadOnlySnapshotError(f"{self._location(key)}: a sweep's snapshot is read-only")
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path) -> None:
         raise ReadOnlySnapshotError(f"{self._location(key)}: a sweep's snapshot is read-only")
 
-    def _iter_object(self, key: str) -> Iterator[bytes]:
+    def iter_object(self, key: str) -> Iterator[bytes]:
         if key not in self.objects:
             raise CheckpointMissingError(f"{self._location(key)}: missing")
         yield self.objects[key]
 
-    def _list_keys(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         return sorted(k for k in self.objects if k.startswith(prefix))
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
+    def delete_keys(self, keys: Sequence[str]) -> None:
         if keys:
             raise ReadOnlySnapshotError(f"{self.uri}: a sweep's snapshot is read-only")
 
-    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         data = self.objects.get(key)
         return None if data is None else (data, str(len(data)))
 
-    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+    def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         raise ReadOnlySnapshotError(f"{self._location(key)}: a sweep's snapshot is read-only")
 
 

@@ -85,7 +85,9 @@ ANY_LATEST: Any = _Any()
 class CheckpointStore(ABC):
     """Versioned checkpoints under one root; see the module docstring for the layout."""
 
-    # ---- raw object operations: the whole of what a backend implements -----------------
+    # ---- raw object operations: the whole of what a backend implements. Public so a
+    # backend and the conformance kit can name them; they bypass versioning, so callers
+    # that move models use publish/load/promote instead. --------------------------------
 
     @property
     @abstractmethod
@@ -93,33 +95,33 @@ class CheckpointStore(ABC):
         """Where the store lives, e.g. ``file:///data/ckpt`` or ``s3://bucket/prefix``."""
 
     @abstractmethod
-    def _put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> None:
         """Write one object; a reader never sees a half-written one."""
 
     @abstractmethod
-    def _put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path) -> None:
         """Write one object from a local file."""
 
     @abstractmethod
-    def _iter_object(self, key: str) -> Iterator[bytes]:
+    def iter_object(self, key: str) -> Iterator[bytes]:
         """Yield an object's bytes in chunks; raise :class:`CheckpointMissingError` naming
         the key if it does not exist."""
 
     @abstractmethod
-    def _list_keys(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         """Every key under ``prefix`` (which ends with ``/``), relative to the root."""
 
     @abstractmethod
-    def _delete_keys(self, keys: Sequence[str]) -> None:
+    def delete_keys(self, keys: Sequence[str]) -> None:
         """Delete objects; keys that are already gone are not an error."""
 
     @abstractmethod
-    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         """An object's bytes and an opaque tag of this content (S3: its ETag), or None if
         it does not exist."""
 
     @abstractmethod
-    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+    def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         """Write one object only if it still has ``tag`` (None: only if it does not
         exist), atomically with the check; else raise :class:`ConcurrentPublishError`."""
 
@@ -207,7 +209,7 @@ class CheckpointStore(ABC):
         ``latest.json`` moves only if nobody changed it since this call read it, and, when
         ``expect_latest`` is given, only if it names that version (None: an empty store):
         else :class:`ConcurrentPublishError`, with the new version kept under ``versions/``."""
-        seen = self._read_tagged(LATEST_KEY)
+        seen = self.read_tagged(LATEST_KEY)
         info = self._write_version(PUBLISHED_AREA, files, meta, parent, None)
         self._swap_latest(info, seen, expect_latest)
         logger.info("published %s (parent %s, %d files) to %s",
@@ -231,7 +233,7 @@ class CheckpointStore(ABC):
         """Point ``latest`` at an existing published version (e.g. to roll back), under the
         same condition as :meth:`publish`. Use :meth:`verify` first to refuse a version
         whose files do not check out."""
-        seen = self._read_tagged(LATEST_KEY)
+        seen = self.read_tagged(LATEST_KEY)
         info = self._info(validate_version(version), PUBLISHED_AREA)
         self._before_promote(info)
         self._swap_latest(info, seen, expect_latest)
@@ -262,8 +264,8 @@ class CheckpointStore(ABC):
         for version, area, keys in sorted(doomed):
             meta_key = f"{area}/{version}/{META_NAME}"
             # meta.json goes first: a half-deleted version then reads as incomplete, not corrupt.
-            self._delete_keys([k for k in keys if k == meta_key])
-            self._delete_keys([k for k in keys if k != meta_key])
+            self.delete_keys([k for k in keys if k == meta_key])
+            self.delete_keys([k for k in keys if k != meta_key])
         deleted = [v for v, _, _ in sorted(doomed)]
         if deleted:
             logger.info("retain(keep_last=%d) deleted %d version(s) from %s",
@@ -282,7 +284,7 @@ class CheckpointStore(ABC):
     def put_config(self, name: str, data: Mapping[str, Any]) -> None:
         """Write ``configs/<name>.json``."""
         key = self._config_key(name)
-        self._put_bytes(key, dump_json(dict(data), key))
+        self.put_bytes(key, dump_json(dict(data), key))
 
     def get_config(self, name: str) -> dict[str, Any] | None:
         """Read ``configs/<name>.json``; None if it was never written."""
@@ -300,7 +302,7 @@ class CheckpointStore(ABC):
         return f"{CONFIG_AREA}/{validate_key(name, 'config name')}.json"
 
     def _read_bytes(self, key: str) -> bytes:
-        return b"".join(self._iter_object(key))
+        return b"".join(self.iter_object(key))
 
     def _latest_pointer(self) -> str | None:
         try:
@@ -336,7 +338,7 @@ class CheckpointStore(ABC):
     def _scan(self, area: str) -> dict[str, list[str]]:
         """Keys under ``area/`` grouped by version id; foreign names are ignored."""
         groups: dict[str, list[str]] = {}
-        for key in self._list_keys(f"{area}/"):
+        for key in self.list_keys(f"{area}/"):
             version = key[len(area) + 1:].split("/", 1)[0]
             if is_version_id(version):
                 groups.setdefault(version, []).append(key)
@@ -352,7 +354,7 @@ class CheckpointStore(ABC):
         """Stream one object, checking size and sha256 against ``entry``."""
         sha = hashlib.sha256()
         size = 0
-        for chunk in self._iter_object(key):
+        for chunk in self.iter_object(key):
             sha.update(chunk)
             size += len(chunk)
             if sink is not None:
@@ -377,7 +379,7 @@ class CheckpointStore(ABC):
                     f"(another publisher moved it); {kept}")
         doc = {"version": info.version, "created_at": info.created_at}
         try:
-            self._put_if(LATEST_KEY, dump_json(doc, LATEST_KEY),
+            self.put_if(LATEST_KEY, dump_json(doc, LATEST_KEY),
                          None if seen is None else seen[1])
         except ConcurrentPublishError as exc:
             raise ConcurrentPublishError(f"{exc}; {kept}") from exc
@@ -405,10 +407,10 @@ class CheckpointStore(ABC):
                                   unit="file", disable=None, leave=False):
                 key = f"{area}/{version}/{name}"
                 if isinstance(src, bytes):
-                    self._put_bytes(key, src)
+                    self.put_bytes(key, src)
                 else:
-                    self._put_file(key, src)
-            self._put_bytes(meta_key, meta_bytes)
+                    self.put_file(key, src)
+            self.put_bytes(meta_key, meta_bytes)
             for name, entry in entries.items():
                 self._verify(f"{area}/{version}/{name}", entry)
             self._verify(meta_key, digest_bytes(meta_bytes))
@@ -430,7 +432,7 @@ class CheckpointStore(ABC):
 
     def _discard(self, prefix: str) -> None:
         try:
-            self._delete_keys(self._list_keys(prefix))
+            self.delete_keys(self.list_keys(prefix))
         except Exception:  # the original error matters more than a failed cleanup
             logger.warning("could not remove partial %s", self._location(prefix),
                            exc_info=True)

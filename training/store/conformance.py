@@ -142,7 +142,7 @@ def check_retention(store: CheckpointStore, tamper: Tamper, workdir: Path) -> No
     _expect(store.list_versions() == [chain[0], chain[1], chain[4]], "kept wrong versions")
     _expect(_latest_version(store) == chain[1], "retain moved latest")
     kept = [chain[0], chain[1], chain[4]]
-    _expect(store._list_keys("versions/") == sorted(
+    _expect(store.list_keys("versions/") == sorted(
         f"versions/{v}/{n}" for v in kept
         for n in ("meta.json", "w.bin", "extra/a.bin", "extra/b.bin")), "objects left behind")
     for version, byte in ((chain[0], 0), (chain[1], 1), (chain[4], 4)):
@@ -179,11 +179,11 @@ def check_atomic_publish(store: CheckpointStore, tamper: Tamper, workdir: Path) 
 
     points = {
         "before latest.json": ("_before_promote", fail, InjectedFailure),
-        "meta.json upload": ("_put_bytes", _fail_on(store._put_bytes, "meta.json"),
+        "meta.json upload": ("put_bytes", _fail_on(store.put_bytes, "meta.json"),
                              InjectedFailure),
-        "file upload": ("_put_bytes", _fail_on(store._put_bytes, "replay.parquet"),
+        "file upload": ("put_bytes", _fail_on(store.put_bytes, "replay.parquet"),
                         InjectedFailure),
-        "damaged upload": ("_put_bytes", _fail_on(store._put_bytes, "replay.parquet", True),
+        "damaged upload": ("put_bytes", _fail_on(store.put_bytes, "replay.parquet", True),
                            CheckpointCorruptError)}
     for point, (name, replacement, error) in points.items():
         with _patched(store, name, replacement):
@@ -191,12 +191,12 @@ def check_atomic_publish(store: CheckpointStore, tamper: Tamper, workdir: Path) 
                 {"model.safetensors": b"bad", "replay.parquet": b"r2"}, {}, v1.version))
         _expect(_latest_version(store) == v1.version, f"latest moved ({point})")
         _expect(store.list_versions() == [v1.version], f"partial version listed ({point})")
-        _expect(store._list_keys("versions/") == sorted(
+        _expect(store.list_keys("versions/") == sorted(
             f"versions/{v1.version}/{n}" for n in ("meta.json", "model.safetensors",
                                                    "replay.parquet")), f"leftovers ({point})")
     # A hard crash skips the clean-up: the partial version stays but is not listed.
     with _patched(store, "_discard", lambda prefix: None), \
-            _patched(store, "_put_bytes", _fail_on(store._put_bytes, "meta.json")):
+            _patched(store, "put_bytes", _fail_on(store.put_bytes, "meta.json")):
         _raises(InjectedFailure, lambda: store.publish({"model.safetensors": b"x"}, {}, None))
     _expect(store.list_versions() == [v1.version], "crashed publish listed")
     store.load(v1.version, workdir / "after")
@@ -297,7 +297,7 @@ def check_key_validation(store: CheckpointStore, tamper: Tamper, workdir: Path) 
     _raises(InvalidKeyError, lambda: store.publish({"a": b"1", "a/b": b"2"}, {}, None), "folder")
     _raises(InvalidKeyError, lambda: store.read_meta("../v1"), "version")
     _raises(InvalidKeyError, lambda: store.load("latest", workdir), "version")
-    _expect(store.latest() is None and store._list_keys("versions/") == [], "bad keys wrote")
+    _expect(store.latest() is None and store.list_keys("versions/") == [], "bad keys wrote")
 
 
 def check_racing_publishers(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:

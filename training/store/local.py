@@ -53,20 +53,20 @@ class LocalStore(CheckpointStore):
             Path(tmp).unlink(missing_ok=True)
             raise
 
-    def _put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> None:
         def write(fh: BinaryIO) -> None:
             fh.write(data)
 
         self._atomic_write(key, write)
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path) -> None:
         def copy(fh: BinaryIO) -> None:
             with open(path, "rb") as src:
                 shutil.copyfileobj(src, fh, CHUNK)
 
         self._atomic_write(key, copy)
 
-    def _iter_object(self, key: str) -> Iterator[bytes]:
+    def iter_object(self, key: str) -> Iterator[bytes]:
         try:
             fh = open(self._path(key), "rb")
         except (FileNotFoundError, NotADirectoryError, IsADirectoryError) as exc:
@@ -75,14 +75,14 @@ class LocalStore(CheckpointStore):
             while chunk := fh.read(CHUNK):
                 yield chunk
 
-    def _list_keys(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         base = self._path(prefix.rstrip("/"))
         if not base.is_dir():
             return []
         return sorted(p.relative_to(self.root).as_posix()
                       for p in base.rglob("*") if p.is_file())
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
+    def delete_keys(self, keys: Sequence[str]) -> None:
         parents = set()
         for key in keys:
             path = self._path(key)
@@ -97,25 +97,25 @@ class LocalStore(CheckpointStore):
                     break
                 folder = folder.parent
 
-    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         try:
             data = self._path(key).read_bytes()
         except (FileNotFoundError, NotADirectoryError):
             return None
         return data, hashlib.sha256(data).hexdigest()
 
-    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+    def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         target = self._path(key)
         target.parent.mkdir(parents=True, exist_ok=True)
         lock = target.with_name(f".{target.name}.lock")
         with open(lock, "a+b") as handle:
             fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
             try:
-                current = self._read_tagged(key)
+                current = self.read_tagged(key)
                 found = None if current is None else current[1]
                 if found != tag:
                     raise ConcurrentPublishError(
                         f"{self._location(key)} changed since it was read")
-                self._put_bytes(key, data)
+                self.put_bytes(key, data)
             finally:
                 fcntl.flock(handle.fileno(), fcntl.LOCK_UN)

@@ -95,14 +95,14 @@ class S3Store(CheckpointStore):
         except (BotoCoreError, ClientError) as exc:
             raise self._fail(op, key, exc) from exc
 
-    def _put_bytes(self, key: str, data: bytes) -> None:
+    def put_bytes(self, key: str, data: bytes) -> None:
         self._call("put_object", key, Key=self._key(key), Body=data)
 
-    def _put_file(self, key: str, path: Path) -> None:
+    def put_file(self, key: str, path: Path) -> None:
         with open(path, "rb") as fh:
             self._call("put_object", key, Key=self._key(key), Body=fh)
 
-    def _iter_object(self, key: str) -> Iterator[bytes]:
+    def iter_object(self, key: str) -> Iterator[bytes]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         body = self._call("get_object", key, Key=self._key(key))["Body"]
@@ -113,7 +113,7 @@ class S3Store(CheckpointStore):
         finally:
             body.close()
 
-    def _list_keys(self, prefix: str) -> list[str]:
+    def list_keys(self, prefix: str) -> list[str]:
         from botocore.exceptions import BotoCoreError, ClientError
 
         full = self._key(prefix)
@@ -128,7 +128,7 @@ class S3Store(CheckpointStore):
             raise self._fail("list_objects_v2", prefix, exc) from exc
         return sorted(keys)
 
-    def _delete_keys(self, keys: Sequence[str]) -> None:
+    def delete_keys(self, keys: Sequence[str]) -> None:
         for start in range(0, len(keys), self.delete_batch):
             batch = keys[start:start + self.delete_batch]
             objects = [{"Key": self._key(k)} for k in batch]
@@ -140,7 +140,7 @@ class S3Store(CheckpointStore):
                 raise StoreError(f"{self.uri}: delete_objects failed for {len(errors)} key(s), "
                                  f"first {first.get('Key')!r}: {first.get('Code')}")
 
-    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+    def read_tagged(self, key: str) -> tuple[bytes, str] | None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         try:
@@ -154,7 +154,7 @@ class S3Store(CheckpointStore):
         finally:
             reply["Body"].close()
 
-    def _put_if(self, key: str, data: bytes, tag: str | None) -> None:
+    def put_if(self, key: str, data: bytes, tag: str | None) -> None:
         from botocore.exceptions import BotoCoreError, ClientError
 
         condition = {"IfNoneMatch": "*"} if tag is None else {"IfMatch": tag}
