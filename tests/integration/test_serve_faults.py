@@ -197,26 +197,39 @@ SCHEMATHESIS_CHECKS = ("not_a_server_error,response_schema_conformance,"
                        "content_type_conformance")
 
 
+def fuzz_round(app: App, tmp_path: Path, seed: int, budget_s: int) -> list[dict[str, Any]]:
+    """One schemathesis run of ``budget_s`` seconds (fuzzing repeats until it is spent);
+    fails on any check, returns the requests it sent."""
+    har = tmp_path / f"schemathesis-{seed}.har"
+    command = [str(Path(sys.executable).parent / "schemathesis"), "run",
+               f"{app.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
+               "--checks", SCHEMATHESIS_CHECKS, "--max-examples", "50", "--seed", str(seed),
+               "--workers", "1", "--request-timeout", "10", "--max-time", str(budget_s),
+               "--report", "har", "--report-har-path", str(har), "--no-color"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=budget_s + 120,
+                         check=False)
+    print(run.stdout[-3000:])
+    assert run.returncode == 0, run.stdout[-3000:]
+    entries: list[dict[str, Any]] = json.loads(har.read_text())["log"]["entries"]
+    return entries
+
+
 def test_schemathesis_finds_no_5xx_schema_violation_or_rejected_valid_body(
         app: App, tmp_path: Path) -> None:
     """Property-based requests from the served OpenAPI (feature names pinned once loaded):
     every answer is a documented 2xx/4xx matching its schema, and every schema-valid body is
     accepted."""
-    # #11's acceptance asks for >= 1,000 requests; longer runs: SHOPSTREAM_FUZZ_S=300.
-    budget_s = max(100, int(os.environ.get("SHOPSTREAM_FUZZ_S", "100")))
-    har = tmp_path / "schemathesis.har"
-    command = [str(Path(sys.executable).parent / "schemathesis"), "run",
-               f"{app.url}/openapi.json", "-H", f"Authorization: Bearer {TOKEN}",
-               "--checks", SCHEMATHESIS_CHECKS, "--max-examples", "50", "--seed", "7",
-               "--workers", "1", "--request-timeout", "10", "--max-time", str(budget_s),
-               "--report", "har", "--report-har-path", str(har), "--no-color"]
-    run = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False)
-    print(run.stdout[-3000:])
-    entries = json.loads(har.read_text())["log"]["entries"]
+    # #11's acceptance asks for >= 1,000 requests: ~36/s here on a quiet machine (one 40 s
+    # round), ~10/s on a loaded one, so rounds with new seeds run until 1,000 are sent
+    # (at most 4). Longer runs: SHOPSTREAM_FUZZ_S=300.
+    budget_s = int(os.environ.get("SHOPSTREAM_FUZZ_S", "40"))
+    entries: list[dict[str, Any]] = []
+    for seed in range(7, 11):
+        entries += fuzz_round(app, tmp_path, seed, budget_s)
+        if len(entries) >= 1000:
+            break
     statuses = Counter(e["response"]["status"] for e in entries)
     print(f"schemathesis: {len(entries)} requests, statuses {dict(statuses)}")
-    assert run.returncode == 0, run.stdout[-3000:]
-    # ~22 requests/s on a quiet machine, >= 10/s on a loaded one.
     assert len(entries) >= 1000 and not [s for s in statuses if s >= 500]
 
 

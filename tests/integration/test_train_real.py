@@ -18,7 +18,9 @@ def test_minilm_on_online_retail_beats_random_and_reports_baselines(
         shared_data_dir: Path) -> None:
     job = JobConfig(source="online_retail", path=str(shared_data_dir / "online_retail"),
                     freq="week", eval_window=2, train_windows=2)
-    result = run_job(job, ModelConfig(finetune_layers=1), TrainConfig(epochs=1, device="cpu"))
+    # The frozen encoder of the real-data reports (one trainable MiniLM layer makes CPU steps
+    # ~30x slower; fine-tuning a layer is covered by test_incremental).
+    result = run_job(job, ModelConfig(finetune_layers=0), TrainConfig(epochs=1, device="cpu"))
     assert result["train_window"] == "2010-11-29..2010-12-06"
     assert result["eval_window"] == "2010-12-13"
     rec = result["recommendation"]
