@@ -275,11 +275,6 @@ def evaluate_models(models: dict[str, ShopStreamModel], ctx: WindowContext, k: i
     return out
 
 
-def main_metric(row: dict[str, Any], task: str, metric: str) -> float:
-    value = row.get(task, {}).get(metric, math.nan)
-    return float(value) if value is not None else math.nan
-
-
 def forgetting_row(model: ShopStreamModel, contexts: list[WindowContext], k: int,
                    tasks: dict[str, str]) -> dict[str, dict[str, float]]:
     """Main metric of one version on each of ``contexts`` (earlier windows and the last)."""

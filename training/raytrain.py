@@ -1,9 +1,11 @@
 """Run one window's training as a Ray Train ``TorchTrainer`` and collect the result.
 
-Ray Train storage (mid-run checkpoints) is a local directory or S3: for
-``s3://bucket/path`` with a custom endpoint (MinIO, moto) we hand Ray a
-``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one, Ray resolves the
-URI itself through the standard AWS credential chain.
+The start state (model, teacher, optimizer moments: :mod:`training.start_state`) goes to
+the workers as a checkpoint beside the run's own in Ray Train storage, deleted when the run
+ends; the examples go through the object store. Ray Train storage is a local directory or
+S3: for ``s3://bucket/path`` with a custom endpoint (MinIO, moto) we hand Ray a
+``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one, Ray resolves the URI
+itself through the standard AWS credential chain.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import tempfile
 import time
 import uuid
 from dataclasses import asdict, replace
@@ -30,8 +33,9 @@ from training.examples import WindowExamples
 from training.fit_result import FitResult, OptimizerState
 from training.incremental_config import IncrementalConfig
 from training.local_fit import fit_local
-from training.model import ShopStreamModel, load_model, model_state
+from training.model import ShopStreamModel, load_model
 from training.optim_state import OPTIMIZER_FILE
+from training.start_state import write_start_state
 from training.worker import STATE_FILE, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
@@ -111,30 +115,60 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
     """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
     use_gpu = resolve_use_gpu(inc.use_gpu)
     # Titles are encoded once here (and kept for the gate's evaluation), not once per
-    # worker and again for the teacher: the frozen outputs travel with the payload.
+    # worker and again for the teacher: the frozen outputs travel with the start state.
     model.text.use_shared_cache()
     model.text.warm(model.item_titles[1:])
-    payload = ray.put({"model": model_state(model),
-                       "teacher": model_state(teacher) if teacher is not None else None,
-                       "optimizer": optimizer, "examples": examples,
-                       "text_cache": model.text.export_cache(model.item_titles[1:])})
     storage_path, fs = storage(inc.storage_path, inc.endpoint_url)
     name = f"incremental-{window_id.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
+    with tempfile.TemporaryDirectory() as tmp:
+        write_start_state(Path(tmp), model, teacher, optimizer,
+                          model.text.export_cache(model.item_titles[1:]))
+        start = upload_start(Path(tmp), storage_path, fs, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": asdict(train_cfg),
                            "worker": asdict(worker_settings(inc, teacher is not None)),
-                           "payload": payload},
+                           "start": start, "examples": ray.put(examples)},
         scaling_config=ScalingConfig(num_workers=inc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": inc.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs,
                              failure_config=FailureConfig(max_failures=inc.max_failures),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     began = time.perf_counter()
-    result = trainer.fit()
+    try:
+        result = trainer.fit()
+    finally:
+        delete_start(start)
     seconds = time.perf_counter() - began
+    return fit_result(result, seconds, inc, train_cfg, examples, use_gpu)
+
+
+def upload_start(local: Path, storage_path: str, fs: pyarrow.fs.FileSystem | None,
+                 name: str) -> ray.train.Checkpoint:
+    """Copy the start state beside the run's checkpoints, where every node can read it."""
+    if fs is None:
+        fs, storage_path = pyarrow.fs.FileSystem.from_uri(storage_path)
+    dest = f"{storage_path.rstrip('/')}/{name}-start"
+    fs.create_dir(dest, recursive=True)
+    pyarrow.fs.copy_files(str(local), dest, source_filesystem=pyarrow.fs.LocalFileSystem(),
+                          destination_filesystem=fs)
+    return ray.train.Checkpoint(dest, filesystem=fs)
+
+
+def delete_start(start: ray.train.Checkpoint) -> None:
+    """The start state is the run's input only: the published version is what outlives it.
+    A failed delete leaves a directory behind, never a failed update."""
+    try:
+        (start.filesystem or pyarrow.fs.LocalFileSystem()).delete_dir(start.path)
+    except OSError as err:
+        logger.warning("could not delete the start state at %s: %s", start.path, err)
+
+
+def fit_result(result: ray.train.Result, seconds: float, inc: IncrementalConfig,
+               train_cfg: TrainConfig, examples: WindowExamples, use_gpu: bool) -> FitResult:
+    """The trained model and moments of a finished run's last checkpoint, and its figures."""
     if result.checkpoint is None:
-        raise RuntimeError(f"Ray Train run {name} finished without a checkpoint")
+        raise RuntimeError(f"Ray Train run at {result.path} finished without a checkpoint")
     with result.checkpoint.as_directory() as directory:
         path = Path(directory)
         trained = load_model(path)
@@ -142,7 +176,7 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
         opt = (load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     metrics = result.metrics or {}
     steps = total_steps(examples, inc.num_workers, train_cfg)[1]
-    logger.info("Ray Train run %s: %.1f s wall, metrics %s", name, seconds, metrics)
+    logger.info("Ray Train run: %.1f s wall, metrics %s", seconds, metrics)
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
                      float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
                      state.get("resumed_from"),

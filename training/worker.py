@@ -1,8 +1,9 @@
 """The Ray Train worker: one DDP rank training its shard of a window.
 
-Every rank gets the same start state (model, teacher, optimizer moments, examples)
-through the Ray object store and trains ``examples.shard(rank, world_size)`` with the
-engine's :func:`training.engine.run_epochs`; this module adds only what Ray needs: start-up,
+Every rank gets the same start state: model, teacher and optimizer moments as a checkpoint
+in Ray Train storage (:mod:`training.start_state`), the examples through the object store.
+It trains ``examples.shard(rank, world_size)`` with the engine's
+:func:`training.engine.run_epochs`; this module adds only what Ray needs: start-up,
 DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end (rank 0 writes
 it), and the resume: a restarted worker group goes on from the last reported checkpoint.
 """
@@ -38,13 +39,14 @@ from training.engine import (
     total_steps,
 )
 from training.examples import WindowExamples
-from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, save_model
+from training.model import MultiTaskBatch, ShopStreamModel, save_model
 from training.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
     restore_optimizer_state,
     save_optimizer,
 )
+from training.start_state import read_start_state
 
 __all__ = ["STATE_FILE", "STEADY_WARMUP_STEPS", "InjectedFailure", "WorkerSettings",
            "global_steps", "train_loop_per_worker"]
@@ -120,25 +122,28 @@ class _RayHooks(StepHooks):
 
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
-    """Ray Train entry point; ``config`` = {train, worker, payload (an ObjectRef)}."""
+    """Ray Train entry point; ``config`` = {train, worker, start (a ``ray.train.Checkpoint``
+    of :mod:`training.start_state`), examples (an ObjectRef)}."""
     cfg = config_from_dict(TrainConfig, config["train"])
     settings = config_from_dict(WorkerSettings, config["worker"])
-    payload = ray.get(config["payload"])
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     # Seeded before the model is built (as ever): changing this order changes the dropout.
     seed_torch(cfg, rank)
     device = ray.train.torch.get_device()
-    model = model_from_state(*payload["model"]).train()
-    teacher = model_from_state(*payload["teacher"]).to(device) if payload["teacher"] else None
-    share_text_cache(model, teacher, payload.get("text_cache") or {})
+    with config["start"].as_directory() as directory:
+        state = read_start_state(Path(directory))
+    model, teacher = state.model, state.teacher
+    if teacher is not None:
+        teacher = teacher.to(device)
+    share_text_cache(model, teacher, state.text_cache)
     optimizer = build_optimizer(model, cfg)
-    if payload["optimizer"] is not None:
-        restore_optimizer_state(optimizer, model, *payload["optimizer"])
+    if state.optimizer is not None:
+        restore_optimizer_state(optimizer, model, *state.optimizer)
     start = _resume(model, optimizer)
     objective = ray.train.torch.prepare_model(build_objective(model, teacher, cfg, settings))
     optimizer = _move_optimizer(optimizer, device)
-    examples: WindowExamples = payload["examples"]
+    examples: WindowExamples = ray.get(config["examples"])
     steps, total = total_steps(examples, world, cfg)
     scheduler = build_scheduler(optimizer, total, cfg, start=start)
     run_epochs(objective, model, optimizer, scheduler, examples.shard(rank, world), cfg, steps,

@@ -74,12 +74,20 @@ def _two_windows(store: str, tmp: Path, endpoint: str | None = None,
         assert b["user_emb.weight"].shape[0] > a["user_emb.weight"].shape[0]
 
 
-def test_two_windows_on_moto_s3(tmp_path: Path, moto_s3: str, s3_bucket: str) -> None:
+def test_two_windows_on_moto_s3(tmp_path: Path, moto_s3: str, s3_bucket: str,
+                                s3_client: Any) -> None:
     # The local store's chain is the same code (unit tier, and the destroyed-candidate test
     # below); each Ray Train fit costs ~20 s of start-up, so one Ray Train fit on S3 here.
     bucket = s3_bucket.split("/")[2]
     _two_windows(s3_bucket, tmp_path, moto_s3, gate_tolerance=1.0, trainer="ray",
                  storage_path=f"s3://{bucket}/ray-runs")
+    # The run's checkpoints stay in its S3 storage; the start state it read from there is
+    # deleted once the run ends.
+    keys = [o["Key"] for page in s3_client.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix="ray-runs/") for o in page.get("Contents", [])]
+    runs = {k.split("/")[1] for k in keys}
+    assert any(r.startswith("incremental-2024-01-08-") for r in runs), runs
+    assert not [r for r in runs if r.endswith("-start")], runs
 
 
 def test_a_destroyed_candidate_is_rejected_then_a_corrupt_latest_stops_the_next_run(
