@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS))
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
-    windows = load_windows(args.source, args.path, args.freq, DEMO_SHOP)
+    windows = list(load_windows(args.source, args.path, args.freq, DEMO_SHOP))
     contexts = build_contexts(windows, ModelConfig().history_len)
     rows: list[dict[str, Any]] = []
     for t in args.at:

@@ -78,10 +78,11 @@ def materialize(cfg: PipelineConfig, inc: IncrementalConfig,
     """The source as a folder of windows (what every update reads), oldest first."""
     if inc.source == "windows":
         folder = Path(str(inc.path))
-        windows = load_windows("windows", str(folder))
+        # The pipeline evaluates every window, so it holds them all (an update alone does not).
+        windows = list(load_windows("windows", str(folder)))
     else:
         folder = Path(cfg.work_dir) / f"windows-{inc.source}-{source_key(inc, synthetic)}"
-        windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
+        windows = list(load_windows(inc.source, inc.path, inc.freq, synthetic))
         freq = synthetic.freq if inc.source == "synthetic" and synthetic else inc.freq
         done = set(list_windows(folder))
         for window in windows:

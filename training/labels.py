@@ -11,18 +11,21 @@ against their eventual labels (the prequential test is retrospective).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from training.data.schema import WindowData
+from training.window_set import window_ids
 
 
-def labels_arrived(windows: list[WindowData], window: WindowData, delay: int) -> WindowData:
+def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int) -> WindowData:
     """``window`` as an update at its end sees it: its items and interactions, and the
     transactions whose labels have arrived, which are those of the window ``delay`` windows
     earlier (none during the first ``delay`` windows). ``delay`` 0: ``window`` itself."""
     if delay == 0:
         return window
-    ids = [w.window_id for w in windows]
+    ids = window_ids(windows)
     if window.window_id not in ids:
         raise ValueError(f"label_delay: window {window.window_id} is not one of the source's")
     pos = ids.index(window.window_id)
@@ -36,7 +39,7 @@ def labels_arrived(windows: list[WindowData], window: WindowData, delay: int) ->
     return WindowData(window.window_id, items, window.interactions, earlier.transactions)
 
 
-def known_at(windows: list[WindowData], delay: int) -> list[WindowData]:
+def known_at(windows: Sequence[WindowData], delay: int) -> list[WindowData]:
     """``windows`` (a prefix of the source, oldest first) as known at the end of the last:
     each with the transactions whose labels have arrived by then, so that together they
     hold the transactions of all but the last ``delay`` windows, each once."""

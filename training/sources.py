@@ -7,6 +7,7 @@ never care which one it was.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,8 @@ from training.data.online_retail import load_online_retail
 from training.data.schema import TABLE_NAMES, WindowData
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.ulb import load_ulb
-from training.data.windows import list_windows, read_window, split_windows
+from training.data.windows import split_windows
+from training.window_set import WindowSet
 
 logger = logging.getLogger(__name__)
 
@@ -29,10 +31,10 @@ class SourceError(ValueError):
 
 
 def load_windows(source: str, path: str | None = None, freq: str = "week",
-                 synthetic: SyntheticShopConfig | None = None) -> list[WindowData]:
-    """All windows of a source, oldest first."""
+                 synthetic: SyntheticShopConfig | None = None) -> WindowSet:
+    """All windows of a source, oldest first; a folder's are read only when used."""
     if source == "synthetic":
-        return list(generate(synthetic or SyntheticShopConfig()).windows)
+        return WindowSet.of(generate(synthetic or SyntheticShopConfig()).windows)
     if source not in SOURCES:
         raise SourceError(f"source: unknown source {source!r}; expected one of {SOURCES}")
     if not path:
@@ -40,13 +42,13 @@ def load_windows(source: str, path: str | None = None, freq: str = "week",
     if not Path(path).exists():
         raise SourceError(f"path: {path} does not exist")
     if source == "windows":
-        return [read_window(Path(path), wid) for wid in list_windows(Path(path))]
+        return WindowSet.from_folder(path)
     loaded = load_online_retail(path) if source == "online_retail" else load_ulb(path)
     logger.info("loaded %s from %s: %s", source, path, loaded.counts)
-    return list(split_windows(loaded, freq).values())  # type: ignore[arg-type]
+    return WindowSet.of(split_windows(loaded, freq).values())  # type: ignore[arg-type]
 
 
-def merge_windows(windows: list[WindowData]) -> WindowData:
+def merge_windows(windows: Sequence[WindowData]) -> WindowData:
     """One window holding the rows of several (items deduplicated, newest title wins)."""
     if len(windows) == 1:
         return windows[0]

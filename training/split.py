@@ -2,26 +2,29 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from training.cli import ConfigError
 from training.data.schema import WindowData
+from training.window_set import window_ids
 
 
-def choose_window(windows: list[WindowData], requested: str | None,
+def choose_window(windows: Sequence[WindowData], requested: str | None,
                   after: str | None) -> WindowData:
     """The requested window, else the first one after ``after``: the window of the training
     head (the newest version that has seen every window so far, see ``training.head``)."""
-    ids = [w.window_id for w in windows]
+    ids = window_ids(windows)
     if requested is not None:
         if requested not in ids:
             raise ConfigError(f"window: {requested!r} is not among the source's windows {ids}")
         return windows[ids.index(requested)]
-    later = [w for w in windows if after is None or w.window_id > after]
+    later = [pos for pos, wid in enumerate(ids) if after is None or wid > after]
     if not later:
         raise ConfigError(f"window: no window after the training head's {after!r} "
                           f"(windows: {ids}); nothing new to train on")
-    return later[0]
+    return windows[later[0]]
 
 
 def _restrict_items(window: WindowData, inter: pd.DataFrame, txns: pd.DataFrame,

@@ -19,6 +19,7 @@ import logging
 import math
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -83,14 +84,14 @@ def init_model(model_cfg: ModelConfig, window: WindowData) -> ShopStreamModel:
     return model
 
 
-def pick_windows(windows: list[WindowData], job: JobConfig) -> tuple[list[WindowData],
-                                                                      WindowData]:
+def pick_windows(windows: Sequence[WindowData], job: JobConfig
+                 ) -> tuple[list[WindowData], WindowData]:
     n = len(windows)
     pos = job.eval_window if job.eval_window >= 0 else n + job.eval_window
     if not 1 <= pos < n:
         raise ConfigError(f"eval_window: position {job.eval_window} leaves no earlier window "
                           f"to train on ({n} windows: {[w.window_id for w in windows]})")
-    return windows[max(0, pos - job.train_windows):pos], windows[pos]
+    return list(windows[max(0, pos - job.train_windows):pos]), windows[pos]
 
 
 def run_job(job: JobConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,

@@ -7,6 +7,7 @@ begin with :func:`prepare_update`, so a sweep tunes exactly the update it will f
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from training.sources import load_windows, merge_windows
 from training.split import choose_window, split_holdout
 from training.store import CheckpointStore
 from training.train import init_model
+from training.window_set import WindowSet, window_ids
 
 
 @dataclass
@@ -39,7 +41,7 @@ class Update:
     """The parent version, the new window split for training/gate, and the start model."""
 
     parent: Parent | None
-    windows: list[WindowData]
+    windows: WindowSet
     window: WindowData
     train_part: WindowData
     holdout: WindowData
@@ -61,8 +63,7 @@ class Update:
 
     def next_window(self) -> WindowData | None:
         """The window after the one being trained (validation for sweeps), if any."""
-        ids = [w.window_id for w in self.windows]
-        pos = ids.index(self.window.window_id)
+        pos = self.windows.position(self.window.window_id)
         return self.windows[pos + 1] if pos + 1 < len(self.windows) else None
 
 
@@ -75,7 +76,7 @@ def start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: Windo
     return model_from_state(*model_state(teacher)).train(), teacher
 
 
-def carried_tail(windows: list[WindowData], parent: Parent | None, window: WindowData,
+def carried_tail(windows: Sequence[WindowData], parent: Parent | None, window: WindowData,
                  holdout_frac: float, label_delay: int = 0) -> WindowData | None:
     """The parent window's held-out tail (as that update saw it: labels that had arrived),
     if the source still has it.
@@ -86,10 +87,11 @@ def carried_tail(windows: list[WindowData], parent: Parent | None, window: Windo
     """
     if parent is None or parent.window is None or parent.window == window.window_id:
         return None
-    by_id = {w.window_id: w for w in windows}
-    if parent.window not in by_id:
+    ids = window_ids(windows)
+    if parent.window not in ids:
         return None
-    return split_holdout(labels_arrived(windows, by_id[parent.window], label_delay),
+    return split_holdout(labels_arrived(windows, windows[ids.index(parent.window)],
+                                        label_delay),
                          holdout_frac, per_table=label_delay > 0)[1]
 
 
@@ -141,11 +143,12 @@ def load_incumbent(store: CheckpointStore, start: StartPoint) -> ShopStreamModel
         return load_model(Path(tmp)).eval()
 
 
-def full_retrain_start(model_cfg: ModelConfig, windows: list[WindowData]
+def full_retrain_start(model_cfg: ModelConfig, windows: Sequence[WindowData]
                        ) -> tuple[WindowData, ShopStreamModel, WindowExamples]:
     """(the windows merged, a fresh pretrained-encoder model fitted to them, its examples):
     what a full retrain trains on. Each window's rows are built against the history as of
     that window's start (point-in-time repeat features), starting from an empty history."""
+    windows = list(windows)
     merged = merge_windows(windows)
     model = init_model(model_cfg, merged)
     examples = WindowExamples.build_over(model, windows, PurchaseHistory(model_cfg.history_len))
@@ -153,14 +156,14 @@ def full_retrain_start(model_cfg: ModelConfig, windows: list[WindowData]
 
 
 def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
-                     model_cfg: ModelConfig, windows: list[WindowData], window: WindowData,
+                     model_cfg: ModelConfig, windows: WindowSet, window: WindowData,
                      start: StartPoint) -> Update:
     """A full retrain on every window before ``window`` plus its training part (the
     held-out tail stays for the gate); replay and history are rebuilt from those windows,
     as the chain of incremental updates would have built them."""
     train_part, holdout = split_holdout(window, inc.holdout_frac,
                                         per_table=inc.label_delay > 0)
-    prior = known_at(windows[:[w.window_id for w in windows].index(window.window_id) + 1],
+    prior = known_at(windows[:windows.position(window.window_id) + 1],
                      inc.label_delay)[:-1]
     mixed, model, examples = full_retrain_start(model_cfg, [*prior, train_part])
     replay = ReplayBuffer(inc.replay_capacity, train_cfg.seed)

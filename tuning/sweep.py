@@ -97,8 +97,8 @@ def check_windows(store: CheckpointStore, inc: IncrementalConfig, sweep: SweepCo
     latest = store.latest()
     after = latest.user_meta.get("window") if latest is not None else None
     window = choose_window(windows, inc.window, None if after is None else str(after))
-    ids = [w.window_id for w in windows]
-    pos = ids.index(window.window_id)
+    ids = list(windows.ids)
+    pos = windows.position(window.window_id)
     if pos + 1 >= len(windows):
         raise ConfigError(f"window: {window.window_id} is the source's last window; a sweep "
                           f"scores trials on the next one (windows: {ids})")
