@@ -54,7 +54,7 @@ import numpy as np
 import torch
 
 from serving.config import SERVE_START_ENV, ServeConfig
-from serving.testing import (
+from tests.support.published import (
     FRAUD_FEATURES,
     perturbed,
     publish,

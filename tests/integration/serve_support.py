@@ -17,7 +17,14 @@ import pytest
 
 from serving.app import build_app
 from serving.config import AppArgs
-from serving.testing import Reference, perturbed, publish, shop_history, shop_model, wait_serving
+from tests.support.published import (
+    Reference,
+    perturbed,
+    publish,
+    shop_history,
+    shop_model,
+    wait_serving,
+)
 from training.model import ModelConfig, ShopStreamModel
 from training.store import LocalStore, VersionInfo
 

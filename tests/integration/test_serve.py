@@ -16,11 +16,6 @@ from typing import Any
 import pytest
 
 from serving.config import AppArgs
-from serving.testing import (
-    publish,
-    shop_history,
-    wait_serving,
-)
 from tests.integration.serve_support import (
     AUTH,
     MAX_BODY,
@@ -38,6 +33,11 @@ from tests.integration.serve_support import (
     publish_next,
     reload_under_load,
     wait_skipped,
+)
+from tests.support.published import (
+    publish,
+    shop_history,
+    wait_serving,
 )
 
 pytestmark = pytest.mark.integration

@@ -26,7 +26,6 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from serving.testing import wait_serving
 from tests.integration.serve_support import (
     AUTH,
     POLL_S,
@@ -39,6 +38,7 @@ from tests.integration.serve_support import (
     deploy_app,
     publish_next,
 )
+from tests.support.published import wait_serving
 
 pytestmark = pytest.mark.integration
 

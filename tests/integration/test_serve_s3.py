@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, ServeConfig
-from serving.testing import (
+from tests.support.published import (
     Reference,
     perturbed,
     publish,

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from serving.testing import shop_history, shop_model
+from tests.support.published import shop_history, shop_model
 from tests.unit.test_fraud_trees import txns
 from training.evaluate import fraud_scores
 from training.examples import fraud_examples

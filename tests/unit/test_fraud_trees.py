@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from serving.testing import shop_history, shop_model
+from tests.support.published import shop_history, shop_model
 from training.evaluate import fraud_scores
 from training.examples import fraud_examples
 from training.fraud_blend import (

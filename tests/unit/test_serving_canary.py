@@ -13,7 +13,7 @@ from serving.canary import bucket
 from serving.config import ServeConfig
 from serving.replica import ModelReplica
 from serving.schemas import FraudRequest, RecommendRequest
-from serving.testing import FRAUD_FEATURES, perturbed, publish, shop_history, shop_model
+from tests.support.published import FRAUD_FEATURES, perturbed, publish, shop_history, shop_model
 from training.model import ModelConfig
 from training.store import CheckpointMissingError, LocalStore
 from training.store.canary import CanarySpec, read_canary, write_canary

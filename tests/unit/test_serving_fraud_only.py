@@ -13,7 +13,7 @@ from serving.item_cache import ItemVectorCache
 from serving.loading import load_version
 from serving.replica import ModelReplica
 from serving.schemas import FraudRequest, RecommendRequest
-from serving.testing import publish, shop_model
+from tests.support.published import publish, shop_model
 from training.history import PurchaseHistory
 from training.model import ModelConfig
 from training.store import LocalStore

@@ -18,7 +18,7 @@ from serving.holder import VersionHolder
 from serving.loading import make_holder
 from serving.predictor import Predictor
 from serving.replica import ModelReplica
-from serving.testing import publish, shop_history, shop_model
+from tests.support.published import publish, shop_history, shop_model
 from training.model import ModelConfig
 from training.store import LocalStore
 

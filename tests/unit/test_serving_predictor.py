@@ -17,7 +17,7 @@ from serving.item_cache import ItemVectorCache
 from serving.loading import CatalogueError, load_version, read_catalogue
 from serving.predictor import Predictor, Thresholds
 from serving.schemas import FraudRequest, RecommendRequest
-from serving.testing import Reference, perturbed, publish, shop_history, shop_model
+from tests.support.published import Reference, perturbed, publish, shop_history, shop_model
 from training.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
 from training.model import (
     IdMap,

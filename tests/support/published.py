@@ -100,10 +100,10 @@ def publish(store: CheckpointStore, model: ShopStreamModel, history: PurchaseHis
     ``thresholds=None`` leaves ``fraud_thresholds`` out of the meta."""
     folder = Path(workdir) / f"bundle-{len(list(Path(workdir).glob('bundle-*')))}"
     files, meta = write_bundle(folder, model, None, ReplayBuffer(100, 0), history)
-    meta.update({"window": window, "source": "serving.testing"})
+    meta.update({"window": window, "source": "tests.support.published"})
     if thresholds is not None:
         meta["fraud_thresholds"] = {"review": thresholds[0], "decline": thresholds[1],
-                                    "basis": "set by serving.testing"}
+                                    "basis": "set by tests.support.published"}
     meta.update(extra_meta or {})
     return store.publish(files, meta, parent).version
 

@@ -1,0 +1,1 @@
+"""Helpers the tests (and the latency benchmark, run from a checkout) share."""
