@@ -52,7 +52,7 @@ from serving.schemas import (
 from serving.schemas import Thresholds as ThresholdsBody
 from training.history import PurchaseHistory, history_matrix
 from training.model import FraudBatch, ShopStreamModel
-from training.model.multitask import ItemTable
+from training.model.item_table import ItemTable
 
 logger = logging.getLogger(__name__)
 

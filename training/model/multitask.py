@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -27,13 +26,14 @@ from training.model.calibration import FraudCalibration
 from training.model.config import ModelConfig
 from training.model.embeddings import grow_embedding, id_embedding
 from training.model.features import (
-    MIN_STD,
     fraud_input_matrix,
     fraud_stats,
     item_title_list,
     signed_log1p,
 )
-from training.model.fraud_trees import FraudTrees, tree_inputs
+from training.model.fraud_head import FraudHead
+from training.model.fraud_trees import FraudTrees
+from training.model.item_table import ItemTable
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.ranking import LAST_COUNT, own_order, row_count_weights
 from training.model.text import TextEncoder
@@ -48,34 +48,11 @@ __all__ = ["FraudBatch", "FraudInputs", "ItemTable", "MultiTaskBatch", "RecBatch
            "item_title_list", "signed_log1p"]
 
 TASKS: tuple[str, ...] = ("rec", "fraud")
-# Bound of the fraud head's standardised inputs (see ShopStreamModel._fraud_inputs).
-MAX_ABS_Z = 1e4
 
 
-def _as_vector(values: np.ndarray | Tensor) -> Tensor:
-    if isinstance(values, Tensor):
-        return values.detach().float().cpu().reshape(-1)
-    return torch.as_tensor(np.asarray(values, dtype=np.float32)).reshape(-1)
-
-
-@dataclass
-class ItemTable:
-    """Vectors of a sorted set of distinct item indices, gathered back by index (serving
-    builds one for the whole catalogue; :meth:`ShopStreamModel.item_table` for a subset)."""
-
-    uniq: Tensor  # sorted distinct item indices
-    vectors: Tensor  # [u, dim] item tower output
-    text: Tensor  # [u, dim] normalised projected title embedding
-
-    def rows(self, idx: Tensor) -> Tensor:
-        return self.vectors[torch.searchsorted(self.uniq, idx.long())]
-
-    def text_rows(self, idx: Tensor) -> Tensor:
-        return self.text[torch.searchsorted(self.uniq, idx.long())]
-
-
-class ShopStreamModel(nn.Module):
-    """Recommendation + fraud model; ``forward`` returns the weighted multi-task loss."""
+class ShopStreamModel(FraudHead, nn.Module):
+    """Recommendation + fraud model; ``forward`` returns the weighted multi-task loss (the
+    fraud task's methods live in :class:`training.model.fraud_head.FraudHead`)."""
 
     def __init__(self, cfg: ModelConfig, users: IdMap, items: IdMap, item_titles: list[str],
                  fraud_mean: np.ndarray | None = None, fraud_std: np.ndarray | None = None,
@@ -319,87 +296,12 @@ class ShopStreamModel(nn.Module):
             return self._zero()
         return self.rec_logits(batch).loss()
 
-    def _fraud_inputs(self, batch: FraudBatch, table: ItemTable) -> FraudInputs:
-        numeric = torch.cat([signed_log1p(batch.amount.float())[:, None],
-                             batch.features.float()], dim=1)
-        # Winsorised: a value beyond MAX_ABS_Z standard deviations carries no more evidence,
-        # and an extreme one (a float32-finite 3.4e38) would overflow the MLP to NaN.
-        numeric = ((numeric - self.fraud_mean) / self.fraud_std).clamp(-MAX_ABS_Z, MAX_ABS_Z)
-        users = self._user_vectors(batch.user_idx, batch.hist_idx, table)
-        item = table.text_rows(batch.item_idx) * (batch.item_idx != 0)[:, None].to(users.dtype)
-        return FraudInputs(numeric, users, item, batch.label)
-
-    def fraud_inputs(self, batch: FraudBatch, table: ItemTable | None = None) -> FraudInputs:
-        """The fraud head's inputs for ``batch``; ``table`` (e.g. serving's precomputed one)
-        saves encoding the titles."""
-        batch.validate(len(self.cfg.fraud_features))
-        if table is None:
-            table = self._item_table(self._fraud_items(batch))
-        return self._fraud_inputs(batch, table)
-
-    def fraud_head(self, inputs: FraudInputs, numeric: Tensor | None = None) -> Tensor:
-        """Fraud logits [B] from the head's inputs; ``numeric`` (normalised units) replaces
-        ``inputs.numeric``, e.g. adversarially perturbed."""
-        numeric = inputs.numeric if numeric is None else numeric
-        return self.fraud_mlp(torch.cat([numeric, inputs.users, inputs.item], dim=1)).squeeze(-1)
-
-    def fraud_logits(self, batch: FraudBatch) -> Tensor:
-        """Fraud logits [B] (sigmoid = probability of fraud)."""
-        batch.validate(len(self.cfg.fraud_features))
-        table = self._item_table(self._fraud_items(batch))
-        return self.fraud_head(self._fraud_inputs(batch, table))
-
-    def set_fraud_trees(self, trees: FraudTrees | None, weight: float) -> None:
-        """Blend ``trees`` into the fraud score with ``weight`` from now on (recorded in
-        the config); ``None`` (or weight 0) scores with the neural head alone."""
-        self.fraud_trees = trees
-        self.cfg = dataclasses.replace(self.cfg, fraud_tree_weight=float(
-            weight if trees is not None else 0.0))
-
-    def set_fraud_calibration(self, calibration: FraudCalibration) -> None:
-        """Map the blended probability through ``calibration`` from now on."""
-        self.fraud_calibration = calibration
-
-    @torch.no_grad()
-    def fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None) -> Tensor:
-        """The served fraud probability [B]: the neural head's logit and the trees' (when
-        fitted) blended in logit space by ``cfg.fraud_tree_weight``, then calibrated
-        (``fraud_calibration``). The one scoring function of evaluation, the gate's
-        thresholds and serving."""
-        blended = self.blended_fraud_probability(batch, table)
-        if self.fraud_calibration.kind == "identity":
-            return blended
-        return torch.from_numpy(self.fraud_calibration.apply(blended.cpu().numpy())).to(blended)
-
-    @torch.no_grad()
-    def blended_fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None
-                                  ) -> Tensor:
-        """The fraud probability before calibration (what the calibration is fitted to)."""
-        logits = self.fraud_head(self.fraud_inputs(batch, table)).float()
-        weight = self.cfg.fraud_tree_weight
-        if self.fraud_trees is not None and weight > 0.0:
-            inputs = tree_inputs(batch.amount.cpu().numpy(), batch.features.cpu().numpy())
-            trees = torch.from_numpy(self.fraud_trees.logits(inputs)).to(logits)
-            logits = (1.0 - weight) * logits + weight * trees
-        return torch.sigmoid(logits)
-
-    def fraud_loss(self, batch: FraudBatch, pos_weight: float = 1.0) -> Tensor:
-        """BCE with logits (positives weighted by ``pos_weight``); 0 for an empty batch."""
-        batch.validate(len(self.cfg.fraud_features))
-        if len(batch) == 0:
-            return self._zero()
-        return fraud_bce(self.fraud_logits(batch), batch.label, pos_weight)
-
     @staticmethod
     def _rec_items(batch: RecBatch) -> Tensor:
         parts = [batch.hist_idx.reshape(-1), batch.target_idx]
         if batch.neg_idx is not None:
             parts.append(batch.neg_idx)
         return torch.cat(parts)
-
-    @staticmethod
-    def _fraud_items(batch: FraudBatch) -> Tensor:
-        return torch.cat([batch.hist_idx.reshape(-1), batch.item_idx])
 
     @staticmethod
     def task_weights(weights: Mapping[str, float]) -> dict[str, float]:
@@ -476,17 +378,3 @@ class ShopStreamModel(nn.Module):
         logger.info("vocabulary: +%d users, +%d items, %d titles updated",
                     new_users, new_items, updated)
         return {"users": new_users, "items": new_items, "titles_updated": updated}
-
-    def set_fraud_stats(self, mean: np.ndarray | Tensor, std: np.ndarray | Tensor) -> None:
-        """Normalisation of [signed_log1p(amount), features] (see :func:`fraud_stats`)."""
-        n_in = self.fraud_mean.shape[0]
-        mean_t, std_t = _as_vector(mean), _as_vector(std)
-        for name, value in (("fraud_mean", mean_t), ("fraud_std", std_t)):
-            if value.shape != (n_in,):
-                raise ValueError(f"{name}: expected {n_in} values (amount + "
-                                 f"{n_in - 1} fraud_features), got {tuple(value.shape)}")
-            if not torch.isfinite(value).all():
-                raise ValueError(f"{name}: values must be finite")
-        with torch.no_grad():
-            self.fraud_mean.copy_(mean_t)
-            self.fraud_std.copy_(std_t.clamp(min=MIN_STD))
