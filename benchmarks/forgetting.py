@@ -65,10 +65,10 @@ from forgetting_report import (
     noise_floor,
     robustness_summary,
     robustness_table,
-    text_table,
 )
 from tqdm import tqdm
 
+from cluster.tables import text_table
 from training.cli import (
     ConfigError,
     add_dataclass_args,

@@ -16,6 +16,8 @@ from typing import Any
 
 import numpy as np
 
+from cluster.tables import markdown_table
+
 logger = logging.getLogger(__name__)
 
 SUMMARY_KEYS: tuple[str, ...] = ("final_avg", "forgetting_final", "forgetting_pre_shift",
@@ -196,19 +198,6 @@ def robustness_table(result: dict[str, Any]) -> tuple[list[str], list[list[str]]
     return ["method", "next window", *attacks], rows
 
 
-def text_table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
-    lines = ["  ".join(str(x).rjust(w) for x, w in zip(line, widths))
-             for line in [header, *rows]]
-    return "\n".join(lines)
-
-
-def markdown_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def _matrix_md(run: dict[str, Any], metric: str) -> str:
     m = matrix(run, metric)
     ids = [u["window"] for u in run["updates"]]
@@ -230,7 +219,6 @@ def _robust_md(run: dict[str, Any]) -> str:
 def markdown(result: dict[str, Any], name: str) -> str:
     cfg = result["config"]
     header, rows = main_table(result)
-    r_header, r_rows = robustness_table(result)
     seeds = result["seeds"]
     parts = [
         "# Forgetting on the synthetic drifting shop",
@@ -265,6 +253,15 @@ def markdown(result: dict[str, Any], name: str) -> str:
         *[f"* {line}" for line in comparisons(result)],
         "",
     ]
+    parts += _fgm_section(result) + _window_sections(result)
+    parts += ["## Settings", "", "```json", json.dumps(cfg, indent=1), "```", ""]
+    return "\n".join(parts)
+
+
+def _fgm_section(result: dict[str, Any]) -> list[str]:
+    cfg = result["config"]
+    r_header, r_rows = robustness_table(result)
+    parts: list[str] = []
     if r_rows:
         parts += ["## FGM adversarial training of the fraud head", "",
                   f"Fraud AUC-PR of every version on the *next* window's transactions, clean and "
@@ -277,7 +274,12 @@ def markdown(result: dict[str, Any], name: str) -> str:
                   f"campaign: every model is near or below chance there). The fgm run trains "
                   f"with adv_epsilon="
                   f"{cfg['bench']['adv_epsilon']}.", "", markdown_table(r_header, r_rows), ""]
-    parts += ["## Windows", "", markdown_table(
+    return parts
+
+
+def _window_sections(result: dict[str, Any]) -> list[str]:
+    seeds = result["seeds"]
+    parts = ["## Windows", "", markdown_table(
         ["seed", "window", "interactions", "transactions", "tail interactions",
          "tail transactions", "tail frauds", "pool items", "popularity ndcg (tail)"],
         [[str(s["seed"]), w["window"], str(w["interactions"]), str(w["transactions"]),
@@ -292,8 +294,7 @@ def markdown(result: dict[str, Any], name: str) -> str:
         robust = _robust_md(run)
         if robust:
             parts += [robust, ""]
-    parts += ["## Settings", "", "```json", json.dumps(cfg, indent=1), "```", ""]
-    return "\n".join(parts)
+    return parts
 
 
 def json_safe(value: Any) -> Any:

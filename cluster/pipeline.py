@@ -77,12 +77,9 @@ def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, An
 
 
 def print_outcome(result: dict[str, Any], cfg: PipelineConfig) -> None:
-    from cluster.report import summary_table
+    from cluster.tables import summary_table, text_table
 
-    header, rows = summary_table(result)
-    widths = [max(len(str(c)) for c in col) for col in zip(header, *rows)]
-    for line in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(line, widths)))
+    print(text_table(*summary_table(result)))
     report = Path(cfg.report_dir)
     print(f"\nreport: {report / 'summary.md'} (metrics.json and PNG plots beside it)")
     served = result.get("served")

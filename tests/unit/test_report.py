@@ -19,13 +19,11 @@ from cluster.report import (
     ReportPaths,
     check_report,
     mean_forgetting,
-    per_window_table,
     summary_markdown,
-    summary_table,
-    text_table,
     to_strict_json,
     write_report,
 )
+from cluster.tables import per_window_table, summary_table, text_table
 from cluster.verdicts import verdicts
 
 pytestmark = pytest.mark.unit

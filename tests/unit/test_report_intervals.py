@@ -12,13 +12,8 @@ import pytest
 
 from cluster.evaluation import RecRow
 from cluster.intervals import N_BOOT, rec_pairs, record_rec_intervals
-from cluster.report import (
-    paired_table,
-    rec_table,
-    summary_markdown,
-    summary_table,
-    trainer_cell,
-)
+from cluster.report import summary_markdown
+from cluster.tables import paired_table, rec_table, summary_table, trainer_cell
 from cluster.verdicts import compare_line, time_line
 from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.metrics import PerUserRanking
