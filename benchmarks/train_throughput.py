@@ -37,6 +37,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from train_throughput_md import markdown
 
 from training.cli import (
     ConfigError,
@@ -270,7 +271,8 @@ def _incremental_chain(inc: IncrementalConfig, train: TrainConfig, shop: Synthet
     update = run_incremental(dataclasses.replace(inc, window=windows[-2].window_id), train,
                              MODEL, shop)
     row = {"wall_s": time.perf_counter() - began, "promoted": update["promoted"],
-           "gate": update["gate"], **FITS.pop(inc.num_workers)}
+           "gate": update["gate"], "phases": update.get("phases", {}),
+           **FITS.pop(inc.num_workers)}
     return priming, row, update
 
 
@@ -299,6 +301,7 @@ def incremental_part(cfg: BenchConfig, cpus: float, gpus: float, workdir: Path
     return {
         "shop": dataclasses.asdict(shop), "train_config": dataclasses.asdict(train),
         "workers": workers, "t": t, "updated_window": windows[t].window_id,
+        "gate_tolerance": cfg.gate_tolerance,
         "eval_window": windows[t + 1].window_id, "priming": priming,
         "incremental": update_row, "full_retrain": full_row, "quality": quality,
         "time_ratio": {k: ratio(update_row[k], full_row[k]) for k in ("wall_s", "fit_s",
@@ -331,10 +334,6 @@ def start_ray(cfg: BenchConfig) -> tuple[float, float]:
     return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
 
 
-def _f(value: Any, spec: str = ".3f") -> str:
-    return "-" if value is None or value == "" else format(value, spec)
-
-
 def verdicts(result: dict[str, Any]) -> dict[str, Any]:
     """Each target with its measured value (None: not measured) and whether it is met."""
     checks: dict[str, tuple[float | None, str, bool]] = {}
@@ -351,62 +350,6 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
         checks["incremental/full quality (worse task)"] = (v, ">= 0.98",
                                                            v is not None and v >= 0.98)
     return {name: {"value": v, "target": t, "met": met} for name, (v, t, met) in checks.items()}
-
-
-def _throughput_md(tp: dict[str, Any]) -> list[str]:
-    cfg = tp["train_config"]
-    lines = [f"### Throughput: median of {len(tp['rounds'])} alternating round(s); "
-             f"{tp['examples']['rec']} rec + {tp['examples']['fraud']} fraud examples, "
-             f"batch {cfg['batch_size']}, {cfg['epochs']} epoch(s)", "",
-             "| arm | torch threads | steady samples/s | overall samples/s | first step s | "
-             "loop s | fit() s | start-up s |", "|---|---|---|---|---|---|---|---|"]
-    for name, m in tp["median"].items():
-        lines.append(" | ".join([f"| {name}", _f(m["torch_threads"], ".0f"),
-                                 _f(m["steady_samples_per_s"], ".0f"),
-                                 _f(m["samples_per_s"], ".0f"), _f(m["first_step_s"], ".2f"),
-                                 _f(m["train_s"], ".1f"), _f(m.get("fit_s"), ".1f"),
-                                 _f(m.get("startup_s"), ".1f")]) + " |")
-    lines += ["", "| ratio | per round | median |", "|---|---|---|"]
-    lines += [f"| {k} | {', '.join(_f(v) for v in values)} | {_f(tp['median_ratio'][k])} |"
-              for k, values in tp["ratios"].items()]
-    if tp["two_workers_skipped"]:
-        lines.append(f"\n2 workers skipped: {tp['two_workers_skipped']}")
-    return lines
-
-
-def _incremental_md(inc: dict[str, Any]) -> list[str]:
-    q, k = inc["quality"], f"ndcg@{inc['train_config']['eval_k']}"
-    lines = [f"### Incremental update on window t={inc['t']} ({inc['updated_window']}) vs full "
-             f"retrain on windows 0..t: {inc['workers']} Ray worker(s), "
-             f"{inc['train_config']['epochs']} epoch(s); quality on {inc['eval_window']}", "",
-             f"| run | wall s | fit() s | loop s | start-up s | steps | {k} | AUC-PR |",
-             "|---|---|---|---|---|---|---|---|"]
-    for name in ("incremental", "full_retrain", "stale_t-1", "popularity"):
-        r = inc.get(name, {})
-        if name in q:
-            lines.append(" | ".join([f"| {name}", *(_f(r.get(c), ".1f") for c in (
-                "wall_s", "fit_s", "train_s", "startup_s")), str(r.get("steps", "-")),
-                _f(q[name][k], ".4f"), _f(q[name]["auc_pr"], ".4f")]) + " |")
-    t, r = inc["time_ratio"], inc["quality_ratio"]
-    lines += ["", f"incremental/full time: wall {_f(t['wall_s'])}, fit() {_f(t['fit_s'])}, "
-              f"loop {_f(t['train_s'])}; quality: {k} {_f(r[k])}, AUC-PR {_f(r['auc_pr'])}"]
-    return lines
-
-
-def markdown(result: dict[str, Any]) -> str:
-    m, load = result["machine"], (result["loadavg_start"][0], result["loadavg_end"][0])
-    lines = [f"## train_throughput: {result['finished']}, {m['device_name']}, {m['cpus']} CPUs, "
-             f"load {load[0]:.1f} -> {load[1]:.1f}, {result['seconds']:.0f} s"
-             f"{' (--quick)' if result['config']['quick'] else ''}"
-             f"{'' if result['complete'] else ' (INCOMPLETE: later parts still running)'}", ""]
-    if "throughput" in result:
-        lines += _throughput_md(result["throughput"]) + [""]
-    if "incremental" in result:
-        lines += _incremental_md(result["incremental"]) + [""]
-    lines += ["| target | value | met |", "|---|---|---|"]
-    lines += [f"| {name} {v['target']} | {_f(v['value'])} | {'yes' if v['met'] else 'NO'} |"
-              for name, v in result["verdicts"].items()]
-    return "\n".join(lines) + "\n"
 
 
 def write(cfg: BenchConfig, result: dict[str, Any], began: float) -> str:

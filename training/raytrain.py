@@ -176,7 +176,9 @@ def fit_result(result: ray.train.Result, seconds: float, inc: IncrementalConfig,
         opt = (load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     metrics = result.metrics or {}
     steps = total_steps(examples, inc.num_workers, train_cfg)[1]
-    logger.info("Ray Train run: %.1f s wall, metrics %s", seconds, metrics)
+    # benchmarks/train_throughput.py reads this line (FitLog): keep its three arguments.
+    logger.info("Ray Train run %s: %.1f s wall, metrics %s", Path(result.path).name, seconds,
+                metrics)
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
                      float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
                      state.get("resumed_from"),
