@@ -77,22 +77,24 @@ class Arm:
         raise NotImplementedError
 
 
+# Every training and update setting: an arm that must never follow configs/best.json.
+ALL_SETTINGS = frozenset(TrainConfig.__dataclass_fields__) | frozenset(
+    IncrementalConfig.__dataclass_fields__)
+
 class IncrementalArm(Arm):
     """``run_incremental`` on window ``t`` (the real update: gate and publish included)."""
 
     def __init__(self, name: str, inc: IncrementalConfig, train_cfg: TrainConfig,
-                 model_cfg: ModelConfig) -> None:
+                 model_cfg: ModelConfig, explicit: frozenset[str]) -> None:
         super().__init__(name, open_store(inc.store, inc.endpoint_url))
         self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
+        # The settings configs/best.json may not change (training.incremental's rule).
+        self.explicit = explicit
 
     def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
         inc = dataclasses.replace(self.inc, window=windows[t].window_id)
-        fields = set(TrainConfig.__dataclass_fields__) | set(
-            IncrementalConfig.__dataclass_fields__)
-        # Ours follows configs/best.json under the flags; the ablation never does.
-        explicit = frozenset() if self.name == OURS else frozenset(fields)
         began = time.perf_counter()
-        summary = run_incremental(inc, self.train_cfg, self.model_cfg, None, explicit)
+        summary = run_incremental(inc, self.train_cfg, self.model_cfg, None, self.explicit)
         train = summary["train"]
         return {"wall_s": time.perf_counter() - began, "fit_s": train["fit_seconds"],
                 "loop_s": train["loop_seconds"], "steps": train["steps"],
@@ -171,15 +173,18 @@ def publish_model(store: CheckpointStore, model: ShopStreamModel, window_id: str
 
 
 def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: IncrementalConfig,
-               train_cfg: TrainConfig, model_cfg: ModelConfig) -> dict[str, Arm]:
-    """The neural arms among ``methods``; ours always (serving and frozen follow it)."""
-    ours = IncrementalArm(OURS, inc, train_cfg, model_cfg)
+               train_cfg: TrainConfig, model_cfg: ModelConfig,
+               explicit: frozenset[str] = frozenset()) -> dict[str, Arm]:
+    """The neural arms among ``methods``; ours always (serving and frozen follow it). Ours
+    follows configs/best.json except for the ``explicit`` settings (the flags given); the
+    ablation never does."""
+    ours = IncrementalArm(OURS, inc, train_cfg, model_cfg, explicit)
     arms: dict[str, Arm] = {OURS: ours}
     if NO_REPLAY in methods:
         plain = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, NO_REPLAY),
                                     replay_ratio=0.0, distill_weight=0.0,
                                     use_best_config=False)
-        arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg)
+        arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg, ALL_SETTINGS)
     if FULL in methods:
         full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL))
         arms[FULL] = FullRetrainArm(full, train_cfg, model_cfg, ours)

@@ -31,7 +31,7 @@ from typing import Any
 from cluster.pipeline_config import PipelineConfig
 from serving.config import SERVE_START_ENV
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
-from training.incremental_config import IncrementalConfig
+from training.incremental_config import IncrementalConfig, explicit_settings
 from training.sources import SourceError
 from training.store import StoreError
 from training.train import training_configs, training_parser
@@ -52,14 +52,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, Any, Any]
-        ) -> dict[str, Any]:
-    """The whole job on the connected Ray; returns the results dict (report written)."""
+def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, Any, Any],
+        explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
+    """The whole job on the connected Ray; returns the results dict (report written).
+    ``explicit``: the settings given as flags, which configs/best.json may not change."""
     from cluster.report import write_report
     from cluster.runner import Pipeline
 
     train_cfg, model_cfg, synthetic = argv_configs
-    pipeline = Pipeline(cfg, inc, train_cfg, model_cfg, synthetic)
+    pipeline = Pipeline(cfg, inc, train_cfg, model_cfg, synthetic, explicit)
     result = pipeline.run()
     write_report(result, Path(cfg.report_dir))
     if cfg.serve:
@@ -116,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not ray.is_initialized():
             ray.init(address=inc.ray_address or os.environ.get("RAY_ADDRESS") or None)
-        result = run(cfg, inc, configs)
+        result = run(cfg, inc, configs, explicit_settings(args))
     except (ConfigError, SourceError, StoreError, PipelineStateError, ServeStepError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -149,14 +149,15 @@ class Pipeline:
     """One run over the windows; ``run()`` returns the results dict."""
 
     def __init__(self, cfg: PipelineConfig, inc: IncrementalConfig, train_cfg: TrainConfig,
-                 model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None) -> None:
+                 model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
+                 explicit: frozenset[str] = frozenset()) -> None:
         self.cfg, self.train_cfg, self.model_cfg = cfg, train_cfg, model_cfg
         folder, self.windows = materialize(cfg, inc, synthetic)
         self.inc = dataclasses.replace(inc, source="windows", path=str(folder))
         arms_trainer = inc.trainer if cfg.arms_trainer == "same" else cfg.arms_trainer
         arms_inc = dataclasses.replace(self.inc, trainer=arms_trainer, gate_tolerance=1.0)
         self.arms: dict[str, Arm] = build_arms(cfg.methods, self.inc, arms_inc, train_cfg,
-                                               model_cfg)
+                                               model_cfg, explicit)
         self.store = self.arms[OURS].store
         self.k = train_cfg.eval_k
         self.tasks = tasks_of(self.windows, self.k)

@@ -49,7 +49,11 @@ from training.gate import (
 )
 from training.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.history import PurchaseHistory
-from training.incremental_config import IncrementalConfig, apply_best_config
+from training.incremental_config import (
+    IncrementalConfig,
+    apply_best_config,
+    explicit_settings,
+)
 from training.model import ModelConfig, ShopStreamModel
 from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibration
 from training.phases import Laps
@@ -299,9 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         inc = dataclass_from_args(IncrementalConfig, args)
         train_cfg, model_cfg, synthetic = training_configs(args)
-        # Flags given on the command line win over configs/best.json.
-        fields = set(TrainConfig.__dataclass_fields__) | set(IncrementalConfig.__dataclass_fields__)
-        explicit = frozenset(k for k in vars(args) if k in fields)
+        explicit = explicit_settings(args)
         if not ray.is_initialized():
             ray.init(address=inc.ray_address or None)
         summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
 from dataclasses import dataclass, field
@@ -156,6 +157,14 @@ class IncrementalConfig:
 # Fields of IncrementalConfig a sweep may tune (the rest say where data and stores are).
 TUNABLE_INCREMENTAL = ("replay_ratio", "distill_weight", "distill_temperature",
                        "adv_epsilon")
+
+
+def explicit_settings(args: argparse.Namespace) -> frozenset[str]:
+    """The training and update settings given on the command line. One rule for every entry
+    point: a flag given beats ``configs/best.json``, which beats the default (parsers built
+    with :func:`training.cli.add_dataclass_args` leave a flag not given out of ``args``)."""
+    fields = set(TrainConfig.__dataclass_fields__) | set(IncrementalConfig.__dataclass_fields__)
+    return frozenset(k for k in vars(args) if k in fields)
 
 
 def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
