@@ -40,6 +40,7 @@ from training.engine import (
 )
 from training.examples import WindowExamples
 from training.model import MultiTaskBatch, ShopStreamModel, save_model
+from training.model.io import WEIGHTS_FILE
 from training.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
@@ -76,7 +77,7 @@ def _resume(model: ShopStreamModel, optimizer: torch.optim.Optimizer) -> int:
     with checkpoint.as_directory() as directory:
         path = Path(directory)
         state = json.loads((path / STATE_FILE).read_text())
-        model.load_state_dict(load_file(str(path / "model.safetensors")))
+        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
         load_optimizer(path / OPTIMIZER_FILE, optimizer, model, state["optimizer"])
     logger.info("resumed from Ray Train checkpoint at step %d", state["step"])
     return int(state["step"])
