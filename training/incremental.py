@@ -106,7 +106,7 @@ def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
                                         fraud_labels_scores(incumbent, history, window)[1])}
 
 
-def evaluate_models(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
+def gate_scores(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
                     train_part: WindowData, gate_window: WindowData, k: int,
                     fraud_window: WindowData | None = None) -> dict[str, dict[str, Any]]:
     """Both models scored on exactly the same held-out slice (fraud on ``fraud_window``
@@ -185,7 +185,7 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
                         train_cfg.seed)
     laps.lap("fraud_blend")
-    scores = evaluate_models({"candidate": fit.model, "incumbent": up.incumbent},
+    scores = gate_scores({"candidate": fit.model, "incumbent": up.incumbent},
                              history_train, up.train_part,
                              gate_slice(up, train_cfg.seed, inc.gate_replay),
                              train_cfg.eval_k, up.holdout)
