@@ -10,7 +10,7 @@ from typing import Any
 
 from training.cli import config_from_dict, require
 from training.config import TrainConfig
-from training.sources import SOURCES
+from training.sources import SOURCES, check_source
 from training.store import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -114,9 +114,7 @@ class IncrementalConfig:
         "help": "testing: file that records the injected failure so it happens once"})
 
     def __post_init__(self) -> None:
-        require(self.source in SOURCES, "source", f"must be one of {SOURCES}")
-        require(self.freq in ("hour", "day", "week", "month"), "freq",
-                "must be hour, day, week or month")
+        check_source(self.source, self.freq)
         require(self.trainer in TRAINERS, "trainer",
                 f"must be one of {TRAINERS}, got {self.trainer!r}")
         require(self.ray_min_steps >= 0, "ray_min_steps",

@@ -13,17 +13,25 @@ from typing import Literal
 
 import pandas as pd
 
+from training.cli import require
 from training.data.online_retail import load_online_retail
 from training.data.schema import TABLE_NAMES, WindowData
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.ulb import load_ulb
-from training.data.windows import split_windows
+from training.data.windows import FREQS, split_windows
 from training.window_set import WindowSet
 
 logger = logging.getLogger(__name__)
 
 Source = Literal["synthetic", "online_retail", "ulb", "windows"]
 SOURCES: tuple[str, ...] = ("synthetic", "online_retail", "ulb", "windows")
+
+
+def check_source(source: str, freq: str) -> None:
+    """The one check of a stage's ``source`` and ``freq`` settings (each stage's config calls
+    it in ``__post_init__``; ``path`` is checked when the source is loaded)."""
+    require(source in SOURCES, "source", f"must be one of {SOURCES}, got {source!r}")
+    require(freq in FREQS, "freq", f"must be one of {FREQS}, got {freq!r}")
 
 
 class SourceError(ValueError):

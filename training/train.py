@@ -41,7 +41,7 @@ from training.evaluate import candidate_items, evaluate_fraud, evaluate_rec
 from training.history import PurchaseHistory
 from training.loop import prepare_window, resolve_device, train_window
 from training.model import IdMap, ModelConfig, ShopStreamModel, fraud_stats
-from training.sources import SOURCES, SourceError, load_windows, merge_windows
+from training.sources import SOURCES, SourceError, check_source, load_windows, merge_windows
 
 logger = logging.getLogger(__name__)
 
@@ -63,10 +63,7 @@ class JobConfig:
         "help": "write the metrics as JSON to this file"})
 
     def __post_init__(self) -> None:
-        require(self.source in SOURCES, "source", f"must be one of {SOURCES}, got "
-                f"{self.source!r}")
-        require(self.freq in ("hour", "day", "week", "month"), "freq",
-                f"must be hour, day, week or month, got {self.freq!r}")
+        check_source(self.source, self.freq)
         require(self.train_windows >= 1, "train_windows", "must be >= 1")
 
 
