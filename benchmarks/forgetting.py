@@ -68,7 +68,7 @@ from forgetting_report import (
 )
 from tqdm import tqdm
 
-from cluster.tables import text_table
+from cluster.comparison.tables import text_table
 from training.cli import (
     ConfigError,
     add_dataclass_args,

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.tables import markdown_table
+from cluster.comparison.tables import markdown_table
 
 logger = logging.getLogger(__name__)
 

@@ -6,8 +6,8 @@ scored on window t against repeat-then-popular and popularity, per variant.
 
 Every variant trains with the one engine (``training.engine.fit``) on
 ``WindowExamples.build_over`` (each window's rows against the history as of that window's
-start) and is scored with the pipeline's own evaluation (``cluster.evaluation``: same users,
-targets and pool as the baselines). A variant changes one thing: no repeat features in
+start) and is scored with the pipeline's own evaluation (``cluster.comparison.evaluation``:
+same users, targets and pool as the baselines). A variant changes one thing: no repeat features in
 training, more epochs, another learning rate. Printed and written to
 ``benchmarks/results/rec_ablation_<freq>.{json,md}``: warm/all/cold NDCG@20 and the
 repeat-item / new-to-user split.
@@ -25,7 +25,7 @@ from typing import Any
 
 import torch
 
-from cluster.evaluation import baseline_rec, build_contexts, model_rec, pool_matrix
+from cluster.comparison.evaluation import baseline_rec, build_contexts, model_rec, pool_matrix
 from training.config import TrainConfig
 from training.data.synthetic_config import SyntheticShopConfig
 from training.engine import WorkerSettings, fit

@@ -56,7 +56,7 @@ def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, An
         explicit: frozenset[str] = frozenset()) -> dict[str, Any]:
     """The whole job on the connected Ray; returns the results dict (report written).
     ``explicit``: the settings given as flags, which configs/best.json may not change."""
-    from cluster.report import write_report
+    from cluster.comparison.report import write_report
     from cluster.runner import Pipeline
 
     train_cfg, model_cfg, synthetic = argv_configs
@@ -78,7 +78,7 @@ def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, An
 
 
 def print_outcome(result: dict[str, Any], cfg: PipelineConfig) -> None:
-    from cluster.tables import summary_table, text_table
+    from cluster.comparison.tables import summary_table, text_table
 
     print(text_table(*summary_table(result)))
     report = Path(cfg.report_dir)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from cluster.arms import NEURAL_METHODS, OURS, Arm, build_arms
-from cluster.evaluation import (
+from cluster.comparison.arms import NEURAL_METHODS, OURS, Arm, build_arms
+from cluster.comparison.evaluation import (
     FRAUD_BASELINE,
     FraudRow,
     GradientBoostingFraud,
@@ -34,7 +34,7 @@ from cluster.evaluation import (
     has_fraud,
     has_rec,
 )
-from cluster.fraud_intervals import record_fraud_intervals
+from cluster.comparison.fraud_intervals import record_fraud_intervals
 from cluster.pipeline_config import PipelineConfig
 from training.config import TrainConfig
 from training.data.schema import WindowData
@@ -225,7 +225,7 @@ class Pipeline:
         if "rec" in self.tasks:
             # Per-user values (the same users for every method) give paired intervals; the
             # results keep only the intervals. (Import here: only this method needs it.)
-            from cluster.intervals import record_rec_intervals
+            from cluster.comparison.intervals import record_rec_intervals
 
             record_rec_intervals(self.result, self.store, ctx.window.window_id, out, self.k)
         scored = {m: (row["fraud"].labels, row["fraud"].scores) for m, row in out.items()

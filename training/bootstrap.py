@@ -1,6 +1,6 @@
 """Bootstrap intervals of per-user metrics: one method's mean, and two methods' difference.
 
-Used by the pipeline's report (``cluster.intervals``) so verdicts say "better" only when
+Used by the pipeline's report (``cluster.comparison.intervals``) so verdicts say "better" only when
 the interval of the difference excludes 0.
 """
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.report import check_report
+from cluster.comparison.report import check_report
 from training.store import open_store
 
 pytestmark = pytest.mark.integration

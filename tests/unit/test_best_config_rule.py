@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.arms import ALL_SETTINGS, NO_REPLAY, OURS, IncrementalArm, build_arms
+from cluster.comparison.arms import ALL_SETTINGS, NO_REPLAY, OURS, IncrementalArm, build_arms
 from cluster.pipeline import build_parser
 from training.config import TrainConfig
 from training.incremental_config import (

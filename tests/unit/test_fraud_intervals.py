@@ -1,4 +1,4 @@
-"""Pooled fraud metrics with bootstrap intervals (cluster.fraud_intervals)."""
+"""Pooled fraud metrics with bootstrap intervals (cluster.comparison.fraud_intervals)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cluster.fraud_intervals import (
+from cluster.comparison.fraud_intervals import (
     budget_precision,
     fraud_table,
     pooled_metrics,
     record_fraud_intervals,
 )
-from cluster.verdicts import pooled_fraud_line
+from cluster.comparison.verdicts import pooled_fraud_line
 from training.store import LocalStore
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,5 @@
-"""cluster.evaluation: window contexts, pool matrices, model/baseline scoring, forgetting rows."""
+"""cluster.comparison.evaluation: window contexts, pool matrices, model/baseline scoring,
+forgetting rows."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 import torch
 from threadpoolctl import threadpool_limits
 
-from cluster.evaluation import (
+from cluster.comparison.evaluation import (
     FRAUD_BASELINE,
     REC_BASELINES,
     GradientBoostingFraud,

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from cluster.arms import FULL, NEURAL_METHODS, FullRetrainArm, arm_store_uri
+from cluster.comparison.arms import FULL, NEURAL_METHODS, FullRetrainArm, arm_store_uri
+from cluster.comparison.report import check_report, write_report
 from cluster.pipeline_config import PipelineConfig
-from cluster.report import check_report, write_report
 from cluster.runner import Pipeline, PipelineStateError
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig

@@ -1,5 +1,5 @@
-"""cluster.report / cluster.plots: strict metrics.json, hand-computed tables, honest verdicts,
-PNG plots and check_report on good and broken report folders."""
+"""cluster.comparison.report / cluster.comparison.plots: strict metrics.json, hand-computed
+tables, honest verdicts, PNG plots and check_report on good and broken report folders."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cluster.plots import expected_plots
-from cluster.report import (
+from cluster.comparison.plots import expected_plots
+from cluster.comparison.report import (
     PNG_MAGIC,
     ReportError,
     ReportPaths,
@@ -23,8 +23,8 @@ from cluster.report import (
     to_strict_json,
     write_report,
 )
-from cluster.tables import per_window_table, summary_table, text_table
-from cluster.verdicts import verdicts
+from cluster.comparison.tables import per_window_table, summary_table, text_table
+from cluster.comparison.verdicts import verdicts
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,6 @@
-"""Intervals in the pipeline report: cluster.intervals (computed when a window is evaluated),
-the rec tables and verdict lines that read them, and the trainer of each arm's update."""
+"""Intervals in the pipeline report: cluster.comparison.intervals (computed when a window is
+evaluated), the rec tables and verdict lines that read them, and the trainer of each arm's
+update."""
 
 from __future__ import annotations
 
@@ -10,11 +11,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from cluster.evaluation import RecRow
-from cluster.intervals import N_BOOT, rec_pairs, record_rec_intervals
-from cluster.report import summary_markdown
-from cluster.tables import paired_table, rec_table, summary_table, trainer_cell
-from cluster.verdicts import compare_line, time_line
+from cluster.comparison.evaluation import RecRow
+from cluster.comparison.intervals import N_BOOT, rec_pairs, record_rec_intervals
+from cluster.comparison.report import summary_markdown
+from cluster.comparison.tables import paired_table, rec_table, summary_table, trainer_cell
+from cluster.comparison.verdicts import compare_line, time_line
 from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.metrics import PerUserRanking
 

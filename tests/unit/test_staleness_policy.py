@@ -16,8 +16,8 @@ import pytest
 import torch
 
 import training.incremental
-from cluster.arms import STALENESS_FIELDS
-from cluster.staleness import staleness_markdown, staleness_rows, staleness_totals
+from cluster.comparison.arms import STALENESS_FIELDS
+from cluster.comparison.staleness import staleness_markdown, staleness_rows, staleness_totals
 from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError

@@ -1,9 +1,9 @@
 """Read access to the pipeline's results dict (schema 1), shared by the report modules.
 
-    python -m cluster.pipeline --help    # this module has no entry point; cluster.report uses it
+    python -m cluster.pipeline --help    # no entry point; cluster.comparison.report uses it
 
-:mod:`cluster.report` (tables, summary.md, check), :mod:`cluster.verdicts` and
-:mod:`cluster.plots` all read the results through these helpers, so none of them imports
+:mod:`cluster.comparison.report` (tables, summary.md, check), :mod:`cluster.comparison.verdicts` and
+:mod:`cluster.comparison.plots` all read the results through these helpers, so none of them imports
 another for them (no import cycle).
 """
 

@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from cluster.report_data import (
+from cluster.comparison.report_data import (
     NAN,
     NOT_APPLICABLE,
     NOT_MEASURED,

@@ -5,7 +5,7 @@ that model has been trained on data up to its ``live_window``. ``stale_windows``
 windows between: 0 when the live model had seen the window just before ``t``, ``n`` when
 the last ``n`` windows before ``t`` were missing from it (rejected updates, ``hold``).
 
-Reads ``result["updates"][window]["incremental"]`` rows (see ``cluster.arms``:
+Reads ``result["updates"][window]["incremental"]`` rows (see ``cluster.comparison.arms``:
 ``kind``, ``promoted``, ``live_window``, ...). Rows written before those fields existed
 are handled too: the live window then follows the ``promoted`` flags.
 """
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from cluster.arms import OURS
+from cluster.comparison.arms import OURS
 from training.head import FALLBACK, INCREMENTAL
 
 

@@ -2,9 +2,9 @@
 window per task (with its bootstrap 95% band where the run has one), update wall seconds per
 window, and mean forgetting per neural method.
 
-    python -m cluster.pipeline --help    # this module has no entry point; cluster.report calls it
+    python -m cluster.pipeline --help    # no entry point; cluster.comparison.report calls it
 
-:func:`expected_plots` decides which files exist, so :func:`cluster.report.check_report`
+:func:`expected_plots` decides which files exist, so :func:`cluster.comparison.report.check_report`
 expects exactly what :func:`write_plots` draws.
 """
 
@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cluster.report_data import (
+from cluster.comparison.report_data import (
     applies,
     dig,
     forgetting_detail,
@@ -163,7 +163,7 @@ def _drawer(name: str) -> Drawer:
 
 
 def write_plots(result: Mapping[str, Any], directory: Path) -> list[Path]:
-    """Draw every plot of :func:`cluster.report.expected_plots` into ``directory``."""
+    """Draw every plot of :func:`cluster.comparison.report.expected_plots` into ``directory``."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -198,7 +198,7 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
 class FraudRow(dict[str, float]):
     """A fraud metrics row (what the results store) that also carries, in memory only, the
     labels and scores behind it: the window's labelled transactions in table order, the same
-    rows for every method (``cluster.fraud_intervals`` pools them)."""
+    rows for every method (``cluster.comparison.fraud_intervals`` pools them)."""
 
     labels: np.ndarray
     scores: np.ndarray

@@ -2,10 +2,10 @@
 
 A rec comparison says "better" or "worse" only when the paired-bootstrap 95% interval of the
 per-user difference of warm NDCG@k (pooled over the evaluated windows, the same users for both
-methods; see :mod:`cluster.intervals`) excludes 0, and "not distinguishable" otherwise. Where
-a run has no interval (fraud, or a results dict from before intervals), the window means are
-shown without a better/worse claim. Update costs are compared only when both methods ran on
-the same trainer. A missing method or task says "not measured".
+methods; see :mod:`cluster.comparison.intervals`) excludes 0, and "not distinguishable"
+otherwise. Where a run has no interval (fraud, or a results dict from before intervals), the
+window means are shown without a better/worse claim. Update costs are compared only when both
+methods ran on the same trainer. A missing method or task says "not measured".
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from cluster.report_data import (
+from cluster.comparison.report_data import (
     NOT_MEASURED,
     OURS,
     applies,

@@ -4,8 +4,8 @@
 
 Pure functions over the pipeline's results dict (schema 1): ``metrics.json`` is that dict with
 NaN/inf as null; ``summary.md`` has the tables, forgetting, the served version and verdict lines
-computed from the numbers; :mod:`cluster.plots` draws the PNGs; :func:`check_report` lists what
-is wrong with a written report folder.
+computed from the numbers; :mod:`cluster.comparison.plots` draws the PNGs; :func:`check_report`
+lists what is wrong with a written report folder.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
-from cluster.fraud_intervals import fraud_table
-from cluster.plots import expected_plots, write_plots
-from cluster.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
+from cluster.comparison.fraud_intervals import fraud_table
+from cluster.comparison.plots import expected_plots, write_plots
+from cluster.comparison.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
     NAN,
     NOT_APPLICABLE,
     NOT_MEASURED,
@@ -49,8 +49,8 @@ from cluster.report_data import (  # noqa: F401  (re-exported: the report's publ
     update_seconds,
     validate,
 )
-from cluster.staleness import staleness_markdown
-from cluster.tables import (
+from cluster.comparison.staleness import staleness_markdown
+from cluster.comparison.tables import (
     forgetting_table,
     markdown_table,
     paired_table,
@@ -58,7 +58,7 @@ from cluster.tables import (
     rec_table,
     summary_table,
 )
-from cluster.verdicts import verdicts
+from cluster.comparison.verdicts import verdicts
 
 logger = logging.getLogger(__name__)
 

@@ -43,7 +43,7 @@ FULL = "full_retrain"
 FROZEN = "frozen"
 NEURAL_METHODS: tuple[str, ...] = (OURS, NO_REPLAY, FULL, FROZEN)
 # Summary fields of an incremental update copied into the pipeline's update rows (read by
-# cluster.staleness): what ran, what it resumed from, and what serving had afterwards.
+# cluster.comparison.staleness): what ran, what it resumed from, and what serving had afterwards.
 STALENESS_FIELDS: tuple[str, ...] = ("kind", "start_from", "consecutive_rejections",
                                      "live_version", "live_window")
 

@@ -2,8 +2,8 @@
 
     python -m cluster.pipeline --help    # no entry point; cluster.runner calls it
 
-Every method is scored on the same users of a window (``cluster.evaluation``), so per-user
-values pair up. When window ``w`` is evaluated, :func:`record_rec_intervals`:
+Every method is scored on the same users of a window (``cluster.comparison.evaluation``), so
+per-user values pair up. When window ``w`` is evaluated, :func:`record_rec_intervals`:
 
 * adds ``ci95`` to each method's rec row: the percentile-bootstrap 95% interval of mean warm
   NDCG@k and of mean NDCG@k over that window's users;
@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from cluster.evaluation import RecRow
+from cluster.comparison.evaluation import RecRow
 from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.store import CheckpointStore
 
