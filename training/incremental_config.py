@@ -62,6 +62,10 @@ class IncrementalConfig:
         "help": "Ray Train run storage for mid-run checkpoints: a directory or s3://bucket/path"})
     max_failures: int = field(default=2, metadata={
         "help": "worker-group failures survived by resuming from the last checkpoint"})
+    start_retries: int = field(default=5, metadata={
+        "help": "failed starts of the Ray Train worker group (each waits "
+                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default, for its CPUs/GPUs) "
+                "before the update fails; -1: wait forever (an autoscaling cluster)"})
     checkpoint_every: int = field(default=0, metadata={
         "help": "also checkpoint every N steps (0: only at the end)"})
     replay_ratio: float = field(default=0.3, metadata={
@@ -124,6 +128,7 @@ class IncrementalConfig:
                 f"must be auto, true or false, got {self.use_gpu!r}")
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         require(self.max_failures >= -1, "max_failures", "must be >= -1")
+        require(self.start_retries >= -1, "start_retries", "must be >= -1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         require(self.replay_capacity >= 1, "replay_capacity", "must be >= 1")

@@ -41,6 +41,11 @@ from training.worker import STATE_FILE, train_loop_per_worker
 logger = logging.getLogger(__name__)
 
 
+class TrainerStartError(RuntimeError):
+    """Ray Train's controller gave up (most often: the worker group never got its
+    resources), rather than waiting forever for a cluster that cannot place it."""
+
+
 def resolve_use_gpu(setting: str) -> bool:
     if setting == "auto":
         return float(ray.cluster_resources().get("GPU", 0)) > 0
@@ -132,11 +137,20 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
         scaling_config=ScalingConfig(num_workers=inc.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": inc.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs,
-                             failure_config=FailureConfig(max_failures=inc.max_failures),
+                             # Train V2's FailureConfig at run time; mypy reads ray.train's
+                             # V1 import branch, which lacks the controller's limit.
+                             failure_config=FailureConfig(  # type: ignore[call-arg]
+                                 max_failures=inc.max_failures,
+                                 controller_failure_limit=inc.start_retries),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     began = time.perf_counter()
     try:
         result = trainer.fit()
+    except ray.train.ControllerError as err:
+        raise TrainerStartError(
+            f"Ray Train gave up on window {window_id} after start_retries={inc.start_retries} "
+            f"failed starts of num_workers={inc.num_workers} x cpus_per_worker="
+            f"{inc.cpus_per_worker}{' + 1 GPU' if use_gpu else ''}: {err}") from err
     finally:
         delete_start(start)
     seconds = time.perf_counter() - began

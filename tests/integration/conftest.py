@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,33 @@ def ray_cluster() -> Iterator[None]:
         ray.shutdown()
 
 
+@pytest.fixture
+def idle_ray(ray_cluster: None) -> None:
+    """Every CPU of the session's Ray free before a test that trains on it.
+
+    Ray frees a finished test's actors (Tune trials, Train workers, Serve replicas)
+    asynchronously; a Ray Train run started before they go waits for its workers' CPUs
+    (start_retries bounds that wait in the product).
+    Bounded: after 60 s the test fails naming the actors that still hold resources."""
+    import ray
+    from ray.util.state import list_actors, list_placement_groups
+
+    total = ray.cluster_resources().get("CPU", 0.0)
+    deadline = time.monotonic() + 60
+    while ray.available_resources().get("CPU", 0.0) < total:
+        if time.monotonic() > deadline:
+            holders = [(a.class_name, a.pid, a.required_resources)
+                       for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
+                       if a.required_resources]
+            groups = [(g.name, g.state) for g in list_placement_groups()
+                      if g.state != "REMOVED"]
+            pytest.fail(f"Ray CPUs still held 60 s after the previous test: "
+                        f"{ray.available_resources().get('CPU', 0.0)}/{total} free; "
+                        f"live actors holding resources: {holders}; "
+                        f"placement groups: {groups}")
+        time.sleep(0.2)
+
+
 @pytest.fixture(scope="module")
 def serve_http(ray_cluster: None) -> Iterator[str]:
     """Ray Serve on the session's Ray, its HTTP proxy on 127.0.0.1 at a free port; yields the
@@ -150,3 +177,26 @@ def serve_http(ray_cluster: None) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         serve.shutdown()
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
+                              ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """A failed test on the session's Ray shows the end of the Ray Train controller log it
+    wrote (placement waits and start retries live there, not in the pytest output)."""
+    report = yield
+    if report.failed and call.when == "call" and "ray_cluster" in getattr(item, "fixturenames", ()):
+        tail = ray_train_log_tail(since=call.start)
+        if tail:
+            report.sections.append(("Ray Train controller log (tail)", tail))
+    return report
+
+
+def ray_train_log_tail(since: float, lines: int = 12) -> str:
+    logs = Path("/tmp/ray/session_latest/logs/train")
+    found = [p for p in logs.glob("ray-train-sys-controller-*.log")
+             if p.stat().st_mtime >= since] if logs.is_dir() else []
+    if not found:
+        return ""
+    newest = max(found, key=lambda p: p.stat().st_mtime)
+    return "\n".join(line[:300] for line in newest.read_text().splitlines()[-lines:])

@@ -5,6 +5,7 @@ trainer (auto: in-process for these small windows) elsewhere."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +17,10 @@ from training.data.synthetic import SyntheticShopConfig
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig, load_model
+from training.raytrain import TrainerStartError
 from training.store import CheckpointCorruptError, open_store
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("idle_ray")]
 
 SHOP = SyntheticShopConfig(seed=3, n_users=300, n_items=150, new_items_per_window=10,
                            n_windows=3, interactions_per_window=2500,
@@ -125,3 +127,24 @@ def test_worker_failure_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert result["promoted"]
     assert result["train"]["resumed_from"] == 2
     assert result["train"]["steps"] >= 4
+
+
+def test_a_run_the_cluster_cannot_place_fails_in_bounded_time_and_publishes_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # 2 workers x 1.5 CPUs on the session's 2-CPU Ray: the placement group never fits.
+    # Ray Train's default is to retry the start forever; start_retries=1 stops after two
+    # starts of 3 s each (the timeout reaches the controller from this process's env).
+    monkeypatch.setenv("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "3")
+    began = time.monotonic()
+    with pytest.raises(TrainerStartError, match=r"start_retries=1 .*cpus_per_worker=1.5"):
+        run(str(tmp_path / "store"), tmp_path, trainer="ray", cpus_per_worker=1.5,
+            start_retries=1)
+    assert time.monotonic() - began < 120
+    assert open_store(str(tmp_path / "store")).list_versions() == []
+    # The failed run's placement group is gone: the next Ray Train run gets its CPUs.
+    import ray
+
+    deadline = time.monotonic() + 30
+    while ray.available_resources().get("CPU", 0.0) < 2.0:
+        assert time.monotonic() < deadline, ray.available_resources()
+        time.sleep(0.2)

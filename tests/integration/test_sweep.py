@@ -23,7 +23,7 @@ from tuning.report import finalists, pareto_front
 from tuning.space import SearchSpace
 from tuning.sweep import SweepResult, run_sweep
 
-pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_cluster")]
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("idle_ray")]
 
 # Two windows: trials train on the first (empty store: fresh start) and are scored on the second.
 SHOP = SyntheticShopConfig(seed=3, n_users=200, n_items=100, new_items_per_window=8,

@@ -154,7 +154,11 @@ def test_unknown_trainer_is_a_config_error_naming_the_setting() -> None:
         IncrementalConfig(trainer="bogus")
     with pytest.raises(ConfigError, match="ray_min_steps"):
         IncrementalConfig(ray_min_steps=-1)
+    with pytest.raises(ConfigError, match="start_retries"):
+        IncrementalConfig(start_retries=-2)
     assert IncrementalConfig().trainer == "auto"
+    # Ray Train's own default retries a start that cannot be placed forever.
+    assert IncrementalConfig().start_retries == 5
 
 
 def test_auto_takes_ray_train_only_when_the_update_repays_its_start_up(setup) -> None:
