@@ -21,7 +21,7 @@ flatters replay.
 
 Part 2 (``--fgm``): the replay+distill sequence again with ``adv_epsilon > 0``; every version
 is scored on the next window's transactions, clean and under FGM/PGD perturbations of the
-fraud head's numeric inputs (``training.objective.adversarial_delta``).
+fraud head's numeric inputs (``training.fit.objective.adversarial_delta``).
 
 Writes ``<results-dir>/<name>.json``, ``.md`` and ``.png`` (name ``forgetting``, or
 ``forgetting_quick`` with ``--quick``). The text encoder is the real MiniLM, frozen

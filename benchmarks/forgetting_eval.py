@@ -4,20 +4,22 @@
 
 For every window ``j`` of a synthetic run the benchmark keeps a fixed evaluation slice:
 
-* ``tail``: :func:`training.split.split_holdout`'s held-out tail (``holdout_frac``), the same
+* ``tail``: :func:`training.data.split.split_holdout`'s held-out tail (``holdout_frac``), the same
   rows that ``training.incremental`` holds out;
 * ``history``: the purchases known when the tail starts (every earlier window in full, then
   the head of window ``j``), the same for every method and every update, so a change in the
   metric on window ``j`` comes from the model alone;
 * ``pool``: the candidate items of the ranking, every item listed by windows ``0..j``. It
-  stays fixed across updates: ``training.evaluate.evaluate_rec`` ranks over every item the
+  stays fixed across updates: ``training.evaluation.evaluate.evaluate_rec`` ranks over
+  every item the
   *model* knows, which grows with later windows (items launched after window ``j`` would be
   extra distractors that make old windows look forgotten for every method alike).
 
-Metrics: rec NDCG@k / Recall@k (training.evaluate's queries and model ranking,
-training.metrics' definitions), fraud AUC-PR (training.evaluate.evaluate_fraud), and fraud
+Metrics: rec NDCG@k / Recall@k (training.evaluation.evaluate's queries and model ranking,
+training.evaluation.metrics' definitions), fraud AUC-PR
+(training.evaluation.evaluate.evaluate_fraud), and fraud
 AUC-PR under FGM/PGD perturbations of the fraud head's numeric inputs
-(training.objective.adversarial_delta, white box, per-row L2 radius in std units).
+(training.fit.objective.adversarial_delta, white box, per-row L2 radius in std units).
 """
 
 from __future__ import annotations
@@ -30,15 +32,15 @@ from typing import Any
 import numpy as np
 import torch
 
-from training.baselines import PopularityRecommender
 from training.data.schema import WindowData
-from training.evaluate import evaluate_fraud, model_rankings, rec_queries
-from training.examples import FraudExamples, fraud_examples
-from training.history import PurchaseHistory
-from training.metrics import fraud_metrics, ranking_metrics
+from training.data.split import split_holdout
+from training.evaluation.baselines import PopularityRecommender
+from training.evaluation.evaluate import evaluate_fraud, model_rankings, rec_queries
+from training.evaluation.metrics import fraud_metrics, ranking_metrics
+from training.features.examples import FraudExamples, fraud_examples
+from training.features.history import PurchaseHistory
+from training.fit.objective import adversarial_delta
 from training.model import FraudBatch, MultiTaskBatch, ShopStreamModel
-from training.objective import adversarial_delta
-from training.split import split_holdout
 
 logger = logging.getLogger(__name__)
 

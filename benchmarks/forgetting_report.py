@@ -267,7 +267,7 @@ def _fgm_section(result: dict[str, Any]) -> list[str]:
                   f"Fraud AUC-PR of every version on the *next* window's transactions, clean and "
                   f"with the fraud head's numeric inputs perturbed (white box, L2 radius ε per "
                   f"row in std units): `fgm@ε` moves every row towards higher loss "
-                  f"(training.objective.adversarial_delta), `fgm_fraud_only@ε` only the frauds "
+                  f"(training.fit.objective.adversarial_delta), `fgm_fraud_only@ε` only the frauds "
                   f"(an evader controls only its own transactions), `pgdN@ε` N PGD steps. "
                   f"Means over the next-window evaluations, separately for steps into a window "
                   f"of the same fraud campaign and for the step across the shift (a new "

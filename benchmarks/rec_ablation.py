@@ -4,7 +4,7 @@ scored on window t against repeat-then-popular and popularity, per variant.
     python benchmarks/rec_ablation.py --path ../shared/data/online_retail \
         --freq month --at 1 2 --variants default no_repeat_features two_epochs
 
-Every variant trains with the one engine (``training.engine.fit``) on
+Every variant trains with the one engine (``training.fit.engine.fit``) on
 ``WindowExamples.build_over`` (each window's rows against the history as of that window's
 start) and is scored with the pipeline's own evaluation (``cluster.comparison.evaluation``:
 same users, targets and pool as the baselines). A variant changes one thing: no repeat features in
@@ -27,13 +27,13 @@ import torch
 
 from cluster.comparison.evaluation import baseline_rec, build_contexts, model_rec, pool_matrix
 from training.config import TrainConfig
+from training.data.sources import load_windows, merge_windows
 from training.data.synthetic_config import SyntheticShopConfig
-from training.engine import WorkerSettings, fit
-from training.examples import WindowExamples
-from training.history import PurchaseHistory
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.engine import WorkerSettings, fit
+from training.fit.loop import init_model
 from training.model import ModelConfig
-from training.sources import load_windows, merge_windows
-from training.train import init_model
 
 # The shop `make demo` runs on (its DEMO_SHOP flags).
 DEMO_SHOP = SyntheticShopConfig(n_windows=4, interactions_per_window=2500,

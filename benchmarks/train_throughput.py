@@ -4,7 +4,7 @@ Training throughput and the cost of an incremental update, in one run (``--help`
 The real MiniLM from the package (``finetune_layers=1``) and the synthetic drifting shop:
 
 1. throughput: steady-state samples/s of Ray Train with 1 worker vs a plain single-process run
-   of the same engine, ``training.engine.fit`` (same model, examples, batch order and batch
+   of the same engine, ``training.fit.engine.fit`` (same model, examples, batch order and batch
    size). Ray's start-up (``TorchTrainer.fit()`` wall minus the worker's training loop) is
    reported apart.
    The same pair again with one torch thread each (``*_1t``), which load disturbs far less.
@@ -49,15 +49,15 @@ from training.cli import (
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.synthetic import SyntheticShopConfig, generate
-from training.engine import WorkerSettings, fit
-from training.evaluate import evaluate_fraud, evaluate_rec
-from training.examples import WindowExamples
-from training.history import PurchaseHistory
+from training.evaluation.evaluate import evaluate_fraud, evaluate_rec
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.engine import WorkerSettings, fit
+from training.fit.loop import init_model
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig, ShopStreamModel, load_model
 from training.store import open_store
-from training.train import init_model
-from training.update import full_retrain_start
+from training.update.prepare import full_retrain_start
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +142,7 @@ class FitLog(logging.Handler):
 
     def pop(self, workers: int) -> dict[str, Any]:
         if not self.fits:
-            raise RuntimeError("training.raytrain.fit_window logged no 'Ray Train run' line: "
+            raise RuntimeError("training.fit.raytrain.fit_window logged no 'Ray Train run' line: "
                                "has its log message changed? (FitLog reads it)")
         m = self.fits.pop()
         return {"workers": workers, "fit_s": m["fit_s"], "train_s": m["train_s"],
@@ -158,7 +158,7 @@ FITS = FitLog()
 
 def plain_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConfig
               ) -> dict[str, Any]:
-    """The Ray worker's engine (``training.engine.fit``) in this process, without Ray."""
+    """The Ray worker's engine (``training.fit.engine.fit``) in this process, without Ray."""
     began = time.perf_counter()
     run = fit(model, examples, train, WorkerSettings()).run
     return {"workers": 0, "setup_s": run.clock.began - began, "steps": run.clock.steps,
@@ -167,8 +167,8 @@ def plain_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConf
 
 def ray_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConfig,
             inc: IncrementalConfig, name: str) -> tuple[dict[str, Any], ShopStreamModel]:
-    """One ``training.raytrain.fit_window`` (the production path) and its worker metrics."""
-    from training.raytrain import fit_window
+    """One ``training.fit.raytrain.fit_window`` (the production path) and its worker metrics."""
+    from training.fit.raytrain import fit_window
 
     began = time.perf_counter()
     fit = fit_window(inc, train, model, None, None, examples, name)
@@ -375,7 +375,7 @@ def run(cfg: BenchConfig) -> str:
     cpus, gpus = start_ray(cfg)
     result["machine"] = {**machine(), "ray_cpus": cpus, "ray_gpus": gpus}
     result["env"] = {key: os.environ.get(key) for key in RAY_ENV}
-    raytrain_log = logging.getLogger("training.raytrain")
+    raytrain_log = logging.getLogger("training.fit.raytrain")
     raytrain_log.addHandler(FITS)
     raytrain_log.setLevel(logging.INFO)
     with tempfile.TemporaryDirectory(prefix="shopstream-bench-") as tmp:

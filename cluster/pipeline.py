@@ -31,8 +31,8 @@ from typing import Any
 from cluster.pipeline_config import PipelineConfig
 from serving.config import SERVE_START_ENV
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.data.sources import SourceError
 from training.incremental_config import IncrementalConfig, explicit_settings
-from training.sources import SourceError
 from training.store import StoreError
 from training.train import training_configs, training_parser
 

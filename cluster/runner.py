@@ -37,16 +37,16 @@ from cluster.comparison.evaluation import (
 from cluster.comparison.fraud_intervals import record_fraud_intervals
 from cluster.pipeline_config import PipelineConfig
 from training.config import TrainConfig
+from training.data.labels import known_at
 from training.data.schema import WindowData
+from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig
 from training.data.windows import list_windows, read_window, write_window
-from training.gate import REVIEW_FPR
 from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
-from training.labels import known_at
 from training.model import ModelConfig
-from training.sources import load_windows, merge_windows
 from training.store import CheckpointStore
+from training.update.gate import REVIEW_FPR
 
 logger = logging.getLogger(__name__)
 

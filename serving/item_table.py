@@ -2,7 +2,7 @@
 loads, so requests never run the text encoder.
 
 Title vectors come from the version itself when it published them
-(``training.bundle.read_item_text``); only the catalogue's new titles are encoded, through
+(``training.update.bundle.read_item_text``); only the catalogue's new titles are encoded, through
 the node's :class:`~serving.item_cache.ItemVectorCache`. Older versions encode every title
 through the cache.
 """
@@ -54,7 +54,7 @@ def item_table(model: ShopStreamModel, new_titles: list[str], cache: ItemVectorC
     """(item vectors, title vectors), each [len(model.items) + len(new_titles), dim].
 
     ``published``: the version's own title vectors of its known items
-    (``training.bundle.read_item_text``), so only the catalogue's new titles are encoded;
+    (``training.update.bundle.read_item_text``), so only the catalogue's new titles are encoded;
     without them (older versions) every title goes through the cache."""
     known = len(model.items)
     if model.item_emb.num_embeddings != known or len(model.item_titles) != known:

@@ -31,10 +31,8 @@ from serving.errors import VersionRejectedError
 from serving.holder import VersionHolder, describe_error
 from serving.item_cache import ItemVectorCache, default_cache_dir
 from serving.predictor import Predictor, Thresholds
-from training.bundle import HISTORY_FILE, read_item_text
 from training.cli import ConfigError
-from training.gate import DEFAULT_THRESHOLDS
-from training.history import PurchaseHistory
+from training.features.history import PurchaseHistory
 from training.model import IdMap, IdMapError, ModelFormatError, load_model
 from training.store import (
     LATEST_KEY,
@@ -45,6 +43,8 @@ from training.store import (
     InvalidMetaError,
     open_store,
 )
+from training.update.bundle import HISTORY_FILE, read_item_text
+from training.update.gate import DEFAULT_THRESHOLDS
 
 logger = logging.getLogger(__name__)
 

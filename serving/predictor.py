@@ -50,7 +50,7 @@ from serving.schemas import (
     Strategy,
 )
 from serving.schemas import Thresholds as ThresholdsBody
-from training.history import PurchaseHistory, history_matrix
+from training.features.history import PurchaseHistory, history_matrix
 from training.model import FraudBatch, ShopStreamModel
 from training.model.item_table import ItemTable
 
@@ -190,7 +190,7 @@ class Predictor:
             vec = self.model.user_vectors(users, hist, self.table)
             rep = self.repeats.lookup(
                 [requests[i].user_id if queries[i].user_idx else "" for i in rows])
-            # The same ranking score as evaluation (training.evaluate.rank_pool).
+            # The same ranking score as evaluation (training.evaluation.evaluate.rank_pool).
             scores = self.model.pool_scores(vec, self.candidates, self.item_pop,
                                             torch.from_numpy(rep.items - 1),
                                             torch.from_numpy(rep.features))

@@ -26,7 +26,7 @@ SCHEDULABLE: dict[str, float] = {"lr": 1e-12, "encoder_lr": 0.0, "weight_decay":
                                  "alpha_rec": 0.0, "alpha_fraud": 0.0, "distill_weight": 0.0,
                                  "fraud_pos_weight": 1e-12}
 EpochSchedule = tuple[tuple[tuple[str, float], ...], ...]
-# Optimizer param-group name -> the schedule key of its learning rate (training.engine).
+# Optimizer param-group name -> the schedule key of its learning rate (training.fit.engine).
 GROUP_LR = {"heads": "lr", "encoder": "encoder_lr"}
 
 

@@ -4,12 +4,12 @@
     ray job submit --working-dir . -- python -m training.incremental \
         --source windows --path /data/windows --store s3://bucket/shopstream --num-workers 8
 
-Flow: resume from the training head (``training.head``: latest, or after a rejection the
+Flow: resume from the training head (``training.update.head``: latest, or after a rejection the
 rejected candidate, whose state has seen every window so far; the pretrained encoder when
 the store is empty) → hold out the tail of the window after the head's → mix a replay
 sample into the rest → Ray Train ``TorchTrainer`` (DDP, each worker on its own shard,
 distillation from the state resumed) → fit the fraud trees on every labelled row known so
-far and choose their weight in the fraud score on the tail (``training.fraud_blend``) → score
+far and choose their weight in the fraud score on the tail (``training.update.fraud_blend``) → score
 candidate and the live incumbent (latest) on
 the same held-out slice → promotion gate → publish (or record the rejection; serving keeps
 latest) → move the head → retention. After ``--fallback-after`` rejections in a row the
@@ -31,24 +31,22 @@ import numpy as np
 import pandas as pd
 import ray
 
-from training.bundle import write_bundle
 from training.cli import ConfigError, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
+from training.data.sources import SourceError, merge_windows
 from training.data.synthetic import SyntheticShopConfig
-from training.evaluate import evaluate_fraud, evaluate_rec, fraud_labels_scores, fraud_scores
-from training.examples import fraud_examples
-from training.fit_result import FitResult
-from training.fraud_blend import fraud_blend, known_transactions, refit_trees
-from training.gate import (
-    GateDecision,
-    decide,
-    fraud_thresholds,
-    main_metrics,
-    paired_ap_interval,
+from training.evaluation.evaluate import (
+    evaluate_fraud,
+    evaluate_rec,
+    fraud_labels_scores,
+    fraud_scores,
 )
-from training.head import INCREMENTAL, StartPoint, after_update, write_head
-from training.history import PurchaseHistory
+from training.features.examples import fraud_examples
+from training.features.history import PurchaseHistory
+from training.features.replay import ReplayBuffer
+from training.fit.raytrain import fit_window
+from training.fit.result import FitResult
 from training.incremental_config import (
     IncrementalConfig,
     apply_best_config,
@@ -56,14 +54,21 @@ from training.incremental_config import (
 )
 from training.model import ModelConfig, ShopStreamModel
 from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibration
-from training.phases import Laps
-from training.ranking_terms import choose_ranking_terms
-from training.raytrain import fit_window
-from training.replay import ReplayBuffer
-from training.sources import SourceError, merge_windows
 from training.store import StoreError, open_store
 from training.train import training_configs, training_parser
-from training.update import Update, prepare_update
+from training.update.bundle import write_bundle
+from training.update.fraud_blend import fraud_blend, known_transactions, refit_trees
+from training.update.gate import (
+    GateDecision,
+    decide,
+    fraud_thresholds,
+    main_metrics,
+    paired_ap_interval,
+)
+from training.update.head import INCREMENTAL, StartPoint, after_update, write_head
+from training.update.phases import Laps
+from training.update.prepare import Update, prepare_update
+from training.update.ranking_terms import choose_ranking_terms
 
 logger = logging.getLogger(__name__)
 
@@ -221,7 +226,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
              window: WindowData, evaluation: dict[str, Any], decision: GateDecision,
              train_cfg: TrainConfig, config_used: str, vocab: dict[str, int]
              ) -> dict[str, Any]:
-    """Publish or record the candidate, then move the training head (see training.head).
+    """Publish or record the candidate, then move the training head (see training.update.head).
 
     The store's parent is always the live version the candidate was gated against (the
     published lineage); ``start_from`` says which state it actually resumed from."""

@@ -10,7 +10,7 @@ from typing import Any
 
 from training.cli import config_from_dict, require
 from training.config import TrainConfig
-from training.sources import SOURCES, check_source
+from training.data.sources import SOURCES, check_source
 from training.store import CheckpointStore
 
 logger = logging.getLogger(__name__)
@@ -19,7 +19,7 @@ BEST_CONFIG = "best"
 TRAINERS = ("auto", "ray", "local")
 
 
-# Ranking-time terms tried on each update's held-out tail (training/ranking_terms.py), in
+# Ranking-time terms tried on each update's held-out tail (training/update/ranking_terms.py), in
 # cosine units before the temperature, half-decade steps. Count weight: 0 (the model's
 # order) to 10 per log purchase (counts outweigh the towers' whole range of 2). Bonus: 0 to
 # 100, which puts own items ahead of every other item even at weight 10 (log counts stay
@@ -97,7 +97,7 @@ class IncrementalConfig:
     repeat_bonus_grid: tuple[float, ...] = field(default=REPEAT_BONUS_GRID, metadata={
         "help": "ranking-time bonuses (cosine units) of a user's own past items tried on "
                 "the held-out tail; the candidate ranks with the best (comma list; empty: "
-                "keep the parent's terms, see training/ranking_terms.py)"})
+                "keep the parent's terms, see training/update/ranking_terms.py)"})
     count_weight_grid: tuple[float, ...] = field(default=COUNT_WEIGHT_GRID, metadata={
         "help": "ranking-time weights of repeat-then-popular's purchase counts tried with "
                 "each bonus (comma list; empty: keep the parent's terms)"})

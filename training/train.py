@@ -13,7 +13,6 @@ as JSON (``--metrics-out``).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -24,9 +23,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from training.cli import (
     ConfigError,
     add_dataclass_args,
@@ -36,12 +32,12 @@ from training.cli import (
 )
 from training.config import TrainConfig
 from training.data.schema import WindowData
+from training.data.sources import SOURCES, SourceError, check_source, load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig
-from training.evaluate import candidate_items, evaluate_fraud, evaluate_rec
-from training.history import PurchaseHistory
-from training.loop import prepare_window, resolve_device, train_window
-from training.model import IdMap, ModelConfig, ShopStreamModel, fraud_stats
-from training.sources import SOURCES, SourceError, check_source, load_windows, merge_windows
+from training.evaluation.evaluate import candidate_items, evaluate_fraud, evaluate_rec
+from training.features.history import PurchaseHistory
+from training.fit.loop import init_model, resolve_device, train_window
+from training.model import ModelConfig
 
 logger = logging.getLogger(__name__)
 
@@ -65,20 +61,6 @@ class JobConfig:
     def __post_init__(self) -> None:
         check_source(self.source, self.freq)
         require(self.train_windows >= 1, "train_windows", "must be >= 1")
-
-
-def init_model(model_cfg: ModelConfig, window: WindowData) -> ShopStreamModel:
-    """A fresh model (pretrained encoder) whose vocab and fraud scaling fit ``window``."""
-    features = tuple(window.fraud_features)
-    cfg = dataclasses.replace(model_cfg, fraud_features=features)
-    torch.manual_seed(cfg.seed)
-    model = ShopStreamModel(cfg, IdMap(), IdMap(), [""])
-    prepare_window(model, window)
-    txns = window.transactions
-    if len(txns):
-        model.set_fraud_stats(*fraud_stats(txns["amount"].to_numpy(dtype=np.float64),
-                                           txns[list(features)].to_numpy(dtype=np.float64)))
-    return model
 
 
 def pick_windows(windows: Sequence[WindowData], job: JobConfig

@@ -63,7 +63,7 @@ class SweepConfig:
     pbt_mutate: tuple[str, ...] = field(default=("lr", "alpha_fraud"), metadata={
         "help": "PBT: comma-separated searched keys it perturbs over time"})
     trial_backend: Backend = field(default="loop", metadata={
-        "help": "loop: one process per trial running training.engine.run_epochs (reports "
+        "help": "loop: one process per trial running training.fit.engine.run_epochs (reports "
                 "every epoch); ray_train: each trial fits a TorchTrainer with --num-workers "
                 "(reports once, at the end)"})
     cpus_per_trial: float = field(default=1.0, metadata={

@@ -1,6 +1,6 @@
 """A read-only, in-memory copy of a store's ``latest`` version, shipped to every trial.
 
-Trials call :func:`training.update.prepare_update` exactly as ``training.incremental``
+Trials call :func:`training.update.prepare.prepare_update` exactly as ``training.incremental``
 does, but on this snapshot rather than on the store itself: every trial then starts from
 the same version even if ``latest`` moves mid-sweep, trial processes need no store
 credentials (S3 keys stay with the driver), and relative store paths do not depend on the

@@ -38,11 +38,11 @@ import ray
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
+from training.data.sources import SourceError, load_windows
+from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental_config import BEST_CONFIG, IncrementalConfig
 from training.model import ModelConfig
-from training.sources import SourceError, load_windows
-from training.split import choose_window
 from training.store import CheckpointStore, StoreError, open_store
 from tuning.config import SweepConfig
 from tuning.report import (

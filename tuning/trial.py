@@ -1,16 +1,16 @@
 """What one Tune trial runs: the incremental update of ``training.incremental``, scored on
 the window after the one it trains on.
 
-Both backends start with :func:`training.update.prepare_update` (on the sweep's snapshot of
+Both backends start with :func:`training.update.prepare.prepare_update` (on the sweep's snapshot of
 the store), so a trial trains exactly what ``training.incremental`` would with its config:
 
 * ``loop`` (default): one Ray process per trial runs the engine's
-  :func:`training.engine.run_epochs` over its objective (tasks + distillation from the
+  :func:`training.fit.engine.run_epochs` over its objective (tasks + distillation from the
   previous version + FGM), and after every epoch reports the next-window score after every epoch so
   ASHA can stop it and PBT can exploit it. Under PBT each report carries a checkpoint
   (model as safetensors + JSON, optimizer moments as safetensors, the epoch as JSON).
 * ``ray_train``: the trial builds the Ray Train ``TorchTrainer`` through
-  :func:`training.raytrain.fit_window` (DDP over ``num_workers``) and reports once.
+  :func:`training.fit.raytrain.fit_window` (DDP over ``num_workers``) and reports once.
 """
 
 from __future__ import annotations
@@ -30,7 +30,9 @@ from ray import tune
 
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
-from training.engine import (
+from training.evaluation.evaluate import evaluate_fraud, evaluate_rec
+from training.features.examples import WindowExamples
+from training.fit.engine import (
     EngineRun,
     StepHooks,
     build_objective,
@@ -40,20 +42,18 @@ from training.engine import (
     run_epochs,
     total_steps,
 )
-from training.evaluate import evaluate_fraud, evaluate_rec
-from training.examples import WindowExamples
-from training.gate import main_metrics
-from training.incremental_config import TUNABLE_INCREMENTAL, IncrementalConfig
-from training.loop import prepare_window
-from training.model import ModelConfig, ShopStreamModel, load_model, save_model
-from training.optim_state import (
+from training.fit.loop import prepare_window
+from training.fit.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
     restore_optimizer_state,
     save_optimizer,
 )
-from training.raytrain import fit_window, worker_settings
-from training.update import Update, prepare_update
+from training.fit.raytrain import fit_window, worker_settings
+from training.incremental_config import TUNABLE_INCREMENTAL, IncrementalConfig
+from training.model import ModelConfig, ShopStreamModel, load_model, save_model
+from training.update.gate import main_metrics
+from training.update.prepare import Update, prepare_update
 from tuning.report import combined_score
 from tuning.snapshot import SnapshotStore
 from tuning.space import TRAIN_KEYS

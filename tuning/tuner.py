@@ -25,9 +25,9 @@ from ray.tune.search import BasicVariantGenerator
 from training.cli import ConfigError
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
+from training.fit.raytrain import resolve_use_gpu, storage
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
-from training.raytrain import resolve_use_gpu, storage
 from tuning.config import RAY_TRAIN_TRIAL_CPU, SweepConfig, ray_train_concurrency
 from tuning.report import TrialRow, trial_id_of
 from tuning.snapshot import SnapshotStore

@@ -20,20 +20,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from training.bundle import write_bundle
 from training.config import TrainConfig
+from training.data.labels import known_at
 from training.data.schema import WindowData
-from training.fraud_blend import blend_like, known_transactions
-from training.history import PurchaseHistory
+from training.data.sources import merge_windows
+from training.features.history import PurchaseHistory
+from training.features.replay import ReplayBuffer
+from training.fit.raytrain import fit_window
 from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
-from training.labels import known_at
 from training.model import ModelConfig, ShopStreamModel, load_model
-from training.raytrain import fit_window
-from training.replay import ReplayBuffer
-from training.sources import merge_windows
 from training.store import CheckpointStore, open_store
-from training.update import full_retrain_start
+from training.update.bundle import write_bundle
+from training.update.fraud_blend import blend_like, known_transactions
+from training.update.prepare import full_retrain_start
 
 logger = logging.getLogger(__name__)
 

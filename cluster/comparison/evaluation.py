@@ -4,7 +4,8 @@ The pipeline is prequential (test-then-train): when window ``t`` lands, each met
 current model is scored on it *before* anything trains on it. A :class:`WindowContext`
 fixes what every method sees for window ``t``:
 
-* history: purchases before the window (warm users' queries, as in ``training.evaluate``);
+* history: purchases before the window (warm users' queries, as in
+  ``training.evaluation.evaluate``);
 * ranking pool: every item of windows ``0..t`` in order of first appearance, so the pool of
   an earlier window is a prefix of a later one's (forgetting re-scores earlier windows with
   the same pool they were first scored with). A model scores items it knows by their
@@ -27,18 +28,18 @@ import pandas as pd
 import torch
 from sklearn.ensemble import HistGradientBoostingClassifier
 
-from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
-from training.evaluate import (
+from training.evaluation.baselines import PopularityRecommender, RepeatThenPopular
+from training.evaluation.evaluate import (
     RecQueries,
     fraud_labels_scores,
     model_rankings,
     rec_queries,
 )
-from training.history import PurchaseHistory, purchases
-from training.metrics import PerUserRanking, fraud_metrics
+from training.evaluation.metrics import PerUserRanking, fraud_metrics
+from training.evaluation.rec_split import split_rec_per_user
+from training.features.history import PurchaseHistory, purchases
 from training.model import ShopStreamModel
-from training.rec_split import split_rec_per_user
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,8 @@ def pool_matrix(model: ShopStreamModel, pool: list[str], titles: dict[str, str]
 class RecRow(dict[str, float]):
     """A rec metrics row (what the results store) that also carries, in memory only, the
     per-user values behind it: ``per_user[part]`` for the parts of
-    :func:`training.rec_split.split_rec_per_user`, users indexing ``ctx.queries`` rows, the
+    :func:`training.evaluation.rec_split.split_rec_per_user`, users indexing ``ctx.queries``
+    rows, the
     same users for every method scored on the same context (so they can be paired)."""
 
     per_user: dict[str, PerUserRanking]

@@ -28,8 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import fraud_metrics
-from training.reliability import brier_score, expected_calibration_error, reliability_bins
+from training.evaluation.metrics import fraud_metrics
+from training.evaluation.reliability import (
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
 from training.store import CheckpointStore
 
 N_BOOT = 200

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from cluster.comparison.evaluation import RecRow
-from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from training.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_diff
 from training.store import CheckpointStore
 
 logger = logging.getLogger(__name__)

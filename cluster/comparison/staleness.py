@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from cluster.comparison.arms import OURS
-from training.head import FALLBACK, INCREMENTAL
+from training.update.head import FALLBACK, INCREMENTAL
 
 
 def _outcome(row: dict[str, Any]) -> str:

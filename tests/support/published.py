@@ -4,7 +4,7 @@
     version = publish(store, model, shop_history(model), tmp_dir, thresholds=(0.3, 0.7))
 
 The model is untrained (random heads over the configured encoder) but complete: a real
-:class:`ShopStreamModel`, written with :func:`training.bundle.write_bundle` and published
+:class:`ShopStreamModel`, written with :func:`training.update.bundle.write_bundle` and published
 with :meth:`CheckpointStore.publish`, exactly as ``training.incremental`` does.
 :func:`perturbed` derives a different next version that keeps the text tower, as a version
 trained with a frozen encoder would.
@@ -21,13 +21,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.bundle import write_bundle
-from training.evaluate import fraud_scores, rank_pool
-from training.examples import fraud_examples
-from training.history import PurchaseHistory
+from training.evaluation.evaluate import fraud_scores, rank_pool
+from training.features.examples import fraud_examples
+from training.features.history import PurchaseHistory
+from training.features.replay import ReplayBuffer
 from training.model import IdMap, ModelConfig, ShopStreamModel, model_from_state, model_state
-from training.replay import ReplayBuffer
 from training.store import CheckpointStore
+from training.update.bundle import write_bundle
 
 BRANDS = ("acme", "nordic", "solis", "vela", "kumo", "tara", "orbit", "lumen")
 ATTRIBUTES = ("red", "wooden", "large", "organic", "vintage", "silver", "soft", "compact")
@@ -110,7 +110,8 @@ def publish(store: CheckpointStore, model: ShopStreamModel, history: PurchaseHis
 
 class Reference:
     """Expected answers of one version, computed with the model's public API and
-    ``training.evaluate`` (independently of :mod:`serving.predictor`), for tests to compare
+    ``training.evaluation.evaluate`` (independently of :mod:`serving.predictor`), for tests to
+    compare
     served answers with. Histories and recent items must use items the model knows."""
 
     def __init__(self, version: str, model: ShopStreamModel, history: PurchaseHistory,
@@ -146,7 +147,8 @@ class Reference:
         return ("personal" if known else "recent_items"), picked
 
     def fraud(self, txns: list[dict[str, Any]]) -> list[float]:
-        """Probabilities of request-shaped transactions, through ``training.evaluate``."""
+        """Probabilities of request-shaped transactions, through
+        ``training.evaluation.evaluate``."""
         features = list(self.model.cfg.fraud_features)
         frame = pd.DataFrame({
             "txn_id": [str(i) for i in range(len(txns))],

@@ -1,4 +1,4 @@
-"""training.baselines: popularity and repeat-then-popular on a tiny hand-made frame."""
+"""training.evaluation.baselines: popularity and repeat-then-popular on a tiny hand-made frame."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from training.baselines import (
+from training.data.schema import INTERACTIONS_SCHEMA, empty_frame
+from training.evaluation.baselines import (
     BaselineError,
     NotFittedError,
     PopularityRecommender,
     RepeatThenPopular,
 )
-from training.data.schema import INTERACTIONS_SCHEMA, empty_frame
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,5 @@
 """Fraud probabilities calibrated on held-out labels (training/model/calibration.py) and the
-measures of calibration (training/reliability.py)."""
+measures of calibration (training/evaluation/reliability.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,13 @@ import pytest
 
 from tests.support.published import shop_history, shop_model
 from tests.unit.test_fraud_trees import txns
-from training.evaluate import fraud_scores
-from training.examples import fraud_examples
+from training.evaluation.evaluate import fraud_scores
+from training.evaluation.reliability import (
+    brier_score,
+    expected_calibration_error,
+    reliability_bins,
+)
+from training.features.examples import fraud_examples
 from training.model import ModelConfig, ModelFormatError, load_model, save_model
 from training.model.calibration import (
     CalibrationError,
@@ -20,7 +25,6 @@ from training.model.calibration import (
     fit_calibration,
     fit_kind,
 )
-from training.reliability import brier_score, expected_calibration_error, reliability_bins
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,4 @@
-"""training.engine: the one training loop behind every trainer."""
+"""training.fit.engine: the one training loop behind every trainer."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ import torch
 
 from tests.unit.tiny_shop import CFG, TINY, tiny_window
 from training.data.schema import WindowData
-from training.engine import (
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.engine import (
     EngineRun,
     StepHooks,
     WorkerSettings,
@@ -25,23 +27,20 @@ from training.engine import (
     share_text_cache,
     total_steps,
 )
-from training.examples import WindowExamples
-from training.history import PurchaseHistory
-from training.local_fit import fit_local
-from training.loop import train_window
+from training.fit.local import fit_local
+from training.fit.loop import init_model, train_window
+from training.fit.objective import TrainingObjective
 from training.model import (
     MultiTaskBatch,
     ShopStreamModel,
     model_from_state,
     model_state,
 )
-from training.objective import TrainingObjective
-from training.train import init_model
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
 REPO = Path(__file__).resolve().parents[2]
-THIN_WRAPPERS = ("training/loop.py", "training/local_fit.py", "training/worker.py",
+THIN_WRAPPERS = ("training/fit/loop.py", "training/fit/local.py", "training/fit/worker.py",
                  "tuning/trial.py", "benchmarks/train_throughput.py")
 
 
@@ -75,17 +74,17 @@ def test_the_engine_is_the_only_training_loop() -> None:
     assert len(trees) > 20
     # Only the engine steps the optimizer over batches it draws (no second epoch loop).
     assert [path for path, tree in trees.items() if _called(tree, "train_step")] == \
-        ["training/engine.py"]
+        ["training/fit/engine.py"]
     assert [path for path, tree in trees.items() if _called(tree, "iter_batches")] == \
-        ["training/engine.py"]
+        ["training/fit/engine.py"]
     for path in THIN_WRAPPERS:
         imports = {node.module for node in ast.walk(trees[path])
                    if isinstance(node, ast.ImportFrom)}
-        assert "training.engine" in imports, path
+        assert "training.fit.engine" in imports, path
 
 
 def test_the_engine_does_not_import_ray() -> None:
-    code = "import sys, training.engine; print(sorted(m for m in sys.modules if m == 'ray' " \
+    code = "import sys, training.fit.engine; print(sorted(m for m in sys.modules if m == 'ray' " \
            "or m.startswith('ray.')))"
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                          text=True, check=True, timeout=300)

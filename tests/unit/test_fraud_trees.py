@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 
 from tests.support.published import shop_history, shop_model
-from training.evaluate import fraud_scores
-from training.examples import fraud_examples
-from training.fraud_blend import (
+from training.evaluation.evaluate import fraud_scores
+from training.evaluation.metrics import fraud_metrics
+from training.features.examples import fraud_examples
+from training.model import ModelConfig, ModelFormatError, ShopStreamModel, load_model, save_model
+from training.update.fraud_blend import (
     BLEND_GRID,
     FALLBACK_TREE_WEIGHT,
     MIN_BLEND_FRAUDS,
@@ -24,8 +26,6 @@ from training.fraud_blend import (
     known_transactions,
     refit_trees,
 )
-from training.metrics import fraud_metrics
-from training.model import ModelConfig, ModelFormatError, ShopStreamModel, load_model, save_model
 
 pytestmark = pytest.mark.unit
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from training.gate import decide, paired_ap_interval
+from training.update.gate import decide, paired_ap_interval
 
 pytestmark = pytest.mark.unit
 

@@ -13,15 +13,15 @@ import pytest
 from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError
+from training.data.labels import known_at, labels_arrived
 from training.data.schema import WindowData
+from training.data.sources import load_windows, merge_windows
+from training.data.split import split_holdout
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
-from training.labels import known_at, labels_arrived
-from training.sources import load_windows, merge_windows
-from training.split import split_holdout
 from training.store import open_store
-from training.update import prepare_update
+from training.update.prepare import prepare_update
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

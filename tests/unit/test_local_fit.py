@@ -1,4 +1,4 @@
-"""training.local_fit: the Ray worker's training loop in this process (``trainer="local"``)."""
+"""training.fit.local: the Ray worker's training loop in this process (``trainer="local"``)."""
 
 from __future__ import annotations
 
@@ -11,17 +11,16 @@ import torch
 
 from tests.unit.tiny_shop import CFG, TINY, tiny_window
 from training.cli import ConfigError
-from training.examples import WindowExamples
-from training.fit_result import FitResult
-from training.history import PurchaseHistory
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.local import fit_local
+from training.fit.loop import build_optimizer, init_model
+from training.fit.optim_state import restore_optimizer_state
+from training.fit.raytrain import choose_trainer, fit_window
+from training.fit.result import FitResult
+from training.fit.worker import WorkerSettings, global_steps
 from training.incremental_config import IncrementalConfig
-from training.local_fit import fit_local
-from training.loop import build_optimizer
 from training.model import ShopStreamModel, model_from_state, model_state
-from training.optim_state import restore_optimizer_state
-from training.raytrain import choose_trainer, fit_window
-from training.train import init_model
-from training.worker import WorkerSettings, global_steps
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
@@ -132,11 +131,11 @@ def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted, mon
         raise AssertionError("trainer=local must not touch Ray")
 
     # A Ray started by other tests of the session may be up: assert Ray is never used.
-    import training.raytrain
+    import training.fit.raytrain
 
-    monkeypatch.setattr(training.raytrain, "TorchTrainer", no_ray)
-    monkeypatch.setattr(training.raytrain, "resolve_use_gpu", no_ray)
-    monkeypatch.setattr(training.raytrain.ray, "put", no_ray)
+    monkeypatch.setattr(training.fit.raytrain, "TorchTrainer", no_ray)
+    monkeypatch.setattr(training.fit.raytrain, "resolve_use_gpu", no_ray)
+    monkeypatch.setattr(training.fit.raytrain.ray, "put", no_ray)
     inc = IncrementalConfig(trainer="local", distill_weight=0.7, distill_temperature=3.0)
     result = fit_window(inc, CFG, model, None, None, examples, "w0")
     assert isinstance(result, FitResult) and result.steps == 6
@@ -181,12 +180,12 @@ def test_auto_takes_ray_train_only_when_the_update_repays_its_start_up(setup) ->
 def test_fit_window_on_auto_says_which_trainer_ran_and_why(setup, fitted, monkeypatch) -> None:
     model, examples = setup
     _, plain = fitted
-    import training.raytrain
+    import training.fit.raytrain
 
     def no_ray(*args, **kwargs):
         raise AssertionError("a small update on auto must not start Ray Train")
 
-    monkeypatch.setattr(training.raytrain, "TorchTrainer", no_ray)
+    monkeypatch.setattr(training.fit.raytrain, "TorchTrainer", no_ray)
     result = fit_window(IncrementalConfig(use_gpu="false"), CFG, model, None, None,
                         examples, "w0")
     assert (result.trainer, result.trainer_reason) == ("local", "auto: 6 steps < "

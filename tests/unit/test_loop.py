@@ -11,12 +11,11 @@ import pytest
 from training.cli import ConfigError
 from training.config import TrainConfig
 from training.data.schema import WindowData, empty_frame
-from training.evaluate import evaluate_fraud, evaluate_rec, rec_queries
-from training.examples import WindowExamples, iter_batches, rec_examples, steps_per_epoch
-from training.history import PurchaseHistory, history_matrix
-from training.loop import lr_factor, train_window
+from training.evaluation.evaluate import evaluate_fraud, evaluate_rec, rec_queries
+from training.features.examples import WindowExamples, iter_batches, rec_examples, steps_per_epoch
+from training.features.history import PurchaseHistory, history_matrix
+from training.fit.loop import init_model, lr_factor, train_window
 from training.model import ModelConfig
-from training.train import init_model
 
 pytestmark = pytest.mark.unit
 

@@ -1,5 +1,6 @@
-"""training.metrics per-user values and bootstrap intervals; training.rec_split's
-repeat/new-to-user split, on constructed cases with exact numbers."""
+"""training.evaluation.metrics per-user values and bootstrap intervals;
+training.evaluation.rec_split's repeat/new-to-user split, on constructed cases with exact
+numbers."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import math
 import numpy as np
 import pytest
 
-from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
-from training.metrics import (
+from training.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from training.evaluation.metrics import (
     MetricInputError,
     per_user_ranking_metrics,
     ranking_metrics,
 )
-from training.rec_split import split_rec_metrics, split_rec_per_user
+from training.evaluation.rec_split import split_rec_metrics, split_rec_per_user
 
 pytestmark = pytest.mark.unit
 

@@ -1,4 +1,5 @@
-"""training.metrics: ranking metrics, top_k, and fraud metrics (checked against sklearn)."""
+"""training.evaluation.metrics: ranking metrics, top_k, and fraud metrics (checked against
+sklearn)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from training.metrics import (
+from training.evaluation.metrics import (
     MetricInputError,
     average_precision,
     fraud_metrics,

@@ -8,6 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from training.fit.objective import (
+    ObjectiveError,
+    TrainingObjective,
+    adversarial_delta,
+    rec_distill_loss,
+    teacher_view,
+    unwrap_model,
+)
 from training.model import (
     FraudBatch,
     IdMap,
@@ -20,14 +28,6 @@ from training.model import (
     model_state,
 )
 from training.model.outputs import fraud_bce
-from training.objective import (
-    ObjectiveError,
-    TrainingObjective,
-    adversarial_delta,
-    rec_distill_loss,
-    teacher_view,
-    unwrap_model,
-)
 
 pytestmark = pytest.mark.unit
 

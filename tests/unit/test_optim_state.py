@@ -9,7 +9,15 @@ import pytest
 import torch
 
 from training.config import TrainConfig
-from training.loop import build_optimizer
+from training.fit.loop import build_optimizer
+from training.fit.objective import TrainingObjective
+from training.fit.optim_state import (
+    OptimizerStateError,
+    load_optimizer,
+    optimizer_state_tensors,
+    restore_optimizer_state,
+    save_optimizer,
+)
 from training.model import (
     FraudBatch,
     IdMap,
@@ -20,14 +28,6 @@ from training.model import (
     item_title_list,
     model_from_state,
     model_state,
-)
-from training.objective import TrainingObjective
-from training.optim_state import (
-    OptimizerStateError,
-    load_optimizer,
-    optimizer_state_tensors,
-    restore_optimizer_state,
-    save_optimizer,
 )
 
 pytestmark = pytest.mark.unit
@@ -167,7 +167,7 @@ def test_unfit_or_missing_state_starts_fresh_with_a_warning(trained, caplog):
     meta["state"]["gone.weight"] = {"shape": [2], "tensors": [], "values": {}}
     twin = copy_of(model)
     fresh = build_optimizer(twin, CFG)
-    with caplog.at_level(logging.WARNING, logger="training.optim_state"):
+    with caplog.at_level(logging.WARNING, logger="training.fit.optim_state"):
         counts = restore_optimizer_state(fresh, twin, tensors, meta)
     n_params = sum(len(g["params"]) for g in fresh.param_groups)
     assert counts == {"restored": n_params - 2, "padded": 0, "fresh": 2, "unused": 1}

@@ -25,9 +25,9 @@ from cluster.comparison.evaluation import (
 )
 from training.data.schema import WindowData, empty_frame
 from training.data.synthetic import SyntheticShopConfig, generate
-from training.history import history_matrix, purchases
+from training.features.history import history_matrix, purchases
+from training.fit.loop import init_model
 from training.model import ModelConfig, ShopStreamModel
-from training.train import init_model
 
 pytestmark = pytest.mark.unit
 

@@ -10,12 +10,14 @@ import pytest
 import torch
 
 from tests.unit.tiny_shop import TINY, tiny_window
-from training.baselines import RepeatThenPopular
 from training.cli import ConfigError
 from training.data.schema import WindowData
-from training.evaluate import candidate_matrix, rank_pool
-from training.examples import WindowExamples, iter_batches
-from training.history import PurchaseHistory
+from training.evaluation.baselines import RepeatThenPopular
+from training.evaluation.evaluate import candidate_matrix, rank_pool
+from training.features.examples import WindowExamples, iter_batches
+from training.features.history import PurchaseHistory
+from training.features.profile import POPULARITY_FEATURES, REPEAT_FEATURES
+from training.fit.loop import init_model
 from training.incremental_config import COUNT_WEIGHT_GRID, REPEAT_BONUS_GRID, IncrementalConfig
 from training.model import (
     IdMap,
@@ -25,9 +27,7 @@ from training.model import (
     load_model,
     save_model,
 )
-from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
-from training.ranking_terms import COLD_FALLBACK_WEIGHT, MIN_COLD_USERS, choose_ranking_terms
-from training.train import init_model
+from training.update.ranking_terms import COLD_FALLBACK_WEIGHT, MIN_COLD_USERS, choose_ranking_terms
 
 pytestmark = pytest.mark.unit
 

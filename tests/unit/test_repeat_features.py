@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from training.evaluate import rank_pool
-from training.examples import FraudExamples, WindowExamples, iter_batches, rec_examples
-from training.history import PurchaseHistory
+from training.evaluation.evaluate import rank_pool
+from training.features.examples import FraudExamples, WindowExamples, iter_batches, rec_examples
+from training.features.history import PurchaseHistory
+from training.features.profile import REPEAT_FEATURES, PurchaseProfile
 from training.model import IdMap, ModelConfig, RecBatch, ShopStreamModel
-from training.profile import REPEAT_FEATURES, PurchaseProfile
 
 pytestmark = pytest.mark.unit
 

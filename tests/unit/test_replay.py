@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from training.data.schema import WindowData, empty_frame
-from training.replay import KEY_COLUMN, ReplayBuffer, ReplayError, _keys, _smallest
+from training.features.replay import KEY_COLUMN, ReplayBuffer, ReplayError, _keys, _smallest
 
 pytestmark = pytest.mark.unit
 
@@ -195,11 +195,10 @@ def test_an_empty_buffer_round_trips_and_samples_nothing(tmp_path):
 
 def test_a_mixed_window_feeds_the_training_pipeline():
     from training.config import TrainConfig
-    from training.examples import WindowExamples
-    from training.history import PurchaseHistory
-    from training.loop import prepare_window, train_window
+    from training.features.examples import WindowExamples
+    from training.features.history import PurchaseHistory
+    from training.fit.loop import init_model, prepare_window, train_window
     from training.model import ModelConfig
-    from training.train import init_model
 
     old, new = make_window("w0", 12, n_txn=12), make_window("w1", 6, n_txn=8, start=100)
     buffer = ReplayBuffer(capacity=20)

@@ -16,8 +16,8 @@ from cluster.comparison.intervals import N_BOOT, rec_pairs, record_rec_intervals
 from cluster.comparison.report import summary_markdown
 from cluster.comparison.tables import paired_table, rec_table, summary_table, trainer_cell
 from cluster.comparison.verdicts import compare_line, time_line
-from training.bootstrap import bootstrap_ci, paired_bootstrap_diff
-from training.metrics import PerUserRanking
+from training.evaluation.bootstrap import bootstrap_ci, paired_bootstrap_diff
+from training.evaluation.metrics import PerUserRanking
 
 pytestmark = pytest.mark.unit
 

@@ -15,19 +15,29 @@ ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("training", "serving", "tuning", "cluster", "benchmarks")
 # Private by spelling, public by contract (namedtuple's API, os/sys escape hatches).
 CONVENTIONAL = {"_replace", "_asdict", "_fields", "_make", "_exit", "_getframe"}
-# Which part may import which. The low layers (data, model, store) share the setting/error
-# helpers of training.cli and the feature names of training.profile, and nothing else above
-# them; training never reaches the stages built on it.
-CORE = {"training.cli", "training.profile"}
+# Which part may import which. training/ is grouped in rooms that read as the stage's steps
+# (data -> model -> features -> evaluation -> fit -> update); its settings modules sit beside
+# them, and the entry points (training.incremental, training.train) on top. Every room shares
+# the setting/error helpers of training.cli and the feature names of training.features.profile,
+# and training never reaches the stages built on it.
+CORE = {"training.cli", "training.features.profile"}
+ROOMS = ("data", "store", "model", "features", "evaluation", "fit", "update")
+SETTINGS = {"training.config", "training.incremental_config", "training.epoch_schedule"}
+TRAINING = {"training", "training.settings", *(f"training.{room}" for room in ROOMS)}
 MAY_IMPORT: dict[str, set[str]] = {
     "training.data": set(),
     "training.store": set(),
     "training.model": {"training.data"},
-    "training": {"training", "training.data", "training.model", "training.store"},
-    "serving": {"serving", "training", "training.data", "training.model", "training.store"},
-    "tuning": {"tuning", "training", "training.data", "training.model", "training.store"},
+    "training.features": {"training.data", "training.model"},
+    "training.evaluation": {"training.data", "training.model", "training.features"},
+    "training.settings": {"training.data", "training.store"},
+    "training.fit": {"training.data", "training.model", "training.features", "training.settings"},
+    "training.update": {"training.data", "training.store", "training.model", "training.features",
+                        "training.evaluation", "training.fit", "training.settings"},
+    "training": TRAINING,
+    "serving": {"serving"} | TRAINING,
+    "tuning": {"tuning"} | TRAINING,
 }
-LOW = ("data", "model", "store")
 
 
 def modules(packages: tuple[str, ...] = PACKAGES) -> Iterator[tuple[Path, ast.Module]]:
@@ -78,10 +88,13 @@ def private_uses(path: Path, tree: ast.Module) -> list[str]:
 
 def part_of(module: str) -> str:
     """The layer a dotted module name belongs to, e.g. ``training.store.base`` ->
-    ``training.store``, ``training.update`` -> ``training``."""
+    ``training.store``, ``training.config`` -> ``training.settings``,
+    ``training.incremental`` -> ``training``."""
     parts = module.split(".")
-    if parts[0] == "training" and len(parts) > 1 and parts[1] in LOW:
+    if parts[0] == "training" and len(parts) > 1 and parts[1] in ROOMS:
         return f"training.{parts[1]}"
+    if module in SETTINGS:
+        return "training.settings"
     return parts[0]
 
 
@@ -128,3 +141,9 @@ def test_the_checks_catch_what_they_look_for(tmp_path: Path) -> None:
     store_module = ROOT / "training" / "store" / "probe.py"
     assert wrong_imports(store_module, tree) == ["training/store/probe.py imports serving.app"]
     assert wrong_imports(ROOT / "cluster" / "probe.py", tree) == []
+    # Rooms point down the steps: an evaluation module may not reach into the update.
+    upward = ast.parse("from training.update.gate import passes\n")
+    assert wrong_imports(ROOT / "training" / "evaluation" / "probe.py", upward) == [
+        "training/evaluation/probe.py imports training.update.gate"]
+    assert wrong_imports(ROOT / "training" / "update" / "probe.py",
+                         ast.parse("from training.evaluation.metrics import ndcg\n")) == []

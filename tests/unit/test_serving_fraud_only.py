@@ -14,7 +14,7 @@ from serving.loading import load_version
 from serving.replica import ModelReplica
 from serving.schemas import FraudRequest, RecommendRequest
 from tests.support.published import publish, shop_model
-from training.history import PurchaseHistory
+from training.features.history import PurchaseHistory
 from training.model import ModelConfig
 from training.store import LocalStore
 

@@ -18,7 +18,6 @@ from serving.loading import CatalogueError, load_version, read_catalogue
 from serving.predictor import Predictor, Thresholds
 from serving.schemas import FraudRequest, RecommendRequest
 from tests.support.published import Reference, perturbed, publish, shop_history, shop_model
-from training.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
 from training.model import (
     IdMap,
     ModelConfig,
@@ -29,6 +28,7 @@ from training.model import (
     project_titles,
 )
 from training.store import CheckpointCorruptError, LocalStore
+from training.update.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
 
 pytestmark = pytest.mark.unit
 
@@ -278,7 +278,7 @@ def test_a_bad_title_vector_file_is_a_named_format_error(model: ShopStreamModel,
 def test_a_version_with_fraud_trees_serves_the_blended_score(model: ShopStreamModel,
                                                             store: LocalStore,
                                                             tmp_path: Path) -> None:
-    from training.fraud_blend import fit_trees
+    from training.update.fraud_blend import fit_trees
 
     rng = np.random.default_rng(0)
     rows = pd.DataFrame({"txn_id": [f"x{i}" for i in range(300)], "user_id": None,

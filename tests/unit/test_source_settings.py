@@ -1,5 +1,5 @@
 """One check of the source settings (#12): every stage's config names the bad field the
-same way, because each calls ``training.sources.check_source``."""
+same way, because each calls ``training.data.sources.check_source``."""
 
 from __future__ import annotations
 

@@ -22,17 +22,17 @@ from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError
 from training.data.schema import WindowData
+from training.data.sources import load_windows
+from training.data.split import split_holdout
 from training.data.synthetic import SyntheticShopConfig
-from training.gate import GateDecision, decide
-from training.head import HEAD_CONFIG, TrainingHead, TrainingHeadError, plan_start, read_head
-from training.history import PurchaseHistory, purchases
+from training.features.history import PurchaseHistory, purchases
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import load_model
-from training.sources import load_windows
-from training.split import split_holdout
 from training.store import open_store
-from training.update import Update, prepare_update
+from training.update.gate import GateDecision, decide
+from training.update.head import HEAD_CONFIG, TrainingHead, TrainingHeadError, plan_start, read_head
+from training.update.prepare import Update, prepare_update
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
@@ -325,8 +325,8 @@ def test_the_gate_scores_the_unseen_tail_unless_asked_for_replay_rows() -> None:
     from types import SimpleNamespace
 
     from tests.unit.test_replay import make_window
+    from training.features.replay import ReplayBuffer
     from training.incremental import gate_slice
-    from training.replay import ReplayBuffer
 
     replay = ReplayBuffer(capacity=100, seed=1)
     replay.add_window(make_window("old", n_purchases=20))

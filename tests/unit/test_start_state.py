@@ -1,4 +1,4 @@
-"""training.start_state: what every Ray Train worker starts from, written and read back."""
+"""training.fit.start_state: what every Ray Train worker starts from, written and read back."""
 
 from __future__ import annotations
 
@@ -8,13 +8,13 @@ import pytest
 import torch
 
 from tests.unit.tiny_shop import CFG, TINY, tiny_window
-from training.examples import WindowExamples
-from training.history import PurchaseHistory
-from training.local_fit import fit_local
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.local import fit_local
+from training.fit.loop import init_model
+from training.fit.start_state import TEACHER_DIR, read_start_state, write_start_state
+from training.fit.worker import WorkerSettings
 from training.model import ShopStreamModel
-from training.start_state import TEACHER_DIR, read_start_state, write_start_state
-from training.train import init_model
-from training.worker import WorkerSettings
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

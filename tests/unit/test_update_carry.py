@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from training.data.split import split_holdout
 from training.data.synthetic import SyntheticShopConfig, generate
-from training.split import split_holdout
-from training.update import carried_tail, with_rows
+from training.update.prepare import carried_tail, with_rows
 
 pytestmark = pytest.mark.unit
 

@@ -12,17 +12,17 @@ import pytest
 
 from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
+from training.data.labels import labels_arrived
 from training.data.schema import WindowData
+from training.data.sources import load_windows
+from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig, generate
+from training.data.window_set import WindowSet, window_ids
 from training.data.windows import write_window
 from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
-from training.labels import labels_arrived
-from training.sources import load_windows
-from training.split import choose_window
 from training.store import open_store
-from training.update import prepare_update
-from training.window_set import WindowSet, window_ids
+from training.update.prepare import prepare_update
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

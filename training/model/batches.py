@@ -31,7 +31,8 @@ class RecBatch:
 
     Repeat-aware scoring (all optional; absent = zeros): ``rep_items`` [B, R] the user's own
     past items (0 = none) with ``rep_feats`` [B, R, F] their pair features
-    (``training.profile.REPEAT_FEATURES``) as of the example's snapshot; ``target_pop`` [B, P]
+    (``training.features.profile.REPEAT_FEATURES``) as of the example's snapshot;
+    ``target_pop`` [B, P]
     and ``neg_pop`` [N, P] the candidates' popularity features; ``target_logq`` [B] and
     ``neg_logq`` [N] the log-probability of each candidate being sampled as a negative
     (subtracted from the training logits: the logQ correction of sampled softmax).

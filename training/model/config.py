@@ -73,12 +73,12 @@ class ModelConfig:
         default=0.0,
         metadata={"help": "count_weight for users without own past items (cold users): "
                           "every item's count in the last update; chosen per update on "
-                          "held-out users ranked as cold (see training.ranking_terms)"})
+                          "held-out users ranked as cold (see training.update.ranking_terms)"})
     fraud_tree_weight: float = field(
         default=0.0,
         metadata={"help": "weight of the gradient-boosted trees' logit in the served fraud "
                           "score (the neural head's gets 1 - weight); chosen per update on "
-                          "held-out labels (see training.fraud_blend); 0 without trees"})
+                          "held-out labels (see training.update.fraud_blend); 0 without trees"})
     text_cache_size: int = field(
         default=20_000,
         metadata={"help": "titles whose frozen-encoder output is kept in memory "

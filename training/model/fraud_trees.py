@@ -4,7 +4,7 @@ On tabular inputs (an amount and a few numeric signals) boosted trees are the st
 known learner, especially with few labelled frauds (Grinsztajn et al., NeurIPS 2022); the
 neural head adds what only it sees (who the user is, what they bought, the item's title).
 The served fraud probability blends the two in logit space (``ModelConfig.
-fraud_tree_weight``, chosen per update on held-out labels: ``training.fraud_blend``).
+fraud_tree_weight``, chosen per update on held-out labels: ``training.update.fraud_blend``).
 
 The trees are LightGBM's, stored as LightGBM's own text model format inside the model's
 JSON (``model.json``), never pickled; parameters mirror the report's

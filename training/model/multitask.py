@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
+from training.features.profile import POPULARITY_FEATURES, REPEAT_FEATURES
 from training.model.batches import BatchError, FraudBatch, MultiTaskBatch, RecBatch
 from training.model.calibration import FraudCalibration
 from training.model.config import ModelConfig
@@ -38,7 +39,6 @@ from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bc
 from training.model.ranking import LAST_COUNT, own_order, row_count_weights
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
-from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class ShopStreamModel(FraudHead, nn.Module):
         self.users = users
         self.items = items
         self.item_titles = list(item_titles)
-        # Not a module or tensor: fitted outside the training loop (training.fraud_blend),
+        # Not a module or tensor: fitted outside the training loop (training.update.fraud_blend),
         # saved in the model's JSON by training.model.io.
         self.fraud_trees: FraudTrees | None = None
         self.fraud_calibration = FraudCalibration()
@@ -184,7 +184,7 @@ class ShopStreamModel(FraudHead, nn.Module):
         """THE ranking score [B, n] of users against a pool of items, as trained:
         two-tower similarity / temperature + popularity term + repeat term, plus the
         ranking-time terms that are not trained (chosen per update on held-out rows, see
-        training.ranking_terms): ``repeat_bonus`` on a user's own past items, and a count
+        training.update.ranking_terms): ``repeat_bonus`` on a user's own past items, and a count
         weight on repeat-then-popular's signals — own items by the user's own purchase
         count and count rank (repeat-then-popular's own order), every other item by its
         count in the last update. Users with own items (warm) use ``count_weight``, users

@@ -1,6 +1,6 @@
 """The ranking-time terms of :meth:`training.model.ShopStreamModel.pool_scores`.
 
-They are not trained: each update chooses them on held-out rows (training.ranking_terms)
+They are not trained: each update chooses them on held-out rows (training.update.ranking_terms)
 and they travel in the version's :class:`~training.model.config.ModelConfig`. Own items
 rank by repeat-then-popular's own order (purchase count, ties to the more recent), every
 other item by its count in the last update, so at a large weight the model only breaks
@@ -12,8 +12,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from training.features.profile import POPULARITY_FEATURES, REPEAT_FEATURES
 from training.model.config import ModelConfig
-from training.profile import POPULARITY_FEATURES, REPEAT_FEATURES
 
 OWN_COUNT = REPEAT_FEATURES.index("log_count")
 OWN_RANK = REPEAT_FEATURES.index("log_count_rank")

@@ -1,6 +1,6 @@
 """The title half of the item tower over any titles: ``item_text_proj(text(title))``.
 
-One home for it: a published version's title vectors (``training.bundle``) and serving's
+One home for it: a published version's title vectors (``training.update.bundle``) and serving's
 item table (``serving.item_table``) both come from :func:`project_titles`.
 """
 

@@ -12,7 +12,7 @@
 (a version that fails is refused, exit 1), then move ``latest.json`` only if nobody moved
 it meanwhile (see :mod:`training.store.base`). Serving picks the change up at its next poll;
 the next incremental update starts from the new ``latest`` (a training head written for
-another latest is ignored, see :mod:`training.head`). ``canary`` serves a published
+another latest is ignored, see :mod:`training.update.head`). ``canary`` serves a published
 version beside latest to a share of users (or shadowed), see :mod:`training.store.canary`;
 promoting the canary ends it. ``--json`` prints one JSON document
 for scripts. Exit codes: 0 done, 1 store error (named), 2 bad arguments.

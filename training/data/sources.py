@@ -18,8 +18,8 @@ from training.data.online_retail import load_online_retail
 from training.data.schema import TABLE_NAMES, WindowData
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.ulb import load_ulb
+from training.data.window_set import WindowSet
 from training.data.windows import FREQS, split_windows
-from training.window_set import WindowSet
 
 logger = logging.getLogger(__name__)
 

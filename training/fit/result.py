@@ -10,7 +10,7 @@ import torch
 
 from training.model import ShopStreamModel
 
-# (tensors, JSON meta) of an optimizer's state, as training.optim_state writes it.
+# (tensors, JSON meta) of an optimizer's state, as training.fit.optim_state writes it.
 OptimizerState = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 

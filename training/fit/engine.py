@@ -1,8 +1,8 @@
 """The one training engine: objective, optimizer, schedule, step count and epoch loop.
 
 Every trainer is a thin wrapper over it: the single-process window loop
-(:func:`training.loop.train_window`), the local trainer (:func:`training.local_fit.fit_local`),
-the Ray Train worker (:mod:`training.worker`: start-up, DDP, checkpoint/report and resume as
+(:func:`training.fit.loop.train_window`), the local trainer (:func:`training.fit.local.fit_local`),
+the Ray Train worker (:mod:`training.fit.worker`: start-up, DDP, checkpoint/report and resume as
 :class:`StepHooks`), the Tune ``loop`` trial (:mod:`tuning.trial`) and the throughput
 benchmark's plain arm. Batches are drawn per epoch from ``np.random.default_rng([seed, epoch])``,
 so a run resumed at step ``k`` replays the same batch order and skips the first ``k`` steps.
@@ -25,11 +25,11 @@ from torch import nn
 
 from training.config import TrainConfig
 from training.epoch_schedule import apply_epoch
-from training.examples import WindowExamples, iter_batches, steps_per_epoch
-from training.fit_result import OptimizerState
+from training.features.examples import WindowExamples, iter_batches, steps_per_epoch
+from training.fit.objective import TrainingObjective
+from training.fit.optim_state import restore_optimizer_state
+from training.fit.result import OptimizerState
 from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, model_state
-from training.objective import TrainingObjective
-from training.optim_state import restore_optimizer_state
 
 logger = logging.getLogger(__name__)
 

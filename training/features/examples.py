@@ -15,9 +15,9 @@ import pandas as pd
 import torch
 
 from training.data.schema import WindowData
-from training.history import PurchaseHistory, history_matrix, purchases
+from training.features.history import PurchaseHistory, history_matrix, purchases
+from training.features.profile import REPEAT_FEATURES, RepeatFeatures
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
-from training.profile import REPEAT_FEATURES, RepeatFeatures
 
 
 @dataclass

@@ -26,10 +26,10 @@ from typing import Any
 
 import pandas as pd
 
-from training.evaluate import fraud_scores
-from training.examples import fraud_examples
-from training.history import PurchaseHistory
-from training.metrics import fraud_metrics
+from training.evaluation.evaluate import fraud_scores
+from training.evaluation.metrics import fraud_metrics
+from training.features.examples import fraud_examples
+from training.features.history import PurchaseHistory
 from training.model import ShopStreamModel
 from training.model.fraud_trees import AMOUNT_COLUMN, FraudTrees, tree_inputs
 

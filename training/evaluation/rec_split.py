@@ -9,7 +9,8 @@ Parts (each a subset of the rows of ``ranked``, scored with the same ranked list
   left out of that part's mean (counted in its ``n_skipped``).
 
 :func:`split_rec_per_user` gives the per-user values (for intervals and paired comparisons),
-:func:`split_rec_metrics` their means (``{part}/{metric}@k`` keys, as ``training.evaluate``
+:func:`split_rec_metrics` their means (``{part}/{metric}@k`` keys, as
+``training.evaluation.evaluate``
 reports them).
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from training.metrics import MetricInputError, PerUserRanking, per_user_ranking_metrics
+from training.evaluation.metrics import MetricInputError, PerUserRanking, per_user_ranking_metrics
 
 BASE_PARTS = ("all", "warm", "cold")
 REPEAT_PARTS = ("warm_repeat", "warm_new")

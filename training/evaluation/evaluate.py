@@ -20,13 +20,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-from training.baselines import PopularityRecommender, RepeatThenPopular
 from training.data.schema import WindowData
-from training.examples import FraudExamples, fraud_examples
-from training.history import PurchaseHistory, history_matrix, purchases
-from training.metrics import fraud_metrics, top_k
+from training.evaluation.baselines import PopularityRecommender, RepeatThenPopular
+from training.evaluation.metrics import fraud_metrics, top_k
+from training.evaluation.rec_split import split_rec_metrics
+from training.features.examples import FraudExamples, fraud_examples
+from training.features.history import PurchaseHistory, history_matrix, purchases
 from training.model import FraudBatch, ShopStreamModel
-from training.rec_split import split_rec_metrics
 
 SCORE_CHUNK = 1024
 
@@ -180,7 +180,7 @@ def model_rankings(model: ShopStreamModel, queries: RecQueries, history: Purchas
 
 def _split_metrics(ranked: np.ndarray, targets: list[np.ndarray], warm: np.ndarray,
                    k: int) -> dict[str, float]:
-    """all/warm/cold means of :func:`training.rec_split.split_rec_metrics`."""
+    """all/warm/cold means of :func:`training.evaluation.rec_split.split_rec_metrics`."""
     return split_rec_metrics(ranked, targets, warm, k)
 
 

@@ -11,16 +11,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from training.bundle import Parent, load_parent
 from training.config import TrainConfig
+from training.data.labels import known_at, labels_arrived
 from training.data.schema import WindowData
+from training.data.sources import load_windows, merge_windows
+from training.data.split import choose_window, split_holdout
 from training.data.synthetic import SyntheticShopConfig
-from training.examples import WindowExamples
-from training.head import FALLBACK, START_HEAD, StartPoint, plan_start
-from training.history import PurchaseHistory
+from training.data.window_set import WindowSet, window_ids
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.features.replay import ReplayBuffer
+from training.fit.loop import init_model, prepare_window
 from training.incremental_config import IncrementalConfig
-from training.labels import known_at, labels_arrived
-from training.loop import prepare_window
 from training.model import (
     ModelConfig,
     ShopStreamModel,
@@ -28,12 +30,9 @@ from training.model import (
     model_from_state,
     model_state,
 )
-from training.replay import ReplayBuffer
-from training.sources import load_windows, merge_windows
-from training.split import choose_window, split_holdout
 from training.store import CheckpointStore
-from training.train import init_model
-from training.window_set import WindowSet, window_ids
+from training.update.bundle import Parent, load_parent
+from training.update.head import FALLBACK, START_HEAD, StartPoint, plan_start
 
 
 @dataclass

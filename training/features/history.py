@@ -3,7 +3,7 @@
 The recommendation tower pools a user's recent items, so every stage that builds
 examples (training, evaluation, serving) needs the same notion of "recent". The
 history is a plain frame (user_id, item_id, ts) holding at most ``max_len`` rows per
-user, plus the all-time :class:`training.profile.PurchaseProfile` (per user-item counts
+user, plus the all-time :class:`training.features.profile.PurchaseProfile` (per user-item counts
 and recency, item popularity) that the repeat-aware scores read; both are stored as
 Parquet with a checkpoint — never pickled.
 """
@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from training.data.schema import TS_TYPE
-from training.profile import PurchaseProfile
+from training.features.profile import PurchaseProfile
 
 COLUMNS = ["user_id", "item_id", "ts"]
 

@@ -1,9 +1,9 @@
 """The Ray Train worker: one DDP rank training its shard of a window.
 
 Every rank gets the same start state: model, teacher and optimizer moments as a checkpoint
-in Ray Train storage (:mod:`training.start_state`), the examples through the object store.
+in Ray Train storage (:mod:`training.fit.start_state`), the examples through the object store.
 It trains ``examples.shard(rank, world_size)`` with the engine's
-:func:`training.engine.run_epochs`; this module adds only what Ray needs: start-up,
+:func:`training.fit.engine.run_epochs`; this module adds only what Ray needs: start-up,
 DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end (rank 0 writes
 it), and the resume: a restarted worker group goes on from the last reported checkpoint.
 """
@@ -23,7 +23,8 @@ from safetensors.torch import load_file
 
 from training.cli import config_from_dict
 from training.config import TrainConfig
-from training.engine import (
+from training.features.examples import WindowExamples
+from training.fit.engine import (
     STEADY_WARMUP_STEPS,
     EngineRun,
     StepClock,
@@ -38,16 +39,15 @@ from training.engine import (
     share_text_cache,
     total_steps,
 )
-from training.examples import WindowExamples
-from training.model import MultiTaskBatch, ShopStreamModel, save_model
-from training.model.io import WEIGHTS_FILE
-from training.optim_state import (
+from training.fit.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
     restore_optimizer_state,
     save_optimizer,
 )
-from training.start_state import read_start_state
+from training.fit.start_state import read_start_state
+from training.model import MultiTaskBatch, ShopStreamModel, save_model
+from training.model.io import WEIGHTS_FILE
 
 __all__ = ["STATE_FILE", "STEADY_WARMUP_STEPS", "InjectedFailure", "WorkerSettings",
            "global_steps", "train_loop_per_worker"]
@@ -124,7 +124,7 @@ class _RayHooks(StepHooks):
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point; ``config`` = {train, worker, start (a ``ray.train.Checkpoint``
-    of :mod:`training.start_state`), examples (an ObjectRef)}."""
+    of :mod:`training.fit.start_state`), examples (an ObjectRef)}."""
     cfg = config_from_dict(TrainConfig, config["train"])
     settings = config_from_dict(WorkerSettings, config["worker"])
     context = ray.train.get_context()

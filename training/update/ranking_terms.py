@@ -42,16 +42,16 @@ from typing import Any
 import torch
 
 from training.data.schema import WindowData
-from training.evaluate import (
+from training.evaluation.evaluate import (
     candidate_matrix,
     pool_positions,
     pool_query,
     rank_query,
     rec_queries,
 )
-from training.history import PurchaseHistory
+from training.evaluation.rec_split import split_rec_metrics
+from training.features.history import PurchaseHistory
 from training.model import ShopStreamModel
-from training.rec_split import split_rec_metrics
 
 # Held-out users needed to choose the cold weight: with per-user NDCG spread near 0.25, 100
 # users give the mean a standard error near 0.025, the size of the differences in question.

@@ -1,23 +1,27 @@
 """The single-process per-window training loop: :func:`train_window` over the engine.
 
-The step, optimizer, schedule and epoch loop live in :mod:`training.engine` (shared with the
+The step, optimizer, schedule and epoch loop live in :mod:`training.fit.engine` (shared with the
 Ray Train worker, the local trainer and the Tune trials); this module grows the model's
 vocabulary for a window and trains it in place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import torch
 from tqdm import tqdm
 
 from training.config import TrainConfig
 from training.data.schema import WindowData
-from training.engine import (
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.engine import (
     EngineRun,
     StepHooks,
     WorkerSettings,
@@ -29,9 +33,7 @@ from training.engine import (
     resolve_device,
     total_steps,
 )
-from training.examples import WindowExamples
-from training.history import PurchaseHistory
-from training.model import ShopStreamModel
+from training.model import IdMap, ModelConfig, ShopStreamModel, fraud_stats
 
 __all__ = ["TrainStats", "batch_size_of", "build_optimizer", "build_scheduler", "lr_factor",
            "prepare_window", "resolve_device", "train_window"]
@@ -77,7 +79,7 @@ class _ProgressBar(StepHooks):
 def train_window(model: ShopStreamModel, window: WindowData, history: PurchaseHistory,
                  cfg: TrainConfig, progress: bool = True) -> TrainStats:
     """Single-process training on one window (the model's vocab already covers it): the
-    engine's :func:`training.engine.fit` without distillation, its weights copied back."""
+    engine's :func:`training.fit.engine.fit` without distillation, its weights copied back."""
     model.to(resolve_device(cfg.device))
     examples = WindowExamples.build(model, window, history)
     _, total = total_steps(examples, 1, cfg)
@@ -93,3 +95,17 @@ def train_window(model: ShopStreamModel, window: WindowData, history: PurchaseHi
                 window.window_id, stats.steps, stats.samples, stats.samples_per_s,
                 stats.mean_loss())
     return stats
+
+
+def init_model(model_cfg: ModelConfig, window: WindowData) -> ShopStreamModel:
+    """A fresh model (pretrained encoder) whose vocab and fraud scaling fit ``window``."""
+    features = tuple(window.fraud_features)
+    cfg = dataclasses.replace(model_cfg, fraud_features=features)
+    torch.manual_seed(cfg.seed)
+    model = ShopStreamModel(cfg, IdMap(), IdMap(), [""])
+    prepare_window(model, window)
+    txns = window.transactions
+    if len(txns):
+        model.set_fraud_stats(*fraud_stats(txns["amount"].to_numpy(dtype=np.float64),
+                                           txns[list(features)].to_numpy(dtype=np.float64)))
+    return model

@@ -1,6 +1,6 @@
 """Run one window's training as a Ray Train ``TorchTrainer`` and collect the result.
 
-The start state (model, teacher, optimizer moments: :mod:`training.start_state`) goes to
+The start state (model, teacher, optimizer moments: :mod:`training.fit.start_state`) goes to
 the workers as a checkpoint beside the run's own in Ray Train storage, deleted when the run
 ends; the examples go through the object store. Ray Train storage is a local directory or
 S3: for ``s3://bucket/path`` with a custom endpoint (MinIO, moto) we hand Ray a
@@ -28,15 +28,15 @@ from ray.train.torch import TorchTrainer
 from safetensors.torch import load_file
 
 from training.config import TrainConfig
-from training.engine import PEAK_LR_KEY, WorkerSettings, total_steps
-from training.examples import WindowExamples
-from training.fit_result import FitResult, OptimizerState
+from training.features.examples import WindowExamples
+from training.fit.engine import PEAK_LR_KEY, WorkerSettings, total_steps
+from training.fit.local import fit_local
+from training.fit.optim_state import OPTIMIZER_FILE
+from training.fit.result import FitResult, OptimizerState
+from training.fit.start_state import write_start_state
+from training.fit.worker import STATE_FILE, train_loop_per_worker
 from training.incremental_config import IncrementalConfig
-from training.local_fit import fit_local
 from training.model import ShopStreamModel, load_model
-from training.optim_state import OPTIMIZER_FILE
-from training.start_state import write_start_state
-from training.worker import STATE_FILE, train_loop_per_worker
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from training.data.schema import WindowData
-from training.window_set import window_ids
+from training.data.window_set import window_ids
 
 
 def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int) -> WindowData:

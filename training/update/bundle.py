@@ -19,7 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from training.history import PurchaseHistory
+from training.features.history import PurchaseHistory
+from training.features.replay import ReplayBuffer
+from training.fit.optim_state import OPTIMIZER_FILE
 from training.model import (
     ModelFormatError,
     ShopStreamModel,
@@ -27,8 +29,6 @@ from training.model import (
     project_titles,
     save_model,
 )
-from training.optim_state import OPTIMIZER_FILE
-from training.replay import ReplayBuffer
 from training.store import CheckpointStore, VersionInfo
 
 logger = logging.getLogger(__name__)

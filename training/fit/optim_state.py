@@ -21,7 +21,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
-from training.objective import TrainingObjective
+from training.fit.objective import TrainingObjective
 
 logger = logging.getLogger(__name__)
 

@@ -8,13 +8,13 @@ import pandas as pd
 
 from training.cli import ConfigError
 from training.data.schema import WindowData
-from training.window_set import window_ids
+from training.data.window_set import window_ids
 
 
 def choose_window(windows: Sequence[WindowData], requested: str | None,
                   after: str | None) -> WindowData:
     """The requested window, else the first one after ``after``: the window of the training
-    head (the newest version that has seen every window so far, see ``training.head``)."""
+    head (the newest version that has seen every window so far, see ``training.update.head``)."""
     ids = window_ids(windows)
     if requested is not None:
         if requested not in ids:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from training.metrics import average_precision, threshold_for_fpr
+from training.evaluation.metrics import average_precision, threshold_for_fpr
 
 # Main metric per task, as keys of the evaluation dicts.
 MAIN_METRICS: dict[str, str] = {"rec": "all/ndcg@{k}", "fraud": "auc_pr"}

@@ -26,9 +26,9 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from training.fit_result import OptimizerState
+from training.fit.optim_state import OPTIMIZER_FILE
+from training.fit.result import OptimizerState
 from training.model import ShopStreamModel, load_model, save_model
-from training.optim_state import OPTIMIZER_FILE
 
 START_FILE = "start.json"
 TEACHER_DIR = "teacher"

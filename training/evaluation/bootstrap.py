@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import numpy.typing as npt
 
-from training.metrics import MetricInputError
+from training.evaluation.metrics import MetricInputError
 
 
 def _finite_1d(values: npt.ArrayLike, name: str) -> np.ndarray:

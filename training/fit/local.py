@@ -1,7 +1,7 @@
 """The incremental update's training in this process, without Ray (``--trainer local``).
 
 Same start state, objective, batches and schedule as one Ray Train worker
-(:mod:`training.worker`): both run :mod:`training.engine`. For small runs where Ray Train's
+(:mod:`training.fit.worker`): both run :mod:`training.fit.engine`. For small runs where Ray Train's
 start-up (~20 s a fit) would dominate: the comparison arms of the pipeline report,
 debugging, a laptop without Ray workers. No mid-run checkpoints: a failure fails the call.
 """
@@ -12,11 +12,11 @@ import logging
 import time
 
 from training.config import TrainConfig
-from training.engine import WorkerSettings, fit
-from training.examples import WindowExamples
-from training.fit_result import FitResult, OptimizerState
+from training.features.examples import WindowExamples
+from training.fit.engine import WorkerSettings, fit
+from training.fit.optim_state import optimizer_state_tensors
+from training.fit.result import FitResult, OptimizerState
 from training.model import ShopStreamModel
-from training.optim_state import optimizer_state_tensors
 
 logger = logging.getLogger(__name__)
 

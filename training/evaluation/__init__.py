@@ -1,0 +1,1 @@
+"""Scoring a model on a window: metrics for both tasks, baselines, intervals, calibration."""

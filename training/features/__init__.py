@@ -1,0 +1,1 @@
+"""What the model reads: purchase profiles and histories, example arrays, the replay buffer."""

@@ -1,0 +1,1 @@
+"""Training one window: the engine and the trainers that run it (in-process or Ray Train)."""

@@ -1,0 +1,2 @@
+"""One incremental update: its start state, ranking terms, fraud blend, gate and the
+files it publishes."""
