@@ -70,6 +70,7 @@ from tqdm import tqdm
 
 from cluster.comparison.tables import text_table
 from training.cli import (
+    LOCAL_RAY_ENV,
     ConfigError,
     add_dataclass_args,
     dataclass_from_args,
@@ -86,9 +87,8 @@ logger = logging.getLogger(__name__)
 
 RESULTS = Path(__file__).resolve().parent / "results"
 # Ray must stay on loopback and quiet, and read these before `import ray` (see main()).
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+RAY_ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 METHODS: tuple[str, ...] = ("none", "replay", "distill", "replay+distill")
 FGM_BASE = "replay+distill"
 FGM_METHOD = "replay+distill+fgm"

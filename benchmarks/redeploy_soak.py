@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from training.cli import LOCAL_RAY_ENV
+
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
 TEST = ("tests/integration/test_serve.py::"
@@ -73,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burners", type=int, default=2, help="CPU-spinning processes")
     parser.add_argument("--run-timeout-s", type=float, default=600.0)
     args = parser.parse_args(argv)
-    os.environ.update({"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                       "RAY_USAGE_STATS_ENABLED": "0", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
+    os.environ.update(LOCAL_RAY_ENV)
     budget = args.runs * args.run_timeout_s
     burners = [multiprocessing.Process(target=burn, args=(budget,), daemon=True)
                for _ in range(args.burners)]

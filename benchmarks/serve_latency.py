@@ -62,7 +62,7 @@ from tests.support.published import (
     shop_model,
     wait_serving,
 )
-from training.cli import setup_logging
+from training.cli import LOCAL_RAY_ENV, setup_logging
 from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
 from training.store import CheckpointStore, LocalStore
 
@@ -73,9 +73,7 @@ TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 50.0,
            "throughput_ratio": {"/recommend": 0.5, "/fraud": 0.3}, "freshness_s": 2.0,
            "rss_mib": 1024.0}
 SERVE_APPS: tuple[Literal["split", "fused"], ...] = ("split", "fused")  # name = route prefix
-ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-       "RAY_AUTH_MODE": "disabled", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-       "TOKENIZERS_PARALLELISM": "false", **SERVE_START_ENV,
+ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV,
        # Ray starts workers at nice 15; the load generator and the bare app run at nice 0, so
        # without this the comparison measures CPU priority, not the two serving paths.
        "RAY_worker_niceness": "0"}

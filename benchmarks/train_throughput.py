@@ -40,6 +40,7 @@ from tqdm import tqdm
 from train_throughput_md import markdown
 
 from training.cli import (
+    LOCAL_RAY_ENV,
     ConfigError,
     add_dataclass_args,
     dataclass_from_args,
@@ -64,9 +65,8 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results"
 # Set before Ray is imported (it reads RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER at import, and
 # only then binds a single-node cluster to 127.0.0.1); workers inherit them.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+RAY_ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2"}
 PARTS = ("throughput", "incremental")
 
 

@@ -30,7 +30,13 @@ from typing import Any
 
 from cluster.pipeline_config import PipelineConfig
 from serving.config import SERVE_START_ENV
-from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.cli import (
+    ConfigError,
+    add_dataclass_args,
+    dataclass_from_args,
+    default_env,
+    setup_logging,
+)
 from training.data.sources import SourceError
 from training.incremental_config import IncrementalConfig, explicit_settings
 from training.store import StoreError
@@ -38,10 +44,6 @@ from training.train import training_configs, training_parser
 
 logger = logging.getLogger(__name__)
 
-# Read by Ray when it is imported: a single-node Ray started here binds to 127.0.0.1.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
-                "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-                "TOKENIZERS_PARALLELISM": "false"}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -104,8 +106,7 @@ def serve_forever() -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
-    for name, value in {**LOOPBACK_ENV, **SERVE_START_ENV}.items():
-        os.environ.setdefault(name, value)
+    default_env(SERVE_START_ENV)
     from cluster.runner import PipelineStateError
     from cluster.serve_step import ServeStepError
 

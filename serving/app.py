@@ -19,15 +19,19 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from serving.config import SERVE_START_ENV, AppArgs, ServeConfig
-from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.cli import (
+    ConfigError,
+    add_dataclass_args,
+    dataclass_from_args,
+    default_env,
+    setup_logging,
+)
 
 if TYPE_CHECKING:
     from ray.serve import Application
 
 logger = logging.getLogger(__name__)
 
-# Read by Ray when it is imported: a single-node Ray started here binds to 127.0.0.1.
-LOOPBACK_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
 def build_app(args: AppArgs) -> "Application":
@@ -65,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    for name, value in {**LOOPBACK_ENV, **SERVE_START_ENV}.items():
-        os.environ.setdefault(name, value)
+    default_env(SERVE_START_ENV)
     import ray
     from ray import serve
 

@@ -19,6 +19,12 @@ T = TypeVar("T")
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
+# Read by Ray at ray.init and by the text encoder's loaders: a single-node Ray that one of
+# our entry points starts binds to 127.0.0.1 and reports no usage, and nothing is downloaded.
+LOCAL_RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_USAGE_STATS_ENABLED": "0",
+                 "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+                 "TOKENIZERS_PARALLELISM": "false"}
+
 
 class ConfigError(ValueError):
     """A setting has a value the stage cannot use; the message names the setting."""
@@ -134,3 +140,11 @@ def setup_logging(level: str | None = None) -> None:
     """Configure root logging once, from a stage's ``main()`` (never at import)."""
     logging.basicConfig(level=(level or os.environ.get("SHOPSTREAM_LOG_LEVEL", "INFO")).upper(),
                         format=LOG_FORMAT)
+
+
+def default_env(*envs: dict[str, str]) -> None:
+    """Set :data:`LOCAL_RAY_ENV` and ``envs`` in this process, before ``ray.init``; a value
+    the user already set wins."""
+    for env in (LOCAL_RAY_ENV, *envs):
+        for name, value in env.items():
+            os.environ.setdefault(name, value)

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 import ray
 
-from training.cli import ConfigError, dataclass_from_args, setup_logging
+from training.cli import ConfigError, dataclass_from_args, default_env, setup_logging
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.sources import SourceError, merge_windows
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         train_cfg, model_cfg, synthetic = training_configs(args)
         explicit = explicit_settings(args)
         if not ray.is_initialized():
+            default_env()
             ray.init(address=inc.ray_address or None)
         summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
     except (ConfigError, SourceError, StoreError) as err:

@@ -35,7 +35,13 @@ from urllib.parse import urlparse
 
 import ray
 
-from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
+from training.cli import (
+    ConfigError,
+    add_dataclass_args,
+    dataclass_from_args,
+    default_env,
+    setup_logging,
+)
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.sources import SourceError, load_windows
@@ -244,6 +250,7 @@ def main(argv: list[str] | None = None) -> int:
         space.check_flags({k for k in vars(args) if k in TrainConfig.__dataclass_fields__
                            or k in IncrementalConfig.__dataclass_fields__})
         if not ray.is_initialized():
+            default_env()
             ray.init(address=inc.ray_address or os.environ.get("RAY_ADDRESS") or None)
         result = run_sweep(sweep, space, inc, train_cfg, model_cfg, synthetic)
     except (ConfigError, SourceError, StoreError) as err:

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from serving.config import SERVE_START_ENV
+from training.cli import LOCAL_RAY_ENV
 
 _SERVER = """
 import sys
@@ -110,10 +111,9 @@ def s3_bucket(s3_client: Any) -> str:
 # RAY_worker_niceness: Ray starts its workers at nice 15, so any nice-0 process (this pytest
 # driver's client loops, another job on a CI box) starves Serve's proxy and replicas, which
 # then miss Serve's start-up and health deadlines; at 0 they share the CPU on equal terms.
-RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled",
-           "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2",
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-           "RAY_worker_niceness": "0", **SERVE_START_ENV}
+RAY_ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled",
+           "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_worker_niceness": "0",
+           **SERVE_START_ENV}
 
 
 @pytest.fixture(scope="session")
