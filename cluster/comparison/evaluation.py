@@ -249,18 +249,23 @@ class GradientBoostingFraud:
         self.model.fit(rows[self.columns].to_numpy(dtype=np.float64), labels)
         return time.perf_counter() - began
 
-    def evaluate(self, window: WindowData) -> dict[str, float]:
+    def labels_scores(self, window: WindowData) -> tuple[np.ndarray, np.ndarray]:
+        """(labels, fraud probabilities) of ``window``'s labelled transactions."""
         rows = self._labelled(window.transactions)
-        if len(rows) == 0:
-            return {"auc_pr": math.nan, "roc_auc": math.nan, "n": 0.0}
-        if self.model is None:
+        if len(rows) == 0 or self.model is None:
             # No labels of both classes yet (the first windows under --label-delay): the
             # shop has no fraud model, and a constant score ranks nothing (AP = prevalence).
             scores = np.zeros(len(rows))
         else:
             scores = self.model.predict_proba(
                 rows[self.columns].to_numpy(dtype=np.float64))[:, 1]
-        return fraud_row(rows["is_fraud"].astype(bool).to_numpy(), scores)
+        return rows["is_fraud"].astype(bool).to_numpy(), scores
+
+    def evaluate(self, window: WindowData) -> dict[str, float]:
+        labels, scores = self.labels_scores(window)
+        if len(labels) == 0:
+            return {"auc_pr": math.nan, "roc_auc": math.nan, "n": 0.0}
+        return fraud_row(labels, scores)
 
 
 def evaluate_models(models: dict[str, ShopStreamModel], ctx: WindowContext, k: int,
