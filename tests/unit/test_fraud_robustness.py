@@ -3,26 +3,19 @@ evasion moves frauds only, toward the legitimate mean and never past it."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
 import pandas as pd
 import pytest
 
+from tests.support.scripts import load_script
+
 pytestmark = pytest.mark.unit
 
 
 def load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "fraud_robustness.py"
-    spec = importlib.util.spec_from_file_location("fraud_robustness", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("fraud_robustness", module)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("fraud_robustness")
 
 
 BEFORE = pd.DataFrame({"amount": [10.0, 20.0, 30.0, 200.0],

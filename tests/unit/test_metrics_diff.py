@@ -3,22 +3,17 @@ ids) from moved numbers, and float32 rounding from a real change."""
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.support.scripts import load_script
 
 pytestmark = pytest.mark.unit
 
 
 def load() -> ModuleType:
-    path = Path(__file__).resolve().parents[2] / "benchmarks" / "metrics_diff.py"
-    spec = importlib.util.spec_from_file_location("metrics_diff", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("metrics_diff")
 
 
 def test_only_real_changes_are_listed() -> None:
