@@ -37,7 +37,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
-from train_throughput_md import markdown
+from train_throughput_md import markdown, verdicts
 
 from training.cli import (
     LOCAL_RAY_ENV,
@@ -332,24 +332,6 @@ def start_ray(cfg: BenchConfig) -> tuple[float, float]:
              runtime_env={"env_vars": env})
     resources = ray.cluster_resources()
     return float(resources.get("CPU", 1)), float(resources.get("GPU", 0))
-
-
-def verdicts(result: dict[str, Any]) -> dict[str, Any]:
-    """Each target with its measured value (None: not measured) and whether it is met."""
-    checks: dict[str, tuple[float | None, str, bool]] = {}
-    for pair in ("ray_1w/plain", "ray_1w_1t/plain_1t"):
-        if "throughput" in result:
-            v = result["throughput"]["median_ratio"][pair]
-            checks[f"{pair} steady samples/s"] = (v, ">= 0.95", v is not None and v >= 0.95)
-    if "incremental" in result:
-        inc = result["incremental"]
-        v = inc["time_ratio"]["fit_s"]
-        checks["incremental/full fit() wall"] = (v, "<= 0.15", v is not None and v <= 0.15)
-        known = [q for q in inc["quality_ratio"].values() if q is not None]
-        v = min(known) if known else None
-        checks["incremental/full quality (worse task)"] = (v, ">= 0.98",
-                                                           v is not None and v >= 0.98)
-    return {name: {"value": v, "target": t, "met": met} for name, (v, t, met) in checks.items()}
 
 
 def write(cfg: BenchConfig, result: dict[str, Any], began: float) -> str:

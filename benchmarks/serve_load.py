@@ -1,0 +1,172 @@
+"""The load generator of ``benchmarks/serve_latency.py``: request bodies, an open-loop
+fixed-rate phase, a closed-loop saturation phase, and where each answer's time went (its
+``Server-Timing`` header). Everything on the URLs it is given (127.0.0.1 in the benchmark)
+and bounded by the phase's duration."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+import numpy as np
+
+from tests.support.published import FRAUD_FEATURES
+
+logger = logging.getLogger(__name__)
+
+Payload = Callable[[np.random.Generator], Any]
+
+
+def recommend_payload(n_users: int) -> Payload:
+    def make(rng: np.random.Generator) -> dict[str, Any]:
+        roll = rng.random()
+        if roll < 0.8:
+            return {"user_id": f"u{rng.integers(n_users)}", "k": 20}
+        if roll < 0.9:
+            return {"user_id": f"new-{rng.integers(10**9)}", "k": 20,
+                    "recent_item_ids": [f"i{rng.integers(1000)}" for _ in range(3)]}
+        return {"user_id": f"new-{rng.integers(10**9)}", "k": 20}
+    return make
+
+
+def fraud_payload(n_users: int, n_items: int) -> Payload:
+    def make(rng: np.random.Generator) -> dict[str, Any]:
+        return {"txn_id": f"t{rng.integers(10**9)}", "user_id": f"u{rng.integers(n_users)}",
+                "item_id": f"i{rng.integers(n_items)}", "amount": float(rng.gamma(2.0, 30.0)),
+                "features": {f: float(rng.normal()) for f in FRAUD_FEATURES}}
+    return make
+
+
+def summary(latencies: list[float], errors: int, seconds: float,
+            timings: list[dict[str, float]] | None = None) -> dict[str, Any]:
+    ms = np.asarray(latencies) * 1000.0
+    out: dict[str, Any] = {
+        "requests": len(latencies), "errors": errors, "seconds": round(seconds, 2),
+        "rps": round(len(latencies) / seconds, 1) if seconds else None,
+        "p50_ms": round(float(np.percentile(ms, 50)), 2) if len(ms) else None,
+        "p99_ms": round(float(np.percentile(ms, 99)), 2) if len(ms) else None}
+    if timings:
+        out["hops_ms"] = hops(ms, timings)
+    return out
+
+
+def hops(total_ms: np.ndarray, timings: list[dict[str, float]]) -> dict[str, float]:
+    """Medians of where each answer's time went, from its Server-Timing header."""
+    app = np.asarray([t.get("app", np.nan) for t in timings])
+    model = np.asarray([t.get("model", np.nan) for t in timings])
+
+    def median(values: np.ndarray) -> float:
+        return round(float(np.nanmedian(values)), 2)
+
+    return {"client_total": median(total_ms), "proxy_and_network": median(total_ms - app),
+            "app_outside_model": median(app - model), "model_call": median(model)}
+
+
+def server_timing(header: str | None) -> dict[str, float]:
+    """``Server-Timing: app;dur=1.2, model;dur=0.8`` as {"app": 1.2, "model": 0.8}."""
+    found: dict[str, float] = {}
+    for part in (header or "").split(","):
+        name, _, duration = part.strip().partition(";dur=")
+        if name and duration:
+            found[name] = float(duration)
+    return found
+
+
+def session(url: str, connections: int) -> aiohttp.ClientSession:
+    # aiohttp, not httpx: a cheaper client leaves more of the 2 cores to the servers.
+    return aiohttp.ClientSession(base_url=url, timeout=aiohttp.ClientTimeout(total=30),
+                                 connector=aiohttp.TCPConnector(limit=connections))
+
+
+def origin_and_prefix(url: str) -> tuple[str, str]:
+    """``http://h:p/split`` -> (``http://h:p``, ``/split``): aiohttp's base URL is an origin."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}", parts.path.rstrip("/")
+
+
+async def post(client: aiohttp.ClientSession, path: str, body: Any
+               ) -> tuple[int, dict[str, float]]:
+    async with client.post(path, json=body) as response:
+        await response.read()
+        # The app and the route each add a Server-Timing header: read them all.
+        return response.status, server_timing(
+            ", ".join(response.headers.getall("server-timing", [])))
+
+
+async def fixed_rate(url: str, path: str, make: Payload, rate: float,
+                     duration: float) -> dict[str, Any]:
+    """Open loop: request i is due at start + i/rate; latency counts from that moment."""
+    rng = np.random.default_rng(1)
+    bodies = [make(rng) for _ in range(int(rate * duration))]
+    latencies: list[float] = []
+    timings: list[dict[str, float]] = []
+    errors = 0
+    origin, prefix = origin_and_prefix(url)
+    async with session(origin, 256) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time() + 0.05
+
+        async def one(i: int, body: Any) -> None:
+            nonlocal errors
+            due = start + i / rate
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            status, timing = await post(client, prefix + path, body)
+            if status == 200:
+                latencies.append(loop.time() - due)
+                timings.append(timing)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one(i, b) for i, b in enumerate(bodies)))
+        seconds = loop.time() - start
+    return summary(latencies, errors, seconds, timings)
+
+
+async def saturate(url: str, path: str, make: Payload, concurrency: int,
+                   duration: float) -> dict[str, Any]:
+    """Closed loop: ``concurrency`` clients, each sending its next request on a reply."""
+    latencies: list[float] = []
+    errors = 0
+    origin, prefix = origin_and_prefix(url)
+    async with session(origin, concurrency) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stop = start + duration
+
+        async def worker(seed: int) -> None:
+            nonlocal errors
+            rng = np.random.default_rng(seed)
+            while loop.time() < stop:
+                sent = loop.time()
+                if (await post(client, prefix + path, make(rng)))[0] == 200:
+                    latencies.append(loop.time() - sent)
+                else:
+                    errors += 1
+
+        await asyncio.gather(*(worker(s) for s in range(concurrency)))
+        seconds = loop.time() - start
+    return summary(latencies, errors, seconds)
+
+
+def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """Every phase for both apps, alternating app by app, so that a change in the machine's
+    background load during the run hits both alike."""
+    payloads = {"/recommend": recommend_payload(args.users),
+                "/fraud": fraud_payload(args.users, args.items)}
+    out: dict[str, Any] = {app: {} for app in urls}
+    for path, make in payloads.items():
+        for url in urls.values():
+            asyncio.run(saturate(url, path, make, 4, 1.5))  # warm-up, not recorded
+        for phase in ("at_rate", "saturation"):
+            for app, url in urls.items():
+                run_phase = fixed_rate(url, path, make, args.rate, args.duration_s) \
+                    if phase == "at_rate" else \
+                    saturate(url, path, make, args.concurrency, args.duration_s)
+                out[app].setdefault(path, {})[phase] = asyncio.run(run_phase)
+                logger.info("%s %s %s: %s", app, path, phase, out[app][path][phase])
+    return out

@@ -1,0 +1,33 @@
+"""benchmarks/serve_load.py's bookkeeping: Server-Timing parsing, the per-hop medians and the
+phase summary, on constructed answers."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from tests.support.scripts import load_script
+
+pytestmark = pytest.mark.unit
+
+
+def test_server_timing_headers_of_app_and_route_are_read_together() -> None:
+    load = load_script("serve_load")
+    assert load.server_timing("app;dur=1.5, model;dur=0.25") == {"app": 1.5, "model": 0.25}
+    assert load.server_timing(None) == {} and load.server_timing("app") == {}
+    assert load.origin_and_prefix("http://127.0.0.1:8000/split/") == (
+        "http://127.0.0.1:8000", "/split")
+
+
+def test_summary_gives_rate_percentiles_and_hops() -> None:
+    load = load_script("serve_load")
+    latencies = [0.010, 0.020, 0.030, 0.040]
+    timings = [{"app": 8.0, "model": 5.0}] * 4
+    out = load.summary(latencies, errors=1, seconds=2.0, timings=timings)
+    assert (out["requests"], out["errors"], out["rps"]) == (4, 1, 2.0)
+    assert out["p50_ms"] == pytest.approx(25.0)
+    assert out["p99_ms"] == pytest.approx(float(np.percentile([10, 20, 30, 40], 99)), abs=0.01)
+    # Client total 25 ms median: 17 in the proxy and network, 3 in the app, 5 in the model.
+    assert out["hops_ms"] == {"client_total": 25.0, "proxy_and_network": 17.0,
+                              "app_outside_model": 3.0, "model_call": 5.0}
+    assert load.summary([], 0, 0.0)["rps"] is None
