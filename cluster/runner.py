@@ -34,7 +34,7 @@ from cluster.comparison.evaluation import (
     has_fraud,
     has_rec,
 )
-from cluster.comparison.fraud_intervals import record_fraud_intervals
+from cluster.comparison.fraud_intervals import realised_review, record_fraud_intervals
 from cluster.pipeline_config import PipelineConfig
 from training.config import TrainConfig
 from training.data.labels import known_at
@@ -46,7 +46,6 @@ from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
 from training.store import CheckpointStore
-from training.update.gate import REVIEW_FPR
 
 logger = logging.getLogger(__name__)
 
@@ -186,20 +185,16 @@ class Pipeline:
         return self.result
 
     def record_realised_fpr(self, window: str, labels: np.ndarray, scores: np.ndarray) -> None:
-        """How ours' live review threshold (set on its held-out tail for REVIEW_FPR) does on
-        this window's transactions: the realised FPR and the alerts it raises."""
+        """How ours' live review threshold (set on its held-out tail for an FPR or an alert
+        rate: the version's ``fraud_thresholds.target``) does on this window's transactions:
+        the realised FPR, alert rate and the alerts it raises."""
         latest = self.store.latest()
         if latest is None or not len(labels) or labels.all():
             return
-        review = (self.store.read_meta(latest.version).get("fraud_thresholds") or {}).get(
-            "review")
-        if review is None:
-            return
-        flagged = scores >= float(review)
-        self.result.setdefault("realised_fpr", {})[window] = {
-            "target": REVIEW_FPR, "review_threshold": float(review),
-            "fpr": float(flagged[~labels].mean()), "alerts": int(flagged.sum()),
-            "n": int(len(labels))}
+        thresholds = self.store.read_meta(latest.version).get("fraud_thresholds") or {}
+        row = realised_review(thresholds, labels, scores)
+        if row is not None:
+            self.result.setdefault("realised_fpr", {})[window] = row
 
     def evaluate(self, t: int) -> dict[str, dict[str, Any]]:
         """Every method's current model on window ``t``, before anything trains on it."""

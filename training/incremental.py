@@ -73,11 +73,16 @@ from training.update.ranking_terms import choose_ranking_terms
 logger = logging.getLogger(__name__)
 
 
-def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window: WindowData
-                        ) -> dict[str, Any]:
-    """Fraud decision thresholds from the candidate's scores on the held-out slice."""
-    examples = fraud_examples(model, window.transactions, history)
-    return fraud_thresholds(examples.label.astype(bool), fraud_scores(model, examples))
+def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
+                        inc: IncrementalConfig) -> dict[str, Any]:
+    """Fraud decision thresholds from the candidate's scores on the held-out slice: every
+    transaction is scored (an alert budget needs no labels), the labelled ones set FPRs."""
+    txns = window.transactions
+    known = txns["is_fraud"].notna().to_numpy()
+    examples = fraud_examples(model, txns.assign(is_fraud=txns["is_fraud"].fillna(0)), history)
+    scores = fraud_scores(model, examples)
+    return fraud_thresholds(examples.label.astype(bool)[known], scores[known],
+                            inc.review_fpr, inc.decline_fpr, inc.review_rate, scores)
 
 
 def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
@@ -201,7 +206,7 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     laps.lap("gate")
     calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
                                         known)
-    thresholds = decision_thresholds(fit.model, history_train, up.holdout)
+    thresholds = decision_thresholds(fit.model, history_train, up.holdout, inc)
     refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                 history_train, train_cfg.seed)
     laps.lap("thresholds_trees")

@@ -62,6 +62,13 @@ class IncrementalConfig:
         "help": "Ray Train run storage for mid-run checkpoints: a directory or s3://bucket/path"})
     max_failures: int = field(default=2, metadata={
         "help": "worker-group failures survived by resuming from the last checkpoint"})
+    review_fpr: float = field(default=0.05, metadata={
+        "help": "fraud review threshold: this false-positive rate on the held-out tail"})
+    review_rate: float = field(default=0.0, metadata={
+        "help": "fraud review threshold from an alert budget instead: this share of all "
+                "transactions goes to review (e.g. 0.01; needs no labels); 0: review_fpr"})
+    decline_fpr: float = field(default=0.005, metadata={
+        "help": "fraud decline threshold: this false-positive rate on the held-out tail"})
     start_retries: int = field(default=5, metadata={
         "help": "failed starts of the Ray Train worker group (each waits "
                 "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default, for its CPUs/GPUs) "
@@ -129,6 +136,11 @@ class IncrementalConfig:
         require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
         require(self.max_failures >= -1, "max_failures", "must be >= -1")
         require(self.start_retries >= -1, "start_retries", "must be >= -1")
+        require(0 < self.review_fpr < 1, "review_fpr", f"must be in (0, 1), got {self.review_fpr}")
+        require(0 <= self.review_rate < 1, "review_rate",
+                f"must be in [0, 1), got {self.review_rate}")
+        require(0 < self.decline_fpr <= self.review_fpr, "decline_fpr",
+                f"must be in (0, review_fpr={self.review_fpr}], got {self.decline_fpr}")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         require(self.replay_capacity >= 1, "replay_capacity", "must be >= 1")

@@ -98,17 +98,38 @@ def paired_ap_interval(labels: np.ndarray, candidate: np.ndarray, incumbent: np.
 
 
 REVIEW_FPR = 0.05  # the review threshold's target false-positive rate on held-out rows
+DECLINE_FPR = 0.005
+
+
+def alert_rate_threshold(scores: np.ndarray, rate: float) -> float:
+    """The score at or above which ``rate`` of ``scores`` lie: the ``ceil(rate * n)``-th
+    highest (ties at it are flagged too)."""
+    k = max(1, math.ceil(rate * len(scores)))
+    return float(np.sort(scores)[::-1][min(k, len(scores)) - 1])
 
 
 def fraud_thresholds(labels: np.ndarray, scores: np.ndarray, review_fpr: float = REVIEW_FPR,
-                     decline_fpr: float = 0.005) -> dict[str, Any]:
-    """Decision thresholds calibrated on held-out scores: review / decline at set FPRs."""
-    if len(labels) == 0 or labels.all() or not labels.any():
+                     decline_fpr: float = DECLINE_FPR, review_rate: float = 0.0,
+                     all_scores: np.ndarray | None = None) -> dict[str, Any]:
+    """Decision thresholds set on held-out scores. Decline at a false-positive rate of the
+    labelled rows; review at one too, or, with ``review_rate`` > 0, at an alert budget: that
+    share of ``all_scores`` (every transaction, labelled or not; default ``scores``) goes to
+    review, so it holds while labels are late. ``target`` says which, for the realised rate
+    to be checked against."""
+    labelled = len(labels) > 0 and labels.any() and not labels.all()
+    every = scores if all_scores is None else all_scores
+    if review_rate > 0 and len(every):
+        review = min(alert_rate_threshold(every, review_rate), 1.0)
+        target, review_basis = {"alert_rate": review_rate}, f"alert rate {review_rate}"
+    elif labelled:
+        review = min(float(threshold_for_fpr(labels, scores, review_fpr)), 1.0)
+        target, review_basis = {"fpr": review_fpr}, f"FPR {review_fpr}"
+    else:
         return {**DEFAULT_THRESHOLDS, "basis": "default (no labelled frauds and legits)"}
-    review = float(threshold_for_fpr(labels, scores, review_fpr))
-    decline = float(threshold_for_fpr(labels, scores, decline_fpr))
-    review = min(review, 1.0)
+    decline = float(threshold_for_fpr(labels, scores, decline_fpr)) if labelled \
+        else DEFAULT_THRESHOLDS["decline"]
     decline = max(min(decline, 1.0), review)
-    return {"review": review, "decline": decline,
-            "basis": f"held-out FPR {review_fpr} (review) / {decline_fpr} (decline), "
-                     f"{int(labels.sum())} frauds of {len(labels)}"}
+    return {"review": review, "decline": decline, "target": target,
+            "basis": f"held-out {review_basis} (review) / "
+                     + (f"FPR {decline_fpr} (decline), {int(labels.sum())} frauds of "
+                        f"{len(labels)}" if labelled else "default decline (no labels)")}
