@@ -25,7 +25,6 @@ its version stays under ``versions/``, listed and promotable.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -37,37 +36,42 @@ from typing import Any, BinaryIO, TypeVar
 
 from tqdm import tqdm
 
-from training.cli import require
+from training.store.documents import ConfigDocuments
 from training.store.errors import (
     CheckpointCorruptError,
     CheckpointMissingError,
     ConcurrentPublishError,
     InvalidMetaError,
 )
-from training.store.keys import is_version_id, new_version_id, validate_key, validate_version
+from training.store.keys import (
+    LATEST_KEY,
+    PUBLISHED_AREA,
+    REJECTED_AREA,
+    is_version_id,
+    new_version_id,
+    validate_version,
+)
 from training.store.meta import (
     META_NAME,
     FileEntry,
+    FileSource,
     Status,
     VersionInfo,
     build_meta,
+    check_sources,
     check_user_meta,
     digest_bytes,
     digest_file,
     dump_json,
     load_json_object,
     parse_meta,
-    validate_file_names,
+    pointer_version,
 )
+from training.store.retention import Retention
 
 logger = logging.getLogger(__name__)
 
-LATEST_KEY = "latest.json"
-PUBLISHED_AREA = "versions"
-REJECTED_AREA = "rejected"
-CONFIG_AREA = "configs"
 
-FileSource = Path | bytes
 _Store = TypeVar("_Store", bound="CheckpointStore")
 
 
@@ -82,7 +86,7 @@ class _Any:
 ANY_LATEST: Any = _Any()
 
 
-class CheckpointStore(ABC):
+class CheckpointStore(Retention, ConfigDocuments, ABC):
     """Versioned checkpoints under one root; see the module docstring for the layout."""
 
     # ---- raw object operations: the whole of what a backend implements. Public so a
@@ -240,38 +244,6 @@ class CheckpointStore(ABC):
         logger.info("promoted %s to latest in %s", version, self.uri)
         return info
 
-    def retain(self, keep_last: int) -> list[str]:
-        """Delete published versions beyond the newest ``keep_last`` (never ``latest`` or its
-        parent) and rejected candidates beyond the newest ``keep_last``; also removes
-        leftovers of interrupted publishes older than every kept version.
-        Returns the deleted version ids, oldest first."""
-        require(isinstance(keep_last, int) and keep_last >= 1, "keep_last",
-                f"must be an integer >= 1, got {keep_last!r}")
-        current = self.latest()  # raises if latest is broken: never prune blind
-        doomed: list[tuple[str, str, list[str]]] = []
-        for area in (PUBLISHED_AREA, REJECTED_AREA):
-            groups = self._scan(area)
-            complete = self._complete(area, groups)
-            keep = set(complete[-keep_last:])
-            if area == PUBLISHED_AREA and current is not None:
-                keep.update(v for v in (current.version, current.parent) if v is not None)
-            oldest_kept = min(keep, default=None)
-            for version, keys in groups.items():
-                leftover = version not in complete and oldest_kept is not None \
-                    and version < oldest_kept
-                if (version in complete and version not in keep) or leftover:
-                    doomed.append((version, area, keys))
-        for version, area, keys in sorted(doomed):
-            meta_key = f"{area}/{version}/{META_NAME}"
-            # meta.json goes first: a half-deleted version then reads as incomplete, not corrupt.
-            self.delete_keys([k for k in keys if k == meta_key])
-            self.delete_keys([k for k in keys if k != meta_key])
-        deleted = [v for v, _, _ in sorted(doomed)]
-        if deleted:
-            logger.info("retain(keep_last=%d) deleted %d version(s) from %s",
-                        keep_last, len(deleted), self.uri)
-        return deleted
-
     def verify(self, version: str) -> VersionInfo:
         """Read every file of a published or rejected version back and check its size and
         sha256 (:class:`CheckpointCorruptError` / :class:`CheckpointMissingError` if not)."""
@@ -281,25 +253,7 @@ class CheckpointStore(ABC):
             self._verify(f"{area}/{version}/{name}", entry)
         return info
 
-    def put_config(self, name: str, data: Mapping[str, Any]) -> None:
-        """Write ``configs/<name>.json``."""
-        key = self._config_key(name)
-        self.put_bytes(key, dump_json(dict(data), key))
-
-    def get_config(self, name: str) -> dict[str, Any] | None:
-        """Read ``configs/<name>.json``; None if it was never written."""
-        key = self._config_key(name)
-        try:
-            raw = self._read_bytes(key)
-        except CheckpointMissingError:
-            return None
-        return load_json_object(raw, self._location(key))
-
     # ---- internals ----------------------------------------------------------------------
-
-    @staticmethod
-    def _config_key(name: str) -> str:
-        return f"{CONFIG_AREA}/{validate_key(name, 'config name')}.json"
 
     def _read_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_object(key))
@@ -372,7 +326,7 @@ class CheckpointStore(ABC):
         upload) and, unless ANY_LATEST, names ``expect_latest``."""
         kept = f"{info.version} is kept under {PUBLISHED_AREA}/ but is not latest"
         if expect_latest is not ANY_LATEST:
-            named = _pointer_version(seen[0]) if seen is not None else None
+            named = pointer_version(seen[0]) if seen is not None else None
             if named != expect_latest:
                 raise ConcurrentPublishError(
                     f"{self._location(LATEST_KEY)} names {named}, expected {expect_latest} "
@@ -389,7 +343,7 @@ class CheckpointStore(ABC):
                        rejection: Mapping[str, Any] | None) -> VersionInfo:
         """Upload, verify and (for published versions) pass the pre-promote hook; on any
         error remove what was written, so only complete versions remain."""
-        sources = _check_sources(files)
+        sources = check_sources(files)
         check_user_meta(meta)
         if parent is not None:
             self._info(validate_version(parent), PUBLISHED_AREA)
@@ -436,28 +390,3 @@ class CheckpointStore(ABC):
         except Exception:  # the original error matters more than a failed cleanup
             logger.warning("could not remove partial %s", self._location(prefix),
                            exc_info=True)
-
-
-def _pointer_version(raw: bytes) -> str | None:
-    """The version a ``latest.json`` document names (None if it names none readably)."""
-    try:
-        version = json.loads(raw).get("version")
-    except (ValueError, AttributeError):
-        return None
-    return str(version) if is_version_id(version) else None
-
-
-def _check_sources(files: Mapping[str, FileSource]) -> dict[str, FileSource]:
-    validate_file_names(list(files))
-    sources: dict[str, FileSource] = {}
-    for name, src in files.items():
-        if isinstance(src, (bytes, bytearray, memoryview)):
-            sources[name] = bytes(src)
-        elif isinstance(src, Path):
-            if not src.is_file():
-                raise CheckpointMissingError(f"file {name!r}: source {src} is not a file")
-            sources[name] = src
-        else:
-            raise TypeError(f"file {name!r}: expected pathlib.Path or bytes, got "
-                            f"{type(src).__name__}")
-    return sources

@@ -14,6 +14,12 @@ from datetime import datetime, timedelta, timezone
 
 from training.store.errors import InvalidKeyError
 
+# The store's layout under its root (see training.store.base).
+LATEST_KEY = "latest.json"
+PUBLISHED_AREA = "versions"
+REJECTED_AREA = "rejected"
+CONFIG_AREA = "configs"
+
 _KEY_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 _VERSION = re.compile(r"v(\d{8}T\d{12})Z-[0-9a-f]{8}")
 _TIME_FORMAT = "%Y%m%dT%H%M%S%f"

@@ -15,8 +15,17 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from training.store.errors import CheckpointCorruptError, InvalidKeyError, InvalidMetaError
+from training.store.errors import (
+    CheckpointCorruptError,
+    CheckpointMissingError,
+    InvalidKeyError,
+    InvalidMetaError,
+)
 from training.store.keys import is_version_id, validate_key
+
+# What a version's file is published from: a local file or its bytes.
+FileSource = Path | bytes
+
 
 META_NAME = "meta.json"
 RESERVED_META_KEYS = frozenset({"version", "parent", "created_at", "status", "files", "rejection"})
@@ -150,3 +159,29 @@ def parse_meta(raw: bytes, key: str, version: str) -> VersionInfo:
     entries = {name: _file_entry(name, entry, key) for name, entry in files.items()}
     return VersionInfo(version=version, parent=parent, created_at=doc["created_at"],
                        status=doc["status"], files=entries, meta=doc)
+
+
+def pointer_version(raw: bytes) -> str | None:
+    """The version a ``latest.json`` document names (None if it names none readably)."""
+    try:
+        version = json.loads(raw).get("version")
+    except (ValueError, AttributeError):
+        return None
+    return str(version) if is_version_id(version) else None
+
+
+def check_sources(files: Mapping[str, FileSource]) -> dict[str, FileSource]:
+    """The files of a version to publish, checked: safe names, bytes or existing files."""
+    validate_file_names(list(files))
+    sources: dict[str, FileSource] = {}
+    for name, src in files.items():
+        if isinstance(src, (bytes, bytearray, memoryview)):
+            sources[name] = bytes(src)
+        elif isinstance(src, Path):
+            if not src.is_file():
+                raise CheckpointMissingError(f"file {name!r}: source {src} is not a file")
+            sources[name] = src
+        else:
+            raise TypeError(f"file {name!r}: expected pathlib.Path or bytes, got "
+                            f"{type(src).__name__}")
+    return sources
