@@ -17,6 +17,9 @@ logger = logging.getLogger(__name__)
 
 BEST_CONFIG = "best"
 TRAINERS = ("auto", "ray", "local")
+# Fraud decision targets on the held-out tail: review and decline false-positive rates.
+REVIEW_FPR = 0.05
+DECLINE_FPR = 0.005
 
 
 # Ranking-time terms tried on each update's held-out tail (training/update/ranking_terms.py), in
@@ -62,12 +65,12 @@ class IncrementalConfig:
         "help": "Ray Train run storage for mid-run checkpoints: a directory or s3://bucket/path"})
     max_failures: int = field(default=2, metadata={
         "help": "worker-group failures survived by resuming from the last checkpoint"})
-    review_fpr: float = field(default=0.05, metadata={
+    review_fpr: float = field(default=REVIEW_FPR, metadata={
         "help": "fraud review threshold: this false-positive rate on the held-out tail"})
     review_rate: float = field(default=0.0, metadata={
         "help": "fraud review threshold from an alert budget instead: this share of all "
                 "transactions goes to review (e.g. 0.01; needs no labels); 0: review_fpr"})
-    decline_fpr: float = field(default=0.005, metadata={
+    decline_fpr: float = field(default=DECLINE_FPR, metadata={
         "help": "fraud decline threshold: this false-positive rate on the held-out tail"})
     start_retries: int = field(default=5, metadata={
         "help": "failed starts of the Ray Train worker group (each waits "

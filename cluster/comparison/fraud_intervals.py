@@ -34,8 +34,8 @@ from training.evaluation.reliability import (
     expected_calibration_error,
     reliability_bins,
 )
+from training.incremental_config import REVIEW_FPR
 from training.store import CheckpointStore
-from training.update.gate import REVIEW_FPR
 
 N_BOOT = 200
 ALPHA = 0.05

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluation.metrics import average_precision, threshold_for_fpr
+from training.incremental_config import DECLINE_FPR, REVIEW_FPR
 
 # Main metric per task, as keys of the evaluation dicts.
 MAIN_METRICS: dict[str, str] = {"rec": "all/ndcg@{k}", "fraud": "auc_pr"}
@@ -95,10 +96,6 @@ def paired_ap_interval(labels: np.ndarray, candidate: np.ndarray, incumbent: np.
         return -math.inf, math.inf
     lo, hi = np.quantile(np.asarray(diffs), [alpha / 2.0, 1.0 - alpha / 2.0])
     return float(lo), float(hi)
-
-
-REVIEW_FPR = 0.05  # the review threshold's target false-positive rate on held-out rows
-DECLINE_FPR = 0.005
 
 
 def alert_rate_threshold(scores: np.ndarray, rate: float) -> float:
