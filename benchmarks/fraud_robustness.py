@@ -31,14 +31,14 @@ import json
 import sys
 import tempfile
 from copy import deepcopy
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from cluster.comparison.evaluation import GradientBoostingFraud, build_contexts
+from cluster.comparison.evaluation import GradientBoostingFraud, WindowContext, build_contexts
 from cluster.comparison.tables import markdown_table
 from training.cli import setup_logging
 from training.data.labels import known_at
@@ -93,61 +93,86 @@ def head_only(model: ShopStreamModel) -> ShopStreamModel:
     return copy
 
 
-def live_model(metrics: dict[str, Any], window_id: str, cache: dict[str, Any]) -> Any:
-    """The version ours served when the window after ``window_id`` began."""
-    version = metrics["updates"][window_id]["incremental"]["live_version"]
-    if version not in cache:
-        store = open_store(metrics["settings"]["incremental"]["store"])
-        if version not in store.list_versions():
-            raise SystemExit(f"--run: version {version} (live after {window_id}) is no longer "
-                             f"in {store.uri}; run the pipeline with --keep-last at least its "
-                             "number of windows")
-        with tempfile.TemporaryDirectory() as tmp:
-            store.load(version, Path(tmp))
-            cache[version] = load_model(Path(tmp))
-    return cache[version]
+def load_version(metrics: dict[str, Any], version: str, window_id: str
+                 ) -> tuple[ShopStreamModel, ShopStreamModel]:
+    """(as served, head alone) of ``version``, which ours served when the window after
+    ``window_id`` began."""
+    store = open_store(metrics["settings"]["incremental"]["store"])
+    if version not in store.list_versions():
+        raise SystemExit(f"--run: version {version} (live after {window_id}) is no longer "
+                         f"in {store.uri}; run the pipeline with --keep-last at least its "
+                         "number of windows")
+    with tempfile.TemporaryDirectory() as tmp:
+        store.load(version, Path(tmp))
+        served = load_model(Path(tmp))
+    return served, head_only(served)
 
 
-def pooled_scores(runs: dict[str, dict[str, Any]], kind: str, eps: float,
-                  seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """{method: (labels, scores)} pooled over every scored window, moved by (kind, eps)."""
+@dataclass
+class Case:
+    """One scored window, everything but the move prepared once: its context, the
+    transactions before it (the moves' statistics), the fitted tree baseline and each
+    method's models ({name: model})."""
+
+    ctx: WindowContext
+    before: pd.DataFrame
+    hgb: GradientBoostingFraud
+    models: dict[str, ShopStreamModel]
+
+
+def cases(runs: dict[str, dict[str, Any]], seed: int) -> list[Case]:
     first = next(iter(runs.values()))
     windows = run_windows(first)
     delay = int(first["settings"]["incremental"].get("label_delay", 0))
     contexts = build_contexts(windows, int(first["settings"]["model"]["history_len"]))
-    rng = np.random.default_rng(seed)
-    pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
-    models: dict[str, Any] = {}
+    loaded: dict[tuple[str, str], tuple[ShopStreamModel, ShopStreamModel]] = {}
+    out = []
     for t in range(1, len(windows)):
-        seen = merge_windows(known_at(windows[:t], delay))
         before = merge_windows(windows[:t]).transactions
         labelled = before[before["is_fraud"].notna()]
         ctx = contexts[t]
         if labelled.empty or not ctx.window.transactions["is_fraud"].notna().any():
             continue
-        columns = ["amount", *ctx.window.fraud_features]
-        moved = replace(ctx.window, transactions=move(
-            ctx.window.transactions, labelled, columns, kind, eps, rng))
+        seen = merge_windows(known_at(windows[:t], delay))
         hgb = GradientBoostingFraud(seed)
         hgb.fit(seen.transactions, list(seen.fraud_features))
-        pooled.setdefault(HGB, []).append(hgb.labels_scores(moved))
+        models: dict[str, ShopStreamModel] = {}
         for name, metrics in runs.items():
-            model: ShopStreamModel = live_model(metrics, windows[t - 1].window_id,
-                                                models.setdefault(name, {}))
+            version = metrics["updates"][windows[t - 1].window_id]["incremental"][
+                "live_version"]
+            if (name, version) not in loaded:  # a rejected update leaves the same version
+                loaded[(name, version)] = load_version(metrics, version,
+                                                       windows[t - 1].window_id)
+            models[name], models[f"{name}_head"] = loaded[(name, version)]
+        out.append(Case(ctx, labelled, hgb, models))
+    return out
+
+
+def pooled_scores(prepared: list[Case], kind: str, eps: float,
+                  seed: int) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """{method: (labels, scores)} pooled over every scored window, moved by (kind, eps)."""
+    rng = np.random.default_rng(seed)
+    pooled: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {}
+    for case in prepared:
+        window = case.ctx.window
+        columns = ["amount", *window.fraud_features]
+        moved = replace(window, transactions=move(
+            window.transactions, case.before, columns, kind, eps, rng))
+        pooled.setdefault(HGB, []).append(case.hgb.labels_scores(moved))
+        for name, model in case.models.items():
             pooled.setdefault(name, []).append(
-                fraud_labels_scores(model, ctx.history, moved))
-            pooled.setdefault(f"{name}_head", []).append(
-                fraud_labels_scores(head_only(model), ctx.history, moved))
+                fraud_labels_scores(model, case.ctx.history, moved))
     return {m: (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
             for m, parts in pooled.items()}
 
 
 def measure(runs: dict[str, dict[str, Any]], epsilons: tuple[float, ...],
             seed: int) -> list[dict[str, Any]]:
+    prepared = cases(runs, seed)
     rows: list[dict[str, Any]] = []
     for kind in KINDS:
         for eps in epsilons:
-            for method, (labels, scores) in pooled_scores(runs, kind, eps, seed).items():
+            for method, (labels, scores) in pooled_scores(prepared, kind, eps, seed).items():
                 m = fraud_metrics(labels, scores)
                 rows.append({"kind": kind, "eps": eps, "method": method,
                              "auc_pr": m["auc_pr"], "roc_auc": m["roc_auc"],
