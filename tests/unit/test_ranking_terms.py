@@ -12,7 +12,7 @@ import torch
 from tests.unit.tiny_shop import TINY, tiny_window
 from training.cli import ConfigError
 from training.data.schema import WindowData
-from training.evaluation.baselines import RepeatThenPopular
+from training.evaluation.baselines import PopularityRecommender, RepeatThenPopular
 from training.evaluation.evaluate import candidate_matrix, rank_pool
 from training.features.examples import WindowExamples, iter_batches
 from training.features.history import PurchaseHistory
@@ -81,6 +81,51 @@ def test_the_terms_lift_own_items_and_counts_only() -> None:
     # item y 0.5 * its last-update count 2. Cold user 1 (no own item): the cold weight 0.2.
     assert lift[0].tolist() == pytest.approx([0.0, 1.0, 5.0])
     assert lift[1].tolist() == pytest.approx([0.0, 0.4, 0.2])
+
+
+def _strict_case(cold_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of a cold and a warm user over 4 items bought 200, 199, 5 and 5 times in the
+    last update, whose towers prefer the second of each pair by their whole range (2)."""
+    model = _model()
+    model.set_ranking_terms(10.0, 1.0, cold_weight)
+    pool = torch.zeros(4, 8)
+    pool[:, 0] = torch.tensor([-1.0, 1.0, -1.0, 1.0])
+    users = torch.zeros(2, 8)
+    users[:, 0] = 1.0
+    pop = torch.log1p(torch.tensor([200.0, 199.0, 5.0, 5.0]))[:, None].repeat(
+        1, len(POPULARITY_FEATURES))
+    rep_pos = torch.tensor([[-1], [2]])  # the warm user (row 1) bought the third item
+    feats = torch.zeros(2, 1, len(REPEAT_FEATURES))
+    feats[1, 0, REPEAT_FEATURES.index("log_count")] = 1.0
+    scores = model.pool_scores(users, pool, pop, rep_pos, feats)
+    return scores.argsort(dim=1, descending=True), scores
+
+
+def test_the_cold_weights_bound_is_the_popularity_order_the_model_ordering_equal_counts(
+        ) -> None:
+    order, scores = _strict_case(COLD_FALLBACK_WEIGHT)
+    assert torch.isfinite(scores).all()
+    # Cold user: 200 before 199 although the towers prefer 199 by 2 (a count gap of 0.005
+    # in log count, which no finite weight under 400 outweighs); the equal counts (5, 5)
+    # ordered by the towers.
+    assert order[0].tolist() == [0, 1, 3, 2]
+    # The warm user keeps the blend: own item (bonus 10) first, then the towers' pick.
+    assert order[1].tolist()[:2] == [2, 1]
+    # Below the bound the towers move the near-tie: the blend, not the strict order.
+    assert _strict_case(COUNT_WEIGHT_GRID[-1])[0][0].tolist()[:2] == [1, 0]
+
+
+def test_a_cold_user_at_the_fallback_gets_the_popularity_baselines_list() -> None:
+    buys = _buys([("c", "x", "2020-01-05"), ("d", "x", "2020-01-05"), ("e", "x", "2020-01-06"),
+                  ("c", "z", "2020-01-06"), ("d", "z", "2020-01-06"), ("e", "y", "2020-01-06")])
+    model = _model()
+    model.set_ranking_terms(0.0, 0.0, COLD_FALLBACK_WEIGHT)
+    history = PurchaseHistory(3).update(buys)
+    candidates, matrix = candidate_matrix(model, _window([("new", "y", "2020-02-01")]))
+    ranked = rank_pool(model, ["new"], [["w"]], history, candidates, matrix, k=4)
+    popular = PopularityRecommender().fit(buys).recommend(["new"], 4)[0]
+    assert popular == ["x", "z", "y"]  # only bought items
+    assert [candidates[i] for i in ranked[0]] == [*popular, "w"]
 
 
 def test_the_large_end_ranks_own_items_in_repeat_then_populars_order() -> None:
@@ -164,10 +209,12 @@ def test_the_cold_weight_is_chosen_on_users_ranked_as_cold() -> None:
     # popularity order puts z ahead of the target x, so the largest weight scores worst.
     out = _choose(model, _two_baskets(MIN_COLD_USERS))
     assert out["n_as_cold"] == MIN_COLD_USERS and out["n_warm"] == 0
-    assert set(out["cold_ndcg"]) == {str(w) for w in COUNT_WEIGHT_GRID}
+    # The popularity baseline's list (the fallback) competes with the grid.
+    weights = (*COUNT_WEIGHT_GRID, COLD_FALLBACK_WEIGHT)
+    assert set(out["cold_ndcg"]) == {str(w) for w in weights}
     best = max(out["cold_ndcg"].values())
-    assert out["cold_ndcg"][str(COUNT_WEIGHT_GRID[-1])] < best
-    assert out["cold_count_weight"] == min(w for w in COUNT_WEIGHT_GRID
+    assert out["cold_ndcg"][str(COLD_FALLBACK_WEIGHT)] < best
+    assert out["cold_count_weight"] == min(w for w in weights
                                            if out["cold_ndcg"][str(w)] == best)
     assert model.cfg.cold_count_weight == out["cold_count_weight"]
 

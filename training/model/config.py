@@ -73,7 +73,9 @@ class ModelConfig:
         default=0.0,
         metadata={"help": "count_weight for users without own past items (cold users): "
                           "every item's count in the last update; chosen per update on "
-                          "held-out users ranked as cold (see training.update.ranking_terms)"})
+                          "held-out users ranked as cold (see training.update.ranking_terms); "
+                          "at the bound (100) the count order is strict: the popularity "
+                          "baseline's list, the model ordering equal counts only"})
     fraud_tree_weight: float = field(
         default=0.0,
         metadata={"help": "weight of the gradient-boosted trees' logit in the served fraud "

@@ -36,7 +36,13 @@ from training.model.fraud_head import FraudHead
 from training.model.fraud_trees import FraudTrees
 from training.model.item_table import ItemTable
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
-from training.model.ranking import LAST_COUNT, own_order, row_count_weights
+from training.model.ranking import (
+    LAST_COUNT,
+    own_order,
+    row_count_weights,
+    strict_cold_rows,
+    strict_count_order,
+)
 from training.model.text import TextEncoder
 from training.model.vocab import IdMap
 
@@ -188,7 +194,9 @@ class ShopStreamModel(FraudHead, nn.Module):
         weight on repeat-then-popular's signals — own items by the user's own purchase
         count and count rank (repeat-then-popular's own order), every other item by its
         count in the last update. Users with own items (warm) use ``count_weight``, users
-        without (cold) ``cold_count_weight``.
+        without (cold) ``cold_count_weight``; at its bound cold users rank by the
+        last-update count strictly, the model ordering equal counts only
+        (training.model.ranking.strict_count_order).
 
         ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
         positions of each user's own past items (-1 = none) with ``rep_feats`` [B, R, F].
@@ -215,6 +223,11 @@ class ShopStreamModel(FraudHead, nn.Module):
                                                                     last).to(g.dtype)
                 g = g + term
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
+        strict = None if last is None else \
+            strict_cold_rows(self.cfg, own, len(user_vec), scores.device)
+        if strict is not None:
+            scores = strict_count_order(scores, pool_pop[:, LAST_COUNT].to(scores.dtype),
+                                        strict, weight)
         return scores / self.cfg.temperature
 
     def set_ranking_terms(self, repeat_bonus: float, count_weight: float,

@@ -15,7 +15,8 @@ score at ranking time only, outside the loss, as a held-out-validated blend
   last update. At the grid's large end the list *is* repeat-then-popular's, the model
   breaking its ties; at 0 it is the model's.
 * ``cold_count_weight``: the same weight for users without own items (cold users), whose
-  list the popularity term alone moves.
+  list the popularity term alone moves; its bound (:data:`COLD_FALLBACK_WEIGHT`) is the
+  popularity baseline's list itself, and competes with the grid.
 
 Each update scores every (bonus, weight) pair of the grids on its held-out tail and keeps
 the pair with the best warm-user NDCG@k (ties: the smaller weight, then the smaller bonus,
@@ -24,7 +25,8 @@ few in a tail to choose from (0-12 a month on Online Retail), so the cold weight
 on every held-out user with a later basket, ranked *as if cold* — id hidden, no own items,
 the first basket in the tail as the query (the evaluation's cold protocol). With fewer than
 :data:`MIN_COLD_USERS` such users there is no evidence to blend on, and cold users get
-:data:`COLD_FALLBACK_WEIGHT`: the popularity baseline's order, the model breaking ties.
+:data:`COLD_FALLBACK_WEIGHT`: the popularity baseline's list, the model ordering only equal
+counts.
 The values travel with the version (``ModelConfig``), so evaluation and serving rank with
 them alike.
 
@@ -52,15 +54,16 @@ from training.evaluation.evaluate import (
 from training.evaluation.rec_split import split_rec_metrics
 from training.features.history import PurchaseHistory
 from training.model import ShopStreamModel
+from training.model.ranking import STRICT_COLD_WEIGHT
 
 # Held-out users needed to choose the cold weight: with per-user NDCG spread near 0.25, 100
 # users give the mean a standard error near 0.025, the size of the differences in question.
 MIN_COLD_USERS = 100
-# Cold users' weight without evidence: ModelConfig's bound, where counts outweigh the
-# towers' whole range (2) for every count under 50 (100 * log(51/50) = 2), so the list is
-# the popularity baseline's and the model orders only (near-)ties. The grid's own top (10)
-# lets the towers reorder items whose counts differ by under ~20%.
-COLD_FALLBACK_WEIGHT = 100.0
+# Cold users' weight without evidence: the bound, where their lists are the popularity
+# baseline's (last-update counts, strictly) and the model orders only equal counts
+# (training.model.ranking.strict_count_order). The grid's own top (10) lets the towers
+# reorder items whose counts differ by under ~20%.
+COLD_FALLBACK_WEIGHT = STRICT_COLD_WEIGHT
 # Stands for every user ranked as cold: an id no real user has (it looks up to unknown).
 AS_COLD = "\x00as-cold"
 
@@ -122,8 +125,9 @@ def _choose_warm(model: ShopStreamModel, history: PurchaseHistory, window: Windo
 def _choose_cold(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
                  candidates: list[str], matrix: torch.Tensor, pool: dict[str, int],
                  weights: tuple[float, ...], k: int) -> dict[str, Any]:
-    """The cold weight with the best NDCG@k of the window's users ranked as cold (every
-    user is cold against an empty history); :data:`COLD_FALLBACK_WEIGHT` with too few."""
+    """The cold weight (the grid's or :data:`COLD_FALLBACK_WEIGHT`) with the best NDCG@k of
+    the window's users ranked as cold (every user is cold against an empty history);
+    :data:`COLD_FALLBACK_WEIGHT` with too few."""
     queries = rec_queries(PurchaseHistory(model.cfg.history_len), window)
     n_users = len(queries.user_ids)
     out: dict[str, Any] = {"n_as_cold": n_users, "cold_count_weight": COLD_FALLBACK_WEIGHT}
@@ -134,7 +138,8 @@ def _choose_cold(model: ShopStreamModel, history: PurchaseHistory, window: Windo
                        matrix, queries.exclusions())
     cfg = model.cfg
     scored: dict[float, float] = {}
-    for weight in sorted(set(weights)):
+    # The popularity baseline's list (the fallback) competes with the blends.
+    for weight in sorted(set(weights) | {COLD_FALLBACK_WEIGHT}):
         model.set_ranking_terms(cfg.repeat_bonus, cfg.count_weight, weight)
         ranked = rank_query(model, query, k)
         scored[weight] = float(
