@@ -8,8 +8,9 @@ repeat-then-popular's ties.
 
 The cold weight at its bound, :data:`STRICT_COLD_WEIGHT`, is the limit of that blend: cold
 users' lists follow the last-update count strictly (the popularity baseline's list), the
-model ordering only items of equal count. A finite weight cannot promise that: two items of
-high, close counts (200 and 199 purchases) differ by under 0.01 in log count.
+model ordering only items of equal count (common: weekly counts are small integers). A
+finite weight cannot promise that: two items of high, close counts (200 and 199
+purchases) differ by under 0.01 in log count.
 """
 
 from __future__ import annotations
@@ -25,8 +26,6 @@ OWN_RANK = REPEAT_FEATURES.index("log_count_rank")
 LAST_COUNT = POPULARITY_FEATURES.index("log_count_last_update")
 # ModelConfig's bound of cold_count_weight: cold users rank by count strictly at it.
 STRICT_COLD_WEIGHT = 100.0
-# Share of one count level the model's tie-break may span: below 1, so it never crosses one.
-TIE_SPAN = 0.5
 
 
 def row_count_weights(cfg: ModelConfig, own: Tensor | None, rows: int, like: Tensor) -> Tensor:
@@ -49,20 +48,16 @@ def strict_cold_rows(cfg: ModelConfig, own: Tensor | None, rows: int,
     return cold if bool(cold.any()) else None
 
 
-def strict_count_order(scores: Tensor, last: Tensor, rows: Tensor,
-                       weight: Tensor | None) -> Tensor:
-    """``scores`` [B, n] with the rows ``rows`` [B] replaced by the last-update count order
-    ``last`` [n] (its dense rank, 0 = fewest), each row's score without its count term
-    ``weight`` [B] * ``last`` (which would flatten the tie-break's span), scaled into
-    [0, :data:`TIE_SPAN`], ordering only items of equal count."""
-    levels = torch.unique(last, return_inverse=True)[1].to(scores.dtype)
+def strict_count_order(scores: Tensor, last: Tensor, rows: Tensor) -> Tensor:
+    """``scores`` [B, n] with the rows ``rows`` [B] replaced by each item's position (0 =
+    last) in the order of the last-update count ``last`` [n], equal counts by the row's own
+    score. Positions, not a weighted sum, so no count gap is too small to hold."""
     sub = scores[rows]
-    if weight is not None:
-        sub = sub - weight[rows, None] * last[None, :]
-    low = sub.amin(dim=1, keepdim=True)
-    span = (sub.amax(dim=1, keepdim=True) - low).clamp_min(torch.finfo(scores.dtype).tiny)
+    order = sub.argsort(dim=1, stable=True)
+    order = order.gather(1, last.to(scores.dtype)[order].argsort(dim=1, stable=True))
+    positions = torch.arange(order.shape[1], device=scores.device, dtype=scores.dtype)
     out = scores.clone()
-    out[rows] = levels[None, :] + (sub - low) / span * TIE_SPAN
+    out[rows] = torch.empty_like(sub).scatter_(1, order, positions.expand_as(sub))
     return out
 
 
