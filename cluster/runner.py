@@ -53,7 +53,7 @@ STATE = "pipeline"
 LABELS = {
     "incremental": "incremental (replay+distill), ours",
     "incremental_no_replay": "incremental, no replay/distill",
-    "full_retrain": "full retrain on all windows so far",
+    "full_retrain": "full retrain on all windows so far, gated like ours",
     "frozen": "frozen first model",
     "popularity": "popularity of the previous window",
     "repeat_then_popular": "repeat-then-popular",

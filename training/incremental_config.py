@@ -120,6 +120,11 @@ class IncrementalConfig:
         "help": "after this many incremental candidates in a row were rejected, the next "
                 "update is a full retrain from the pretrained encoder on all windows so "
                 "far, gated the same way (0: never)"})
+    full_retrain: bool = field(default=False, metadata={
+        "help": "every update is a full retrain from the pretrained encoder on all windows "
+                "so far (the newest window's held-out tail stays out), gated and published "
+                "like an incremental one: what the fallback runs, and the pipeline's "
+                "full_retrain arm"})
     use_best_config: bool = field(default=True, metadata={
         "help": "start from the store's configs/best.json when present"})
     inject_failure_at_step: int | None = field(default=None, metadata={

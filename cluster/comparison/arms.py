@@ -4,7 +4,9 @@
   resume from the training head, replay + distillation, gate, publish (after repeated
   rejections: a gated full retrain). Serving follows its latest.
 * ``incremental_no_replay``: the same update with replay and distillation switched off.
-* ``full_retrain``: from the pretrained encoder on all windows so far, every window.
+* ``full_retrain``: the same update with ``full_retrain`` on: from the pretrained encoder
+  on all windows so far, every window, through the same gate, ranking-terms choice, fraud
+  blend and publish (so its wall time counts the same phases as ours').
 * ``frozen``: ours' first version, never updated.
 
 The comparison arms live under ``<store>/arms/<name>`` (a directory or an S3 prefix), so a
@@ -21,19 +23,15 @@ from pathlib import Path
 from typing import Any
 
 from training.config import TrainConfig
-from training.data.labels import known_at
 from training.data.schema import WindowData
 from training.data.sources import merge_windows
 from training.features.history import PurchaseHistory
 from training.features.replay import ReplayBuffer
-from training.fit.raytrain import fit_window
 from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig, ShopStreamModel, load_model
 from training.store import CheckpointStore, open_store
 from training.update.bundle import write_bundle
-from training.update.fraud_blend import blend_like, known_transactions
-from training.update.prepare import full_retrain_start
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +80,8 @@ ALL_SETTINGS = frozenset(TrainConfig.__dataclass_fields__) | frozenset(
     IncrementalConfig.__dataclass_fields__)
 
 class IncrementalArm(Arm):
-    """``run_incremental`` on window ``t`` (the real update: gate and publish included)."""
+    """``run_incremental`` on window ``t`` (the real update: gate and publish included);
+    with ``inc.full_retrain`` a gated full retrain."""
 
     def __init__(self, name: str, inc: IncrementalConfig, train_cfg: TrainConfig,
                  model_cfg: ModelConfig, explicit: frozenset[str]) -> None:
@@ -103,40 +102,6 @@ class IncrementalArm(Arm):
                 "promoted": summary["promoted"],
                 "gate": summary["gate"], "config_used": summary["config_used"],
                 **{key: summary[key] for key in STALENESS_FIELDS}}
-
-
-class FullRetrainArm(Arm):
-    """From the pretrained encoder on windows ``0..t`` merged, with the same trainer."""
-
-    def __init__(self, inc: IncrementalConfig, train_cfg: TrainConfig,
-                 model_cfg: ModelConfig, ranks_like: Arm | None = None) -> None:
-        super().__init__(FULL, open_store(inc.store, inc.endpoint_url))
-        self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
-        # The retrain has no held-out tail to choose the ranking-time terms on, so it ranks
-        # with ours' current ones: the same scoring rule, only the training differs.
-        self.ranks_like = ranks_like
-
-    def update(self, windows: list[WindowData], t: int) -> dict[str, Any]:
-        began = time.perf_counter()
-        merged, model, examples = full_retrain_start(
-            self.model_cfg, known_at(windows[:t + 1], self.inc.label_delay))
-        history = PurchaseHistory(self.model_cfg.history_len)
-        fit = fit_window(self.inc, self.train_cfg, model, None, None, examples,
-                         f"full-{windows[t].window_id}")
-        wall = time.perf_counter() - began
-        reference = self.ranks_like.model() if self.ranks_like is not None else None
-        if reference is not None:
-            fit.model.set_ranking_terms(reference.cfg.repeat_bonus,
-                                        reference.cfg.count_weight,
-                                        reference.cfg.cold_count_weight)
-        blend_like(fit.model, known_transactions(merged.transactions), history,
-                   self.train_cfg.seed, reference)
-        version = publish_model(self.store, fit.model, windows[t].window_id,
-                                history.update(merged.interactions),
-                                {"method": FULL, "trained_on": merged.window_id})
-        self.store.retain(2)
-        return {"wall_s": wall, "fit_s": fit.seconds, "loop_s": fit.loop_seconds,
-                "steps": fit.steps, "trainer": fit.trainer, "version": version}
 
 
 class FrozenArm(Arm):
@@ -186,8 +151,9 @@ def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: Incre
                                     use_best_config=False)
         arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg, ALL_SETTINGS)
     if FULL in methods:
-        full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL))
-        arms[FULL] = FullRetrainArm(full, train_cfg, model_cfg, ours)
+        full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL),
+                                   full_retrain=True, use_best_config=False)
+        arms[FULL] = IncrementalArm(FULL, full, train_cfg, model_cfg, ALL_SETTINGS)
     if FROZEN in methods:
         arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store, FROZEN),
                                             inc.endpoint_url), ours)

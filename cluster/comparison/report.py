@@ -19,6 +19,7 @@ from itertools import product
 from pathlib import Path
 from typing import Any
 
+from cluster.comparison.arms import FULL
 from cluster.comparison.fraud_intervals import fraud_table
 from cluster.comparison.plots import expected_plots, write_plots
 from cluster.comparison.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
@@ -49,7 +50,7 @@ from cluster.comparison.report_data import (  # noqa: F401  (re-exported: the re
     update_seconds,
     validate,
 )
-from cluster.comparison.staleness import staleness_markdown
+from cluster.comparison.staleness import gate_line, staleness_markdown
 from cluster.comparison.tables import (
     forgetting_table,
     markdown_table,
@@ -124,15 +125,19 @@ def _served(result: Mapping[str, Any]) -> list[str]:
 
 
 def _phases_note(result: Mapping[str, Any]) -> list[str]:
-    """Where ours' update wall time went, phase by phase (training.incremental's laps)."""
-    phases, n = mean_phases(result, OURS)
-    if not n:
-        return []
-    total = sum(phases.values())
-    parts = ", ".join(f"{name} {s:.2f} s ({s / total:.0%})" for name, s in phases.items()) \
-        if total > 0 else ", ".join(phases)
-    return [f"Where an `{OURS}` update's wall time goes (mean over {n} windows, "
-            f"{total:.2f} s): {parts}."]
+    """Where ours' and the full retrain's update wall time went, phase by phase (both run
+    training.incremental, which times the same laps)."""
+    lines = []
+    for method in (OURS, FULL):
+        phases, n = mean_phases(result, method)
+        if not n:
+            continue
+        total = sum(phases.values())
+        parts = ", ".join(f"{name} {s:.2f} s ({s / total:.0%})"
+                          for name, s in phases.items()) if total > 0 else ", ".join(phases)
+        lines.append(f"Where `{method}`'s update wall time goes (mean over {n} windows, "
+                     f"{total:.2f} s): {parts}.")
+    return lines
 
 
 def _cost_note(result: Mapping[str, Any]) -> list[str]:
@@ -192,7 +197,8 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
         out += _rec_sections(result)
     if result.get("fraud_intervals"):
         out += ["## fraud: pooled metrics with 95% intervals", "", *fraud_table(result)]
-    out += ["## Staleness of the live model", "", *staleness_markdown(result), ""]
+    out += ["## Staleness of the live model", "", *staleness_markdown(result), "",
+            *gate_line(result, FULL)]
     for task, main in result["tasks"].items():
         out += [f"## {task}: {main} per evaluated window", "",
                 markdown_table(*per_window_table(result, task)), ""]

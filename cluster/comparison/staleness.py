@@ -23,8 +23,9 @@ def _outcome(row: dict[str, Any]) -> str:
     return f"fallback {verdict}" if row.get("kind") == FALLBACK else verdict
 
 
-def staleness_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """One row per window, oldest first (see the module docstring for the fields)."""
+def staleness_rows(result: dict[str, Any], method: str = OURS) -> list[dict[str, Any]]:
+    """One row per window of ``method``'s updates, oldest first (see the module docstring
+    for the fields)."""
     windows: list[str] = list(result.get("windows", []))
     pos = {wid: i for i, wid in enumerate(windows)}
     updates = result.get("updates", {})
@@ -33,7 +34,7 @@ def staleness_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     for t, wid in enumerate(windows):
         scored_by = live if t > 0 else None
         stale = None if scored_by is None or scored_by not in pos else t - pos[scored_by] - 1
-        update = updates.get(wid, {}).get(OURS)
+        update = updates.get(wid, {}).get(method)
         row: dict[str, Any] = {"window": wid, "scored_with_live_window": scored_by,
                                "stale_windows": stale, "update": None, "kind": None,
                                "promoted": None, "start_from": None,
@@ -53,9 +54,9 @@ def staleness_rows(result: dict[str, Any]) -> list[dict[str, Any]]:
     return rows
 
 
-def staleness_totals(result: dict[str, Any]) -> dict[str, Any]:
+def staleness_totals(result: dict[str, Any], method: str = OURS) -> dict[str, Any]:
     """Counts over the updated windows, and the worst staleness over the scored ones."""
-    rows = staleness_rows(result)
+    rows = staleness_rows(result, method)
     updated = [r for r in rows if r["update"] is not None]
     incremental_promoted = sum(1 for r in updated if r["kind"] != FALLBACK and r["promoted"])
     stale = [r["stale_windows"] for r in rows if r["stale_windows"] is not None]
@@ -95,3 +96,17 @@ def staleness_markdown(result: dict[str, Any]) -> list[str]:
               f"{totals['windows_scored_stale']} scored window(s), at most {worst} "
               f"window(s) behind."]
     return lines
+
+
+def gate_line(result: dict[str, Any], method: str) -> list[str]:
+    """One line on how the gate treated another gated method's updates (none if it has
+    no gated update rows, e.g. before the arm recorded them)."""
+    totals = staleness_totals(result, method)
+    if not totals["updates"] or not any(r["promoted"] is not None
+                                        for r in staleness_rows(result, method)):
+        return []
+    worst = _cell(totals["max_stale_windows"])
+    return [f"`{method}` runs the same gate: {totals['updates']} updates, "
+            f"{totals['rejections']} rejected (the arm kept its previous version); its live "
+            f"model was at most {worst} window(s) behind.", ""]
+

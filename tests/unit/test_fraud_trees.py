@@ -20,7 +20,6 @@ from training.update.fraud_blend import (
     BLEND_GRID,
     FALLBACK_TREE_WEIGHT,
     MIN_BLEND_FRAUDS,
-    blend_like,
     fit_trees,
     fraud_blend,
     known_transactions,
@@ -118,9 +117,6 @@ def test_few_frauds_fall_back_and_one_class_fits_no_trees(model: ShopStreamModel
     choice = fraud_blend(model, legit, txns(100, 2), history, seed=0)
     assert choice["trees"] is None and model.fraud_trees is None
     assert model.cfg.fraud_tree_weight == 0.0
-    # A retrain without a tail takes a reference's weight (the fallback without one).
-    blend_like(model, txns(600, 0), history, 0, None)
-    assert model.cfg.fraud_tree_weight == FALLBACK_TREE_WEIGHT
 
 
 def test_known_transactions_keep_each_labelled_row_once() -> None:

@@ -17,7 +17,12 @@ import torch
 
 import training.incremental
 from cluster.comparison.arms import STALENESS_FIELDS
-from cluster.comparison.staleness import staleness_markdown, staleness_rows, staleness_totals
+from cluster.comparison.staleness import (
+    gate_line,
+    staleness_markdown,
+    staleness_rows,
+    staleness_totals,
+)
 from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.cli import ConfigError
@@ -240,6 +245,22 @@ def test_a_rejected_fallback_becomes_the_head_and_restarts_the_count(
     assert rejected["kind"] == "incremental"
 
 
+def test_full_retrain_makes_every_update_a_gated_retrain(tmp_path: Path) -> None:
+    inc = _inc(tmp_path / "store", full_retrain=True)
+    first = _update(inc)
+    rejected = _update(inc, reject=True)
+    again = _update(inc)
+    assert [r["kind"] for r in (first, rejected, again)] == ["fallback_retrain"] * 3
+    assert all(r["start_from"] == {"version": None, "kind": "pretrained"}
+               for r in (first, rejected, again))
+    # The gate still decides: a rejected retrain is not served, the next window moves on.
+    assert first["promoted"] and not rejected["promoted"] and again["promoted"]
+    assert rejected["live_version"] == first["version"]
+    assert [r["window"] for r in (first, rejected, again)] == IDS[:3]
+    assert again["parent"] == first["version"]
+    assert open_store(inc.store).latest().version == again["version"]
+
+
 def test_head_of_another_latest_or_malformed_is_not_followed(tmp_path: Path) -> None:
     store = open_store(str(tmp_path / "store"))
     info = store.publish({"w.bin": b"x"}, {"window": "2024-01-01"}, parent=None)
@@ -307,6 +328,16 @@ def test_staleness_rows_and_totals_exact() -> None:
     assert lines[-1] == ("5 updates: 2 rejected, 1 fallback retrain(s) (1 promoted); the "
                          "incremental candidate itself was promoted on 2 (40%); the live "
                          "model was stale on 2 scored window(s), at most 2 window(s) behind.")
+
+
+def test_another_gated_methods_rejections_get_one_line() -> None:
+    full = {"windows": RESULT["windows"],
+            "updates": {w: {"full_retrain": row["incremental"]}
+                        for w, row in RESULT["updates"].items()}}
+    assert gate_line(full, "full_retrain") == [
+        "`full_retrain` runs the same gate: 5 updates, 2 rejected (the arm kept its previous "
+        "version); its live model was at most 2 window(s) behind.", ""]
+    assert gate_line(RESULT, "full_retrain") == []  # no rows of that method
 
 
 def test_staleness_of_rows_without_the_new_fields_follows_promotions() -> None:

@@ -113,12 +113,3 @@ def fraud_blend(model: ShopStreamModel, known: pd.DataFrame, holdout: pd.DataFra
         return {"tree_weight": 0.0, "basis": "no labelled transactions", "auc_pr": {},
                 "n_pos": 0, "trees": None}
     return choose_fraud_blend(model, fit_trees(model, known, history, seed), holdout, history)
-
-
-def blend_like(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHistory,
-               seed: int, reference: ShopStreamModel | None) -> None:
-    """Trees on ``known`` with ``reference``'s tree weight (the fallback weight without one):
-    for a retrain that has no held-out tail to choose on."""
-    refit_trees(model, known, history, seed,
-                reference.cfg.fraud_tree_weight if reference is not None
-                and reference.fraud_trees is not None else FALLBACK_TREE_WEIGHT)

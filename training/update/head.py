@@ -106,13 +106,17 @@ def read_head(store: CheckpointStore, live: VersionInfo | None) -> TrainingHead:
 
 def plan_start(store: CheckpointStore, inc: IncrementalConfig) -> StartPoint:
     """Incremental from the head (or latest, with ``on_reject=hold``), or a fallback retrain
-    after ``fallback_after`` incremental candidates in a row were rejected."""
+    after ``fallback_after`` incremental candidates in a row were rejected, or every time
+    with ``full_retrain``."""
     live = store.latest()
     head = read_head(store, live)
     if live is None:
-        return StartPoint(INCREMENTAL, None, START_PRETRAINED, None, head, None)
+        kind = FALLBACK if inc.full_retrain else INCREMENTAL
+        return StartPoint(kind, None, START_PRETRAINED, None, head, None)
     advance = inc.on_reject == "advance" and head.version not in (None, live.version)
     after = head.window if advance else _window(live.user_meta)
+    if inc.full_retrain:
+        return StartPoint(FALLBACK, None, START_PRETRAINED, live, head, after)
     if inc.fallback_after and head.rejections_since_fallback >= inc.fallback_after:
         logger.info("%d consecutive rejection(s): falling back to a full retrain",
                     head.consecutive_rejections)
