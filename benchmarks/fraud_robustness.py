@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 
 from cluster.comparison.evaluation import GradientBoostingFraud, WindowContext, build_contexts
+from cluster.comparison.report_data import update_setting
 from cluster.comparison.tables import markdown_table
 from training.cli import setup_logging
 from training.data.labels import known_at
@@ -97,7 +98,8 @@ def load_version(metrics: dict[str, Any], version: str, window_id: str
                  ) -> tuple[ShopStreamModel, ShopStreamModel]:
     """(as served, head alone) of ``version``, which ours served when the window after
     ``window_id`` began."""
-    store = open_store(metrics["settings"]["incremental"]["store"])
+    store = open_store(str(update_setting(metrics, "store", "uri")
+                           or metrics["settings"]["incremental"]["store"]))
     if version not in store.list_versions():
         raise SystemExit(f"--run: version {version} (live after {window_id}) is no longer "
                          f"in {store.uri}; run the pipeline with --keep-last at least its "
@@ -123,7 +125,7 @@ class Case:
 def cases(runs: dict[str, dict[str, Any]], seed: int) -> list[Case]:
     first = next(iter(runs.values()))
     windows = run_windows(first)
-    delay = int(first["settings"]["incremental"].get("label_delay", 0))
+    delay = int(update_setting(first, "continual", "label_delay") or 0)
     contexts = build_contexts(windows, int(first["settings"]["model"]["history_len"]))
     loaded: dict[tuple[str, str], tuple[ShopStreamModel, ShopStreamModel]] = {}
     out = []

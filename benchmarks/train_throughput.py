@@ -172,7 +172,7 @@ def ray_run(model: ShopStreamModel, examples: WindowExamples, train: TrainConfig
 
     began = time.perf_counter()
     fit = fit_window(inc, train, model, None, None, examples, name)
-    return {**FITS.pop(inc.num_workers), "call_s": time.perf_counter() - began}, fit.model
+    return {**FITS.pop(inc.scaling.num_workers), "call_s": time.perf_counter() - began}, fit.model
 
 
 def ratio(a: float | None, b: float | None) -> float | None:
@@ -192,13 +192,12 @@ def throughput_part(cfg: BenchConfig, window: WindowData, cpus: float, gpus: flo
     model = init_model(MODEL, window)
     examples = WindowExamples.build(model, window, PurchaseHistory(MODEL.history_len))
     train = TrainConfig(epochs=cfg.tp_epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    one = IncrementalConfig(trainer="ray", num_workers=1, cpus_per_worker=cpus,
-                            storage_path=str(storage), max_failures=0)
+    one = IncrementalConfig.of(trainer="ray", num_workers=1, cpus_per_worker=cpus,
+                               storage_path=str(storage), max_failures=0)
     # The *_1t pair runs everything on one thread: a single-threaded process suffers far less
     # from other people's load than one whose two OpenMP threads wait on each other.
-    rays = {"ray_1w": one, "ray_2w": dataclasses.replace(one, num_workers=2,
-                                                          cpus_per_worker=cpus / 2),
-            "ray_1w_1t": dataclasses.replace(one, cpus_per_worker=1.0)}
+    rays = {"ray_1w": one, "ray_2w": one.with_settings(num_workers=2, cpus_per_worker=cpus / 2),
+            "ray_1w_1t": one.with_settings(cpus_per_worker=1.0)}
     skipped = f"2 workers need 2 GPUs, Ray sees {gpus:g}" if 0 < gpus < 2 else None
     if skipped:
         del rays["ray_2w"]
@@ -266,13 +265,13 @@ def _incremental_chain(inc: IncrementalConfig, train: TrainConfig, shop: Synthet
         summary = run_incremental(dataclasses.replace(inc, window=window.window_id), train,
                                   MODEL, shop)
         priming.append({"window": window.window_id, "seconds": summary["seconds"],
-                        "promoted": summary["promoted"], **FITS.pop(inc.num_workers)})
+                        "promoted": summary["promoted"], **FITS.pop(inc.scaling.num_workers)})
     began = time.perf_counter()
     update = run_incremental(dataclasses.replace(inc, window=windows[-2].window_id), train,
                              MODEL, shop)
     row = {"wall_s": time.perf_counter() - began, "promoted": update["promoted"],
            "gate": update["gate"], "phases": update.get("phases", {}),
-           **FITS.pop(inc.num_workers)}
+           **FITS.pop(inc.scaling.num_workers)}
     return priming, row, update
 
 
@@ -283,20 +282,21 @@ def incremental_part(cfg: BenchConfig, cpus: float, gpus: float, workdir: Path
     t = len(windows) - 2
     workers = min(cfg.workers, int(gpus)) if gpus else cfg.workers
     train = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    inc = IncrementalConfig(source="synthetic", store=str(workdir / "store"), trainer="ray",
-                            num_workers=workers, cpus_per_worker=cpus / workers,
-                            storage_path=str(workdir / "ray"), max_failures=0,
-                            gate_tolerance=cfg.gate_tolerance, use_best_config=False)
+    inc = IncrementalConfig.of(source="synthetic", store=str(workdir / "store"),
+                               trainer="ray", num_workers=workers,
+                               cpus_per_worker=cpus / workers,
+                               storage_path=str(workdir / "ray"), max_failures=0,
+                               gate_tolerance=cfg.gate_tolerance, use_best_config=False)
     priming, update_row, update = _incremental_chain(inc, train, shop, windows)
     began = time.perf_counter()
     # The same start as the pipeline's full-retrain arm: every window point-in-time.
     merged, full_model, examples = full_retrain_start(MODEL, windows[:t + 1])
     full_row, full_model = ray_run(full_model, examples, train, inc, "full-retrain")
     full_row["wall_s"] = time.perf_counter() - began
-    models = {"incremental": _load_version(inc.store, update["version"], workdir / "inc"),
+    models = {"incremental": _load_version(inc.store.uri, update["version"], workdir / "inc"),
               "full_retrain": full_model}
     if update["parent"]:
-        models["stale_t-1"] = _load_version(inc.store, update["parent"], workdir / "stale")
+        models["stale_t-1"] = _load_version(inc.store.uri, update["parent"], workdir / "stale")
     quality = _quality(models, merged, windows[t + 1], train.eval_k)
     return {
         "shop": dataclasses.asdict(shop), "train_config": dataclasses.asdict(train),

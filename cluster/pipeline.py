@@ -71,7 +71,7 @@ def run(cfg: PipelineConfig, inc: IncrementalConfig, argv_configs: tuple[Any, An
         last = pipeline.windows[-1]
         # Users who bought before the last window: the served model knows them.
         known = set(map(str, pipeline.contexts[-1].history.users()))
-        result["served"] = serve_and_query(inc.store, inc.endpoint_url, cfg.port,
+        result["served"] = serve_and_query(inc.store.uri, inc.store.endpoint_url, cfg.port,
                                            pipeline.last_published(), last, known,
                                            cfg.serve_timeout_s)
         pipeline.save()
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         import ray
 
         if not ray.is_initialized():
-            ray.init(address=inc.ray_address or os.environ.get("RAY_ADDRESS") or None)
+            ray.init(address=inc.scaling.ray_address or os.environ.get("RAY_ADDRESS") or None)
         result = run(cfg, inc, configs, explicit_settings(args))
     except (ConfigError, SourceError, StoreError, PipelineStateError, ServeStepError) as err:
         print(f"error: {err}", file=sys.stderr)

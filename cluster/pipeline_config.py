@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from training.cli import require
-from training.incremental_config import TRAINERS
+from training.scaling_config import TRAINERS
 
 METHODS: tuple[str, ...] = ("incremental", "incremental_no_replay", "full_retrain", "frozen",
                             "popularity", "repeat_then_popular", "hist_gradient_boosting")
@@ -27,6 +27,11 @@ class PipelineConfig:
     arms_trainer: str = field(default="same", metadata={
         "help": "trainer of the comparison arms (no-replay, full retrain): same (as "
                 "--trainer), auto, ray or local (in-process: no Ray Train start-up)"})
+    arms_gate_tolerance: float = field(default=1.0, metadata={
+        "help": "gate tolerance of the comparison arms (no-replay, full retrain), which "
+                "publish into <store>/arms/<name> and are never served: 1.0 passes every "
+                "candidate, so each arm is measured on its own newest model every window; "
+                "ours' gate is --gate-tolerance. The report states the value"})
     forgetting: bool = field(default=True, metadata={
         "help": "after each update re-score every neural method on all earlier windows"})
     sweep_every: int = field(default=0, metadata={
@@ -49,6 +54,8 @@ class PipelineConfig:
                 "must be >= 2 (one to start from, one to evaluate)")
         require(self.arms_trainer in ("same", *TRAINERS), "arms_trainer",
                 f"must be same or one of {TRAINERS}, got {self.arms_trainer!r}")
+        require(self.arms_gate_tolerance >= 0, "arms_gate_tolerance",
+                f"must be >= 0, got {self.arms_gate_tolerance}")
         require(self.sweep_every >= 0, "sweep_every", "must be >= 0")
         require(self.sweep_samples >= 1, "sweep_samples", "must be >= 1")
         require(1 <= self.port <= 65535, "port", f"must be a TCP port, got {self.port}")

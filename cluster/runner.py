@@ -66,8 +66,8 @@ class PipelineStateError(RuntimeError):
 
 
 def source_key(inc: IncrementalConfig, synthetic: SyntheticShopConfig | None) -> str:
-    ident = {"source": inc.source, "path": inc.path, "freq": inc.freq,
-             "synthetic": dataclasses.asdict(synthetic) if inc.source == "synthetic"
+    ident = {"source": inc.source.name, "path": inc.source.path, "freq": inc.source.freq,
+             "synthetic": dataclasses.asdict(synthetic) if inc.source.name == "synthetic"
              and synthetic else None}
     return hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]
 
@@ -75,23 +75,23 @@ def source_key(inc: IncrementalConfig, synthetic: SyntheticShopConfig | None) ->
 def materialize(cfg: PipelineConfig, inc: IncrementalConfig,
                 synthetic: SyntheticShopConfig | None) -> tuple[Path, list[WindowData]]:
     """The source as a folder of windows (what every update reads), oldest first."""
-    if inc.source == "windows":
-        folder = Path(str(inc.path))
+    if inc.source.name == "windows":
+        folder = Path(str(inc.source.path))
         # The pipeline evaluates every window, so it holds them all (an update alone does not).
         windows = list(load_windows("windows", str(folder)))
     else:
-        folder = Path(cfg.work_dir) / f"windows-{inc.source}-{source_key(inc, synthetic)}"
-        windows = list(load_windows(inc.source, inc.path, inc.freq, synthetic))
-        freq = synthetic.freq if inc.source == "synthetic" and synthetic else inc.freq
+        folder = Path(cfg.work_dir) / f"windows-{inc.source.name}-{source_key(inc, synthetic)}"
+        windows = list(inc.source.load(synthetic))
+        freq = synthetic.freq if inc.source.name == "synthetic" and synthetic else inc.source.freq
         done = set(list_windows(folder))
         for window in windows:
             if window.window_id not in done:
-                write_window(folder, window, freq, source=inc.source)  # type: ignore[arg-type]
+                write_window(folder, window, freq, source=inc.source.name)  # type: ignore[arg-type]
         windows = [read_window(folder, w.window_id) for w in windows]
     if cfg.max_windows:
         windows = windows[:cfg.max_windows]
     if len(windows) < 2:
-        raise PipelineStateError(f"source: {inc.source} has {len(windows)} window(s); the "
+        raise PipelineStateError(f"source: {inc.source.name} has {len(windows)} window(s); the "
                                  "pipeline needs at least 2 (train on one, test on the next)")
     return folder, windows
 
@@ -118,7 +118,8 @@ def new_result(cfg: PipelineConfig, inc: IncrementalConfig, windows: list[Window
     ids = [w.window_id for w in windows]
     return {"schema": 1, "created_at": datetime.now(timezone.utc).strftime(
                 "%Y-%m-%dT%H:%M:%SZ"),
-            "source": {"name": inc.source, "path": inc.path, "freq": inc.freq, "key": key},
+            "source": {"name": inc.source.name, "path": inc.source.path,
+                       "freq": inc.source.freq, "key": key},
             "settings": settings, "windows": ids, "evaluated_windows": ids[1:],
             "tasks": tasks, "methods": methods, "prequential": {}, "updates": {},
             "forgetting": {m: {} for m, d in methods.items() if d["kind"] == "neural"},
@@ -152,9 +153,10 @@ class Pipeline:
                  explicit: frozenset[str] = frozenset()) -> None:
         self.cfg, self.train_cfg, self.model_cfg = cfg, train_cfg, model_cfg
         folder, self.windows = materialize(cfg, inc, synthetic)
-        self.inc = dataclasses.replace(inc, source="windows", path=str(folder))
-        arms_trainer = inc.trainer if cfg.arms_trainer == "same" else cfg.arms_trainer
-        arms_inc = dataclasses.replace(self.inc, trainer=arms_trainer, gate_tolerance=1.0)
+        self.inc = inc.with_settings(source="windows", path=str(folder))
+        arms_trainer = inc.scaling.trainer if cfg.arms_trainer == "same" else cfg.arms_trainer
+        arms_inc = self.inc.with_settings(trainer=arms_trainer,
+                                          gate_tolerance=cfg.arms_gate_tolerance)
         self.arms: dict[str, Arm] = build_arms(cfg.methods, self.inc, arms_inc, train_cfg,
                                                model_cfg, explicit)
         self.store = self.arms[OURS].store
@@ -213,7 +215,7 @@ class Pipeline:
         if FRAUD_BASELINE in methods:
             hgb = GradientBoostingFraud(self.train_cfg.seed)
             # Fitted on the labels that had arrived when window t began (--label-delay).
-            seen = merge_windows(known_at(self.windows[:t], self.inc.label_delay))
+            seen = merge_windows(known_at(self.windows[:t], self.inc.continual.label_delay))
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}

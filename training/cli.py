@@ -81,14 +81,59 @@ def _converter(annotation: Any) -> Any:
     return opt
 
 
+def _nested(hint: Any) -> type | None:
+    """The dataclass a field holds, if it holds one (a composed config)."""
+    return hint if isinstance(hint, type) and dataclasses.is_dataclass(hint) else None
+
+
+def flag_name(f: dataclasses.Field[Any]) -> str:
+    """A leaf field's flag and ``args`` key: the field name, or its ``flag`` metadata."""
+    return str(f.metadata.get("flag", f.name))
+
+
+def leaf_settings(cls: type) -> frozenset[str]:
+    """Every flag name of ``cls``, through its composed configs (flags are flat)."""
+    hints = typing.get_type_hints(cls)
+    names: set[str] = set()
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sub = _nested(hints[f.name])
+        names |= leaf_settings(sub) if sub else {flag_name(f)}
+    return frozenset(names)
+
+
+def with_settings(config: T, **settings: Any) -> T:
+    """A copy of ``config`` with settings changed by their flag names, flat, as the command
+    line names them (``store=``, ``trainer=``), into whichever composed config holds each;
+    every changed part is rebuilt, so validated again. An unknown name raises ConfigError."""
+    hints = typing.get_type_hints(type(config))
+    left = dict(settings)
+    changes: dict[str, Any] = {}
+    for f in dataclasses.fields(config):  # type: ignore[arg-type]
+        sub = _nested(hints[f.name])
+        if sub is not None:
+            mine = {k: left.pop(k) for k in list(left) if k in leaf_settings(sub)}
+            if mine:
+                changes[f.name] = with_settings(getattr(config, f.name), **mine)
+        elif flag_name(f) in left:
+            changes[f.name] = left.pop(flag_name(f))
+    if left:
+        raise ConfigError(f"{type(config).__name__}: unknown setting(s) {sorted(left)}")
+    return dataclasses.replace(config, **changes)  # type: ignore[type-var]
+
+
 def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
-    """Add one ``--<prefix><field-name>`` flag per field of the dataclass ``cls``."""
+    """Add one ``--<prefix><flag-name>`` flag per field of the dataclass ``cls``; a field
+    holding a composed config adds that config's flags, flat (its own group)."""
     hints = typing.get_type_hints(cls)
     group = parser.add_argument_group(cls.__name__)
     for f in dataclasses.fields(cls):  # type: ignore[arg-type]
         if not f.init or f.metadata.get("cli") is False:
             continue
-        flag = "--" + prefix + f.name.replace("_", "-")
+        sub = _nested(hints[f.name])
+        if sub is not None:
+            add_dataclass_args(parser, sub, prefix)
+            continue
+        name = flag_name(f)
         annotation = hints[f.name]
         default = f.default if f.default is not dataclasses.MISSING else None
         base, _ = _base_type(annotation)
@@ -96,8 +141,8 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
         if typing.get_origin(base) is typing.Literal:
             choices = list(typing.get_args(base))
         group.add_argument(
-            flag,
-            dest=prefix.replace("-", "_") + f.name,
+            "--" + prefix + name.replace("_", "-"),
+            dest=prefix.replace("-", "_") + name,
             type=_converter(annotation),
             default=argparse.SUPPRESS,
             choices=choices,
@@ -107,21 +152,27 @@ def add_dataclass_args(parser: argparse.ArgumentParser, cls: type, prefix: str =
 
 def dataclass_from_args(cls: type[T], args: argparse.Namespace, prefix: str = "",
                         base: T | None = None) -> T:
-    """Build ``cls`` from the flags given on the command line, over ``base`` if set."""
+    """Build ``cls`` from the flags given on the command line, over ``base`` if set
+    (composed configs are built from their own flags, over ``base``'s)."""
     given = vars(args)
     key_prefix = prefix.replace("-", "_")
-    overrides = {
-        f.name: given[key_prefix + f.name]
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-        if key_prefix + f.name in given
-    }
+    hints = typing.get_type_hints(cls)
+    overrides: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        sub = _nested(hints[f.name])
+        if sub is not None:
+            inner = getattr(base, f.name) if base is not None else None
+            overrides[f.name] = dataclass_from_args(sub, args, prefix, inner)
+        elif key_prefix + flag_name(f) in given:
+            overrides[f.name] = given[key_prefix + flag_name(f)]
     if base is not None:
         return dataclasses.replace(base, **overrides)  # type: ignore[type-var]
     return cls(**overrides)
 
 
 def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
-    """Rebuild a config from ``asdict`` output (e.g. after crossing Ray), naming unknown keys."""
+    """Rebuild a config from ``asdict`` output (e.g. after crossing Ray), naming unknown keys;
+    composed configs are rebuilt from their nested dicts."""
     names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
     unknown = sorted(set(values) - names)
     if unknown:
@@ -129,6 +180,10 @@ def config_from_dict(cls: type[T], values: dict[str, Any]) -> T:
     hints = typing.get_type_hints(cls)
     fixed: dict[str, Any] = {}
     for key, value in values.items():
+        sub = _nested(hints[key])
+        if sub is not None and isinstance(value, dict):
+            fixed[key] = config_from_dict(sub, value)
+            continue
         base, _ = _base_type(hints[key])
         # JSON turns tuples into lists; the frozen configs hold tuples.
         fixed[key] = tuple(value) if typing.get_origin(base) is tuple and isinstance(

@@ -54,7 +54,7 @@ from training.incremental_config import (
 )
 from training.model import ModelConfig, ShopStreamModel
 from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibration
-from training.store import StoreError, open_store
+from training.store import StoreError
 from training.train import training_configs, training_parser
 from training.update.bundle import write_bundle
 from training.update.fraud_blend import fraud_blend, known_transactions, refit_trees
@@ -82,7 +82,8 @@ def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window
     examples = fraud_examples(model, txns.assign(is_fraud=txns["is_fraud"].fillna(0)), history)
     scores = fraud_scores(model, examples)
     return fraud_thresholds(examples.label.astype(bool)[known], scores[known],
-                            inc.review_fpr, inc.decline_fpr, inc.review_rate, scores)
+                            inc.continual.review_fpr, inc.continual.decline_fpr,
+                            inc.continual.review_rate, scores)
 
 
 def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
@@ -146,7 +147,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
     ``configs/best.json`` (written by tuning.sweep), which overrides the defaults.
     """
     laps = Laps()
-    store = open_store(inc.store, inc.endpoint_url)
+    store = inc.store.open()
     train_cfg, inc, config_used = apply_best_config(store, inc, train_cfg, explicit)
     with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
         up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
@@ -172,7 +173,7 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
                         "epoch_peak_lrs": list(fit.epoch_peak_lrs),
                         "loop_seconds": round(fit.loop_seconds, 2),
                         "samples_per_s": round(fit.samples_per_s, 1),
-                        "workers": inc.num_workers if fit.trainer == "ray" else 1,
+                        "workers": inc.scaling.num_workers if fit.trainer == "ray" else 1,
                         "trainer": fit.trainer, "trainer_reason": fit.trainer_reason,
                         "use_gpu": fit.use_gpu,
                         "resumed_from": fit.resumed_from}
@@ -188,7 +189,7 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     the decision)."""
     history_train = up.history.update(up.train_part.interactions)
     ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
-                                   inc.repeat_bonus_grid, inc.count_weight_grid,
+                                   inc.continual.repeat_bonus_grid, inc.continual.count_weight_grid,
                                    train_cfg.eval_k)
     laps.lap("ranking_terms")
     known = known_transactions(up.replay.frame("transactions"), up.mixed.transactions)
@@ -197,11 +198,11 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     laps.lap("fraud_blend")
     scores = gate_scores({"candidate": fit.model, "incumbent": up.incumbent},
                              history_train, up.train_part,
-                             gate_slice(up, train_cfg.seed, inc.gate_replay),
+                             gate_slice(up, train_cfg.seed, inc.continual.gate_replay),
                              train_cfg.eval_k, up.holdout)
     decision = decide(scores["candidate"]["main"],
                       scores["incumbent"]["main"] if "incumbent" in scores else None,
-                      inc.gate_tolerance, train_cfg.eval_k,
+                      inc.continual.gate_tolerance, train_cfg.eval_k,
                       fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
     laps.lap("gate")
     calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
@@ -236,7 +237,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
     The store's parent is always the live version the candidate was gated against (the
     published lineage); ``start_from`` says which state it actually resumed from."""
     files, bundle_meta = write_bundle(directory, fit.model, fit.optimizer, replay, history)
-    meta = {**bundle_meta, "window": window.window_id, "source": inc.source,
+    meta = {**bundle_meta, "window": window.window_id, "source": inc.source.name,
             "kind": start.kind, "start_from": start.to_json(),
             "metrics": evaluation["scores"], "gate": decision.to_json(),
             "fraud_thresholds": evaluation["fraud_thresholds"],
@@ -252,7 +253,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
         # Gated against the live version: if another publisher moved latest meanwhile,
         # the gate's verdict no longer holds (ConcurrentPublishError; the version is kept).
         info = store.publish(files, meta, parent=parent_version, expect_latest=parent_version)
-        deleted = store.retain(inc.keep_last)
+        deleted = store.retain(inc.store.keep_last)
     else:
         info = store.record_rejected(files, meta, parent_version, reason=decision.reason,
                                      metrics=json_safe(decision.candidate))
@@ -316,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         explicit = explicit_settings(args)
         if not ray.is_initialized():
             default_env()
-            ray.init(address=inc.ray_address or None)
+            ray.init(address=inc.scaling.ray_address or None)
         summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
     except (ConfigError, SourceError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)

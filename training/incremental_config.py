@@ -8,15 +8,16 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any
 
-from training.cli import config_from_dict, require
+from training.cli import config_from_dict, leaf_settings, require, with_settings
 from training.config import TrainConfig
-from training.data.sources import SOURCES, check_source
+from training.data.sources import SourceConfig
+from training.scaling_config import ScalingConfig
 from training.store import CheckpointStore
+from training.store.config import StoreConfig
 
 logger = logging.getLogger(__name__)
 
 BEST_CONFIG = "best"
-TRAINERS = ("auto", "ray", "local")
 # Fraud decision targets on the held-out tail: review and decline false-positive rates.
 REVIEW_FPR = 0.05
 DECLINE_FPR = 0.005
@@ -33,38 +34,11 @@ COUNT_WEIGHT_GRID: tuple[float, ...] = (0.0, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
 
 
 @dataclass(frozen=True)
-class IncrementalConfig:
-    """Where the new window and the store are, the workers, and the continual-learning knobs."""
+class ContinualConfig:
+    """How an update learns the new window and whether it may replace the live version:
+    replay, distillation, label delay, the gate, the ranking-time grids, the staleness
+    policy and the fraud decision targets."""
 
-    source: str = field(default="synthetic", metadata={"help": f"data source: {SOURCES}"})
-    path: str | None = field(default=None, metadata={
-        "help": "file or folder of the source (a folder of windows for source=windows)"})
-    freq: str = field(default="week", metadata={
-        "help": "window length when splitting a real source: hour, day, week or month"})
-    window: str | None = field(default=None, metadata={
-        "help": "id of the window to train on (default: the first one after latest's)"})
-    store: str = field(default="runs/store", metadata={
-        "help": "checkpoint store: a local directory or s3://bucket/prefix"})
-    endpoint_url: str | None = field(default=None, metadata={
-        "help": "S3 endpoint (MinIO, moto); default: AWS_ENDPOINT_URL or AWS"})
-    ray_address: str | None = field(default=None, metadata={
-        "help": "Ray cluster address (default: RAY_ADDRESS, else a local Ray)"})
-    trainer: str = field(default="auto", metadata={
-        "help": "auto: ray when the update is big enough to repay Ray Train's start-up "
-                "(see ray_min_steps), needs GPUs or mid-run checkpoints, else local; ray: "
-                "Ray Train TorchTrainer across num_workers; local: this process, one worker, "
-                "no Ray Train start-up"})
-    ray_min_steps: int = field(default=400, metadata={
-        "help": "trainer=auto: the fewest one-process optimizer steps (all epochs) for which "
-                "the update runs on Ray Train (see docs/trainer.md)"})
-    num_workers: int = field(default=2, metadata={"help": "Ray Train workers (DDP ranks)"})
-    use_gpu: str = field(default="auto", metadata={
-        "help": "auto (GPUs when Ray sees them), true or false"})
-    cpus_per_worker: float = field(default=1.0, metadata={"help": "CPUs reserved per worker"})
-    storage_path: str = field(default="runs/ray", metadata={
-        "help": "Ray Train run storage for mid-run checkpoints: a directory or s3://bucket/path"})
-    max_failures: int = field(default=2, metadata={
-        "help": "worker-group failures survived by resuming from the last checkpoint"})
     review_fpr: float = field(default=REVIEW_FPR, metadata={
         "help": "fraud review threshold: this false-positive rate on the held-out tail"})
     review_rate: float = field(default=0.0, metadata={
@@ -72,12 +46,6 @@ class IncrementalConfig:
                 "transactions goes to review (e.g. 0.01; needs no labels); 0: review_fpr"})
     decline_fpr: float = field(default=DECLINE_FPR, metadata={
         "help": "fraud decline threshold: this false-positive rate on the held-out tail"})
-    start_retries: int = field(default=5, metadata={
-        "help": "failed starts of the Ray Train worker group (each waits "
-                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default, for its CPUs/GPUs) "
-                "before the update fails; -1: wait forever (an autoscaling cluster)"})
-    checkpoint_every: int = field(default=0, metadata={
-        "help": "also checkpoint every N steps (0: only at the end)"})
     replay_ratio: float = field(default=0.3, metadata={
         "help": "replayed rows mixed in, as a fraction of the new window's rows (0: off)"})
     replay_capacity: int = field(default=20000, metadata={
@@ -111,7 +79,6 @@ class IncrementalConfig:
     count_weight_grid: tuple[float, ...] = field(default=COUNT_WEIGHT_GRID, metadata={
         "help": "ranking-time weights of repeat-then-popular's purchase counts tried with "
                 "each bonus (comma list; empty: keep the parent's terms)"})
-    keep_last: int = field(default=5, metadata={"help": "published versions kept"})
     on_reject: str = field(default="advance", metadata={
         "help": "after a rejected candidate: advance (serving keeps latest, but the next "
                 "update resumes from the rejected candidate, whose state has seen every "
@@ -127,29 +94,13 @@ class IncrementalConfig:
                 "full_retrain arm"})
     use_best_config: bool = field(default=True, metadata={
         "help": "start from the store's configs/best.json when present"})
-    inject_failure_at_step: int | None = field(default=None, metadata={
-        "help": "testing: a worker raises once at this step (needs the marker path)"})
-    inject_failure_marker: str | None = field(default=None, metadata={
-        "help": "testing: file that records the injected failure so it happens once"})
 
     def __post_init__(self) -> None:
-        check_source(self.source, self.freq)
-        require(self.trainer in TRAINERS, "trainer",
-                f"must be one of {TRAINERS}, got {self.trainer!r}")
-        require(self.ray_min_steps >= 0, "ray_min_steps",
-                f"must be >= 0, got {self.ray_min_steps}")
-        require(self.num_workers >= 1, "num_workers", f"must be >= 1, got {self.num_workers}")
-        require(self.use_gpu in ("auto", "true", "false"), "use_gpu",
-                f"must be auto, true or false, got {self.use_gpu!r}")
-        require(self.cpus_per_worker > 0, "cpus_per_worker", "must be > 0")
-        require(self.max_failures >= -1, "max_failures", "must be >= -1")
-        require(self.start_retries >= -1, "start_retries", "must be >= -1")
         require(0 < self.review_fpr < 1, "review_fpr", f"must be in (0, 1), got {self.review_fpr}")
         require(0 <= self.review_rate < 1, "review_rate",
                 f"must be in [0, 1), got {self.review_rate}")
         require(0 < self.decline_fpr <= self.review_fpr, "decline_fpr",
                 f"must be in (0, review_fpr={self.review_fpr}], got {self.decline_fpr}")
-        require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
         require(self.replay_ratio >= 0, "replay_ratio", "must be >= 0")
         require(self.replay_capacity >= 1, "replay_capacity", "must be >= 1")
         require(self.distill_weight >= 0, "distill_weight", "must be >= 0")
@@ -163,21 +114,43 @@ class IncrementalConfig:
                 f"values must be in [0, 1000], got {list(self.repeat_bonus_grid)}")
         require(all(0.0 <= w <= 100.0 for w in self.count_weight_grid), "count_weight_grid",
                 f"values must be in [0, 100], got {list(self.count_weight_grid)}")
-        require(self.keep_last >= 1, "keep_last", "must be >= 1")
         require(self.on_reject in ("advance", "hold"), "on_reject",
                 f"must be advance or hold, got {self.on_reject!r}")
         require(self.fallback_after >= 0, "fallback_after",
                 f"must be >= 0, got {self.fallback_after}")
-        require((self.inject_failure_at_step is None) == (self.inject_failure_marker is None),
-                "inject_failure_at_step", "needs inject_failure_marker too (and vice versa)")
+
+
+@dataclass(frozen=True)
+class IncrementalConfig:
+    """One update's settings, composed: where the windows come from, the store, how the
+    training runs, and how it learns (each part validated in its own config)."""
+
+    source: SourceConfig = field(default_factory=SourceConfig)
+    store: StoreConfig = field(default_factory=StoreConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    continual: ContinualConfig = field(default_factory=ContinualConfig)
+    window: str | None = field(default=None, metadata={
+        "help": "id of the window to train on (default: the first one after latest's)"})
+
+    @classmethod
+    def of(cls, **settings: Any) -> IncrementalConfig:
+        """From flat settings named like their flags (``store=``, ``trainer=``,
+        ``replay_ratio=``), as the command line builds it (training.cli.with_settings)."""
+        return with_settings(cls(), **settings)
+
+    def with_settings(self, **settings: Any) -> IncrementalConfig:
+        """A copy with flat settings changed (see :meth:`of`)."""
+        return with_settings(self, **settings)
 
     def public_dict(self) -> dict[str, Any]:
         """Settings recorded in a version's meta (no endpoints: they can carry hosts)."""
-        return {k: v for k, v in dataclasses.asdict(self).items()
-                if k not in ("endpoint_url", "ray_address")}
+        out = dataclasses.asdict(self)
+        out["store"].pop("endpoint_url", None)
+        out["scaling"].pop("ray_address", None)
+        return out
 
 
-# Fields of IncrementalConfig a sweep may tune (the rest say where data and stores are).
+# Fields of ContinualConfig a sweep may tune (the rest say where data and stores are).
 TUNABLE_INCREMENTAL = ("replay_ratio", "distill_weight", "distill_temperature",
                        "adv_epsilon")
 
@@ -186,7 +159,7 @@ def explicit_settings(args: argparse.Namespace) -> frozenset[str]:
     """The training and update settings given on the command line. One rule for every entry
     point: a flag given beats ``configs/best.json``, which beats the default (parsers built
     with :func:`training.cli.add_dataclass_args` leave a flag not given out of ``args``)."""
-    fields = set(TrainConfig.__dataclass_fields__) | set(IncrementalConfig.__dataclass_fields__)
+    fields = leaf_settings(TrainConfig) | leaf_settings(IncrementalConfig)
     return frozenset(k for k in vars(args) if k in fields)
 
 
@@ -196,9 +169,9 @@ def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg:
     """Overlay ``configs/best.json`` under the explicitly given flags.
 
     The file's ``train_config`` entries are TrainConfig fields, its
-    ``incremental_config`` entries tunable IncrementalConfig fields.
+    ``incremental_config`` entries tunable ContinualConfig fields (flat names).
     """
-    if not inc.use_best_config:
+    if not inc.continual.use_best_config:
         return train_cfg, inc, "flags/defaults (best config disabled)"
     best = store.get_config(BEST_CONFIG)
     if not best:
@@ -212,7 +185,8 @@ def apply_best_config(store: CheckpointStore, inc: IncrementalConfig, train_cfg:
                                    for entry in tuned["epoch_schedule"]]
     tuned_inc = {k: v for k, v in inc_best.items() if k not in explicit}
     merged = config_from_dict(TrainConfig, {**dataclasses.asdict(train_cfg), **tuned})
-    merged_inc = dataclasses.replace(inc, **tuned_inc)
+    merged_inc = dataclasses.replace(
+        inc, continual=dataclasses.replace(inc.continual, **tuned_inc))
     label = f"configs/best.json (sweep {best.get('sweep_id', '?')})"
     overridden = sorted(explicit & (set(train_best) | set(inc_best)))
     if overridden:

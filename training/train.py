@@ -32,7 +32,7 @@ from training.cli import (
 )
 from training.config import TrainConfig
 from training.data.schema import WindowData
-from training.data.sources import SOURCES, SourceError, check_source, load_windows, merge_windows
+from training.data.sources import SourceConfig, SourceError, merge_windows
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluation.evaluate import candidate_items, evaluate_fraud, evaluate_rec
 from training.features.history import PurchaseHistory
@@ -46,11 +46,7 @@ logger = logging.getLogger(__name__)
 class JobConfig:
     """Which data to train on and which window to evaluate."""
 
-    source: str = field(default="synthetic", metadata={"help": f"data source: {SOURCES}"})
-    path: str | None = field(default=None, metadata={
-        "help": "file or folder of the source (not needed for synthetic)"})
-    freq: str = field(default="week", metadata={
-        "help": "window length when splitting a real source: hour, day, week or month"})
+    source: SourceConfig = field(default_factory=SourceConfig)
     eval_window: int = field(default=-1, metadata={
         "help": "position of the evaluated window in time order (-1: the last)"})
     train_windows: int = field(default=1, metadata={
@@ -59,7 +55,6 @@ class JobConfig:
         "help": "write the metrics as JSON to this file"})
 
     def __post_init__(self) -> None:
-        check_source(self.source, self.freq)
         require(self.train_windows >= 1, "train_windows", "must be >= 1")
 
 
@@ -77,7 +72,7 @@ def run_job(job: JobConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
             synthetic: SyntheticShopConfig | None = None) -> dict[str, Any]:
     """Load → train on the chosen windows → evaluate the next → metrics dict."""
     started = time.perf_counter()
-    windows = load_windows(job.source, job.path, job.freq, synthetic)
+    windows = job.source.load(synthetic)
     train_parts, target = pick_windows(windows, job)
     train = merge_windows(train_parts)
     model = init_model(model_cfg, train)
@@ -89,7 +84,7 @@ def run_job(job: JobConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
         if len(target.interactions) else {}
     fraud = evaluate_fraud(model, history, target)
     return {
-        "source": job.source, "train_window": train.window_id, "eval_window": target.window_id,
+        "source": job.source.name, "train_window": train.window_id, "eval_window": target.window_id,
         "train_rows": train.counts(), "eval_rows": target.counts(),
         "train": {"steps": stats.steps, "seconds": round(stats.seconds, 2),
                   "samples_per_s": round(stats.samples_per_s, 1),

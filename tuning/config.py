@@ -129,13 +129,13 @@ def ray_train_concurrency(cpus: float, gpus: float, inc: IncrementalConfig, use_
     """ray_train trials that can run at once: each holds 0.1 CPU plus its Train workers'
     ``num_workers x cpus_per_worker`` CPUs (and ``num_workers`` GPUs with use_gpu). Capping
     here matters: unlimited 0.1-CPU trials would take every CPU and starve their workers."""
-    fits = math.floor((cpus + 1e-9) / (RAY_TRAIN_TRIAL_CPU + inc.num_workers
-                                       * inc.cpus_per_worker))
+    fits = math.floor((cpus + 1e-9) / (RAY_TRAIN_TRIAL_CPU + inc.scaling.num_workers
+                                       * inc.scaling.cpus_per_worker))
     if use_gpu:
-        fits = min(fits, math.floor((gpus + 1e-9) / inc.num_workers))
+        fits = min(fits, math.floor((gpus + 1e-9) / inc.scaling.num_workers))
     if fits < 1:
-        raise ConfigError(f"num_workers: {inc.num_workers} Train workers x "
-                          f"{inc.cpus_per_worker} CPU{' + 1 GPU' if use_gpu else ''} each "
+        raise ConfigError(f"num_workers: {inc.scaling.num_workers} Train workers x "
+                          f"{inc.scaling.cpus_per_worker} CPU{' + 1 GPU' if use_gpu else ''} each "
                           f"(+{RAY_TRAIN_TRIAL_CPU} CPU for the trial) do not fit the "
                           f"cluster's {cpus:g} CPUs / {gpus:g} GPUs")
     return min(fits, cap) if cap else fits

@@ -236,7 +236,7 @@ def _check_value(key: str, value: Any) -> None:
         if key in TRAIN_KEYS:
             TrainConfig(**{key: value})
         else:
-            IncrementalConfig(**{key: value})
+            IncrementalConfig.of(**{key: value})
     except ConfigError as err:
         raise SearchSpaceError(f"{key}: the space reaches {value!r}, which the config "
                                f"rejects ({err})") from err

@@ -19,7 +19,6 @@ Results: a printed trial table, the rec/fraud Pareto front, ``sweep.png`` and
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import math
@@ -44,12 +43,12 @@ from training.cli import (
 )
 from training.config import TrainConfig
 from training.data.schema import WindowData
-from training.data.sources import SourceError, load_windows
+from training.data.sources import SourceError
 from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental_config import BEST_CONFIG, IncrementalConfig
 from training.model import ModelConfig
-from training.store import CheckpointStore, StoreError, open_store
+from training.store import CheckpointStore, StoreError
 from tuning.config import SweepConfig
 from tuning.report import (
     TrialRow,
@@ -99,7 +98,7 @@ def is_remote(path: str) -> bool:
 def check_windows(store: CheckpointStore, inc: IncrementalConfig, sweep: SweepConfig,
                   synthetic: SyntheticShopConfig | None) -> tuple[WindowData, WindowData]:
     """(window to train, next window to score on); fails before any trial starts."""
-    windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
+    windows = inc.source.load(synthetic)
     latest = store.latest()
     after = latest.user_meta.get("window") if latest is not None else None
     window = choose_window(windows, inc.window, None if after is None else str(after))
@@ -125,7 +124,8 @@ def _absolute(inc: IncrementalConfig) -> IncrementalConfig:
     def fix(path: str | None) -> str | None:
         return path if path is None or is_remote(path) else str(Path(path).resolve())
 
-    return dataclasses.replace(inc, path=fix(inc.path), storage_path=fix(inc.storage_path) or "")
+    return inc.with_settings(path=fix(inc.source.path),
+                             storage_path=fix(inc.scaling.storage_path) or "")
 
 
 def run_sweep(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
@@ -138,7 +138,7 @@ def run_sweep(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
     version (None: from the pretrained encoder)."""
     began = time.perf_counter()
     sweep_id = sweep.name or new_sweep_id()
-    store = open_store(inc.store, inc.endpoint_url)
+    store = inc.store.open()
     window, nxt = check_windows(store, inc, sweep, synthetic)
     logger.info("sweep %s: %d trials (%s, %s, %s backend) train %s, score on %s, space %s",
                 sweep_id, sweep.num_samples, sweep.scheduler, sweep.search,
@@ -251,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                            or k in IncrementalConfig.__dataclass_fields__})
         if not ray.is_initialized():
             default_env()
-            ray.init(address=inc.ray_address or os.environ.get("RAY_ADDRESS") or None)
+            ray.init(address=inc.scaling.ray_address or os.environ.get("RAY_ADDRESS") or None)
         result = run_sweep(sweep, space, inc, train_cfg, model_cfg, synthetic)
     except (ConfigError, SourceError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)

@@ -84,8 +84,8 @@ class TrialContext:
         # A schedule from an earlier sweep must not override what this trial samples.
         train = dataclasses.replace(self.train, epochs=self.max_epochs, epoch_schedule=(),
                                     **{k: v for k, v in values.items() if k in TRAIN_KEYS})
-        inc = dataclasses.replace(self.inc, **{k: v for k, v in values.items()
-                                              if k in TUNABLE_INCREMENTAL})
+        inc = self.inc.with_settings(**{k: v for k, v in values.items()
+                                        if k in TUNABLE_INCREMENTAL})
         return train, inc
 
 
@@ -221,7 +221,7 @@ def ray_train_trial(config: dict[str, Any], ctx: TrialContext) -> None:
     """Tune function trainable of the ``ray_train`` backend: fit, score, report once."""
     cfg, inc = ctx.configs(config)
     # This backend exists to fit a TorchTrainer per trial, whatever the update's size.
-    inc = dataclasses.replace(inc, trainer="ray")
+    inc = inc.with_settings(trainer="ray")
     with tempfile.TemporaryDirectory(prefix="shopstream-trial-") as tmp:
         up = prepare_update(ctx.store, inc, cfg, ctx.model, ctx.synthetic, Path(tmp))
         optimizer = up.parent.optimizer if up.parent is not None else None

@@ -76,7 +76,8 @@ def trial_resources(sweep: SweepConfig, inc: IncrementalConfig) -> tuple[dict[st
         return resources, sweep.max_concurrent_trials
     total = ray.cluster_resources()
     limit = ray_train_concurrency(float(total.get("CPU", 0)), float(total.get("GPU", 0)),
-                                  inc, resolve_use_gpu(inc.use_gpu), sweep.max_concurrent_trials)
+                                  inc, resolve_use_gpu(inc.scaling.use_gpu),
+                                  sweep.max_concurrent_trials)
     return {"CPU": RAY_TRAIN_TRIAL_CPU}, limit
 
 
@@ -92,7 +93,7 @@ def build_tuner(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
     fn = loop_trial if sweep.trial_backend == "loop" else ray_train_trial
     resources, concurrency = trial_resources(sweep, inc)
     trainable = tune.with_resources(tune.with_parameters(fn, ctx=ctx), resources)
-    path, fs = storage(sweep.results_path, inc.endpoint_url)
+    path, fs = storage(sweep.results_path, inc.store.endpoint_url)
     keep = PBT_CHECKPOINTS_KEPT if sweep.checkpoints else None
     return tune.Tuner(
         trainable, param_space=space.to_tune(),

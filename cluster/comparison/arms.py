@@ -22,6 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from training.cli import leaf_settings
 from training.config import TrainConfig
 from training.data.schema import WindowData
 from training.data.sources import merge_windows
@@ -76,8 +77,7 @@ class Arm:
 
 
 # Every training and update setting: an arm that must never follow configs/best.json.
-ALL_SETTINGS = frozenset(TrainConfig.__dataclass_fields__) | frozenset(
-    IncrementalConfig.__dataclass_fields__)
+ALL_SETTINGS = leaf_settings(TrainConfig) | leaf_settings(IncrementalConfig)
 
 class IncrementalArm(Arm):
     """``run_incremental`` on window ``t`` (the real update: gate and publish included);
@@ -85,7 +85,7 @@ class IncrementalArm(Arm):
 
     def __init__(self, name: str, inc: IncrementalConfig, train_cfg: TrainConfig,
                  model_cfg: ModelConfig, explicit: frozenset[str]) -> None:
-        super().__init__(name, open_store(inc.store, inc.endpoint_url))
+        super().__init__(name, inc.store.open())
         self.inc, self.train_cfg, self.model_cfg = inc, train_cfg, model_cfg
         # The settings configs/best.json may not change (training.incremental's rule).
         self.explicit = explicit
@@ -146,15 +146,15 @@ def build_arms(methods: tuple[str, ...], inc: IncrementalConfig, arms_inc: Incre
     ours = IncrementalArm(OURS, inc, train_cfg, model_cfg, explicit)
     arms: dict[str, Arm] = {OURS: ours}
     if NO_REPLAY in methods:
-        plain = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, NO_REPLAY),
+        plain = arms_inc.with_settings(store=arm_store_uri(inc.store.uri, NO_REPLAY),
                                     replay_ratio=0.0, distill_weight=0.0,
                                     use_best_config=False)
         arms[NO_REPLAY] = IncrementalArm(NO_REPLAY, plain, train_cfg, model_cfg, ALL_SETTINGS)
     if FULL in methods:
-        full = dataclasses.replace(arms_inc, store=arm_store_uri(inc.store, FULL),
+        full = arms_inc.with_settings(store=arm_store_uri(inc.store.uri, FULL),
                                    full_retrain=True, use_best_config=False)
         arms[FULL] = IncrementalArm(FULL, full, train_cfg, model_cfg, ALL_SETTINGS)
     if FROZEN in methods:
-        arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store, FROZEN),
-                                            inc.endpoint_url), ours)
+        arms[FROZEN] = FrozenArm(open_store(arm_store_uri(inc.store.uri, FROZEN),
+                                            inc.store.endpoint_url), ours)
     return arms

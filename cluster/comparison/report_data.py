@@ -199,9 +199,18 @@ def trainer_setting(result: Mapping[str, Any], method: str) -> str | None:
     if desc.get("kind") != "neural":
         return None
     settings = result.get("settings") or {}
-    value = dig(settings, "incremental", "trainer") if method == OURS \
+    value = update_setting(result, "scaling", "trainer") if method == OURS \
         else settings.get("arms_trainer")
     return value if isinstance(value, str) else None
+
+
+def update_setting(result: Mapping[str, Any], part: str, name: str) -> Any:
+    """One of ours' update settings as the run recorded it: ``settings.incremental`` holds
+    the composed config (``part``: source, store, scaling or continual), or, in runs
+    recorded before it was composed, the flat settings."""
+    incremental = dig(result.get("settings") or {}, "incremental")
+    nested = dig(incremental, part, name)
+    return nested if nested is not None else dig(incremental, name)
 
 
 def trainer_of(result: Mapping[str, Any], method: str) -> str | None:

@@ -99,14 +99,19 @@ def staleness_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def gate_line(result: dict[str, Any], method: str) -> list[str]:
-    """One line on how the gate treated another gated method's updates (none if it has
-    no gated update rows, e.g. before the arm recorded them)."""
+    """One line on how the gate treated a comparison arm's updates (none if it has no
+    gated update rows, e.g. before the arm recorded them): the arms' tolerance is the
+    pipeline's ``arms_gate_tolerance`` (1.0 before the setting existed)."""
     totals = staleness_totals(result, method)
     if not totals["updates"] or not any(r["promoted"] is not None
                                         for r in staleness_rows(result, method)):
         return []
+    pipeline = (result.get("settings") or {}).get("pipeline") or {}
+    tolerance = float(pipeline.get("arms_gate_tolerance", 1.0))
+    note = " (passes every candidate: the arm is measured on its newest model every window " \
+        "and never served)" if tolerance >= 1.0 else ""
     worst = _cell(totals["max_stale_windows"])
-    return [f"`{method}` runs the same gate: {totals['updates']} updates, "
-            f"{totals['rejections']} rejected (the arm kept its previous version); its live "
-            f"model was at most {worst} window(s) behind.", ""]
-
+    return [f"`{method}` publishes through the gate at tolerance {tolerance:g} "
+            f"(--arms-gate-tolerance){note}: {totals['updates']} updates, "
+            f"{totals['rejections']} rejected; its live model was at most {worst} window(s) "
+            "behind.", ""]

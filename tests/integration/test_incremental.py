@@ -32,7 +32,7 @@ TRAIN = TrainConfig(epochs=1, batch_size=128, device="cpu", seed=1)
 def run(store: str, tmp: Path, endpoint: str | None = None, train: TrainConfig = TRAIN,
         **overrides: Any) -> dict[str, Any]:
     storage = overrides.pop("storage_path", str(tmp / "ray"))
-    inc = IncrementalConfig(source="synthetic", store=store, endpoint_url=endpoint,
+    inc = IncrementalConfig.of(source="synthetic", store=store, endpoint_url=endpoint,
                             num_workers=2, storage_path=storage, **overrides)
     return run_incremental(inc, train, MODEL, SHOP)
 

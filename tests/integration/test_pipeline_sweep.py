@@ -28,7 +28,7 @@ def test_sweep_tunes_on_seen_windows_and_feeds_later_updates(ray_cluster: None,
     cfg = PipelineConfig(report_dir=str(tmp_path / "report"), work_dir=str(tmp_path / "w"),
                          methods=("incremental", "popularity"), sweep_every=2,
                          sweep_samples=2, serve=False, once=True)
-    inc = IncrementalConfig(source="synthetic", store=str(tmp_path / "store"),
+    inc = IncrementalConfig.of(source="synthetic", store=str(tmp_path / "store"),
                             trainer="local", storage_path=str(tmp_path / "ray"))
     pipeline = Pipeline(cfg, inc, TrainConfig(epochs=1, batch_size=64),
                         ModelConfig(finetune_layers=0, dim=32), SHOP)

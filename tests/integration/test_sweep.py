@@ -3,7 +3,6 @@ and on moto S3 feeding the next incremental run, PBT perturbations, the Ray Trai
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 import time
@@ -76,7 +75,7 @@ def check_asha(result: SweepResult, best: dict[str, Any] | None, sweep_id: str) 
 
 def test_asha_sweep_on_local_store_feeds_the_next_incremental_run(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    inc = IncrementalConfig(source="synthetic", store=store, num_workers=1,
+    inc = IncrementalConfig.of(source="synthetic", store=store, num_workers=1,
                             storage_path=str(tmp_path / "ray"))
     result, wall = sweep(inc, name="asha-local", num_samples=4, max_epochs=2,
                          results_path=str(tmp_path / "tune"))
@@ -89,20 +88,20 @@ def test_asha_sweep_on_local_store_feeds_the_next_incremental_run(tmp_path: Path
 
     # The next update reads the same best.json whichever trainer runs it; the in-process one
     # saves a Ray Train start-up (the Ray Train path is test_incremental's).
-    summary = run_incremental(dataclasses.replace(inc, trainer="local"), TRAIN, MODEL, SHOP)
+    summary = run_incremental(inc.with_settings(trainer="local"), TRAIN, MODEL, SHOP)
     assert summary["config_used"] == "configs/best.json (sweep asha-local)"
     meta = open_store(store).read_meta(summary["version"])
     best = result.best_config
     for key, value in best["train_config"].items():
         assert meta["train_config"][key] == value
     for key, value in best["incremental_config"].items():
-        assert meta["incremental_config"][key] == value
+        assert meta["incremental_config"]["continual"][key] == value
 
 
 def test_asha_sweep_on_moto_s3_writes_best_config_there(tmp_path: Path, moto_s3: str,
                                                         s3_bucket: str, s3_client: Any) -> None:
     bucket, prefix = s3_bucket.split("/", 3)[2:]
-    inc = IncrementalConfig(source="synthetic", store=s3_bucket, endpoint_url=moto_s3,
+    inc = IncrementalConfig.of(source="synthetic", store=s3_bucket, endpoint_url=moto_s3,
                             storage_path=f"s3://{bucket}/ray-runs")
     result, _ = sweep(inc, name="asha-s3", num_samples=4, max_epochs=2,
                       results_path=f"s3://{bucket}/tune", report_dir=str(tmp_path / "report"))
@@ -121,12 +120,13 @@ def test_asha_sweep_on_moto_s3_writes_best_config_there(tmp_path: Path, moto_s3:
     assert label == "configs/best.json (sweep asha-s3) overridden by flags ['lr']"
     assert train.lr == TRAIN.lr and train.schedule == result.best_config["train_config"][
         "schedule"]
-    assert tuned.replay_ratio == result.best_config["incremental_config"]["replay_ratio"]
+    assert tuned.continual.replay_ratio == \
+        result.best_config["incremental_config"]["replay_ratio"]
 
 
 def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
     store = str(tmp_path / "store")
-    inc = IncrementalConfig(source="synthetic", store=store)
+    inc = IncrementalConfig.of(source="synthetic", store=store)
     # Synchronous PBT: at each interval the weaker trial exploits the stronger one whatever
     # order their reports arrive in (asynchronous PBT can skip that when the weaker trial
     # always reports first, before the stronger one has a checkpoint to clone).
@@ -153,7 +153,7 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
     best = open_store(store).get_config("best")
     assert best is not None and best["train_config"]["epoch_schedule"] == result.best.schedule
     assert best["train_config"]["lr"] == result.best.schedule[0]["lr"]
-    summary = run_incremental(dataclasses.replace(inc, trainer="local"), TRAIN, MODEL, SHOP)
+    summary = run_incremental(inc.with_settings(trainer="local"), TRAIN, MODEL, SHOP)
     assert summary["config_used"] == "configs/best.json (sweep pbt)"
     assert summary["train"]["epoch_peak_lrs"] == [e["lr"] for e in result.best.schedule]
 
@@ -161,7 +161,7 @@ def test_pbt_perturbs_learning_rate_and_task_weights(tmp_path: Path) -> None:
 def test_ray_train_backend_trials_fit_a_torch_trainer(tmp_path: Path) -> None:
     # One trial (0.1 CPU) whose TorchTrainer runs one 1-CPU worker; a fit costs ~30 s of
     # start-up, so one trial is enough here (the concurrency cap is unit-tested).
-    inc = IncrementalConfig(source="synthetic", store=str(tmp_path / "store"), num_workers=1,
+    inc = IncrementalConfig.of(source="synthetic", store=str(tmp_path / "store"), num_workers=1,
                             storage_path=str(tmp_path / "ray"))
     result, _ = sweep(inc, name="raytrain", trial_backend="ray_train", num_samples=1,
                       max_epochs=1, results_path=str(tmp_path / "tune"))

@@ -52,10 +52,10 @@ def test_a_budget_needs_no_labels() -> None:
 
 def test_settings_are_checked_by_name() -> None:
     with pytest.raises(ConfigError, match="review_rate"):
-        IncrementalConfig(review_rate=1.0)
+        IncrementalConfig.of(review_rate=1.0)
     with pytest.raises(ConfigError, match="decline_fpr"):
-        IncrementalConfig(review_fpr=0.01, decline_fpr=0.02)
-    assert IncrementalConfig().review_rate == 0.0  # FPR-based by default, as before
+        IncrementalConfig.of(review_fpr=0.01, decline_fpr=0.02)
+    assert IncrementalConfig().continual.review_rate == 0.0  # FPR-based by default, as before
 
 
 def test_the_report_checks_the_realised_alert_rate_against_the_budget() -> None:

@@ -40,17 +40,17 @@ def test_a_flag_beats_best_json_which_beats_the_default(tmp_path: Path) -> None:
                                    "train_config": {"lr": 0.5, "epochs": 3},
                                    "incremental_config": {"replay_ratio": 0.9,
                                                           "distill_weight": 0.2}})
-    train, inc, label = apply_best_config(store, IncrementalConfig(replay_ratio=0.3),
+    train, inc, label = apply_best_config(store, IncrementalConfig.of(replay_ratio=0.3),
                                           TrainConfig(lr=0.01),
                                           frozenset({"lr", "replay_ratio"}))
-    assert (train.lr, inc.replay_ratio) == (0.01, 0.3)  # the flags
-    assert (train.epochs, inc.distill_weight) == (3, 0.2)  # best.json over the defaults
+    assert (train.lr, inc.continual.replay_ratio) == (0.01, 0.3)  # the flags
+    assert (train.epochs, inc.continual.distill_weight) == (3, 0.2)  # best.json over the defaults
     assert train.batch_size == TrainConfig().batch_size  # neither: the default
     assert "overridden by flags ['lr', 'replay_ratio']" in label
 
 
 def test_the_pipeline_arms_take_the_flags_and_the_ablation_takes_none(tmp_path: Path) -> None:
-    inc = IncrementalConfig(store=str(tmp_path / "store"))
+    inc = IncrementalConfig.of(store=str(tmp_path / "store"))
     arms = build_arms((OURS, NO_REPLAY), inc, inc, TrainConfig(), ModelConfig(),
                       frozenset({"lr"}))
     ours, plain = arms[OURS], arms[NO_REPLAY]

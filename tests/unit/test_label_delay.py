@@ -49,15 +49,15 @@ def test_a_window_brings_the_transactions_whose_labels_arrived() -> None:
     assert len(known) == len(first.transactions) + len(second.transactions)
     assert txn_ids(known) == txn_ids(first.transactions) | txn_ids(second.transactions)
     with pytest.raises(ConfigError, match="label_delay"):
-        IncrementalConfig(label_delay=-1)
+        IncrementalConfig.of(label_delay=-1)
 
 
 def test_no_label_is_used_before_it_arrives_in_training_replay_or_the_gate(
         tmp_path: Path) -> None:
-    inc = IncrementalConfig(source="synthetic", store=str(tmp_path / "store"),
+    inc = IncrementalConfig.of(source="synthetic", store=str(tmp_path / "store"),
                             trainer="local", use_best_config=False, gate_tolerance=1.0,
                             label_delay=1)
-    store = open_store(inc.store)
+    store = open_store(inc.store.uri)
     first = prepare_update(store, inc, TRAIN, MODEL, SHOP, tmp_path / "p0")
     # Window 0's labels have not arrived at its end: no fraud row to train or gate on.
     assert len(first.mixed.transactions) == 0 and len(first.holdout.transactions) == 0

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from dataclasses import replace
 
 import pytest
 import torch
@@ -136,7 +135,7 @@ def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted, mon
     monkeypatch.setattr(training.fit.raytrain, "TorchTrainer", no_ray)
     monkeypatch.setattr(training.fit.raytrain, "resolve_use_gpu", no_ray)
     monkeypatch.setattr(training.fit.raytrain.ray, "put", no_ray)
-    inc = IncrementalConfig(trainer="local", distill_weight=0.7, distill_temperature=3.0)
+    inc = IncrementalConfig.of(trainer="local", distill_weight=0.7, distill_temperature=3.0)
     result = fit_window(inc, CFG, model, None, None, examples, "w0")
     assert isinstance(result, FitResult) and result.steps == 6
     assert _same_weights(result.model, plain.model)  # no teacher: no distillation
@@ -150,30 +149,30 @@ def test_fit_window_local_dispatches_to_fit_local_without_ray(setup, fitted, mon
 
 def test_unknown_trainer_is_a_config_error_naming_the_setting() -> None:
     with pytest.raises(ConfigError, match="trainer"):
-        IncrementalConfig(trainer="bogus")
+        IncrementalConfig.of(trainer="bogus")
     with pytest.raises(ConfigError, match="ray_min_steps"):
-        IncrementalConfig(ray_min_steps=-1)
+        IncrementalConfig.of(ray_min_steps=-1)
     with pytest.raises(ConfigError, match="start_retries"):
-        IncrementalConfig(start_retries=-2)
-    assert IncrementalConfig().trainer == "auto"
+        IncrementalConfig.of(start_retries=-2)
+    assert IncrementalConfig().scaling.trainer == "auto"
     # Ray Train's own default retries a start that cannot be placed forever.
-    assert IncrementalConfig().start_retries == 5
+    assert IncrementalConfig().scaling.start_retries == 5
 
 
 def test_auto_takes_ray_train_only_when_the_update_repays_its_start_up(setup) -> None:
     _, examples = setup  # 6 one-process steps at CFG's batch size and epochs
-    auto = IncrementalConfig(use_gpu="false")
-    assert choose_trainer(replace(auto, ray_min_steps=7), CFG, examples) == (
+    auto = IncrementalConfig.of(use_gpu="false")
+    assert choose_trainer(auto.with_settings(ray_min_steps=7), CFG, examples) == (
         "local", "auto: 6 steps < ray_min_steps 7")
-    assert choose_trainer(replace(auto, ray_min_steps=6), CFG, examples) == (
+    assert choose_trainer(auto.with_settings(ray_min_steps=6), CFG, examples) == (
         "ray", "auto: 6 steps >= ray_min_steps 6")
     # Only Ray Train has GPUs off the driver and mid-run checkpoints, whatever the size.
-    assert choose_trainer(replace(auto, use_gpu="true"), CFG, examples)[0] == "ray"
-    assert choose_trainer(replace(auto, checkpoint_every=2), CFG, examples) == (
+    assert choose_trainer(auto.with_settings(use_gpu="true"), CFG, examples)[0] == "ray"
+    assert choose_trainer(auto.with_settings(checkpoint_every=2), CFG, examples) == (
         "ray", "auto: mid-run checkpoints need Ray Train")
-    assert choose_trainer(replace(auto, trainer="ray", ray_min_steps=10**6), CFG,
+    assert choose_trainer(auto.with_settings(trainer="ray", ray_min_steps=10**6), CFG,
                           examples) == ("ray", "trainer=ray")
-    assert choose_trainer(replace(auto, trainer="local", checkpoint_every=2), CFG,
+    assert choose_trainer(auto.with_settings(trainer="local", checkpoint_every=2), CFG,
                           examples) == ("local", "trainer=local")
 
 
@@ -186,7 +185,7 @@ def test_fit_window_on_auto_says_which_trainer_ran_and_why(setup, fitted, monkey
         raise AssertionError("a small update on auto must not start Ray Train")
 
     monkeypatch.setattr(training.fit.raytrain, "TorchTrainer", no_ray)
-    result = fit_window(IncrementalConfig(use_gpu="false"), CFG, model, None, None,
+    result = fit_window(IncrementalConfig.of(use_gpu="false"), CFG, model, None, None,
                         examples, "w0")
     assert (result.trainer, result.trainer_reason) == ("local", "auto: 6 steps < "
                                                        "ray_min_steps 400")

@@ -238,7 +238,7 @@ def _windows(ids: list[str]) -> list[WindowData]:
 def test_new_result_lists_ours_first_and_drops_baselines_without_their_task() -> None:
     cfg = PipelineConfig(methods=("popularity", "frozen", "hist_gradient_boosting",
                                   "incremental"))
-    inc = IncrementalConfig(source="synthetic")
+    inc = IncrementalConfig.of(source="synthetic")
     result = new_result(cfg, inc, _windows(["w0", "w1", "w2"]), {"rec": "ndcg@20"}, "k1",
                         {"x": 1})
     assert list(result["methods"]) == ["incremental", "popularity", "frozen"]
@@ -265,7 +265,7 @@ def test_new_result_lists_ours_first_and_drops_baselines_without_their_task() ->
 
 @pytest.fixture()
 def fresh() -> dict[str, Any]:
-    inc = IncrementalConfig(source="synthetic")
+    inc = IncrementalConfig.of(source="synthetic")
     return new_result(PipelineConfig(methods=("incremental", "popularity")), inc,
                       _windows(["w0", "w1", "w2"]), {"rec": "ndcg@20"},
                       source_key(inc, SyntheticShopConfig()), {})
@@ -303,9 +303,9 @@ def test_load_state_refuses_a_store_that_ran_on_other_data(tmp_path: Path, fresh
 
 
 def test_source_key_follows_the_data_not_the_rest() -> None:
-    inc = IncrementalConfig(source="synthetic")
+    inc = IncrementalConfig.of(source="synthetic")
     small, other = SyntheticShopConfig(n_users=50), SyntheticShopConfig(n_users=51)
-    assert source_key(inc, small) == source_key(IncrementalConfig(source="synthetic",
+    assert source_key(inc, small) == source_key(IncrementalConfig.of(source="synthetic",
                                                                   store="elsewhere"), small)
     assert source_key(inc, small) != source_key(inc, other)
     assert len(source_key(inc, small)) == 12
@@ -314,7 +314,7 @@ def test_source_key_follows_the_data_not_the_rest() -> None:
 def test_materialize_writes_the_source_once_and_keeps_max_windows(tmp_path: Path) -> None:
     synthetic = SyntheticShopConfig(n_users=20, n_items=12, new_items_per_window=2, n_windows=3,
                                     interactions_per_window=40, transactions_per_window=10)
-    inc = IncrementalConfig(source="synthetic")
+    inc = IncrementalConfig.of(source="synthetic")
     cfg = PipelineConfig(work_dir=str(tmp_path), max_windows=2)
     folder, windows = materialize(cfg, inc, synthetic)
     assert folder == tmp_path / f"windows-synthetic-{source_key(inc, synthetic)}"
@@ -322,7 +322,7 @@ def test_materialize_writes_the_source_once_and_keeps_max_windows(tmp_path: Path
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "2024-01-01", "2024-01-08", "2024-01-15"]
     again_folder, again = materialize(PipelineConfig(work_dir=str(tmp_path)),
-                                      IncrementalConfig(source="windows", path=str(folder)),
+                                      IncrementalConfig.of(source="windows", path=str(folder)),
                                       None)
     assert again_folder == folder and len(again) == 3
     assert np.array_equal(again[1].interactions["user_id"].to_numpy(),

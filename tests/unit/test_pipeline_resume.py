@@ -32,7 +32,7 @@ TRAIN = TrainConfig(epochs=1, batch_size=64, n_negatives=16)
 def configs(tmp_path: Path, **changes: object) -> tuple[PipelineConfig, IncrementalConfig]:
     cfg = PipelineConfig(report_dir=str(tmp_path / "report"), work_dir=str(tmp_path / "work"),
                          serve=False, once=True)
-    inc = IncrementalConfig(source="synthetic", store=str(tmp_path / "store"),
+    inc = IncrementalConfig.of(source="synthetic", store=str(tmp_path / "store"),
                             trainer="local", storage_path=str(tmp_path / "ray"),
                             use_best_config=False, gate_tolerance=1.0,
                             **changes)  # type: ignore[arg-type]
@@ -53,7 +53,7 @@ def test_crash_then_rerun_resumes_without_training_twice(tmp_path: Path,
     monkeypatch.setattr(IncrementalArm, "update", crash_on_last)
     with pytest.raises(RuntimeError, match="simulated crash"):
         Pipeline(cfg, inc, TRAIN, MODEL, SHOP).run()
-    store = open_store(inc.store)
+    store = open_store(inc.store.uri)
     ids = Pipeline(cfg, inc, TRAIN, MODEL, SHOP).result["windows"]
     # Ours and the no-replay arm had already published window 2 before the crash.
     assert store.latest() is not None and store.latest().user_meta["window"] == ids[2]
@@ -75,18 +75,18 @@ def test_crash_then_rerun_resumes_without_training_twice(tmp_path: Path,
     assert check_report(Path(cfg.report_dir)) == [], paths
     # Ours and the full retrain each chose their ranking-time terms on their own held-out
     # tail (the retrain is the same gated update, from scratch) and rank with them.
-    for uri, name in ((inc.store, "ours"), (arm_store_uri(inc.store, FULL), "full")):
+    for uri, name in ((inc.store.uri, "ours"), (arm_store_uri(inc.store.uri, FULL), "full")):
         arm = open_store(uri)
         latest = arm.latest()
         assert latest is not None
         meta = arm.read_meta(latest.version)
         assert meta["ranking_terms"]["n_warm"] > 0
         assert len(meta["ranking_terms"]["warm_ndcg"]) == \
-            len(inc.repeat_bonus_grid) * len(inc.count_weight_grid)
+            len(inc.continual.repeat_bonus_grid) * len(inc.continual.count_weight_grid)
         model = latest_model(uri, tmp_path / name)
         assert (model.cfg.repeat_bonus, model.cfg.count_weight) == \
             (meta["ranking_terms"]["repeat_bonus"], meta["ranking_terms"]["count_weight"])
-    full_meta = open_store(arm_store_uri(inc.store, FULL)).latest().user_meta  # type: ignore[union-attr]
+    full_meta = open_store(arm_store_uri(inc.store.uri, FULL)).latest().user_meta  # type: ignore[union-attr]
     assert full_meta["kind"] == "fallback_retrain" and "gate" in full_meta
 
 

@@ -236,9 +236,9 @@ def test_bad_settings_name_the_field() -> None:
     with pytest.raises(ConfigError, match="cold_count_weight"):
         ModelConfig(cold_count_weight=-0.5)
     with pytest.raises(ConfigError, match="repeat_bonus_grid"):
-        IncrementalConfig(repeat_bonus_grid=(0.0, 1e9))
+        IncrementalConfig.of(repeat_bonus_grid=(0.0, 1e9))
     with pytest.raises(ConfigError, match="count_weight_grid"):
-        IncrementalConfig(count_weight_grid=(-1.0,))
+        IncrementalConfig.of(count_weight_grid=(-1.0,))
 
 
 def test_id_dropout_hides_the_id_from_the_user_tower_only() -> None:

@@ -22,7 +22,8 @@ CONVENTIONAL = {"_replace", "_asdict", "_fields", "_make", "_exit", "_getframe"}
 # and training never reaches the stages built on it.
 CORE = {"training.cli", "training.features.profile"}
 ROOMS = ("data", "store", "model", "features", "evaluation", "fit", "update")
-SETTINGS = {"training.config", "training.incremental_config", "training.epoch_schedule"}
+SETTINGS = {"training.config", "training.incremental_config", "training.epoch_schedule",
+            "training.scaling_config"}
 TRAINING = {"training", "training.settings", *(f"training.{room}" for room in ROOMS)}
 MAY_IMPORT: dict[str, set[str]] = {
     "training.data": set(),

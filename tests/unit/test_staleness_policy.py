@@ -49,7 +49,7 @@ IDS = [w.window_id for w in WINDOWS]
 
 
 def _inc(store: Path, **changes: Any) -> IncrementalConfig:
-    return IncrementalConfig(source="synthetic", store=str(store), trainer="local",
+    return IncrementalConfig.of(source="synthetic", store=str(store), trainer="local",
                              use_best_config=False, gate_tolerance=1.0,
                              **changes)
 
@@ -70,7 +70,7 @@ def _update(inc: IncrementalConfig, reject: bool = False) -> dict[str, Any]:
 
 def _prepared(inc: IncrementalConfig, tmp: Path) -> Update:
     """What the next update would start from (nothing is trained or written)."""
-    return prepare_update(open_store(inc.store), inc, TRAIN, MODEL, SHOP, tmp)
+    return prepare_update(open_store(inc.store.uri), inc, TRAIN, MODEL, SHOP, tmp)
 
 
 def _purchase_keys(frame: pd.DataFrame) -> set[tuple[str, str, str]]:
@@ -96,7 +96,7 @@ def advance(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     inc = _inc(root / "store")
     first = _update(inc)
     rejected = _update(inc, reject=True)
-    store = open_store(inc.store)
+    store = open_store(inc.store.uri)
     latest = store.latest()
     seen = {"latest": latest.version if latest else None,
             "head": store.get_config(HEAD_CONFIG),
@@ -192,7 +192,7 @@ def fallback(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(training.incremental, "fit_window", spy)
         runs.append(_update(inc))
-    return {"runs": runs, "fits": fits, "store": open_store(inc.store), "inc": inc,
+    return {"runs": runs, "fits": fits, "store": open_store(inc.store.uri), "inc": inc,
             "root": root}
 
 
@@ -215,7 +215,7 @@ def test_two_rejections_then_a_promoted_fallback_retrain(fallback: dict[str, Any
 def test_fallback_trains_fresh_on_every_window_so_far(fallback: dict[str, Any]) -> None:
     (_, _, model, teacher, optimizer, examples, label), = fallback["fits"]
     assert teacher is None and optimizer is None and label == f"fallback-{IDS[3]}"
-    train_part, _ = split_holdout(WINDOWS[3], fallback["inc"].holdout_frac)
+    train_part, _ = split_holdout(WINDOWS[3], fallback["inc"].continual.holdout_frac)
     assert len(examples.rec) == _n_purchases([*WINDOWS[:3], train_part])
     labelled = sum(int(w.transactions["is_fraud"].notna().sum())
                    for w in [*WINDOWS[:3], train_part])
@@ -236,10 +236,10 @@ def test_a_rejected_fallback_becomes_the_head_and_restarts_the_count(
     retrain = _update(inc, reject=True)
     assert retrain["kind"] == "fallback_retrain" and not retrain["promoted"]
     assert retrain["consecutive_rejections"] == 2
-    head = read_head(open_store(inc.store), open_store(inc.store).latest())
+    head = read_head(open_store(inc.store.uri), open_store(inc.store.uri).latest())
     assert (head.version, head.window, head.rejections_since_fallback) == \
         (retrain["version"], IDS[2], 0)
-    start = plan_start(open_store(inc.store), inc)
+    start = plan_start(open_store(inc.store.uri), inc)
     assert (start.kind, start.source, start.version, start.after) == \
         ("incremental", "rejected_head", retrain["version"], IDS[2])
     assert rejected["kind"] == "incremental"
@@ -258,7 +258,7 @@ def test_full_retrain_makes_every_update_a_gated_retrain(tmp_path: Path) -> None
     assert rejected["live_version"] == first["version"]
     assert [r["window"] for r in (first, rejected, again)] == IDS[:3]
     assert again["parent"] == first["version"]
-    assert open_store(inc.store).latest().version == again["version"]
+    assert open_store(inc.store.uri).latest().version == again["version"]
 
 
 def test_head_of_another_latest_or_malformed_is_not_followed(tmp_path: Path) -> None:
@@ -276,12 +276,12 @@ def test_head_of_another_latest_or_malformed_is_not_followed(tmp_path: Path) -> 
 
 
 def test_policy_settings_are_validated() -> None:
-    assert (IncrementalConfig().on_reject, IncrementalConfig().fallback_after) == \
-        ("advance", 2)
+    defaults = IncrementalConfig().continual
+    assert (defaults.on_reject, defaults.fallback_after) == ("advance", 2)
     with pytest.raises(ConfigError, match="on_reject"):
-        IncrementalConfig(on_reject="freeze")
+        IncrementalConfig.of(on_reject="freeze")
     with pytest.raises(ConfigError, match="fallback_after"):
-        IncrementalConfig(fallback_after=-1)
+        IncrementalConfig.of(fallback_after=-1)
 
 
 def test_gate_message_names_the_formatted_metric() -> None:
@@ -334,9 +334,13 @@ def test_another_gated_methods_rejections_get_one_line() -> None:
     full = {"windows": RESULT["windows"],
             "updates": {w: {"full_retrain": row["incremental"]}
                         for w, row in RESULT["updates"].items()}}
+    full["settings"] = {"pipeline": {"arms_gate_tolerance": 0.01}}
     assert gate_line(full, "full_retrain") == [
-        "`full_retrain` runs the same gate: 5 updates, 2 rejected (the arm kept its previous "
-        "version); its live model was at most 2 window(s) behind.", ""]
+        "`full_retrain` publishes through the gate at tolerance 0.01 (--arms-gate-tolerance): "
+        "5 updates, 2 rejected; its live model was at most 2 window(s) behind.", ""]
+    del full["settings"]  # recorded before the setting: the arms passed every candidate
+    assert "tolerance 1 (--arms-gate-tolerance) (passes every candidate" in \
+        gate_line(full, "full_retrain")[0]
     assert gate_line(RESULT, "full_retrain") == []  # no rows of that method
 
 

@@ -153,14 +153,14 @@ def test_bad_sweep_setting_fails_naming_it(settings: dict[str, object], match: s
 
 
 def test_ray_train_trials_at_once_leave_room_for_their_workers() -> None:
-    two = IncrementalConfig(num_workers=2, cpus_per_worker=1.0)
+    two = IncrementalConfig.of(num_workers=2, cpus_per_worker=1.0)
     # 2.1 CPUs per trial: 16 CPUs hold 7 (unlimited 0.1-CPU trials would starve workers).
     assert ray_train_concurrency(16, 0, two, use_gpu=False, cap=0) == 7
     assert ray_train_concurrency(16, 0, two, use_gpu=False, cap=3) == 3
     assert ray_train_concurrency(16, 4, two, use_gpu=True, cap=0) == 2   # GPUs bind first
-    small = IncrementalConfig(num_workers=1, cpus_per_worker=0.8)
+    small = IncrementalConfig.of(num_workers=1, cpus_per_worker=0.8)
     assert ray_train_concurrency(2, 0, small, use_gpu=False, cap=0) == 2  # 0.9 each
-    assert ray_train_concurrency(2, 0, IncrementalConfig(num_workers=1), False, 0) == 1
+    assert ray_train_concurrency(2, 0, IncrementalConfig.of(num_workers=1), False, 0) == 1
     with pytest.raises(ConfigError, match="^num_workers: 2 Train workers x 1.0 CPU"):
         ray_train_concurrency(2, 0, two, use_gpu=False, cap=0)
 

@@ -81,12 +81,12 @@ def test_the_label_delay_reads_only_the_window_whose_labels_arrived(folder: Path
 
 def test_an_update_reads_its_window_and_its_parents_only(folder: Path,
                                                           tmp_path: Path) -> None:
-    inc = IncrementalConfig(source="windows", path=str(folder), store=str(tmp_path / "s"),
+    inc = IncrementalConfig.of(source="windows", path=str(folder), store=str(tmp_path / "s"),
                             trainer="local", use_best_config=False, gate_tolerance=1.0)
     for _ in range(2):
         run_incremental(inc, TRAIN, MODEL)
     ids = list_of(folder)
-    up = prepare_update(open_store(inc.store), inc, TRAIN, MODEL, None, tmp_path / "up")
+    up = prepare_update(open_store(inc.store.uri), inc, TRAIN, MODEL, None, tmp_path / "up")
     assert up.window.window_id == ids[2] and up.parent is not None
     # The new window and the parent's (its held-out tail is carried); never 0, 3 or 4.
     assert up.windows.reads == [ids[2], ids[1]]

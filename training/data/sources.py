@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -32,6 +33,26 @@ def check_source(source: str, freq: str) -> None:
     it in ``__post_init__``; ``path`` is checked when the source is loaded)."""
     require(source in SOURCES, "source", f"must be one of {SOURCES}, got {source!r}")
     require(freq in FREQS, "freq", f"must be one of {FREQS}, got {freq!r}")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    """Which data the windows come from (one config, composed into each stage's)."""
+
+    name: str = field(default="synthetic", metadata={
+        "flag": "source", "help": f"data source: {SOURCES}"})
+    path: str | None = field(default=None, metadata={
+        "help": "file or folder of the source (a folder of windows for source=windows; "
+                "not needed for synthetic)"})
+    freq: str = field(default="week", metadata={
+        "help": "window length when splitting a real source: hour, day, week or month"})
+
+    def __post_init__(self) -> None:
+        check_source(self.name, self.freq)
+
+    def load(self, synthetic: SyntheticShopConfig | None = None) -> WindowSet:
+        """All windows of this source, oldest first (:func:`load_windows`)."""
+        return load_windows(self.name, self.path, self.freq, synthetic)
 
 
 class SourceError(ValueError):

@@ -70,11 +70,12 @@ def storage(path: str, endpoint_url: str | None) -> tuple[str, pyarrow.fs.FileSy
 
 def worker_settings(inc: IncrementalConfig, has_teacher: bool) -> WorkerSettings:
     return WorkerSettings(
-        distill_weight=inc.distill_weight if has_teacher else 0.0,
-        distill_temperature=inc.distill_temperature, adv_epsilon=inc.adv_epsilon,
-        adv_steps=inc.adv_steps, checkpoint_every=inc.checkpoint_every,
-        inject_failure_at_step=inc.inject_failure_at_step,
-        inject_failure_marker=inc.inject_failure_marker)
+        distill_weight=inc.continual.distill_weight if has_teacher else 0.0,
+        distill_temperature=inc.continual.distill_temperature,
+        adv_epsilon=inc.continual.adv_epsilon, adv_steps=inc.continual.adv_steps,
+        checkpoint_every=inc.scaling.checkpoint_every,
+        inject_failure_at_step=inc.scaling.inject_failure_at_step,
+        inject_failure_marker=inc.scaling.inject_failure_marker)
 
 
 def choose_trainer(inc: IncrementalConfig, train_cfg: TrainConfig,
@@ -85,17 +86,17 @@ def choose_trainer(inc: IncrementalConfig, train_cfg: TrainConfig,
     may not have; mid-run checkpoints; an injected worker failure), and otherwise when the
     update is long enough to repay Ray Train's fixed start-up: ``ray_min_steps`` one-process
     optimizer steps (docs/trainer.md)."""
-    if inc.trainer != "auto":
-        return inc.trainer, f"trainer={inc.trainer}"
-    if inc.use_gpu == "true" or (inc.use_gpu == "auto" and ray.is_initialized()
+    if inc.scaling.trainer != "auto":
+        return inc.scaling.trainer, f"trainer={inc.scaling.trainer}"
+    if inc.scaling.use_gpu == "true" or (inc.scaling.use_gpu == "auto" and ray.is_initialized()
                                  and resolve_use_gpu("auto")):
         return "ray", "auto: GPUs requested or in the Ray cluster"
-    if inc.checkpoint_every > 0 or inc.inject_failure_at_step is not None:
+    if inc.scaling.checkpoint_every > 0 or inc.scaling.inject_failure_at_step is not None:
         return "ray", "auto: mid-run checkpoints need Ray Train"
     steps = total_steps(examples, 1, train_cfg)[1]
-    if steps >= inc.ray_min_steps:
-        return "ray", f"auto: {steps} steps >= ray_min_steps {inc.ray_min_steps}"
-    return "local", f"auto: {steps} steps < ray_min_steps {inc.ray_min_steps}"
+    if steps >= inc.scaling.ray_min_steps:
+        return "ray", f"auto: {steps} steps >= ray_min_steps {inc.scaling.ray_min_steps}"
+    return "local", f"auto: {steps} steps < ray_min_steps {inc.scaling.ray_min_steps}"
 
 
 def fit_window(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamModel,
@@ -118,12 +119,12 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
             teacher: ShopStreamModel | None, optimizer: OptimizerState | None,
             examples: WindowExamples, window_id: str) -> FitResult:
     """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
-    use_gpu = resolve_use_gpu(inc.use_gpu)
+    use_gpu = resolve_use_gpu(inc.scaling.use_gpu)
     # Titles are encoded once here (and kept for the gate's evaluation), not once per
     # worker and again for the teacher: the frozen outputs travel with the start state.
     model.text.use_shared_cache()
     model.text.warm(model.item_titles[1:])
-    storage_path, fs = storage(inc.storage_path, inc.endpoint_url)
+    storage_path, fs = storage(inc.scaling.storage_path, inc.store.endpoint_url)
     name = f"incremental-{window_id.replace('/', '_')}-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory() as tmp:
         write_start_state(Path(tmp), model, teacher, optimizer,
@@ -134,23 +135,24 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
         train_loop_config={"train": asdict(train_cfg),
                            "worker": asdict(worker_settings(inc, teacher is not None)),
                            "start": start, "examples": ray.put(examples)},
-        scaling_config=ScalingConfig(num_workers=inc.num_workers, use_gpu=use_gpu,
-                                     resources_per_worker={"CPU": inc.cpus_per_worker}),
+        scaling_config=ScalingConfig(num_workers=inc.scaling.num_workers, use_gpu=use_gpu,
+                                     resources_per_worker={"CPU": inc.scaling.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs,
                              # Train V2's FailureConfig at run time; mypy reads ray.train's
                              # V1 import branch, which lacks the controller's limit.
                              failure_config=FailureConfig(  # type: ignore[call-arg]
-                                 max_failures=inc.max_failures,
-                                 controller_failure_limit=inc.start_retries),
+                                 max_failures=inc.scaling.max_failures,
+                                 controller_failure_limit=inc.scaling.start_retries),
                              checkpoint_config=CheckpointConfig(num_to_keep=2)))
     began = time.perf_counter()
     try:
         result = trainer.fit()
     except ray.train.ControllerError as err:
         raise TrainerStartError(
-            f"Ray Train gave up on window {window_id} after start_retries={inc.start_retries} "
-            f"failed starts of num_workers={inc.num_workers} x cpus_per_worker="
-            f"{inc.cpus_per_worker}{' + 1 GPU' if use_gpu else ''}: {err}") from err
+            f"Ray Train gave up on window {window_id} after "
+            f"start_retries={inc.scaling.start_retries} "
+            f"failed starts of num_workers={inc.scaling.num_workers} x cpus_per_worker="
+            f"{inc.scaling.cpus_per_worker}{' + 1 GPU' if use_gpu else ''}: {err}") from err
     finally:
         delete_start(start)
     seconds = time.perf_counter() - began
@@ -189,12 +191,12 @@ def fit_result(result: ray.train.Result, seconds: float, inc: IncrementalConfig,
         state = json.loads((path / STATE_FILE).read_text())
         opt = (load_file(str(path / OPTIMIZER_FILE)), state["optimizer"])
     metrics = result.metrics or {}
-    steps = total_steps(examples, inc.num_workers, train_cfg)[1]
+    steps = total_steps(examples, inc.scaling.num_workers, train_cfg)[1]
     # benchmarks/train_throughput.py reads this line (FitLog): keep its three arguments.
     logger.info("Ray Train run %s: %.1f s wall, metrics %s", Path(result.path).name, seconds,
                 metrics)
     return FitResult(trained, opt, int(metrics.get("step", steps)), seconds,
-                     float(metrics.get("samples_per_s", 0.0)) * inc.num_workers, use_gpu,
+                     float(metrics.get("samples_per_s", 0.0)) * inc.scaling.num_workers, use_gpu,
                      state.get("resumed_from"),
                      loop_seconds=float(metrics.get("train_s", float("nan"))),
                      epoch_peak_lrs=peak_lrs(metrics))

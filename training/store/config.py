@@ -69,6 +69,7 @@ class StoreConfig:
     """Where checkpoints live and how many to keep."""
 
     uri: str = field(default="runs/store", metadata={
+        "flag": "store",
         "help": "checkpoint store: a directory, file:///abs/path or s3://bucket/prefix"})
     endpoint_url: str | None = field(default=None, metadata={
         "help": "S3 endpoint (MinIO, moto); unset uses AWS_ENDPOINT_URL or AWS itself"})

@@ -111,13 +111,14 @@ def plan_start(store: CheckpointStore, inc: IncrementalConfig) -> StartPoint:
     live = store.latest()
     head = read_head(store, live)
     if live is None:
-        kind = FALLBACK if inc.full_retrain else INCREMENTAL
+        kind = FALLBACK if inc.continual.full_retrain else INCREMENTAL
         return StartPoint(kind, None, START_PRETRAINED, None, head, None)
-    advance = inc.on_reject == "advance" and head.version not in (None, live.version)
+    advance = inc.continual.on_reject == "advance" and head.version not in (None, live.version)
     after = head.window if advance else _window(live.user_meta)
-    if inc.full_retrain:
+    if inc.continual.full_retrain:
         return StartPoint(FALLBACK, None, START_PRETRAINED, live, head, after)
-    if inc.fallback_after and head.rejections_since_fallback >= inc.fallback_after:
+    after_n = inc.continual.fallback_after
+    if after_n and head.rejections_since_fallback >= after_n:
         logger.info("%d consecutive rejection(s): falling back to a full retrain",
                     head.consecutive_rejections)
         return StartPoint(FALLBACK, None, START_PRETRAINED, live, head, after)

@@ -14,7 +14,7 @@ from pathlib import Path
 from training.config import TrainConfig
 from training.data.labels import known_at, labels_arrived
 from training.data.schema import WindowData
-from training.data.sources import load_windows, merge_windows
+from training.data.sources import merge_windows
 from training.data.split import choose_window, split_holdout
 from training.data.synthetic import SyntheticShopConfig
 from training.data.window_set import WindowSet, window_ids
@@ -108,24 +108,25 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
                    directory: Path) -> Update:
     """Load the training head (or latest, or start fresh), pick and split the window after
     it, mix replay, build examples; a fallback retrain after too many rejections."""
-    windows = load_windows(inc.source, inc.path, inc.freq, synthetic)
+    windows = inc.source.load(synthetic)
     start = plan_start(store, inc)
     window = labels_arrived(windows, choose_window(windows, inc.window, start.after),
-                            inc.label_delay)
+                            inc.continual.label_delay)
     if start.kind == FALLBACK:
         return prepare_fallback(store, inc, train_cfg, model_cfg, windows, window, start)
-    train_part, holdout = split_holdout(window, inc.holdout_frac,
-                                        per_table=inc.label_delay > 0)
+    train_part, holdout = split_holdout(window, inc.continual.holdout_frac,
+                                        per_table=inc.continual.label_delay > 0)
     parent = None if start.version is None else load_parent(
-        store, directory / "parent", model_cfg.history_len, inc.replay_capacity,
+        store, directory / "parent", model_cfg.history_len, inc.continual.replay_capacity,
         train_cfg.seed, start.version)
-    replay = parent.replay if parent else ReplayBuffer(inc.replay_capacity, train_cfg.seed)
+    replay = parent.replay if parent else \
+        ReplayBuffer(inc.continual.replay_capacity, train_cfg.seed)
     history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
     model, teacher = start_model(parent, model_cfg, train_part)
-    mixed = replay.mix(train_part, inc.replay_ratio, train_cfg.seed)
-    if inc.carry_holdout:
-        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.holdout_frac,
-                                              inc.label_delay))
+    mixed = replay.mix(train_part, inc.continual.replay_ratio, train_cfg.seed)
+    if inc.continual.carry_holdout:
+        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.continual.holdout_frac,
+                                              inc.continual.label_delay))
     vocab = prepare_window(model, mixed)
     examples = WindowExamples.build(model, mixed, history)
     incumbent = load_incumbent(store, start) if start.source == START_HEAD else teacher
@@ -160,12 +161,12 @@ def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: 
     """A full retrain on every window before ``window`` plus its training part (the
     held-out tail stays for the gate); replay and history are rebuilt from those windows,
     as the chain of incremental updates would have built them."""
-    train_part, holdout = split_holdout(window, inc.holdout_frac,
-                                        per_table=inc.label_delay > 0)
+    train_part, holdout = split_holdout(window, inc.continual.holdout_frac,
+                                        per_table=inc.continual.label_delay > 0)
     prior = known_at(windows[:windows.position(window.window_id) + 1],
-                     inc.label_delay)[:-1]
+                     inc.continual.label_delay)[:-1]
     mixed, model, examples = full_retrain_start(model_cfg, [*prior, train_part])
-    replay = ReplayBuffer(inc.replay_capacity, train_cfg.seed)
+    replay = ReplayBuffer(inc.continual.replay_capacity, train_cfg.seed)
     history = PurchaseHistory(model_cfg.history_len)
     for old in prior:
         replay.add_window(old)
