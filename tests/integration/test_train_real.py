@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.config import TrainConfig
+from training.data.sources import SourceConfig
 from training.model import ModelConfig
 from training.train import JobConfig, run_job
 
@@ -16,8 +17,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.shared_data]
 
 def test_minilm_on_online_retail_beats_random_and_reports_baselines(
         shared_data_dir: Path) -> None:
-    job = JobConfig(source="online_retail", path=str(shared_data_dir / "online_retail"),
-                    freq="week", eval_window=2, train_windows=2)
+    job = JobConfig(SourceConfig("online_retail", str(shared_data_dir / "online_retail"),
+                                 "week"), eval_window=2, train_windows=2)
     # The frozen encoder of the real-data reports (one trainable MiniLM layer makes CPU steps
     # ~30x slower; fine-tuning a layer is covered by test_incremental).
     result = run_job(job, ModelConfig(finetune_layers=0), TrainConfig(epochs=1, device="cpu"))
