@@ -74,16 +74,26 @@ logger = logging.getLogger(__name__)
 
 
 def decision_thresholds(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
-                        inc: IncrementalConfig) -> dict[str, Any]:
+                        inc: IncrementalConfig, newest: pd.DataFrame | None = None
+                        ) -> dict[str, Any]:
     """Fraud decision thresholds from the candidate's scores on the held-out slice: every
-    transaction is scored (an alert budget needs no labels), the labelled ones set FPRs."""
-    txns = window.transactions
+    transaction is scored (an alert budget needs no labels), the labelled ones set FPRs.
+    ``newest``: transactions newer than the slice, whose labels have not arrived (under a
+    label delay): the thresholds move to their score distribution."""
+    labels, scores, every = _scored(model, history, window.transactions)
+    fresh = _scored(model, history, newest)[2] if newest is not None and len(newest) \
+        else None
+    return fraud_thresholds(labels, scores, inc.continual.review_fpr,
+                            inc.continual.decline_fpr, inc.continual.review_rate, every, fresh)
+
+
+def _scored(model: ShopStreamModel, history: PurchaseHistory, txns: pd.DataFrame
+            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(labels of the labelled rows, their scores, every row's score) of ``txns``."""
     known = txns["is_fraud"].notna().to_numpy()
     examples = fraud_examples(model, txns.assign(is_fraud=txns["is_fraud"].fillna(0)), history)
     scores = fraud_scores(model, examples)
-    return fraud_thresholds(examples.label.astype(bool)[known], scores[known],
-                            inc.continual.review_fpr, inc.continual.decline_fpr,
-                            inc.continual.review_rate, scores)
+    return examples.label.astype(bool)[known], scores[known], scores
 
 
 def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
@@ -207,7 +217,9 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     laps.lap("gate")
     calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
                                         known)
-    thresholds = decision_thresholds(fit.model, history_train, up.holdout, inc)
+    thresholds = decision_thresholds(fit.model, history_train, up.holdout, inc,
+                                     up.unlabelled_transactions()
+                                     if inc.continual.label_delay else None)
     refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
                 history_train, train_cfg.seed)
     laps.lap("thresholds_trees")

@@ -50,6 +50,31 @@ def test_a_budget_needs_no_labels() -> None:
     assert fraud_thresholds(none, np.zeros(0))["basis"].startswith("default")
 
 
+def test_late_labels_place_the_cut_and_fresh_scores_move_it() -> None:
+    """Under a label delay the labelled rows are a window old; the newest transactions'
+    scores (no labels) carry each threshold to the same alert share of today's scores."""
+    rng = np.random.default_rng(0)
+    old = rng.uniform(0.0, 0.5, 4000)  # last window's legits (and a few frauds on top)
+    labels = np.r_[np.zeros(4000, dtype=bool), np.ones(40, dtype=bool)]
+    scores = np.r_[old, np.full(40, 0.9)]
+    legit_today = rng.uniform(0.25, 0.75, 4000)  # today every legit scores 0.25 higher
+    fresh = np.r_[legit_today, np.full(40, 0.95)]
+    stale = fraud_thresholds(labels, scores, review_fpr=0.05, decline_fpr=0.005)
+    moved = fraud_thresholds(labels, scores, review_fpr=0.05, decline_fpr=0.005,
+                             fresh_scores=fresh)
+    # The stale review cut (~0.475) would send 45% of today's legits to review; the
+    # carried one keeps the targeted share.
+    assert np.mean(legit_today >= stale["review"]) > 0.4
+    assert np.mean(legit_today >= moved["review"]) == pytest.approx(0.05, abs=0.002)
+    assert moved["decline"] >= moved["review"] and moved["target"] == {"fpr": 0.05}
+    assert moved["basis"].endswith("carried to 4040 newer, unlabelled transactions")
+    # An alert budget counts today's transactions, not last window's.
+    budget = fraud_thresholds(labels, scores, review_rate=0.1, fresh_scores=fresh)
+    assert budget["review"] == alert_rate_threshold(fresh, 0.1)
+    # Nothing fresh: the thresholds stay where the labels put them.
+    assert fraud_thresholds(labels, scores, 0.05, 0.005, fresh_scores=np.array([])) == stale
+
+
 def test_settings_are_checked_by_name() -> None:
     with pytest.raises(ConfigError, match="review_rate"):
         IncrementalConfig.of(review_rate=1.0)

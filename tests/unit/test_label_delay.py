@@ -80,6 +80,13 @@ def test_no_label_is_used_before_it_arrives_in_training_replay_or_the_gate(
     summary = run_incremental(inc, TRAIN, MODEL, SHOP)
     assert summary["window"] == WINDOWS[1].window_id
     assert summary["fraud_calibration"] != "constant"  # window 0's labels have arrived
+    # Its thresholds are placed by window 0's labels, then carried to window 1's scores
+    # (scored, never labelled: no label of window 1 is read).
+    unlabelled = second.unlabelled_transactions()
+    assert txn_ids(unlabelled) == txn_ids(WINDOWS[1].transactions)
+    assert unlabelled["is_fraud"].isna().all()
+    basis = store.read_meta(summary["version"])["fraud_thresholds"]["basis"]
+    assert basis.endswith(f"carried to {len(unlabelled)} newer, unlabelled transactions")
     third = prepare_update(store, inc, TRAIN, MODEL, SHOP, tmp_path / "p2")
     # After window 1's update the reservoir holds window 0's transactions, not window 1's.
     assert txn_ids(third.replay.frame("transactions")) <= window0

@@ -105,28 +105,49 @@ def alert_rate_threshold(scores: np.ndarray, rate: float) -> float:
     return float(np.sort(scores)[::-1][min(k, len(scores)) - 1])
 
 
+def carry_threshold(threshold: float, scores: np.ndarray, fresh: np.ndarray) -> float:
+    """``threshold``, placed on ``scores``, moved to the same alert share of the ``fresh``
+    scores (quantile mapping): where that cut lies in today's score distribution when the
+    labels that placed it are windows old. Unchanged when it flags nothing or there is
+    nothing fresh."""
+    if not len(fresh) or not len(scores) or not math.isfinite(threshold):
+        return threshold
+    share = float(np.mean(scores >= threshold))
+    return alert_rate_threshold(fresh, share) if share > 0 else threshold
+
+
 def fraud_thresholds(labels: np.ndarray, scores: np.ndarray, review_fpr: float = REVIEW_FPR,
                      decline_fpr: float = DECLINE_FPR, review_rate: float = 0.0,
-                     all_scores: np.ndarray | None = None) -> dict[str, Any]:
+                     all_scores: np.ndarray | None = None,
+                     fresh_scores: np.ndarray | None = None) -> dict[str, Any]:
     """Decision thresholds set on held-out scores. Decline at a false-positive rate of the
     labelled rows; review at one too, or, with ``review_rate`` > 0, at an alert budget: that
     share of ``all_scores`` (every transaction, labelled or not; default ``scores``) goes to
-    review, so it holds while labels are late. ``target`` says which, for the realised rate
-    to be checked against."""
+    review. ``fresh_scores`` (the newest transactions, not yet labelled: under a label
+    delay the labelled rows are windows old) move each threshold to the same alert share of
+    today's scores (:func:`carry_threshold`), and are the alert budget's base. ``target``
+    says which rate was aimed at, for the realised rate to be checked against."""
     labelled = len(labels) > 0 and labels.any() and not labels.all()
     every = scores if all_scores is None else all_scores
-    if review_rate > 0 and len(every):
+    fresh = np.asarray([] if fresh_scores is None else fresh_scores, dtype=np.float64)
+    if review_rate > 0 and len(fresh):
+        review = min(alert_rate_threshold(fresh, review_rate), 1.0)
+        target, review_basis = {"alert_rate": review_rate}, f"alert rate {review_rate}"
+    elif review_rate > 0 and len(every):
         review = min(alert_rate_threshold(every, review_rate), 1.0)
         target, review_basis = {"alert_rate": review_rate}, f"alert rate {review_rate}"
     elif labelled:
-        review = min(float(threshold_for_fpr(labels, scores, review_fpr)), 1.0)
+        review = float(threshold_for_fpr(labels, scores, review_fpr))
+        review = min(carry_threshold(review, every, fresh), 1.0)
         target, review_basis = {"fpr": review_fpr}, f"FPR {review_fpr}"
     else:
         return {**DEFAULT_THRESHOLDS, "basis": "default (no labelled frauds and legits)"}
-    decline = float(threshold_for_fpr(labels, scores, decline_fpr)) if labelled \
-        else DEFAULT_THRESHOLDS["decline"]
+    decline = carry_threshold(float(threshold_for_fpr(labels, scores, decline_fpr)), every,
+                              fresh) if labelled else DEFAULT_THRESHOLDS["decline"]
     decline = max(min(decline, 1.0), review)
+    carried = f"; carried to {len(fresh)} newer, unlabelled transactions" if len(fresh) else ""
     return {"review": review, "decline": decline, "target": target,
             "basis": f"held-out {review_basis} (review) / "
                      + (f"FPR {decline_fpr} (decline), {int(labels.sum())} frauds of "
-                        f"{len(labels)}" if labelled else "default decline (no labels)")}
+                        f"{len(labels)}" if labelled else "default decline (no labels)")
+                     + carried}

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import pandas as pd
+
 from training.config import TrainConfig
 from training.data.labels import known_at, labels_arrived
 from training.data.schema import WindowData
@@ -59,6 +61,13 @@ class Update:
     @property
     def kind(self) -> str:
         return self.start.kind
+
+    def unlabelled_transactions(self) -> pd.DataFrame:
+        """The new window's own transactions, labels removed: under a label delay the
+        update learns fraud from an older window's, and these, scored but not labelled,
+        show today's score distribution."""
+        own = self.windows[self.windows.position(self.window.window_id)].transactions
+        return own.assign(is_fraud=None)
 
     def next_window(self) -> WindowData | None:
         """The window after the one being trained (validation for sweeps), if any."""
