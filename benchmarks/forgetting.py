@@ -137,6 +137,10 @@ def plot(table: list[dict[str, Any]], path: Path) -> None:
                           for m, e in zip(means, rows)]).T
         ax.bar([e["variant"] for e in rows], means, yerr=err, capsize=4, color="#4477aa")
         ax.axhline(0.0, color="black", linewidth=0.8)
+        # At least +-0.01 shown, so float noise (1e-17) does not fill the panel.
+        top = max(0.01, *(e["forgetting_range"][1] for e in rows))
+        low = min(-0.01, *(e["forgetting_range"][0] for e in rows))
+        ax.set_ylim(low * 1.1, top * 1.1)
         ax.set_title(f"{task}: mean forgetting of {rows[0]['metric']}")
         ax.set_ylabel("best earlier - latest (positive = forgot)")
     fig.tight_layout()

@@ -71,6 +71,12 @@ def test_late_labels_place_the_cut_and_fresh_scores_move_it() -> None:
     # An alert budget counts today's transactions, not last window's.
     budget = fraud_thresholds(labels, scores, review_rate=0.1, fresh_scores=fresh)
     assert budget["review"] == alert_rate_threshold(fresh, 0.1)
+    # No labels yet (the first windows under a delay): the model learned no fraud and
+    # scores alike, so no share of its fresh scores is a cut; the defaults hold.
+    none = fraud_thresholds(np.zeros(0, dtype=bool), np.zeros(0), review_rate=0.01,
+                            fresh_scores=np.full(500, 0.3))
+    assert (none["review"], none["decline"]) == (DEFAULT_THRESHOLDS["review"],
+                                                 DEFAULT_THRESHOLDS["decline"])
     # Nothing fresh: the thresholds stay where the labels put them.
     assert fraud_thresholds(labels, scores, 0.05, 0.005, fresh_scores=np.array([])) == stale
 
