@@ -26,6 +26,7 @@ import os
 import secrets
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -147,7 +148,11 @@ def run_sweep(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
         snapshot_version(store, start_version)
     tuner = build_tuner(sweep, space, _absolute(inc), train_cfg, model_cfg, synthetic,
                         start, sweep_id)
-    grid = tuner.fit()
+    with warnings.catch_warnings():
+        # Actor reuse is off on purpose (tuning.tuner.build_tuner); PBT's advice to turn it
+        # back on is not for this sweep.
+        warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
+        grid = tuner.fit()
     rows = rows_from_grid(grid)
     pool = finalists(rows, sweep.max_epochs)
     best, front = best_row(pool, sweep.metric), pareto_front(pool)

@@ -101,9 +101,11 @@ def build_tuner(sweep: SweepConfig, space: SearchSpace, inc: IncrementalConfig,
             metric=sweep.metric, mode="max", num_samples=sweep.num_samples,
             scheduler=build_scheduler(sweep, space),
             search_alg=build_search(sweep, concurrency),
-            # A finished trial's process takes the next one: no second start-up (imports,
-            # encoder load), and PBT's exploit restarts in place (Tune warns without it).
-            reuse_actors=True),
+            # Off (Ray's default since ray#42951): with actor reuse the number of live trial
+            # actors is not deterministic and a cached one can outlive the sweep, holding
+            # its CPUs, which left a later Ray Train run waiting for workers (seen once in
+            # the integration tier). Each trial pays its own start-up instead.
+            reuse_actors=False),
         run_config=tune.RunConfig(
             name=sweep_id, storage_path=path, storage_filesystem=fs,
             checkpoint_config=tune.CheckpointConfig(num_to_keep=keep)))

@@ -143,22 +143,29 @@ def idle_ray(ray_cluster: None) -> None:
     (start_retries bounds that wait in the product).
     Bounded: after 60 s the test fails naming the actors that still hold resources."""
     import ray
-    from ray.util.state import list_actors, list_placement_groups
 
     total = ray.cluster_resources().get("CPU", 0.0)
     deadline = time.monotonic() + 60
     while ray.available_resources().get("CPU", 0.0) < total:
         if time.monotonic() > deadline:
-            holders = [(a.class_name, a.pid, a.required_resources)
-                       for a in list_actors(filters=[("state", "=", "ALIVE")], detail=True)
-                       if a.required_resources]
-            groups = [(g.name, g.state) for g in list_placement_groups()
-                      if g.state != "REMOVED"]
             pytest.fail(f"Ray CPUs still held 60 s after the previous test: "
                         f"{ray.available_resources().get('CPU', 0.0)}/{total} free; "
-                        f"live actors holding resources: {holders}; "
-                        f"placement groups: {groups}")
+                        f"{ray_holders()}")
         time.sleep(0.2)
+
+
+def ray_holders() -> str:
+    """The live actors and placement groups of the session's Ray, from the GCS (the state
+    API needs the dashboard, which the tests do not start)."""
+    import ray
+    import ray._private.state as gcs_state
+
+    actors = [(a["ActorClassName"], a["Pid"]) for a in gcs_state.actors().values()
+              if a["State"] == "ALIVE"]
+    groups = [(g.get("name"), g.get("state"), g.get("bundles"))
+              for g in ray.util.placement_group_table().values()
+              if g.get("state") != "REMOVED"]
+    return f"live actors: {actors}; placement groups: {groups}"
 
 
 @pytest.fixture(scope="module")
