@@ -111,7 +111,8 @@ def with_settings(config: T, **settings: Any) -> T:
     for f in dataclasses.fields(config):  # type: ignore[arg-type]
         sub = _nested(hints[f.name])
         if sub is not None:
-            mine = {k: left.pop(k) for k in list(left) if k in leaf_settings(sub)}
+            names = leaf_settings(sub)
+            mine = {k: left.pop(k) for k in list(left) if k in names}
             if mine:
                 changes[f.name] = with_settings(getattr(config, f.name), **mine)
         elif flag_name(f) in left:

@@ -99,13 +99,14 @@ def staleness_markdown(result: dict[str, Any]) -> list[str]:
 
 
 def gate_line(result: dict[str, Any], method: str) -> list[str]:
-    """One line on how the gate treated a comparison arm's updates (none if it has no
-    gated update rows, e.g. before the arm recorded them): the arms' tolerance is the
-    pipeline's ``arms_gate_tolerance`` (1.0 before the setting existed)."""
-    totals = staleness_totals(result, method)
-    if not totals["updates"] or not any(r["promoted"] is not None
-                                        for r in staleness_rows(result, method)):
+    """One line on how the gate treated a comparison arm's updates (none unless every update
+    row of it records the gate's verdict: runs recorded before the arm was gated did not):
+    the arms' tolerance is the pipeline's ``arms_gate_tolerance`` (1.0 before the setting
+    existed)."""
+    rows = [u[method] for u in (result.get("updates") or {}).values() if method in u]
+    if not rows or any("promoted" not in row for row in rows):
         return []
+    totals = staleness_totals(result, method)
     pipeline = (result.get("settings") or {}).get("pipeline") or {}
     tolerance = float(pipeline.get("arms_gate_tolerance", 1.0))
     note = " (passes every candidate: the arm is measured on its newest model every window " \

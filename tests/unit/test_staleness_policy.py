@@ -342,6 +342,10 @@ def test_another_gated_methods_rejections_get_one_line() -> None:
     assert "tolerance 1 (--arms-gate-tolerance) (passes every candidate" in \
         gate_line(full, "full_retrain")[0]
     assert gate_line(RESULT, "full_retrain") == []  # no rows of that method
+    # Rows of the ungated arm recorded before (no verdict): no line, not "all rejected".
+    legacy = {"windows": ["a", "b"], "updates": {w: {"full_retrain": {"wall_s": 1.0}}
+                                                 for w in ("a", "b")}}
+    assert gate_line(legacy, "full_retrain") == []
 
 
 def test_staleness_of_rows_without_the_new_fields_follows_promotions() -> None:

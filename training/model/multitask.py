@@ -225,7 +225,7 @@ class ShopStreamModel(FraudHead, nn.Module):
             scores = scores.scatter_add(1, rep_pos.clamp(min=0), g.to(scores.dtype))
         strict = None if last is None else \
             strict_cold_rows(self.cfg, own, len(user_vec), scores.device)
-        if strict is not None and last is not None:
+        if strict is not None and last is not None:  # (both: for the type checker)
             scores = strict_count_order(scores, last, strict)
         return scores / self.cfg.temperature
 

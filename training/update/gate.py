@@ -126,19 +126,17 @@ def fraud_thresholds(labels: np.ndarray, scores: np.ndarray, review_fpr: float =
     review. ``fresh_scores`` (the newest transactions, not yet labelled: under a label
     delay the labelled rows are windows old) move each threshold to the same alert share of
     today's scores (:func:`carry_threshold`), and are the alert budget's base, once labels
-    of both classes exist. ``target``
-    says which rate was aimed at, for the realised rate to be checked against."""
+    of both classes exist. ``target`` says which rate was aimed at, for the realised rate
+    to be checked against."""
     labelled = len(labels) > 0 and labels.any() and not labels.all()
     every = scores if all_scores is None else all_scores
     # Fresh scores move cuts that labels placed; before any label (a model that learned no
     # fraud scores every transaction alike) a share of them means nothing.
     fresh = np.asarray([] if fresh_scores is None or not labelled else fresh_scores,
                        dtype=np.float64)
-    if review_rate > 0 and len(fresh):
-        review = min(alert_rate_threshold(fresh, review_rate), 1.0)
-        target, review_basis = {"alert_rate": review_rate}, f"alert rate {review_rate}"
-    elif review_rate > 0 and len(every):
-        review = min(alert_rate_threshold(every, review_rate), 1.0)
+    budget_base = fresh if len(fresh) else every
+    if review_rate > 0 and len(budget_base):
+        review = min(alert_rate_threshold(budget_base, review_rate), 1.0)
         target, review_basis = {"alert_rate": review_rate}, f"alert rate {review_rate}"
     elif labelled:
         review = float(threshold_for_fpr(labels, scores, review_fpr))
