@@ -111,14 +111,23 @@ def build_objective(model: ShopStreamModel, teacher: ShopStreamModel | None, cfg
 
 def global_steps(examples: WindowExamples, world_size: int, batch_size: int) -> int:
     """Steps per epoch, the same on every rank (from the largest shard's size)."""
-    return steps_per_epoch(math.ceil(len(examples.rec) / world_size),
-                           math.ceil(len(examples.fraud) / world_size), batch_size)
+    return rows_steps(len(examples.rec), len(examples.fraud), world_size, batch_size)
+
+
+def rows_steps(rec_rows: int, fraud_rows: int, world_size: int, batch_size: int) -> int:
+    """:func:`global_steps` from the row counts alone (a rank that holds only its shard)."""
+    return steps_per_epoch(math.ceil(rec_rows / world_size),
+                           math.ceil(fraud_rows / world_size), batch_size)
 
 
 def total_steps(examples: WindowExamples, world_size: int, cfg: TrainConfig
                 ) -> tuple[int, int]:
     """(steps per epoch on every rank, steps of the run: all epochs, capped by max_steps)."""
-    steps = global_steps(examples, world_size, cfg.batch_size)
+    return run_steps(global_steps(examples, world_size, cfg.batch_size), cfg)
+
+
+def run_steps(steps: int, cfg: TrainConfig) -> tuple[int, int]:
+    """(``steps`` per epoch, steps of the run: all epochs, capped by max_steps)."""
     total = steps * cfg.epochs
     return steps, total if cfg.max_steps is None else min(cfg.max_steps, total)
 

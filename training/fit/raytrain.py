@@ -1,11 +1,12 @@
 """Run one window's training as a Ray Train ``TorchTrainer`` and collect the result.
 
 The start state (model, teacher, optimizer moments: :mod:`training.fit.start_state`) goes to
-the workers as a checkpoint beside the run's own in Ray Train storage, deleted when the run
-ends; the examples go through the object store. Ray Train storage is a local directory or
-S3: for ``s3://bucket/path`` with a custom endpoint (MinIO, moto) we hand Ray a
-``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one, Ray resolves the URI
-itself through the standard AWS credential chain.
+the workers as a checkpoint beside the run's own in Ray Train storage, and the examples as one
+Parquet file per rank beside it (:mod:`training.fit.example_shards`: a worker reads only its
+shard); both are deleted when the run ends. Nothing of the window crosses the object store.
+Ray Train storage is a local directory or S3: for ``s3://bucket/path`` with a custom endpoint
+(MinIO, moto) we hand Ray a ``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one,
+Ray resolves the URI itself through the standard AWS credential chain.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from safetensors.torch import load_file
 from training.config import TrainConfig
 from training.features.examples import WindowExamples
 from training.fit.engine import PEAK_LR_KEY, WorkerSettings, total_steps
+from training.fit.example_shards import write_example_shards
 from training.fit.local import fit_local
 from training.fit.optim_state import OPTIMIZER_FILE
 from training.fit.result import FitResult, OptimizerState
@@ -130,11 +132,12 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
         write_start_state(Path(tmp), model, teacher, optimizer,
                           model.text.export_cache(model.item_titles[1:]))
         start = upload_start(Path(tmp), storage_path, fs, name)
+    shards = write_shards(examples, inc.scaling.num_workers, storage_path, fs, name)
     trainer = TorchTrainer(
         train_loop_per_worker,
         train_loop_config={"train": asdict(train_cfg),
                            "worker": asdict(worker_settings(inc, teacher is not None)),
-                           "start": start, "examples": ray.put(examples)},
+                           "start": start, "examples": shards},
         scaling_config=ScalingConfig(num_workers=inc.scaling.num_workers, use_gpu=use_gpu,
                                      resources_per_worker={"CPU": inc.scaling.cpus_per_worker}),
         run_config=RunConfig(name=name, storage_path=storage_path, storage_filesystem=fs,
@@ -155,15 +158,33 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
             f"{inc.scaling.cpus_per_worker}{' + 1 GPU' if use_gpu else ''}: {err}") from err
     finally:
         delete_start(start)
+        delete_start(shards)
     seconds = time.perf_counter() - began
     return fit_result(result, seconds, inc, train_cfg, examples, use_gpu)
+
+
+def resolved_fs(storage_path: str, fs: pyarrow.fs.FileSystem | None
+                ) -> tuple[pyarrow.fs.FileSystem, str]:
+    """(filesystem, path on it) of Ray Train storage, as :func:`storage` gave them."""
+    if fs is None:
+        return pyarrow.fs.FileSystem.from_uri(storage_path)
+    return fs, storage_path
+
+
+def write_shards(examples: WindowExamples, world: int, storage_path: str,
+                 fs: pyarrow.fs.FileSystem | None, name: str) -> ray.train.Checkpoint:
+    """Each rank's examples beside the run's checkpoints (:mod:`training.fit.example_shards`);
+    the handle (a path and its filesystem) every worker reads its own files through."""
+    fs, storage_path = resolved_fs(storage_path, fs)
+    dest = f"{storage_path.rstrip('/')}/{name}-examples"
+    write_example_shards(examples, world, dest, fs)
+    return ray.train.Checkpoint(dest, filesystem=fs)
 
 
 def upload_start(local: Path, storage_path: str, fs: pyarrow.fs.FileSystem | None,
                  name: str) -> ray.train.Checkpoint:
     """Copy the start state beside the run's checkpoints, where every node can read it."""
-    if fs is None:
-        fs, storage_path = pyarrow.fs.FileSystem.from_uri(storage_path)
+    fs, storage_path = resolved_fs(storage_path, fs)
     dest = f"{storage_path.rstrip('/')}/{name}-start"
     fs.create_dir(dest, recursive=True)
     pyarrow.fs.copy_files(str(local), dest, source_filesystem=pyarrow.fs.LocalFileSystem(),
@@ -172,8 +193,8 @@ def upload_start(local: Path, storage_path: str, fs: pyarrow.fs.FileSystem | Non
 
 
 def delete_start(start: ray.train.Checkpoint) -> None:
-    """The start state is the run's input only: the published version is what outlives it.
-    A failed delete leaves a directory behind, never a failed update."""
+    """The start state and the examples are the run's input only: the published version is
+    what outlives them. A failed delete leaves a directory behind, never a failed update."""
     try:
         (start.filesystem or pyarrow.fs.LocalFileSystem()).delete_dir(start.path)
     except OSError as err:

@@ -1,8 +1,9 @@
 """The Ray Train worker: one DDP rank training its shard of a window.
 
 Every rank gets the same start state: model, teacher and optimizer moments as a checkpoint
-in Ray Train storage (:mod:`training.fit.start_state`), the examples through the object store.
-It trains ``examples.shard(rank, world_size)`` with the engine's
+in Ray Train storage (:mod:`training.fit.start_state`), and reads only its own shard of the
+examples from there (:mod:`training.fit.example_shards`: ``examples.shard(rank, world_size)``,
+steps from the manifest's row counts, so every rank runs as many). It trains it with the engine's
 :func:`training.fit.engine.run_epochs`; this module adds only what Ray needs: start-up,
 DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end (rank 0 writes
 it), and the resume: a restarted worker group goes on from the last reported checkpoint.
@@ -23,7 +24,6 @@ from safetensors.torch import load_file
 
 from training.cli import config_from_dict
 from training.config import TrainConfig
-from training.features.examples import WindowExamples
 from training.fit.engine import (
     STEADY_WARMUP_STEPS,
     EngineRun,
@@ -34,11 +34,13 @@ from training.fit.engine import (
     build_optimizer,
     build_scheduler,
     global_steps,
+    rows_steps,
     run_epochs,
+    run_steps,
     seed_torch,
     share_text_cache,
-    total_steps,
 )
+from training.fit.example_shards import read_example_shard, read_manifest
 from training.fit.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
@@ -124,7 +126,8 @@ class _RayHooks(StepHooks):
 
 def train_loop_per_worker(config: dict[str, Any]) -> None:
     """Ray Train entry point; ``config`` = {train, worker, start (a ``ray.train.Checkpoint``
-    of :mod:`training.fit.start_state`), examples (an ObjectRef)}."""
+    of :mod:`training.fit.start_state`), examples (a ``ray.train.Checkpoint`` handle on the
+    :mod:`training.fit.example_shards` directory)}."""
     cfg = config_from_dict(TrainConfig, config["train"])
     settings = config_from_dict(WorkerSettings, config["worker"])
     context = ray.train.get_context()
@@ -144,10 +147,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     start = _resume(model, optimizer)
     objective = ray.train.torch.prepare_model(build_objective(model, teacher, cfg, settings))
     optimizer = _move_optimizer(optimizer, device)
-    examples: WindowExamples = ray.get(config["examples"])
-    steps, total = total_steps(examples, world, cfg)
+    shards: ray.train.Checkpoint = config["examples"]
+    shard = read_example_shard(shards.path, shards.filesystem, rank, world)
+    manifest = read_manifest(shards.path, shards.filesystem)
+    steps, total = run_steps(rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world,
+                                        cfg.batch_size), cfg)
     scheduler = build_scheduler(optimizer, total, cfg, start=start)
-    run_epochs(objective, model, optimizer, scheduler, examples.shard(rank, world), cfg, steps,
+    run_epochs(objective, model, optimizer, scheduler, shard, cfg, steps,
                total, device=device, start=start,
                hooks=_RayHooks(model, optimizer, settings, start),
                clock=StepClock(settings.timing_warmup_steps))

@@ -1,0 +1,78 @@
+"""Each Ray Train rank's examples, written to storage and read back by that rank alone."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow.fs
+import pytest
+
+from tests.unit.tiny_shop import TINY, tiny_window
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.engine import global_steps, rows_steps
+from training.fit.example_shards import (
+    ExampleShardError,
+    read_example_shard,
+    read_manifest,
+    write_example_shards,
+)
+from training.fit.loop import init_model
+
+pytestmark = pytest.mark.unit
+
+
+@pytest.fixture(scope="module")
+def examples() -> WindowExamples:
+    window = tiny_window()
+    model = init_model(TINY, window)
+    history = PurchaseHistory(TINY.history_len).update(window.interactions.iloc[:20])
+    return WindowExamples.build(model, window, history)
+
+
+def _same(a: WindowExamples, b: WindowExamples) -> None:
+    for task in ("rec", "fraud"):
+        left, right = getattr(a, task), getattr(b, task)
+        for name, value in vars(left).items():
+            other = getattr(right, name)
+            assert other.dtype == value.dtype and other.shape == value.shape, (task, name)
+            np.testing.assert_array_equal(other, value, err_msg=f"{task}.{name}")
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_path: Path,
+                                                world: int) -> None:
+    fs = pyarrow.fs.LocalFileSystem()
+    root = str(tmp_path / "examples")
+    write_example_shards(examples, world, root, fs)
+    shards = [read_example_shard(root, fs, rank, world) for rank in range(world)]
+    for rank, shard in enumerate(shards):
+        _same(shard, examples.shard(rank, world))
+    assert sum(len(s.rec) for s in shards) == len(examples.rec) > 0
+    assert sum(len(s.fraud) for s in shards) == len(examples.fraud) > 0
+    # A rank steps as many times as a rank that held every example would have counted.
+    manifest = read_manifest(root, fs)
+    assert rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world, 8) == \
+        global_steps(examples, world, 8)
+    # A rank's files hold its rows only: the largest file is about 1/world of the whole.
+    sizes = [Path(root, f"rec-{rank}.parquet").stat().st_size for rank in range(world)]
+    assert max(sizes) < 1.5 * sum(sizes) / world
+
+
+def test_a_shard_cut_for_another_worker_count_is_refused(examples: WindowExamples,
+                                                         tmp_path: Path) -> None:
+    fs = pyarrow.fs.LocalFileSystem()
+    write_example_shards(examples, 2, str(tmp_path), fs)
+    with pytest.raises(ExampleShardError, match="num_workers=2, this run has 3"):
+        read_example_shard(str(tmp_path), fs, 0, 3)
+
+
+def test_a_truncated_shard_is_refused(examples: WindowExamples, tmp_path: Path) -> None:
+    fs = pyarrow.fs.LocalFileSystem()
+    write_example_shards(examples, 2, str(tmp_path), fs)
+    write_example_shards(WindowExamples(examples.rec.take(np.arange(3)), examples.fraud), 2,
+                         str(tmp_path / "other"), fs)
+    (tmp_path / "rec-1.parquet").write_bytes((tmp_path / "other" / "rec-1.parquet").read_bytes())
+    with pytest.raises(ExampleShardError, match="rank 1's examples"):
+        read_example_shard(str(tmp_path), fs, 1, 2)

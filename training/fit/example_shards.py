@@ -1,0 +1,132 @@
+"""A window's training examples as one Parquet file per Ray Train rank, in Ray Train storage.
+
+The driver builds a fit's :class:`~training.features.examples.WindowExamples` once and writes
+rank ``r``'s rows (every ``world``-th row from ``r``, :meth:`WindowExamples.shard`) to its own
+files beside the run (local directory or S3). Each worker reads only its own files: no
+object-store payload that every worker fetches whole, so a worker holds its shard and
+adding workers (or nodes) divides the memory each one needs. Same rows per rank as
+before, so the engine's equal-steps guarantee and its resume (same batch order after a
+restart) are unchanged::
+
+    examples/
+      manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes"}
+      items.safetensors             item_pop, item_freq (indexed by item, shared by ranks)
+      rec-<rank>.parquet            that rank's rec rows, one column per array
+      fraud-<rank>.parquet          that rank's fraud rows
+
+Arrays with trailing dimensions are stored as fixed-size list columns of their flattened
+rows; ``shapes`` restores them. Why not ``ray.data.read_parquet`` into
+``get_dataset_shard``: Ray Data's read runs as tasks that need a free CPU (2.60's
+``ListFiles`` always asks for one), and a worker group that takes every CPU of the
+cluster (CI's 2 cores, 2 workers) then waits forever (ray#44687); reading a rank's own file
+in the worker needs no scheduling at all. See docs/trainer.md.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs
+import pyarrow.parquet as pq
+from safetensors.numpy import load as load_arrays
+from safetensors.numpy import save as save_arrays
+
+from training.features.examples import FraudExamples, RecExamples, WindowExamples
+
+MANIFEST_FILE = "manifest.json"
+ITEMS_FILE = "items.safetensors"
+# RecExamples' arrays indexed by item rather than by row: shared by every rank.
+ITEM_ARRAYS: tuple[str, ...] = ("item_pop", "item_freq")
+
+
+class ExampleShardError(ValueError):
+    """The example files do not match their manifest (a partial upload, another run's)."""
+
+
+def row_arrays(examples: RecExamples | FraudExamples) -> dict[str, np.ndarray]:
+    """The per-row arrays of one task's examples, by field name."""
+    return {f.name: getattr(examples, f.name) for f in fields(examples)
+            if f.name not in ITEM_ARRAYS}
+
+
+def to_table(arrays: dict[str, np.ndarray]) -> pa.Table:
+    """Rows as a table: 1-D arrays as columns, wider ones as fixed-size lists."""
+    columns = {}
+    for name, array in arrays.items():
+        if array.ndim == 1:
+            columns[name] = pa.array(array)
+            continue
+        width = int(np.prod(array.shape[1:]))
+        flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+        columns[name] = pa.FixedSizeListArray.from_arrays(flat, width)
+    return pa.table(columns)
+
+
+def from_table(table: pa.Table, shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """The arrays :func:`to_table` stored, with their trailing shapes restored."""
+    out = {}
+    for name in table.column_names:
+        column = table.column(name).combine_chunks()
+        if name in shapes and shapes[name]:
+            values = column.values.to_numpy(zero_copy_only=False)
+            out[name] = values.reshape(len(column), *shapes[name])
+        else:
+            out[name] = column.to_numpy(zero_copy_only=False)
+    return out
+
+
+def write_example_shards(examples: WindowExamples, world: int, root: str,
+                         fs: pyarrow.fs.FileSystem) -> dict[str, Any]:
+    """Write each of ``world`` ranks' shard of ``examples`` under ``root`` on ``fs``; returns
+    the manifest."""
+    if world < 1:
+        raise ValueError(f"num_workers: must be >= 1, got {world}")
+    fs.create_dir(root, recursive=True)
+    shapes = {name: list(array.shape[1:]) for task in (examples.rec, examples.fraud)
+              for name, array in row_arrays(task).items()}
+    manifest = {"world": world, "rec_rows": len(examples.rec),
+                "fraud_rows": len(examples.fraud), "shapes": shapes}
+    for rank in range(world):
+        shard = examples.shard(rank, world)
+        for task, part in (("rec", shard.rec), ("fraud", shard.fraud)):
+            pq.write_table(to_table(row_arrays(part)), f"{root}/{task}-{rank}.parquet",
+                           filesystem=fs)
+    items = save_arrays({name: np.ascontiguousarray(getattr(examples.rec, name))
+                         for name in ITEM_ARRAYS})
+    with fs.open_output_stream(f"{root}/{ITEMS_FILE}") as out:
+        out.write(items)
+    # The manifest last: a reader that finds it finds every file it names.
+    with fs.open_output_stream(f"{root}/{MANIFEST_FILE}") as out:
+        out.write(json.dumps(manifest).encode())
+    return manifest
+
+
+def read_manifest(root: str, fs: pyarrow.fs.FileSystem) -> dict[str, Any]:
+    with fs.open_input_stream(f"{root}/{MANIFEST_FILE}") as stream:
+        return dict(json.loads(stream.read()))
+
+
+def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
+                       world: int) -> WindowExamples:
+    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks."""
+    manifest = read_manifest(root, fs)
+    if manifest["world"] != world:
+        raise ExampleShardError(
+            f"examples at {root} were cut for num_workers={manifest['world']}, "
+            f"this run has {world}")
+    with fs.open_input_stream(f"{root}/{ITEMS_FILE}") as stream:
+        items = load_arrays(stream.read())
+    parts = {task: from_table(pq.read_table(f"{root}/{task}-{rank}.parquet", filesystem=fs),
+                              manifest["shapes"]) for task in ("rec", "fraud")}
+    rec = RecExamples(**parts["rec"], **items)
+    fraud = FraudExamples(**parts["fraud"])
+    expected = (len(range(rank, manifest["rec_rows"], world)),
+                len(range(rank, manifest["fraud_rows"], world)))
+    if (len(rec), len(fraud)) != expected:
+        raise ExampleShardError(f"rank {rank}'s examples at {root} hold {len(rec)} rec / "
+                                f"{len(fraud)} fraud rows, the manifest says {expected}")
+    return WindowExamples(rec, fraud)
