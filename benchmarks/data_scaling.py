@@ -2,9 +2,10 @@
 
     python benchmarks/data_scaling.py --base 500000 --scales 1 4 10 --baseline-ref 6b3e2f1
 
-For each scale, a child process (a fresh driver and a fresh local Ray) generates a synthetic
-shop whose window holds ``scale x base`` purchases, prepares the first update on the
-driver (examples built there), and fits it on the Ray Train trainer across
+For each scale, one process writes a synthetic shop whose windows hold ``scale x base``
+interactions to a folder (as a user's windows sit on disk), and a child process (a fresh
+driver and a fresh local Ray) prepares the first update from it on the driver (the window
+read, examples built there) and fits it on the Ray Train trainer across
 ``--num-workers`` workers for ``--max-steps`` steps. Measured per child: the driver's peak
 RSS (its own ``ru_maxrss``) and the split before the fit; every Ray Train worker's peak
 RSS (the kernel's high-water mark, read every 0.2 s); the bytes of all examples and of one
@@ -22,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,15 +70,32 @@ def nbytes(examples: Any) -> int:
                for name in vars(part))
 
 
-def child(rows: int, workers: int, max_steps: int, out: Path) -> None:
-    """One measurement in this process (run from the checkout under test)."""
+def synthetic_shop(rows: int) -> Any:
+    from training.data.synthetic import SyntheticShopConfig
+    return SyntheticShopConfig(n_windows=2, interactions_per_window=rows,
+                               transactions_per_window=max(1000, rows // 10),
+                               n_users=max(2000, rows // 20), n_items=2000)
+
+
+def write_shop(rows: int, folder: Path) -> None:
+    """The shop's windows as a folder (in a process of its own: the update's driver reads
+    them from disk like a user's, it does not generate them)."""
+    from training.data.synthetic import generate
+    from training.data.windows import write_window
+    cfg = synthetic_shop(rows)
+    for window in generate(cfg).windows:
+        write_window(folder, window, cfg.freq, source="synthetic")
+
+
+def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> None:
+    """One measurement in this process (run from the checkout under test): the first
+    update of the windows in ``folder``."""
     for key, value in LOCAL_RAY_ENV.items():
         os.environ.setdefault(key, value)
     import ray
 
     import training
     from training.config import TrainConfig
-    from training.data.synthetic import SyntheticShopConfig
     from training.fit.raytrain import fit_window
     from training.incremental_config import IncrementalConfig
     from training.model import ModelConfig
@@ -86,16 +105,13 @@ def child(rows: int, workers: int, max_steps: int, out: Path) -> None:
     watch = PeakRss("RayTrainWorker")
     watch.start()
     with tempfile.TemporaryDirectory(prefix="data-scaling-") as tmp:
-        inc = IncrementalConfig.of(source="synthetic", store=f"{tmp}/store",
+        inc = IncrementalConfig.of(source="windows", path=str(folder), store=f"{tmp}/store",
                                    storage_path=f"{tmp}/ray", num_workers=workers,
                                    trainer="ray")
-        synthetic = SyntheticShopConfig(n_windows=2, interactions_per_window=rows,
-                                        transactions_per_window=max(1000, rows // 10),
-                                        n_users=max(2000, rows // 20), n_items=2000)
         train_cfg = TrainConfig(epochs=1, max_steps=max_steps)
         began = time.perf_counter()
         up = prepare_update(inc.store.open(), inc, train_cfg, ModelConfig(finetune_layers=0),
-                            synthetic, Path(tmp) / "prepare")
+                            None, Path(tmp) / "prepare")
         prepare_s = time.perf_counter() - began
         before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         fit = fit_window(inc, train_cfg, up.model, None, None, up.examples, up.window.window_id)
@@ -114,15 +130,22 @@ def child(rows: int, workers: int, max_steps: int, out: Path) -> None:
         "worker_peak_mib": sorted(v / MIB for v in watch.peaks.values())}))
 
 
-def measure(code: Path, rows: int, args: argparse.Namespace) -> dict[str, Any]:
+def measure(code: Path, rows: int, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Run :func:`child` from ``code`` in a fresh process; its figures."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         env = {**os.environ, "PYTHONPATH": str(code)}
         subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(rows),
-                        "--num-workers", str(args.num_workers), "--max-steps",
-                        str(args.max_steps), "--out", out.name],
+                        "--folder", str(folder), "--num-workers", str(args.num_workers),
+                        "--max-steps", str(args.max_steps), "--out", out.name],
                        cwd=code, env=env, check=True, timeout=args.timeout_s)
         return dict(json.loads(Path(out.name).read_text()))
+
+
+def shop_folder(rows: int, tmp: Path, args: argparse.Namespace) -> Path:
+    folder = tmp / f"shop-{rows}"
+    subprocess.run([sys.executable, str(Path(__file__).resolve()), "--write-shop", str(rows),
+                    "--folder", str(folder)], cwd=ROOT, check=True, timeout=args.timeout_s)
+    return folder
 
 
 def worktree(ref: str, path: Path) -> Path:
@@ -166,7 +189,7 @@ def ratios(runs: list[dict[str, Any]], scales: list[int]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--base", type=int, default=500_000, help="purchases per window at 1x")
+    parser.add_argument("--base", type=int, default=500_000, help="interactions per window at 1x")
     parser.add_argument("--scales", type=int, nargs="+", default=[1, 4, 10])
     parser.add_argument("--baseline-ref", default=None,
                         help="git commit of the path to compare with (None: no comparison)")
@@ -176,10 +199,15 @@ def main(argv: list[str] | None = None) -> int:
                         help="optimizer steps per fit (the loop's rate needs only a few)")
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per child")
     parser.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--write-shop", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--folder", type=Path, default=None, help=argparse.SUPPRESS)
     parser.add_argument("--out", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.write_shop is not None:
+        write_shop(args.write_shop, args.folder)
+        return 0
     if args.child is not None:
-        child(args.child, args.num_workers, args.max_steps, args.out)
+        child(args.child, args.folder, args.num_workers, args.max_steps, args.out)
         return 0
     load = [os.getloadavg()[0]]
     runs = []
@@ -187,25 +215,28 @@ def main(argv: list[str] | None = None) -> int:
         old = worktree(args.baseline_ref, Path(tmp) / "baseline") if args.baseline_ref else None
         try:
             for scale in args.scales:
+                folder = shop_folder(scale * args.base, Path(tmp), args)
                 for path, code in (("shards", ROOT), ("baseline", old)):
                     if code is None or (path == "baseline" and scale not in args.baseline_scales):
                         continue
                     run = {"path": path, "scale": scale,
-                           **measure(code, scale * args.base, args)}
+                           **measure(code, scale * args.base, folder, args)}
                     print(json.dumps(run), flush=True)
                     runs.append(run)
+                shutil.rmtree(folder)
         finally:
             if old is not None:
                 subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
                                check=False)
     load.append(os.getloadavg()[0])
-    report = [f"# data_scaling: base {args.base:,} purchases per window, scales {args.scales}, "
+    report = [f"# data_scaling: base {args.base:,} interactions per window, scales {args.scales}, "
               f"{args.num_workers} workers, {args.max_steps} steps (load {load[0]:.2f} -> "
               f"{load[1]:.2f})", "", *table(runs), "", *ratios(runs, args.scales)]
     print("\n".join(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "data_scaling.json").write_text(json.dumps(
-        {"settings": vars(args) | {"out": None}, "load": load, "runs": runs}, indent=1))
+        {"settings": vars(args) | {"out": None, "folder": None}, "load": load, "runs": runs},
+        indent=1))
     (RESULTS / "data_scaling.md").write_text("\n".join(report) + "\n")
     return 0
 

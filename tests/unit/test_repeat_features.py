@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from training.evaluation.evaluate import rank_pool
+from training.features import profile as profiles
 from training.features.examples import FraudExamples, WindowExamples, iter_batches, rec_examples
 from training.features.history import PurchaseHistory
 from training.features.profile import REPEAT_FEATURES, PurchaseProfile
@@ -100,6 +101,26 @@ def test_window_rows_see_the_snapshot_and_earlier_baskets_only() -> None:
     assert not ex.rep_items[row_b].any() and not ex.rep_feats[row_b].any()
     # Targets' popularity is the snapshot's: x bought once before the window.
     np.testing.assert_allclose(ex.target_pop[rows_a[0]], np.log1p([1, 1]), rtol=1e-6)
+
+
+def test_users_in_groups_give_the_same_features_as_all_at_once(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    rng = np.random.default_rng(3)
+    days = pd.date_range("2020-01-01", periods=40, freq="D", tz="UTC")
+    def buys(n: int, first: int) -> pd.DataFrame:
+        return pd.DataFrame({"user_id": rng.choice(list("abcdefg"), n),
+                             "item_id": rng.choice(list("xyz"), n),
+                             "ts": rng.choice(days[first:first + 20], n), "event": "purchase"})
+    profile = PurchaseProfile().update(buys(30, 0))
+    window = buys(80, 20)
+    whole = profile.basket_features(window, 3, _lookup)
+    groups = profiles.user_groups(window, profile.pairs, 20)
+    assert groups.nunique() > 3  # the small budget splits the 7 users
+    monkeypatch.setattr(profiles, "MERGE_ROWS", 20)
+    grouped = profile.basket_features(window, 3, _lookup)
+    assert whole.items.any()
+    np.testing.assert_array_equal(grouped.items, whole.items)
+    np.testing.assert_array_equal(grouped.features, whole.features)
 
 
 def test_evaluation_features_come_from_the_snapshot_before_the_window() -> None:

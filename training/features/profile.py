@@ -35,6 +35,8 @@ POPULARITY_FEATURES: tuple[str, ...] = ("log_count_last_update", "log_count_deca
 # Each update halves the weight of older purchases in the decayed popularity.
 POPULARITY_DECAY = 0.5
 SECONDS_PER_DAY = 86_400.0
+# Basket-by-earlier-purchase pairs built at once by basket_features (about 100 B each).
+MERGE_ROWS = 2_000_000
 
 
 def _empty_pairs() -> pd.DataFrame:
@@ -166,29 +168,19 @@ class PurchaseProfile:
         if not n or not per_user:
             return RepeatFeatures(items, feats)
         rows = rows[["user_id", "item_id", "ts"]].astype({"user_id": str, "item_id": str})
-        baskets = rows[["user_id", "ts"]].drop_duplicates().rename(columns={"ts": "ref"})
-        baskets["key"] = np.arange(len(baskets))
-        earlier = rows.merge(baskets, on="user_id")
-        earlier = earlier[earlier["ts"] < earlier["ref"]]
-        window = earlier.groupby(["key", "item_id"], sort=False).agg(
-            n=("ts", "size"), last=("ts", "max")).reset_index()
-        old = self.pairs.astype({"user_id": str, "item_id": str}).merge(baskets, on="user_id")
-        both = pd.concat([old[["key", "item_id", "n", "last"]], window], ignore_index=True)
-        both = both.groupby(["key", "item_id"], sort=False).agg(
-            n=("n", "sum"), last=("last", "max")).reset_index()
-        if both.empty:
-            return RepeatFeatures(items, feats)
-        both["ref"] = baskets.set_index("key")["ref"].reindex(both["key"]).to_numpy()
-        chosen = pair_features(both.rename(columns={"key": "user_id"}), None, per_user)
-        cols = chosen.groupby("user_id", sort=False).cumcount().to_numpy()
-        by_key = np.zeros((len(baskets), per_user), dtype=np.int64)
-        by_key_f = np.zeros((len(baskets), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
-        keys = chosen["user_id"].to_numpy(dtype=np.int64)
-        by_key[keys, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
-        by_key_f[keys, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
-        row_key = rows.merge(baskets, left_on=["user_id", "ts"], right_on=["user_id", "ref"],
-                             how="left")["key"].to_numpy(dtype=np.int64)
-        return RepeatFeatures(by_key[row_key], by_key_f[row_key])
+        pairs = self.pairs.astype({"user_id": str, "item_id": str})
+        # Every basket pairs with each earlier purchase of its user: the work (and memory)
+        # is the square of a user's purchases. Users are independent, so they go in groups
+        # of about MERGE_ROWS basket-purchase pairs: the same result, a bounded peak.
+        group = user_groups(rows, pairs, MERGE_ROWS)
+        pair_group = pairs["user_id"].map(group).fillna(-1).astype(np.int64)
+        pair_rows = pair_group.groupby(pair_group).indices
+        row_group = rows["user_id"].map(group)
+        for g, at in row_group.groupby(row_group).indices.items():
+            part = basket_group(rows.iloc[at], pairs.iloc[pair_rows.get(g, [])], per_user,
+                                lookup)
+            items[at], feats[at] = part.items, part.features
+        return RepeatFeatures(items, feats)
 
     def save(self, directory: Path) -> list[Path]:
         """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""
@@ -219,6 +211,48 @@ class PurchaseProfile:
         pop_path = directory / POPULARITY_FILE
         items = pd.read_parquet(pop_path) if pop_path.exists() else None
         return cls(pairs, items, pd.Timestamp(stamp) if stamp else None)
+
+
+def user_groups(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int) -> pd.Series:
+    """Each user of ``rows`` -> a group number; a group's basket-by-purchase pairs (window
+    rows and profile pairs, times the user's baskets) add up to about ``budget``."""
+    baskets = rows[["user_id", "ts"]].drop_duplicates()["user_id"].value_counts()
+    bought = rows["user_id"].value_counts().add(pairs["user_id"].value_counts(), fill_value=0)
+    cost = (bought.reindex(baskets.index).fillna(0) * baskets).sort_index()
+    return pd.Series((cost.cumsum().to_numpy() - 1) // max(1, budget), index=cost.index,
+                     dtype=np.int64)
+
+
+def basket_group(rows: pd.DataFrame, pairs: pd.DataFrame, per_user: int,
+                 lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:
+    """:meth:`PurchaseProfile.basket_features` for the users of ``rows`` (``pairs``: their
+    snapshot pairs); ids already strings."""
+    n = len(rows)
+    items = np.zeros((n, per_user), dtype=np.int64)
+    feats = np.zeros((n, per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+    baskets = rows[["user_id", "ts"]].drop_duplicates().rename(columns={"ts": "ref"})
+    baskets["key"] = np.arange(len(baskets))
+    earlier = rows.merge(baskets, on="user_id")
+    earlier = earlier[earlier["ts"] < earlier["ref"]]
+    window = earlier.groupby(["key", "item_id"], sort=False).agg(
+        n=("ts", "size"), last=("ts", "max")).reset_index()
+    old = pairs.merge(baskets, on="user_id")
+    both = pd.concat([old[["key", "item_id", "n", "last"]], window], ignore_index=True)
+    both = both.groupby(["key", "item_id"], sort=False).agg(
+        n=("n", "sum"), last=("last", "max")).reset_index()
+    if both.empty:
+        return RepeatFeatures(items, feats)
+    both["ref"] = baskets.set_index("key")["ref"].reindex(both["key"]).to_numpy()
+    chosen = pair_features(both.rename(columns={"key": "user_id"}), None, per_user)
+    cols = chosen.groupby("user_id", sort=False).cumcount().to_numpy()
+    by_key = np.zeros((len(baskets), per_user), dtype=np.int64)
+    by_key_f = np.zeros((len(baskets), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
+    keys = chosen["user_id"].to_numpy(dtype=np.int64)
+    by_key[keys, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
+    by_key_f[keys, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
+    row_key = rows.merge(baskets, left_on=["user_id", "ts"], right_on=["user_id", "ref"],
+                         how="left")["key"].to_numpy(dtype=np.int64)
+    return RepeatFeatures(by_key[row_key], by_key_f[row_key])
 
 
 def pair_features(pairs: pd.DataFrame, as_of: pd.Timestamp | None, per_user: int
