@@ -49,6 +49,9 @@ def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_pa
     shards = [read_example_shard(root, fs, rank, world) for rank in range(world)]
     for rank, shard in enumerate(shards):
         _same(shard, examples.shard(rank, world))
+        # Views of the memory-mapped file, not decoded copies.
+        assert not shard.rec.rep_feats.flags.owndata and not shard.rec.rep_feats.flags.writeable
+        assert not shard.fraud.features.flags.owndata
     assert sum(len(s.rec) for s in shards) == len(examples.rec) > 0
     assert sum(len(s.fraud) for s in shards) == len(examples.fraud) > 0
     # A rank steps as many times as a rank that held every example would have counted.
@@ -56,7 +59,7 @@ def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_pa
     assert rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world, 8) == \
         global_steps(examples, world, 8)
     # A rank's files hold its rows only: the largest file is about 1/world of the whole.
-    sizes = [Path(root, f"rec-{rank}.parquet").stat().st_size for rank in range(world)]
+    sizes = [Path(root, f"rec-{rank}.arrow").stat().st_size for rank in range(world)]
     assert max(sizes) < 1.5 * sum(sizes) / world
 
 
@@ -73,6 +76,6 @@ def test_a_truncated_shard_is_refused(examples: WindowExamples, tmp_path: Path) 
     write_example_shards(examples, 2, str(tmp_path), fs)
     write_example_shards(WindowExamples(examples.rec.take(np.arange(3)), examples.fraud), 2,
                          str(tmp_path / "other"), fs)
-    (tmp_path / "rec-1.parquet").write_bytes((tmp_path / "other" / "rec-1.parquet").read_bytes())
+    (tmp_path / "rec-1.arrow").write_bytes((tmp_path / "other" / "rec-1.arrow").read_bytes())
     with pytest.raises(ExampleShardError, match="rank 1's examples"):
         read_example_shard(str(tmp_path), fs, 1, 2)

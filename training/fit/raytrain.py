@@ -2,7 +2,7 @@
 
 The start state (model, teacher, optimizer moments: :mod:`training.fit.start_state`) goes to
 the workers as a checkpoint beside the run's own in Ray Train storage, and the examples as one
-Parquet file per rank beside it (:mod:`training.fit.example_shards`: a worker reads only its
+Arrow file per rank beside it (:mod:`training.fit.example_shards`: a worker reads only its
 shard); both are deleted when the run ends. Nothing of the window crosses the object store.
 Ray Train storage is a local directory or S3: for ``s3://bucket/path`` with a custom endpoint
 (MinIO, moto) we hand Ray a ``pyarrow.fs.S3FileSystem(endpoint_override=...)``; without one,
