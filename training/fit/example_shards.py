@@ -9,9 +9,9 @@ before, so the engine's equal-steps guarantee and its resume (same batch order a
 restart) are unchanged.
 
 The files are Arrow IPC, uncompressed: a worker memory-maps its file (copied to local disk
-first when storage is remote) and the arrays are views of the mapped pages, so a shard
-costs its own size once, in page cache the kernel can reclaim, with no decode buffers
-(a Parquet reader held about 3.5 times the shard at its peak)::
+first when storage is remote) and copies each array out once, so a shard costs about its
+own size in the worker, with no decode buffers (a Parquet reader held about 3.5 times the
+shard at its peak)::
 
     examples/
       manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes"}
@@ -137,8 +137,7 @@ def map_table(root: str, fs: pyarrow.fs.FileSystem, name: str, local: Path) -> p
 
 def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
                        world: int) -> WindowExamples:
-    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks;
-    its row arrays are read-only views of the mapped files."""
+    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks."""
     manifest = read_manifest(root, fs)
     if manifest["world"] != world:
         raise ExampleShardError(
@@ -147,8 +146,11 @@ def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
     with fs.open_input_stream(f"{root}/{ITEMS_FILE}") as stream:
         items = load_arrays(stream.read())
     with tempfile.TemporaryDirectory(prefix="shopstream-shard-") as tmp:
-        parts = {task: from_table(map_table(root, fs, shard_file(task, rank), Path(tmp)),
-                                  manifest["shapes"]) for task in ("rec", "fraud")}
+        # One copy out of the mapped pages: training gathers random rows every step, and
+        # from the mapped views it ran at 0.84x the samples/s (benchmarks/data_scaling.py).
+        parts = {task: {name: array.copy() for name, array in from_table(
+                     map_table(root, fs, shard_file(task, rank), Path(tmp)),
+                     manifest["shapes"]).items()} for task in ("rec", "fraud")}
     rec = RecExamples(**parts["rec"], **items)
     fraud = FraudExamples(**parts["fraud"])
     expected = (len(range(rank, manifest["rec_rows"], world)),
