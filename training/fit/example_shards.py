@@ -8,10 +8,9 @@ adding workers (or nodes) divides the memory each one needs. Same rows per rank 
 before, so the engine's equal-steps guarantee and its resume (same batch order after a
 restart) are unchanged.
 
-The files are Arrow IPC, uncompressed: a worker memory-maps its file (copied to local disk
-first when storage is remote) and copies each array out once, so a shard costs about its
-own size in the worker, with no decode buffers (a Parquet reader held about 3.5 times the
-shard at its peak)::
+The files are Arrow IPC, uncompressed: a worker reads its file whole and its arrays are
+views of the read buffers, so a shard costs about its own size in the worker, with no
+decode buffers (a Parquet reader held about 3.5 times the shard at its peak)::
 
     examples/
       manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes"}
@@ -30,9 +29,7 @@ in the worker needs no scheduling at all. See docs/trainer.md.
 from __future__ import annotations
 
 import json
-import tempfile
 from dataclasses import fields
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -124,15 +121,10 @@ def shard_file(task: str, rank: int) -> str:
     return f"{task}-{rank}.arrow"
 
 
-def map_table(root: str, fs: pyarrow.fs.FileSystem, name: str, local: Path) -> pa.Table:
-    """The table in ``root/name``, memory-mapped (copied into ``local`` first unless
-    ``fs`` is the local disk). The mapping outlives the file, so ``local`` may go."""
-    path = f"{root}/{name}"
-    if not isinstance(fs, pyarrow.fs.LocalFileSystem):
-        pyarrow.fs.copy_files(path, str(local / name), source_filesystem=fs,
-                              destination_filesystem=pyarrow.fs.LocalFileSystem())
-        path = str(local / name)
-    return pa.ipc.open_file(pa.memory_map(path)).read_all()
+def read_table(root: str, fs: pyarrow.fs.FileSystem, name: str) -> pa.Table:
+    """The table in ``root/name``, read whole into this process's memory (not mapped)."""
+    with fs.open_input_file(f"{root}/{name}") as stream:
+        return pa.ipc.open_file(stream).read_all()
 
 
 def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
@@ -145,12 +137,11 @@ def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
             f"this run has {world}")
     with fs.open_input_stream(f"{root}/{ITEMS_FILE}") as stream:
         items = load_arrays(stream.read())
-    with tempfile.TemporaryDirectory(prefix="shopstream-shard-") as tmp:
-        # One copy out of the mapped pages: training gathers random rows every step, and
-        # from the mapped views it ran at 0.84x the samples/s (benchmarks/data_scaling.py).
-        parts = {task: {name: array.copy() for name, array in from_table(
-                     map_table(root, fs, shard_file(task, rank), Path(tmp)),
-                     manifest["shapes"]).items()} for task in ("rec", "fraud")}
+    # Read, not memory-mapped: training gathers random rows every step, and from views of
+    # mapped file pages it ran at 0.84x the samples/s (benchmarks/data_scaling.py); the
+    # arrays are views of the table's own buffers, so the shard is held once.
+    parts = {task: from_table(read_table(root, fs, shard_file(task, rank)), manifest["shapes"])
+             for task in ("rec", "fraud")}
     rec = RecExamples(**parts["rec"], **items)
     fraud = FraudExamples(**parts["fraud"])
     expected = (len(range(rank, manifest["rec_rows"], world)),
