@@ -46,7 +46,8 @@ def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_pa
     fs = pyarrow.fs.LocalFileSystem()
     root = str(tmp_path / "examples")
     write_example_shards(examples, world, root, fs)
-    shards = [read_example_shard(root, fs, rank, world) for rank in range(world)]
+    manifest = read_manifest(root, fs)
+    shards = [read_example_shard(root, fs, rank, world, manifest) for rank in range(world)]
     for rank, shard in enumerate(shards):
         _same(shard, examples.shard(rank, world))
         # Views of the read buffers, not a second (decoded) copy.
@@ -54,7 +55,6 @@ def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_pa
     assert sum(len(s.rec) for s in shards) == len(examples.rec) > 0
     assert sum(len(s.fraud) for s in shards) == len(examples.fraud) > 0
     # A rank steps as many times as a rank that held every example would have counted.
-    manifest = read_manifest(root, fs)
     assert rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world, 8) == \
         global_steps(examples, world, 8)
     # A rank's files hold its rows only: the largest file is about 1/world of the whole.
@@ -67,7 +67,7 @@ def test_a_shard_cut_for_another_worker_count_is_refused(examples: WindowExample
     fs = pyarrow.fs.LocalFileSystem()
     write_example_shards(examples, 2, str(tmp_path), fs)
     with pytest.raises(ExampleShardError, match="num_workers=2, this run has 3"):
-        read_example_shard(str(tmp_path), fs, 0, 3)
+        read_example_shard(str(tmp_path), fs, 0, 3, read_manifest(str(tmp_path), fs))
 
 
 def test_a_truncated_shard_is_refused(examples: WindowExamples, tmp_path: Path) -> None:
@@ -77,4 +77,4 @@ def test_a_truncated_shard_is_refused(examples: WindowExamples, tmp_path: Path) 
                          str(tmp_path / "other"), fs)
     (tmp_path / "rec-1.arrow").write_bytes((tmp_path / "other" / "rec-1.arrow").read_bytes())
     with pytest.raises(ExampleShardError, match="rank 1's examples"):
-        read_example_shard(str(tmp_path), fs, 1, 2)
+        read_example_shard(str(tmp_path), fs, 1, 2, read_manifest(str(tmp_path), fs))

@@ -127,10 +127,10 @@ def read_table(root: str, fs: pyarrow.fs.FileSystem, name: str) -> pa.Table:
         return pa.ipc.open_file(stream).read_all()
 
 
-def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int,
-                       world: int) -> WindowExamples:
-    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks."""
-    manifest = read_manifest(root, fs)
+def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: int,
+                       manifest: dict[str, Any]) -> WindowExamples:
+    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks;
+    ``manifest`` is :func:`read_manifest`'s (the caller also needs its row counts)."""
     if manifest["world"] != world:
         raise ExampleShardError(
             f"examples at {root} were cut for num_workers={manifest['world']}, "

@@ -157,8 +157,8 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
             f"failed starts of num_workers={inc.scaling.num_workers} x cpus_per_worker="
             f"{inc.scaling.cpus_per_worker}{' + 1 GPU' if use_gpu else ''}: {err}") from err
     finally:
-        delete_start(start)
-        delete_start(shards)
+        delete_run_input(start)
+        delete_run_input(shards)
     seconds = time.perf_counter() - began
     return fit_result(result, seconds, inc, train_cfg, examples, use_gpu)
 
@@ -192,7 +192,7 @@ def upload_start(local: Path, storage_path: str, fs: pyarrow.fs.FileSystem | Non
     return ray.train.Checkpoint(dest, filesystem=fs)
 
 
-def delete_start(start: ray.train.Checkpoint) -> None:
+def delete_run_input(start: ray.train.Checkpoint) -> None:
     """The start state and the examples are the run's input only: the published version is
     what outlives them. A failed delete leaves a directory behind, never a failed update."""
     try:

@@ -148,8 +148,8 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     objective = ray.train.torch.prepare_model(build_objective(model, teacher, cfg, settings))
     optimizer = _move_optimizer(optimizer, device)
     shards: ray.train.Checkpoint = config["examples"]
-    shard = read_example_shard(shards.path, shards.filesystem, rank, world)
     manifest = read_manifest(shards.path, shards.filesystem)
+    shard = read_example_shard(shards.path, shards.filesystem, rank, world, manifest)
     steps, total = run_steps(rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world,
                                         cfg.batch_size), cfg)
     scheduler = build_scheduler(optimizer, total, cfg, start=start)
