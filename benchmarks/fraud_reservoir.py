@@ -1,6 +1,7 @@
 """Fraud quality when the replay reservoir thins the past: class-split reservoir vs uniform.
 
-    python benchmarks/fraud_reservoir.py --baseline-ref 2c896bf --capacity 1000
+    python benchmarks/fraud_reservoir.py --baseline-ref 2c896bf --candidate-ref c55fb56 \
+        --capacity 1000
 
 The served fraud trees are refitted each update on the labelled transactions the version
 keeps: the replay reservoir plus the window. The shipped data never fill the default
@@ -11,10 +12,12 @@ that regime with a reservoir of ``--capacity`` rows (1,000 = about 8% of the ULB
 and compares, in one run each through the main job (``cluster.pipeline``, in-process
 trainer, MiniLM frozen, methods ours + HistGradientBoosting, which keeps every label):
 
-* ``uniform``: the code of ``--baseline-ref`` (one uniform reservoir per table), from a
-  git worktree;
-* ``class-split``: this checkout (frauds kept whole, legit rows thinned and weighted:
-  training.features.reservoir).
+* ``uniform``: the code of ``--baseline-ref`` (one uniform reservoir per table);
+* ``class-split``: the code of ``--candidate-ref`` (c55fb56: frauds kept whole, legit rows
+  thinned and weighted in the tree fit, replay draws in the true class proportion), tried
+  and not kept (benchmarks/recorded/fraud_reservoir.md says why);
+
+each from a git worktree of its commit.
 
 Sources: the ULB hours and the report's synthetic shop (its fraud campaign changes at week
 3), at label delay 0 and 1. Every figure is the report's own pooled value with its 95%
@@ -103,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--baseline-ref", required=True,
-                        help="commit with the uniform reservoir (run from a git worktree)")
+                        help="commit with the uniform reservoir")
+    parser.add_argument("--candidate-ref", required=True,
+                        help="commit with the class-split reservoir (c55fb56)")
     parser.add_argument("--capacity", type=int, default=1000)
     parser.add_argument("--sources", nargs="+", default=["ulb", "synthetic"],
                         choices=["ulb", "synthetic"])
@@ -114,25 +119,28 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = []
     with tempfile.TemporaryDirectory(prefix="fraud-reservoir-") as tmp:
-        old = Path(tmp) / "baseline"
-        subprocess.run(["git", "worktree", "add", "-q", "--detach", str(old),
-                        args.baseline_ref], cwd=REPO, check=True)
+        codes = {"uniform": Path(tmp) / "uniform", "class-split": Path(tmp) / "class-split"}
+        for code, ref in zip(codes.values(), (args.baseline_ref, args.candidate_ref)):
+            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(code), ref],
+                           cwd=REPO, check=True)
         try:
             ulb = str(Path(args.ulb_path).resolve())
             for source in args.sources:
                 for delay in args.delays:
-                    for name, code in (("uniform", old), ("class-split", REPO)):
+                    for name, code in codes.items():
                         result = run(code, source, delay, args.capacity, ulb,
                                      Path(tmp) / f"{name}-{source}-{delay}", args.timeout_s)
                         rows.append(row(name, source, delay, result))
         finally:
-            subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=REPO,
-                           check=False)
+            for code in codes.values():
+                subprocess.run(["git", "worktree", "remove", "--force", str(code)], cwd=REPO,
+                               check=False)
     table = markdown(rows, args.capacity)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "fraud_reservoir.json").write_text(json.dumps(
-        {"capacity": args.capacity, "baseline_ref": args.baseline_ref, "rows": rows}, indent=2))
+        {"capacity": args.capacity, "baseline_ref": args.baseline_ref,
+         "candidate_ref": args.candidate_ref, "rows": rows}, indent=2))
     (RESULTS / "fraud_reservoir.md").write_text(table)
     return 0
 

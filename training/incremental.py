@@ -57,12 +57,7 @@ from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibrat
 from training.store import StoreError
 from training.train import training_configs, training_parser
 from training.update.bundle import write_bundle
-from training.update.fraud_blend import (
-    fraud_blend,
-    known_transactions,
-    refit_trees,
-    weigh_known,
-)
+from training.update.fraud_blend import fraud_blend, known_transactions, refit_trees
 from training.update.gate import (
     GateDecision,
     decide,
@@ -207,9 +202,7 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
                                    inc.continual.repeat_bonus_grid, inc.continual.count_weight_grid,
                                    train_cfg.eval_k)
     laps.lap("ranking_terms")
-    known = weigh_known(known_transactions(up.replay.frame("transactions"),
-                                           up.mixed.transactions), up.replay,
-                        (up.train_part if up.kind == INCREMENTAL else up.mixed).transactions)
+    known = known_transactions(up.replay.frame("transactions"), up.mixed.transactions)
     blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
                         train_cfg.seed)
     laps.lap("fraud_blend")

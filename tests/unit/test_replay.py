@@ -9,8 +9,7 @@ import pandas as pd
 import pytest
 
 from training.data.schema import WindowData, empty_frame
-from training.features.replay import KEY_COLUMN, ReplayBuffer, ReplayError
-from training.features.reservoir import reservoir_keys, smallest_keys
+from training.features.replay import KEY_COLUMN, ReplayBuffer, ReplayError, _keys, _smallest
 
 pytestmark = pytest.mark.unit
 
@@ -69,7 +68,7 @@ def test_reservoir_holds_the_capacity_smallest_keys_whatever_the_window_order():
         forward.add_window(window)
     for window in reversed(windows):
         backward.add_window(window)
-    keys = np.concatenate([reservoir_keys(3, "interactions", w.window_id, len(w.interactions))
+    keys = np.concatenate([_keys(3, "interactions", w.window_id, len(w.interactions))
                            for w in windows])
     items = pd.concat([w.interactions["item_id"] for w in windows]).to_numpy()
     want = items[np.argsort(keys)[:10]].tolist()
@@ -88,9 +87,8 @@ def test_reservoir_is_uniform_over_rows_not_windows():
     sizes = {"big": 200, "mid": 50, "small": 25}
     kept = []
     for seed in range(2000):
-        keys = np.concatenate([reservoir_keys(seed, "interactions", w, n)
-                               for w, n in sizes.items()])
-        source = np.repeat(np.arange(3), list(sizes.values()))[smallest_keys(keys, 55)]
+        keys = np.concatenate([_keys(seed, "interactions", w, n) for w, n in sizes.items()])
+        source = np.repeat(np.arange(3), list(sizes.values()))[_smallest(keys, 55)]
         kept.append(np.bincount(source, minlength=3))
     # each row is kept with probability 55 / 275 = 0.2: 40, 10, 5 rows expected
     np.testing.assert_allclose(np.mean(kept, axis=0), [40, 10, 5], atol=0.25)

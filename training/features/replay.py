@@ -2,19 +2,17 @@
 
 Fine-tuning only on the newest window lets the model forget older behaviour; mixing in a
 little of the past counters that. Per table (purchase interactions, labelled transactions)
-the buffer keeps a bottom-k reservoir sample (training.features.reservoir): purchases
-uniform over every row ever offered; labelled transactions uniform within each class, each
-class guaranteed half the capacity, so rare frauds are not thinned with the legit rows.
-Draws (:meth:`ReplayBuffer.sample`) keep the classes in their true proportion, and
-:meth:`ReplayBuffer.transaction_weights` says how many rows each kept one stands for. Keys
-come from a generator seeded by (seed, table, window_id), so the buffer is deterministic and
-needs no random state beyond the keys it stores. The titles of buffered items are kept too,
-so a replayed item a fresh model has never seen still has a title. Saved as Parquet + JSON
-meta, never pickled.
+the buffer keeps a reservoir sample, uniform over every row ever offered: each row gets an
+independent uniform key and the ``capacity`` rows with the smallest keys are kept (bottom-k
+sampling, equivalent to Algorithm R). Keys come from a generator seeded by (seed, table,
+window_id), so the buffer is deterministic and needs no random state beyond the keys it
+stores. The titles of buffered items are kept too, so a replayed item a fresh model has never
+seen still has a title. Saved as Parquet + JSON meta, never pickled.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import os
@@ -32,13 +30,6 @@ from training.data.schema import (
     empty_frame,
     transaction_feature_columns,
     transactions_schema,
-)
-from training.features.reservoir import (
-    class_split_keep,
-    class_weights,
-    proportional_counts,
-    reservoir_keys,
-    smallest_keys,
 )
 
 logger = logging.getLogger(__name__)
@@ -65,6 +56,21 @@ def _whole(value: object, setting: str, minimum: int) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
         raise ReplayError(f"{setting}: must be an int >= {minimum}, got {value!r}")
     return int(value)
+
+
+def _keys(seed: int, table: str, window_id: str, n: int) -> np.ndarray:
+    """``n`` uniform keys in [0, 1), a pure function of (seed, table, window_id)."""
+    digest = hashlib.sha256(f"{table}\0{window_id}".encode()).digest()
+    words = np.frombuffer(digest[:16], dtype=np.uint32).tolist()
+    return np.random.default_rng(np.random.SeedSequence([seed, *words])).random(n)
+
+
+def _smallest(keys: np.ndarray, k: int) -> np.ndarray:
+    """Positions of the ``k`` smallest keys, in key order."""
+    if len(keys) > k:
+        part = np.argpartition(keys, k - 1)[:k]
+        return part[np.argsort(keys[part], kind="stable")]
+    return np.argsort(keys, kind="stable")
 
 
 def _conform(frame: pd.DataFrame, schema: pa.Schema, what: str) -> pd.DataFrame:
@@ -121,7 +127,6 @@ class ReplayBuffer:
         self.feature_columns: list[str] | None = None
         self.windows: list[str] = []
         self._seen = dict.fromkeys(TABLES, 0)
-        self._seen_frauds = 0
         self._frames: dict[str, pd.DataFrame] = {t: self._empty(t) for t in TABLES}
         self._items = empty_frame("items")
 
@@ -176,40 +181,15 @@ class ReplayBuffer:
             self._frames["transactions"] = self._empty("transactions")
         for table, rows in offered.items():
             self._seen[table] += len(rows)
-            if table == "transactions" and len(rows):
-                self._seen_frauds += int(rows["is_fraud"].to_numpy(dtype=bool).sum())
             if len(rows):
-                keys = reservoir_keys(self.seed, table, window.window_id, len(rows))
+                keys = _keys(self.seed, table, window.window_id, len(rows))
                 both = _concat([self._frames[table], rows.assign(**{KEY_COLUMN: keys})])
-                self._frames[table] = both.iloc[self._keep(table, both)].reset_index(drop=True)
+                keep = _smallest(both[KEY_COLUMN].to_numpy(), self.capacity)
+                self._frames[table] = both.iloc[keep].reset_index(drop=True)
         self._refresh_items(new_items)
         self.windows.append(window.window_id)
         logger.info("replay: offered window %s (%s); holding %s", window.window_id,
                     {t: len(f) for t, f in offered.items()}, self.counts())
-
-    def _keep(self, table: str, both: pd.DataFrame) -> np.ndarray:
-        """Positions of ``both`` (held rows plus the offered ones) the reservoir keeps."""
-        keys = both[KEY_COLUMN].to_numpy()
-        if table != "transactions":
-            return smallest_keys(keys, self.capacity)
-        return class_split_keep(keys, both["is_fraud"].to_numpy(dtype=bool), self.capacity,
-                                *self.seen_by_class())
-
-    def seen_by_class(self) -> tuple[int, int]:
-        """(frauds, legit) labelled transactions ever offered."""
-        return self._seen_frauds, self._seen["transactions"] - self._seen_frauds
-
-    def held_by_class(self) -> tuple[int, int]:
-        """(frauds, legit) labelled transactions held."""
-        frame = self._frames["transactions"]
-        frauds = int(frame["is_fraud"].to_numpy(dtype=bool).sum()) if len(frame) else 0
-        return frauds, len(frame) - frauds
-
-    def transaction_weights(self, frauds: np.ndarray) -> np.ndarray:
-        """[n] rows of its class each held transaction stands for (``frauds`` [n] bool, the
-        rows' labels): seen / held per class, all 1.0 while nothing was thinned."""
-        fraud_weight, legit_weight = class_weights(self.seen_by_class(), self.held_by_class())
-        return np.where(np.asarray(frauds, dtype=bool), fraud_weight, legit_weight)
 
     def _refresh_items(self, new_items: pd.DataFrame | None) -> None:
         """Titles of the buffered rows' items; a window's newer title wins."""
@@ -236,26 +216,11 @@ class ReplayBuffer:
             frame = self._frames[table]
             if exclude is not None:
                 frame = _without(frame, exclude.table(table), ROW_KEYS[table])
-            rows = self._draw(table, frame, wanted, rng)
+            rows = np.sort(rng.choice(len(frame), size=min(wanted, len(frame)), replace=False))
             drawn[table] = frame.iloc[rows].drop(columns=KEY_COLUMN).reset_index(drop=True)
         items = self._items[self._items["item_id"].isin(_item_ids(*drawn.values()))]
         return WindowData("replay", items.reset_index(drop=True), drawn["interactions"],
                           drawn["transactions"])
-
-    def _draw(self, table: str, frame: pd.DataFrame, wanted: int,
-              rng: np.random.Generator) -> np.ndarray:
-        """Sorted positions of ``wanted`` rows of ``frame`` (a held table, maybe less the
-        excluded rows): uniform, or — once a class of transactions was thinned — per class
-        in its proportion among every row seen, so a draw is still like a uniform one over
-        the past."""
-        if table != "transactions" or self.held_by_class() == self.seen_by_class():
-            return np.sort(rng.choice(len(frame), size=min(wanted, len(frame)), replace=False))
-        fraud = frame["is_fraud"].to_numpy(dtype=bool)
-        parts = (np.flatnonzero(fraud), np.flatnonzero(~fraud))
-        counts = proportional_counts(wanted, self.seen_by_class(), (len(parts[0]),
-                                                                     len(parts[1])))
-        return np.sort(np.concatenate([rng.choice(part, size=n, replace=False)
-                                       for part, n in zip(parts, counts)]))
 
     def mix(self, window: WindowData, ratio: float, seed: int) -> WindowData:
         """``window`` plus a replay sample of round(ratio × the window's purchases /
@@ -304,8 +269,7 @@ class ReplayBuffer:
 
     def meta(self) -> dict[str, Any]:
         return {"format_version": FORMAT_VERSION, "capacity": self.capacity, "seed": self.seed,
-                "seen": self.seen, "seen_frauds": self._seen_frauds,
-                "feature_columns": self.feature_columns,
+                "seen": self.seen, "feature_columns": self.feature_columns,
                 "windows": list(self.windows), "counts": self.counts()}
 
     def save(self, directory: Path) -> tuple[list[Path], dict[str, Any]]:
@@ -347,8 +311,6 @@ class ReplayBuffer:
             buffer._frames[table] = rows.assign(**{KEY_COLUMN: frame[KEY_COLUMN].to_numpy(
                 dtype=np.float64)})
             buffer._seen[table] = int(meta["seen"][table])
-        buffer._seen_frauds = _seen_frauds(meta, buffer.held_by_class(),
-                                           buffer.seen["transactions"])
         items_path = Path(directory) / FILES["items"]
         buffer._items = _conform(_read(items_path), ITEMS_SCHEMA, str(items_path))
         return buffer
@@ -375,14 +337,3 @@ def _read(path: Path) -> pd.DataFrame:
         return pd.read_parquet(path)
     except (OSError, ValueError, pa.ArrowException) as err:
         raise ReplayError(f"{path}: cannot read Parquet: {err}") from err
-
-
-def _seen_frauds(meta: dict[str, Any], held: tuple[int, int], seen: int) -> int:
-    """Frauds ever offered: the meta's ``seen_frauds``; a buffer saved before it was
-    recorded held one uniform reservoir, so its share of frauds stands for all it saw."""
-    value = meta.get("seen_frauds")
-    if value is None:
-        return round(seen * held[0] / sum(held)) if sum(held) else 0
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= seen:
-        raise ReplayError(f"meta: seen_frauds must be an int in [0, {seen}], got {value!r}")
-    return value

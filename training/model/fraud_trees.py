@@ -55,9 +55,9 @@ class FraudTrees:
 
     @classmethod
     def fit(cls, inputs: np.ndarray, labels: np.ndarray, columns: tuple[str, ...],
-            seed: int, weights: np.ndarray | None = None) -> FraudTrees | None:
-        """Trees on ``inputs`` (:func:`tree_inputs`), each row counted ``weights`` [n] times
-        (None: once); None when the labels hold one class (nothing to learn)."""
+            seed: int) -> FraudTrees | None:
+        """Trees on ``inputs`` (:func:`tree_inputs`); None when the labels hold one class
+        (nothing to learn)."""
         import lightgbm as lgb  # imported on use: serving replicas without trees skip it
 
         y = np.asarray(labels, dtype=bool)
@@ -71,16 +71,11 @@ class FraudTrees:
             order = np.random.default_rng(seed).permutation(len(y))
             cut = len(y) // 10
             valid, train = order[:cut], order[cut:]
-        w = None if weights is None else np.asarray(weights, dtype=np.float64)
-        if w is not None and w.shape != y.shape:
-            raise FraudTreesError(f"weights: {w.shape} for {y.shape} labels")
-        data = lgb.Dataset(inputs[train], y[train].astype(np.float64), params=params,
-                           weight=None if w is None else w[train])
+        data = lgb.Dataset(inputs[train], y[train].astype(np.float64), params=params)
         sets: list[Any] = []
         callbacks: list[Any] = []
         if valid is not None:
-            sets = [lgb.Dataset(inputs[valid], y[valid].astype(np.float64), reference=data,
-                                weight=None if w is None else w[valid])]
+            sets = [lgb.Dataset(inputs[valid], y[valid].astype(np.float64), reference=data)]
             callbacks = [lgb.early_stopping(10, verbose=False)]
         booster = lgb.train(params, data, ROUNDS, valid_sets=sets, callbacks=callbacks)
         return cls(booster.model_to_string(num_iteration=booster.best_iteration or None),

@@ -12,14 +12,11 @@ logit blend on the held-out tail, by average precision, from :data:`BLEND_GRID`:
   small tabular data (Grinsztajn et al., NeurIPS 2022), until held-out data shows the neural
   head adds to them.
 
-The trees fit every labelled fraud the version has kept: the reservoir keeps frauds whole
-while it thins legit rows (training.features.reservoir), and a thinned row is weighted by the
-rows it stands for (:func:`weigh_known`), so the trees see the classes in their true
-proportion. The trees being judged never see the rows that judge them (the tail and the
-gate's replay sample). Once judged, the published version's trees are refitted on every
-labelled row, the tail included, with the chosen weight (:func:`refit_trees`): after a fraud
-campaign shifts, the newest labels are the ones that matter. The choice and each grid
-point's AP go into the version's meta (``fraud_blend``).
+The trees being judged never see the rows that judge them (the tail and the gate's replay
+sample). Once judged, the published version's trees are refitted on every labelled row, the
+tail included, with the chosen weight (:func:`refit_trees`): after a fraud campaign shifts,
+the newest labels are the ones that matter. The choice and each grid point's AP go into the
+version's meta (``fraud_blend``).
 """
 
 from __future__ import annotations
@@ -27,22 +24,18 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from training.evaluation.evaluate import fraud_scores
 from training.evaluation.metrics import fraud_metrics
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
-from training.features.replay import ReplayBuffer
 from training.model import ShopStreamModel
 from training.model.fraud_trees import AMOUNT_COLUMN, FraudTrees, tree_inputs
 
 BLEND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_BLEND_FRAUDS = 20
 FALLBACK_TREE_WEIGHT = 1.0
-# How many labelled transactions of its class a row of the trees' training set stands for.
-WEIGHT_COLUMN = "_weight"
 
 
 def known_transactions(*frames: pd.DataFrame, exclude: pd.DataFrame | None = None
@@ -59,31 +52,6 @@ def known_transactions(*frames: pd.DataFrame, exclude: pd.DataFrame | None = Non
     if exclude is not None and len(exclude) and "txn_id" in exclude:
         rows = rows[~rows["txn_id"].isin(set(exclude["txn_id"]))]
     return rows
-
-
-def weigh_known(known: pd.DataFrame, replay: ReplayBuffer, whole: pd.DataFrame
-                ) -> pd.DataFrame:
-    """``known`` with :data:`WEIGHT_COLUMN`: a row there only as a member of the replay
-    reservoir stands for seen / held rows of its class (frauds are kept whole, legit rows
-    thinned: training.features.reservoir), a row of ``whole`` (the transactions the update
-    trained on in full) for itself. All weights are 1.0 while the reservoir thinned nothing."""
-    if not len(known) or "txn_id" not in known:
-        return known
-    held = replay.frame("transactions")
-    sampled = known["txn_id"].isin(set(held["txn_id"])) & \
-        ~known["txn_id"].isin(set(whole["txn_id"]) if len(whole) else set())
-    weights = replay.transaction_weights(known["is_fraud"].to_numpy(dtype=bool))
-    return known.assign(**{WEIGHT_COLUMN: np.where(sampled.to_numpy(), weights, 1.0)})
-
-
-def row_weights(known: pd.DataFrame) -> np.ndarray | None:
-    """The labelled rows' :data:`WEIGHT_COLUMN` (1.0 where missing), None when all are 1.0
-    (an unweighted fit, exactly as before weights existed)."""
-    if WEIGHT_COLUMN not in known:
-        return None
-    rows = known[known["is_fraud"].notna()]
-    weights = rows[WEIGHT_COLUMN].fillna(1.0).to_numpy(dtype=np.float64)
-    return None if bool(np.all(weights == 1.0)) else weights
 
 
 def refit_trees(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHistory,
@@ -104,8 +72,7 @@ def fit_trees(model: ShopStreamModel, transactions: pd.DataFrame, history: Purch
     examples = fraud_examples(model, transactions, history)
     columns = (AMOUNT_COLUMN, *model.cfg.fraud_features)
     return FraudTrees.fit(tree_inputs(examples.amount, examples.features),
-                          examples.label.astype(bool), columns, seed,
-                          row_weights(transactions))
+                          examples.label.astype(bool), columns, seed)
 
 
 def choose_fraud_blend(model: ShopStreamModel, trees: FraudTrees | None,
