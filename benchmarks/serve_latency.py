@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import repo_path  # noqa: F401  (tests.support below is not installed)
 import torch
 from serve_load import measure
 

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
+import repo_path  # noqa: F401  (tests.support below is not installed)
 
 from tests.support.published import FRAUD_FEATURES
 
