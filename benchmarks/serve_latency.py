@@ -19,7 +19,9 @@ FastAPI/uvicorn app serving the same version with the same code in one process
 * publish -> served freshness (target <= 2 s, both cases): seconds from ``store.publish``
   returning to the first response naming the new version, for a version that keeps the text
   tower and for one that changes it; each version carries its title vectors
-  (``item_text.safetensors``), so neither re-encodes titles in the replicas;
+  (``item_text.safetensors``), so neither re-encodes titles in the replicas. Each app
+  watches its own store (a shop runs one topology), so its freshness is timed while only
+  its own replicas reload;
 * RSS of each replica process (target <= 1 GiB).
 
 The model is an untrained ShopStreamModel with the tiny random text encoder: the request
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import json
 import logging
 import os
@@ -63,7 +66,7 @@ from tests.support.published import (
 )
 from training.cli import LOCAL_RAY_ENV, setup_logging
 from training.model import ModelConfig, ShopStreamModel, model_from_state, model_state
-from training.store import CheckpointStore, LocalStore
+from training.store import LocalStore
 
 logger = logging.getLogger(__name__)
 
@@ -88,28 +91,22 @@ def replicas(url: str) -> dict[str, Any]:
     return {name: {"rss_mib": s["rss_mib"], "version": s["version"]} for name, s in found.items()}
 
 
-def freshness(urls: dict[str, str], publish_next: Callable[[], str], timeout_s: float
-              ) -> dict[str, Any]:
-    """Per app: seconds from publish() returning to the first /recommend and /fraud answer
-    naming the new version (every app and endpoint polled in turn, ~20 ms apart). All the
-    apps watch the one store, so one publish times them all."""
+def freshness(url: str, publish_next: Callable[[], str], timeout_s: float) -> dict[str, Any]:
+    """Seconds from publish() returning to the first /recommend and /fraud answer of the app
+    at ``url`` naming the new version (both endpoints polled in turn, ~20 ms apart)."""
     version = publish_next()
     published = time.monotonic()
-    seen: dict[str, dict[str, float]] = {app: {} for app in urls}
+    seen: dict[str, float] = {}
     body = {"/recommend": {"user_id": "u1", "k": 20},
             "/fraud": {"amount": 10.0, "features": dict.fromkeys(FRAUD_FEATURES, 0.0)}}
     with httpx.Client(timeout=30.0) as client:
-        while any(len(s) < 2 for s in seen.values()) and \
-                time.monotonic() - published < timeout_s:
-            for app, url in urls.items():
-                for path in body:
-                    if path not in seen[app] and client.post(url + path, json=body[path]
-                                                             ).json().get("model_version") \
-                            == version:
-                        seen[app][path] = round(time.monotonic() - published, 3)
+        while len(seen) < 2 and time.monotonic() - published < timeout_s:
+            for path in body:
+                if path not in seen and client.post(url + path, json=body[path]
+                                                    ).json().get("model_version") == version:
+                    seen[path] = round(time.monotonic() - published, 3)
             time.sleep(0.02)
-    return {app: {"version": version, "seconds": s, "timed_out": len(s) < 2}
-            for app, s in seen.items()}
+    return {"version": version, "seconds": seen, "timed_out": len(seen) < 2}
 
 
 def new_text_tower(model: ShopStreamModel, seed: int) -> ShopStreamModel:
@@ -122,28 +119,37 @@ def new_text_tower(model: ShopStreamModel, seed: int) -> ShopStreamModel:
 
 
 class Publisher:
-    """Publishes the benchmark's versions into one local store."""
+    """Publishes the benchmark's versions, one local store per app: a shop runs one
+    topology, so each app's freshness is timed while only its own replicas reload (with
+    one shared store, every app and the bare process reloaded at once on the 2 cores)."""
 
-    def __init__(self, store: CheckpointStore, work: Path, args: argparse.Namespace) -> None:
+    def __init__(self, root: Path, apps: tuple[str, ...], args: argparse.Namespace) -> None:
         started = time.perf_counter()
         cfg = ModelConfig(encoder_init="tiny_random", dim=args.dim, history_len=10)
         self.model = shop_model(args.users, args.items, cfg)
         self.history = shop_history(self.model, per_user=5, popular=50)
-        self.store, self.work, self.seed = store, work, 0
-        self.version = publish(store, self.model, self.history, work, thresholds=(0.5, 0.9))
-        logger.info("published %s (%d items, %d users) in %.1f s", self.version, args.items,
-                    args.users, time.perf_counter() - started)
+        self.work, self.seed = root / "work", 0
+        self.stores = {app: LocalStore(root / "stores" / app) for app in apps}
+        self.versions = {app: publish(store, self.model, self.history, self.work,
+                                      thresholds=(0.5, 0.9))
+                         for app, store in self.stores.items()}
+        logger.info("published the first version to %d stores (%d items, %d users) in "
+                    "%.1f s", len(apps), args.items, args.users, time.perf_counter() - started)
 
-    def next(self, retrain_text: bool) -> str:
+    def config(self, app: str, base: ServeConfig) -> ServeConfig:
+        return dataclasses.replace(base, store=str(self.stores[app].root))
+
+    def next(self, app: str, retrain_text: bool) -> str:
+        """A new version in ``app``'s store: the text tower changed, or the weights nudged."""
         self.seed += 1
         model = new_text_tower(self.model, self.seed) if retrain_text \
             else perturbed(self.model, self.seed)
-        self.version = publish(self.store, model, self.history, self.work,
-                               thresholds=(0.5, 0.9), parent=self.version)
-        return self.version
+        self.versions[app] = publish(self.stores[app], model, self.history, self.work,
+                                     thresholds=(0.5, 0.9), parent=self.versions[app])
+        return self.versions[app]
 
 
-def start_serve(config: ServeConfig) -> dict[str, str]:
+def start_serve(config: Callable[[str], ServeConfig]) -> dict[str, str]:
     """Local Ray (127.0.0.1) + Serve on a free loopback port, one application per topology
     under its own route prefix; returns each one's URL. Ray gets 4 logical CPUs so that both
     fit side by side (1.25 + 1); the machine's 2 cores are shared all the same."""
@@ -158,7 +164,7 @@ def start_serve(config: ServeConfig) -> dict[str, str]:
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     urls: dict[str, str] = {}
     for topology in SERVE_APPS:
-        app = application(dataclasses.replace(config, topology=topology))
+        app = application(dataclasses.replace(config(topology), topology=topology))
         serve.run(app, name=topology, route_prefix=f"/{topology}",
                   logging_config={"enable_access_log": False, "log_level": "WARNING"})
         urls[topology] = f"http://127.0.0.1:{port}/{topology}"
@@ -209,24 +215,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="serve-bench-"))
     bare: subprocess.Popen[bytes] | None = None
     try:
-        store = LocalStore(work / "store")
-        publisher = Publisher(store, work, args)
-        config = ServeConfig(store=str(store.root), poll_interval_s=args.poll_interval_s,
-                             cache_dir=str(work / "cache"))
+        publisher = Publisher(work, (*SERVE_APPS, "bare"), args)
+        base = ServeConfig(store=str(publisher.stores["bare"].root),  # each app: its own
+                           poll_interval_s=args.poll_interval_s, cache_dir=str(work / "cache"))
         started = time.monotonic()
-        urls = start_serve(config)  # returns once every replica has loaded the version
-        for url in urls.values():
-            wait_serving(url, publisher.version, args.max_seconds)
+        urls = start_serve(lambda app: publisher.config(app, base))
+        for app, url in urls.items():  # start_serve returns once every replica has loaded
+            wait_serving(url, publisher.versions[app], args.max_seconds)
         result: dict[str, Any] = {"load_s": {"serve": round(time.monotonic() - started, 1)}}
-        bare, urls["bare"] = start_bare(config, work / "bare.log")
-        result["load_s"]["bare"] = round(wait_serving(urls["bare"], publisher.version, 600), 1)
+        bare, urls["bare"] = start_bare(publisher.config("bare", base), work / "bare.log")
+        result["load_s"]["bare"] = round(wait_serving(urls["bare"], publisher.versions["bare"],
+                                                      600), 1)
         result.update(measure(urls, args))
         result["replicas"] = {app: replicas(url) for app, url in urls.items()}
-        serve_urls: dict[str, str] = {app: urls[app] for app in SERVE_APPS}
         result["freshness"] = {
-            "same_text_tower": freshness(serve_urls, lambda: publisher.next(False), 120),
-            "new_text_tower": freshness(serve_urls, lambda: publisher.next(True),
-                                        args.max_seconds)}
+            case: {app: freshness(urls[app], functools.partial(publisher.next, app, retrain),
+                                  timeout)
+                   for app in SERVE_APPS}
+            for case, retrain, timeout in (("same_text_tower", False, 120.0),
+                                           ("new_text_tower", True, args.max_seconds))}
     finally:
         if bare is not None:
             bare.terminate()
