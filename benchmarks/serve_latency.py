@@ -136,9 +136,6 @@ class Publisher:
         logger.info("published the first version to %d stores (%d items, %d users) in "
                     "%.1f s", len(apps), args.items, args.users, time.perf_counter() - started)
 
-    def config(self, app: str, base: ServeConfig) -> ServeConfig:
-        return dataclasses.replace(base, store=str(self.stores[app].root))
-
     def next(self, app: str, retrain_text: bool) -> str:
         """A new version in ``app``'s store: the text tower changed, or the weights nudged."""
         self.seed += 1
@@ -216,14 +213,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     bare: subprocess.Popen[bytes] | None = None
     try:
         publisher = Publisher(work, (*SERVE_APPS, "bare"), args)
-        base = ServeConfig(store=str(publisher.stores["bare"].root),  # each app: its own
-                           poll_interval_s=args.poll_interval_s, cache_dir=str(work / "cache"))
+
+        def config(app: str) -> ServeConfig:
+            return ServeConfig(store=str(publisher.stores[app].root),
+                               poll_interval_s=args.poll_interval_s,
+                               cache_dir=str(work / "cache"))
+
         started = time.monotonic()
-        urls = start_serve(lambda app: publisher.config(app, base))
+        urls = start_serve(config)
         for app, url in urls.items():  # start_serve returns once every replica has loaded
             wait_serving(url, publisher.versions[app], args.max_seconds)
         result: dict[str, Any] = {"load_s": {"serve": round(time.monotonic() - started, 1)}}
-        bare, urls["bare"] = start_bare(publisher.config("bare", base), work / "bare.log")
+        bare, urls["bare"] = start_bare(config("bare"), work / "bare.log")
         result["load_s"]["bare"] = round(wait_serving(urls["bare"], publisher.versions["bare"],
                                                       600), 1)
         result.update(measure(urls, args))

@@ -192,13 +192,13 @@ def upload_start(local: Path, storage_path: str, fs: pyarrow.fs.FileSystem | Non
     return ray.train.Checkpoint(dest, filesystem=fs)
 
 
-def delete_run_input(start: ray.train.Checkpoint) -> None:
+def delete_run_input(run_input: ray.train.Checkpoint) -> None:
     """The start state and the examples are the run's input only: the published version is
     what outlives them. A failed delete leaves a directory behind, never a failed update."""
     try:
-        (start.filesystem or pyarrow.fs.LocalFileSystem()).delete_dir(start.path)
+        (run_input.filesystem or pyarrow.fs.LocalFileSystem()).delete_dir(run_input.path)
     except OSError as err:
-        logger.warning("could not delete the start state at %s: %s", start.path, err)
+        logger.warning("could not delete the run input at %s: %s", run_input.path, err)
 
 
 def fit_result(result: ray.train.Result, seconds: float, inc: IncrementalConfig,
