@@ -13,7 +13,7 @@ from training.evaluation.evaluate import rank_pool
 from training.features import profile as profiles
 from training.features.examples import FraudExamples, WindowExamples, iter_batches, rec_examples
 from training.features.history import PurchaseHistory
-from training.features.profile import REPEAT_FEATURES, PurchaseProfile
+from training.features.profile import REPEAT_FEATURES, PurchaseProfile, RepeatFeatures
 from training.model import IdMap, ModelConfig, RecBatch, ShopStreamModel
 
 pytestmark = pytest.mark.unit
@@ -121,6 +121,33 @@ def test_users_in_groups_give_the_same_features_as_all_at_once(
     assert whole.items.any()
     np.testing.assert_array_equal(grouped.items, whole.items)
     np.testing.assert_array_equal(grouped.features, whole.features)
+
+
+def test_features_written_in_place_land_at_the_given_rows(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The in-place form (no full-size copy of a window's repeat arrays) fills exactly the
+    rows named, in groups too, and leaves every other row zero."""
+    rng = np.random.default_rng(5)
+    days = pd.date_range("2020-01-01", periods=30, freq="D", tz="UTC")
+    profile = PurchaseProfile().update(pd.DataFrame(
+        {"user_id": rng.choice(list("abcd"), 20), "item_id": rng.choice(list("xyz"), 20),
+         "ts": rng.choice(days[:10], 20), "event": "purchase"}))
+    window = pd.DataFrame({"user_id": rng.choice(list("abcd"), 40),
+                           "item_id": rng.choice(list("xyz"), 40),
+                           "ts": rng.choice(days[10:], 40), "event": "purchase"})
+    alone = profile.basket_features(window, 3, _lookup)
+    positions = np.arange(len(window)) * 2 + 1
+    out = RepeatFeatures(np.zeros((2 * len(window) + 1, 3), dtype=np.int64),
+                         np.zeros((2 * len(window) + 1, 3, len(REPEAT_FEATURES)),
+                                  dtype=np.float32))
+    monkeypatch.setattr(profiles, "MERGE_ROWS", 15)
+    filled = profile.basket_features(window, 3, _lookup, out, positions)
+    assert filled is out and alone.items.any()
+    np.testing.assert_array_equal(out.items[positions], alone.items)
+    np.testing.assert_array_equal(out.features[positions], alone.features)
+    assert not out.items[::2].any() and not out.features[::2].any()
+    with pytest.raises(ValueError, match="positions"):
+        profile.basket_features(window, 3, _lookup, out, positions[:-1])
 
 
 def test_evaluation_features_come_from_the_snapshot_before_the_window() -> None:

@@ -141,11 +141,10 @@ def repeat_rows(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataF
     per_user = model.cfg.repeat_items
     as_of = history.profile.as_of
     fresh = np.ones(len(rows), dtype=bool) if as_of is None else (rows["ts"] > as_of).to_numpy()
-    part = history.profile.basket_features(rows[fresh], per_user, model.items.lookup)
-    items = np.zeros((len(rows), per_user), dtype=np.int64)
-    feats = np.zeros((len(rows), per_user, len(REPEAT_FEATURES)), dtype=np.float32)
-    items[fresh], feats[fresh] = part.items, part.features
-    return RepeatFeatures(items, feats)
+    out = RepeatFeatures(np.zeros((len(rows), per_user), dtype=np.int64),
+                         np.zeros((len(rows), per_user, len(REPEAT_FEATURES)), dtype=np.float32))
+    return history.profile.basket_features(rows[fresh], per_user, model.items.lookup, out,
+                                           np.flatnonzero(fresh))
 
 
 def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
