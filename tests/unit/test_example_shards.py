@@ -6,11 +6,13 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow.fs
+import pyarrow.ipc
 import pytest
 
 from tests.unit.tiny_shop import TINY, tiny_window
 from training.features.examples import WindowExamples
 from training.features.history import PurchaseHistory
+from training.fit import example_shards
 from training.fit.engine import global_steps, rows_steps
 from training.fit.example_shards import (
     ExampleShardError,
@@ -40,9 +42,12 @@ def _same(a: WindowExamples, b: WindowExamples) -> None:
             np.testing.assert_array_equal(other, value, err_msg=f"{task}.{name}")
 
 
-@pytest.mark.parametrize("world", [1, 2, 3])
+@pytest.mark.parametrize(("world", "block_rows"), [(1, 65_536), (2, 65_536), (3, 65_536),
+                                                    (2, 7), (3, 1)])
 def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_path: Path,
-                                                world: int) -> None:
+                                                world: int, block_rows: int,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(example_shards, "BLOCK_ROWS", block_rows)
     fs = pyarrow.fs.LocalFileSystem()
     root = str(tmp_path / "examples")
     write_example_shards(examples, world, root, fs)
@@ -50,8 +55,10 @@ def test_each_rank_reads_back_exactly_its_shard(examples: WindowExamples, tmp_pa
     shards = [read_example_shard(root, fs, rank, world, manifest) for rank in range(world)]
     for rank, shard in enumerate(shards):
         _same(shard, examples.shard(rank, world))
-        # Views of the read buffers, not a second (decoded) copy.
-        assert not shard.rec.rep_feats.flags.owndata and not shard.fraud.features.flags.owndata
+        # Written (and read back) a block of rows at a time.
+        with pyarrow.OSFile(str(Path(root, f"rec-{rank}.arrow"))) as file:
+            batches = pyarrow.ipc.open_file(file).num_record_batches
+        assert batches == -(-len(shard.rec) // block_rows)
     assert sum(len(s.rec) for s in shards) == len(examples.rec) > 0
     assert sum(len(s.fraud) for s in shards) == len(examples.fraud) > 0
     # A rank steps as many times as a rank that held every example would have counted.
@@ -78,3 +85,14 @@ def test_a_truncated_shard_is_refused(examples: WindowExamples, tmp_path: Path) 
     (tmp_path / "rec-1.arrow").write_bytes((tmp_path / "other" / "rec-1.arrow").read_bytes())
     with pytest.raises(ExampleShardError, match="rank 1's examples"):
         read_example_shard(str(tmp_path), fs, 1, 2, read_manifest(str(tmp_path), fs))
+
+
+@pytest.mark.parametrize("change", [-2, 2])
+def test_a_shard_with_other_row_counts_is_refused(examples: WindowExamples, tmp_path: Path,
+                                                  change: int) -> None:
+    """More rows in the file than the manifest names, or fewer: never a silent cut."""
+    fs = pyarrow.fs.LocalFileSystem()
+    manifest = write_example_shards(examples, 2, str(tmp_path), fs)
+    manifest["fraud_rows"] += change  # rank 0 now expects one row fewer, or one more
+    with pytest.raises(ExampleShardError, match="rank 0's examples.*fraud-0.arrow"):
+        read_example_shard(str(tmp_path), fs, 0, 2, manifest)

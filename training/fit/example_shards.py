@@ -8,9 +8,11 @@ adding workers (or nodes) divides the memory each one needs. Same rows per rank 
 before, so the engine's equal-steps guarantee and its resume (same batch order after a
 restart) are unchanged.
 
-The files are Arrow IPC, uncompressed: a worker reads its file whole and its arrays are
-views of the read buffers, so a shard costs about its own size in the worker, with no
-decode buffers (a Parquet reader held about 3.5 times the shard at its peak)::
+The files are Arrow IPC, uncompressed, in record batches of at most :data:`BLOCK_ROWS` rows:
+the driver copies out one block of a rank's rows at a time (not the rank's whole shard, and
+a second time as a table), and a worker fills its arrays batch by batch, so a shard costs
+about its own size plus one block on either side, with no decode buffers (a Parquet reader
+held about 3.5 times the shard at its peak)::
 
     examples/
       manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes"}
@@ -41,6 +43,9 @@ from safetensors.numpy import save as save_arrays
 from training.features.examples import FraudExamples, RecExamples, WindowExamples
 
 MANIFEST_FILE = "manifest.json"
+# Rows per record batch: what the writer copies out, and the reader holds twice, at a time
+# (~100 MB of rec rows at ~1.5 kB a row).
+BLOCK_ROWS = 65_536
 ITEMS_FILE = "items.safetensors"
 # RecExamples' arrays indexed by item rather than by row: shared by every rank.
 ITEM_ARRAYS: tuple[str, ...] = ("item_pop", "item_freq")
@@ -96,12 +101,9 @@ def write_example_shards(examples: WindowExamples, world: int, root: str,
     manifest = {"world": world, "rec_rows": len(examples.rec),
                 "fraud_rows": len(examples.fraud), "shapes": shapes}
     for rank in range(world):
-        shard = examples.shard(rank, world)
-        for task, part in (("rec", shard.rec), ("fraud", shard.fraud)):
-            table = to_table(row_arrays(part))
-            with fs.open_output_stream(f"{root}/{shard_file(task, rank)}") as out, \
-                    pa.ipc.new_file(out, table.schema) as writer:
-                writer.write_table(table)
+        for task, part in (("rec", examples.rec), ("fraud", examples.fraud)):
+            write_rows(part, np.arange(rank, len(part), world),
+                       f"{root}/{shard_file(task, rank)}", fs)
     items = save_arrays({name: np.ascontiguousarray(getattr(examples.rec, name))
                          for name in ITEM_ARRAYS})
     with fs.open_output_stream(f"{root}/{ITEMS_FILE}") as out:
@@ -112,6 +114,40 @@ def write_example_shards(examples: WindowExamples, world: int, root: str,
     return manifest
 
 
+def write_rows(examples: RecExamples | FraudExamples, rows: np.ndarray, path: str,
+               fs: pyarrow.fs.FileSystem) -> None:
+    """``examples``' ``rows``, in that order, as one Arrow IPC file of :data:`BLOCK_ROWS`-row
+    record batches (a file with no batch when ``rows`` is empty)."""
+    schema = to_table(row_arrays(examples.take(rows[:0]))).schema
+    with fs.open_output_stream(path) as out, pa.ipc.new_file(out, schema) as writer:
+        for start in range(0, len(rows), BLOCK_ROWS):
+            block = examples.take(rows[start:start + BLOCK_ROWS])
+            writer.write_table(to_table(row_arrays(block)))
+
+
+def read_rows(root: str, fs: pyarrow.fs.FileSystem, name: str, n_rows: int,
+              shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+    """The arrays of ``root/name`` (:func:`write_rows`), filled one record batch at a time
+    into arrays of ``n_rows`` rows (its whole table is never held beside them);
+    ExampleShardError when the file holds another number of rows."""
+    with fs.open_input_file(f"{root}/{name}") as stream:
+        reader = pa.ipc.open_file(stream)
+        empty = from_table(reader.schema.empty_table(), shapes)
+        out = {k: np.empty((n_rows, *v.shape[1:]), dtype=v.dtype) for k, v in empty.items()}
+        at = 0
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            if at + batch.num_rows > n_rows:
+                break
+            for key, values in from_table(pa.Table.from_batches([batch]), shapes).items():
+                out[key][at:at + batch.num_rows] = values
+            at += batch.num_rows
+        else:
+            if at == n_rows:
+                return out
+    raise ExampleShardError(f"{root}/{name} does not hold the {n_rows} rows expected")
+
+
 def read_manifest(root: str, fs: pyarrow.fs.FileSystem) -> dict[str, Any]:
     with fs.open_input_stream(f"{root}/{MANIFEST_FILE}") as stream:
         return dict(json.loads(stream.read()))
@@ -119,12 +155,6 @@ def read_manifest(root: str, fs: pyarrow.fs.FileSystem) -> dict[str, Any]:
 
 def shard_file(task: str, rank: int) -> str:
     return f"{task}-{rank}.arrow"
-
-
-def read_table(root: str, fs: pyarrow.fs.FileSystem, name: str) -> pa.Table:
-    """The table in ``root/name``, read whole into this process's memory (not mapped)."""
-    with fs.open_input_file(f"{root}/{name}") as stream:
-        return pa.ipc.open_file(stream).read_all()
 
 
 def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: int,
@@ -138,15 +168,13 @@ def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: i
     with fs.open_input_stream(f"{root}/{ITEMS_FILE}") as stream:
         items = load_arrays(stream.read())
     # Read, not memory-mapped: training gathers random rows every step, and from views of
-    # mapped file pages it ran at 0.84x the samples/s (benchmarks/data_scaling.py); the
-    # arrays are views of the table's own buffers, so the shard is held once.
-    parts = {task: from_table(read_table(root, fs, shard_file(task, rank)), manifest["shapes"])
-             for task in ("rec", "fraud")}
-    rec = RecExamples(**parts["rec"], **items)
-    fraud = FraudExamples(**parts["fraud"])
-    expected = (len(range(rank, manifest["rec_rows"], world)),
-                len(range(rank, manifest["fraud_rows"], world)))
-    if (len(rec), len(fraud)) != expected:
-        raise ExampleShardError(f"rank {rank}'s examples at {root} hold {len(rec)} rec / "
-                                f"{len(fraud)} fraud rows, the manifest says {expected}")
-    return WindowExamples(rec, fraud)
+    # mapped file pages it ran at 0.84x the samples/s (benchmarks/data_scaling.py).
+    parts = {}
+    for task in ("rec", "fraud"):
+        expected = len(range(rank, manifest[f"{task}_rows"], world))
+        try:
+            parts[task] = read_rows(root, fs, shard_file(task, rank), expected,
+                                    manifest["shapes"])
+        except ExampleShardError as err:
+            raise ExampleShardError(f"rank {rank}'s examples: {err}") from err
+    return WindowExamples(RecExamples(**parts["rec"], **items), FraudExamples(**parts["fraud"]))
