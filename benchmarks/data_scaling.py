@@ -156,13 +156,14 @@ def worktree(ref: str, path: Path) -> Path:
 
 def table(runs: list[dict[str, Any]]) -> list[str]:
     lines = ["| path | purchases | examples MiB (per rank) | driver peak MiB (before fit) | "
-             "worker peak MiB (max) | loop samples/s | fit s |", "|---|---|---|---|---|---|---|"]
+             "worker peak MiB (max) | loop samples/s | fit s | prepare s |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         lines.append(
             f"| {r['path']} | {r['purchases']:,} | {r['examples_mib']:.0f} "
             f"({r['examples_per_rank_mib']:.0f}) | {r['driver_peak_mib']:.0f} "
             f"({r['driver_peak_before_fit_mib']:.0f}) | {max(r['worker_peak_mib'] or [0]):.0f} | "
-            f"{r['samples_per_s']:.0f} | {r['fit_s']:.1f} |")
+            f"{r['samples_per_s']:.0f} | {r['fit_s']:.1f} | {r['prepare_s']:.1f} |")
     return lines
 
 
