@@ -32,6 +32,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from git_worktree import worktrees
+
 from training.cli import LOCAL_RAY_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -148,12 +150,6 @@ def shop_folder(rows: int, tmp: Path, args: argparse.Namespace) -> Path:
     return folder
 
 
-def worktree(ref: str, path: Path) -> Path:
-    subprocess.run(["git", "worktree", "add", "-q", "--detach", str(path), ref], cwd=ROOT,
-                   check=True)
-    return path
-
-
 def table(runs: list[dict[str, Any]]) -> list[str]:
     lines = ["| path | purchases | examples MiB (per rank) | driver peak MiB (before fit) | "
              "worker peak MiB (max) | loop samples/s | fit s | prepare s |",
@@ -211,23 +207,20 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     load = [os.getloadavg()[0]]
     runs = []
-    with tempfile.TemporaryDirectory(prefix="data-scaling-wt-") as tmp:
-        old = worktree(args.baseline_ref, Path(tmp) / "baseline") if args.baseline_ref else None
-        try:
-            for scale in args.scales:
-                folder = shop_folder(scale * args.base, Path(tmp), args)
-                for path, code in (("shards", ROOT), ("baseline", old)):
-                    if code is None or (path == "baseline" and scale not in args.baseline_scales):
-                        continue
-                    run = {"path": path, "scale": scale,
-                           **measure(code, scale * args.base, folder, args)}
-                    print(json.dumps(run), flush=True)
-                    runs.append(run)
-                shutil.rmtree(folder)
-        finally:
-            if old is not None:
-                subprocess.run(["git", "worktree", "remove", "--force", str(old)], cwd=ROOT,
-                               check=False)
+    refs = {"baseline": args.baseline_ref} if args.baseline_ref else {}
+    with tempfile.TemporaryDirectory(prefix="data-scaling-wt-") as tmp, \
+            worktrees(refs, Path(tmp)) as codes:
+        old = codes.get("baseline")
+        for scale in args.scales:
+            folder = shop_folder(scale * args.base, Path(tmp), args)
+            for path, code in (("shards", ROOT), ("baseline", old)):
+                if code is None or (path == "baseline" and scale not in args.baseline_scales):
+                    continue
+                run = {"path": path, "scale": scale,
+                       **measure(code, scale * args.base, folder, args)}
+                print(json.dumps(run), flush=True)
+                runs.append(run)
+            shutil.rmtree(folder)
     load.append(os.getloadavg()[0])
     report = [f"# data_scaling: base {args.base:,} interactions per window, scales {args.scales}, "
               f"{args.num_workers} workers, {args.max_steps} steps (load {load[0]:.2f} -> "

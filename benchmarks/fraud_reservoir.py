@@ -35,6 +35,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from git_worktree import worktrees
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 OURS, HGB = "incremental", "hist_gradient_boosting"
@@ -118,23 +120,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout-s", type=float, default=1800.0, help="per run")
     args = parser.parse_args(argv)
     rows = []
-    with tempfile.TemporaryDirectory(prefix="fraud-reservoir-") as tmp:
-        codes = {"uniform": Path(tmp) / "uniform", "class-split": Path(tmp) / "class-split"}
-        for code, ref in zip(codes.values(), (args.baseline_ref, args.candidate_ref)):
-            subprocess.run(["git", "worktree", "add", "-q", "--detach", str(code), ref],
-                           cwd=REPO, check=True)
-        try:
-            ulb = str(Path(args.ulb_path).resolve())
-            for source in args.sources:
-                for delay in args.delays:
-                    for name, code in codes.items():
-                        result = run(code, source, delay, args.capacity, ulb,
-                                     Path(tmp) / f"{name}-{source}-{delay}", args.timeout_s)
-                        rows.append(row(name, source, delay, result))
-        finally:
-            for code in codes.values():
-                subprocess.run(["git", "worktree", "remove", "--force", str(code)], cwd=REPO,
-                               check=False)
+    refs = {"uniform": args.baseline_ref, "class-split": args.candidate_ref}
+    with tempfile.TemporaryDirectory(prefix="fraud-reservoir-") as tmp, \
+            worktrees(refs, Path(tmp)) as codes:
+        ulb = str(Path(args.ulb_path).resolve())
+        for source in args.sources:
+            for delay in args.delays:
+                for name, code in codes.items():
+                    result = run(code, source, delay, args.capacity, ulb,
+                                 Path(tmp) / f"{name}-{source}-{delay}", args.timeout_s)
+                    rows.append(row(name, source, delay, result))
     table = markdown(rows, args.capacity)
     print(table)
     RESULTS.mkdir(parents=True, exist_ok=True)
