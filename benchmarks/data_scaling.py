@@ -68,6 +68,10 @@ class PeakRss(threading.Thread):
 
 
 def nbytes(examples: Any) -> int:
+    """The examples' bytes once built (``WindowExamples.nbytes``; summed here for a
+    baseline checkout that predates it)."""
+    if isinstance(getattr(examples, "nbytes", None), int):
+        return int(examples.nbytes)
     return sum(getattr(part, name).nbytes for part in (examples.rec, examples.fraud)
                for name in vars(part))
 

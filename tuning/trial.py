@@ -125,7 +125,7 @@ def _fresh_state(up: Update, cfg: TrainConfig, device: torch.device) -> _State:
     optimizer = build_optimizer(model, cfg)
     if up.parent is not None and up.parent.optimizer is not None:
         restore_optimizer_state(optimizer, model, *up.parent.optimizer)
-    return _State(model, up.examples, optimizer, 0)
+    return _State(model, up.examples.materialized(), optimizer, 0)
 
 
 def _resumed_state(up: Update, cfg: TrainConfig, device: torch.device,

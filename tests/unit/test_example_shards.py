@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow.fs
 import pyarrow.ipc
 import pytest
 
 from tests.unit.tiny_shop import TINY, tiny_window
-from training.features.examples import WindowExamples
+from training.data.schema import WindowData
+from training.features import profile as profiles
+from training.features.examples import RepeatPlan, WindowExamples
 from training.features.history import PurchaseHistory
 from training.fit import example_shards
 from training.fit.engine import global_steps, rows_steps
@@ -96,3 +100,66 @@ def test_a_shard_with_other_row_counts_is_refused(examples: WindowExamples, tmp_
     manifest["fraud_rows"] += change  # rank 0 now expects one row fewer, or one more
     with pytest.raises(ExampleShardError, match="rank 0's examples.*fraud-0.arrow"):
         read_example_shard(str(tmp_path), fs, 0, 2, manifest)
+
+
+@pytest.fixture(scope="module")
+def deferred() -> tuple[WindowExamples, WindowExamples]:
+    """(examples built at once, the same with their repeat features deferred) of a window
+    after a first one: fresh rows with repeat features, and replayed rows older than the
+    snapshot (zeros) mixed in."""
+    first = tiny_window()
+    later = first.interactions.assign(ts=first.interactions["ts"] + pd.Timedelta(days=3))
+    later = pd.concat([later, later.assign(ts=later["ts"] + pd.Timedelta(days=1))])
+    mixed = pd.concat([first.interactions.iloc[:6], later], ignore_index=True)
+    window = WindowData("w1", first.items, mixed, first.transactions)
+    model = init_model(TINY, window)
+    history = PurchaseHistory(TINY.history_len).update(first.interactions)
+    return (WindowExamples.build(model, window, history),
+            WindowExamples.build(model, window, history, defer_repeat=True))
+
+
+def test_deferred_repeat_features_build_the_same_examples(
+        deferred: tuple[WindowExamples, WindowExamples]) -> None:
+    eager, lazy = deferred
+    assert lazy.repeat is not None and lazy.rec.rep_feats.shape[1] == 0
+    assert lazy.nbytes == eager.nbytes
+    assert eager.rec.rep_items.any()  # fresh rows have own items
+    assert not eager.rec.rep_items[lazy.repeat.positions.min() - 1].any()  # a replayed row
+    _same(lazy.materialized(), eager)
+    with pytest.raises(ValueError, match="repeat features not built"):
+        lazy.shard(0, 2)
+
+
+@pytest.mark.parametrize(("world", "block_rows", "merge_rows"), [(1, 65_536, 2_000_000),
+                                                                 (2, 5, 40), (3, 4, 1)])
+def test_deferred_examples_stream_into_the_same_shards(
+        deferred: tuple[WindowExamples, WindowExamples], tmp_path: Path, world: int,
+        block_rows: int, merge_rows: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Written a group of users at a time (several groups, blocks that cut through them),
+    never built whole, and read back as the examples built at once."""
+    eager, lazy = deferred
+    monkeypatch.setattr(example_shards, "BLOCK_ROWS", block_rows)
+    monkeypatch.setattr(profiles, "MERGE_ROWS", merge_rows)
+    assert lazy.repeat is not None
+    groups = sum(1 for _ in lazy.repeat.parts())
+    assert groups > 1 if merge_rows < 100 else groups == 1
+
+    def whole(*_: object) -> None:
+        raise AssertionError("the writer built every repeat feature at once")
+
+    monkeypatch.setattr(RepeatPlan, "materialize", whole)
+    fs = pyarrow.fs.LocalFileSystem()
+    write_example_shards(lazy, world, str(tmp_path), fs)
+    manifest = read_manifest(str(tmp_path), fs)
+    for rank in range(world):
+        _same(read_example_shard(str(tmp_path), fs, rank, world, manifest),
+              eager.shard(rank, world))
+
+
+def test_repeat_groups_out_of_row_order_are_refused(
+        deferred: tuple[WindowExamples, WindowExamples]) -> None:
+    _, lazy = deferred
+    assert lazy.repeat is not None
+    backwards = replace(lazy.repeat, positions=lazy.repeat.positions[::-1].copy())
+    with pytest.raises(RuntimeError, match="out of row order"):
+        list(replace(lazy, repeat=backwards).rec_blocks(4))

@@ -6,9 +6,10 @@ Examples are plain numpy arrays so they shard cheaply across Ray Train workers
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import torch
 
 from training.data.schema import WindowData
 from training.features.history import PurchaseHistory, history_matrix, purchases
-from training.features.profile import REPEAT_FEATURES, RepeatFeatures
+from training.features.profile import REPEAT_FEATURES, PurchaseProfile, RepeatFeatures
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
 
 
@@ -94,7 +95,16 @@ class FraudExamples:
 
 def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
                  history: PurchaseHistory) -> RecExamples:
-    """Every purchase in the window, with the buyer's previous ``history_len`` items.
+    """Every purchase in the window, with the buyer's previous ``history_len`` items and
+    repeat features (:func:`deferred_rec_examples`, built at once)."""
+    rows, plan = deferred_rec_examples(model, interactions, history)
+    return plan.materialize(rows)
+
+
+def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
+                          history: PurchaseHistory) -> tuple[RecExamples, RepeatPlan]:
+    """Every purchase in the window, with the buyer's previous ``history_len`` items, its
+    repeat arrays left empty (zero width), and the :class:`RepeatPlan` that builds them.
 
     Earlier windows' purchases come from ``history``; each purchase sees the ones made
     before its basket (not the basket's other lines), so replayed old rows mixed into a
@@ -124,27 +134,77 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
         hist[:, length - lag] = np.where(ok, items[np.maximum(src, 0)], 0)
     keep = both["_new"].to_numpy()
     new_rows = both.loc[keep]
-    rep = repeat_rows(model, history, new_rows)
+    plan = repeat_plan(model, history, new_rows)
+    rep = plan.empty(len(new_rows), 0)
     pop = item_popularity(model, history)
     user_idx = model.users.lookup(new_rows["user_id"])
     return RecExamples(user_idx, hist[keep], items[keep], rep.items, rep.features,
                        pop[items[keep]], pop,
-                       target_frequency(items[keep], len(model.items)))
+                       target_frequency(items[keep], len(model.items))), plan
 
 
-def repeat_rows(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
-                ) -> RepeatFeatures:
-    """Repeat features of purchase ``rows``: those bought after the history's snapshot see
-    the snapshot plus their user's earlier baskets among them
-    (:meth:`PurchaseProfile.basket_features`); older rows (replayed, carried) get zeros:
-    their own snapshot is gone, and the current one may hold the row itself."""
-    per_user = model.cfg.repeat_items
+@dataclass(frozen=True)
+class RepeatPlan:
+    """The repeat features of a window's rec rows, to build: purchase ``rows`` bought after
+    the profile's snapshot go to example rows ``positions`` (ascending); every other row
+    (replayed, carried: older than the snapshot, which may hold the row itself) keeps
+    zeros. They are ~93% of a window's example bytes, so the Ray path builds them a group
+    of users at a time while it writes the rank files (:meth:`WindowExamples.rec_blocks`)
+    instead of holding them whole."""
+
+    profile: PurchaseProfile
+    rows: pd.DataFrame
+    positions: np.ndarray
+    per_user: int
+    lookup: Callable[[np.ndarray], np.ndarray]
+
+    def empty(self, n: int, width: int) -> RepeatFeatures:
+        """Zero repeat arrays for ``n`` rows, ``width`` items each."""
+        return RepeatFeatures(np.zeros((n, width), dtype=np.int64),
+                              np.zeros((n, width, len(REPEAT_FEATURES)), dtype=np.float32))
+
+    def materialize(self, rec: RecExamples) -> RecExamples:
+        """``rec`` (its repeat arrays empty) with every row's repeat features built."""
+        out = self.empty(len(rec), self.per_user)
+        self.profile.basket_features(self.rows, self.per_user, self.lookup, out,
+                                     self.positions)
+        return replace(rec, rep_items=out.items, rep_feats=out.features)
+
+    def block(self, rec: RecExamples, start: int, stop: int, parts: Sequence[
+            tuple[np.ndarray, RepeatFeatures]]) -> RecExamples:
+        """Rows ``start``..``stop``-1 of ``rec`` with their repeat features from ``parts``
+        (:meth:`parts`' groups that hold them; other rows zeros)."""
+        block = rec.take(np.arange(start, stop))
+        out = self.empty(stop - start, self.per_user)
+        for where, part in parts:
+            lo, hi = np.searchsorted(where, [start, stop])
+            out.items[where[lo:hi] - start] = part.items[lo:hi]
+            out.features[where[lo:hi] - start] = part.features[lo:hi]
+        return replace(block, rep_items=out.items, rep_feats=out.features)
+
+    def parts(self) -> Iterator[tuple[np.ndarray, RepeatFeatures]]:
+        """(example row positions, ascending, their features) a group of users at a time,
+        each group after the previous one in row order."""
+        after = -1
+        for at, part in self.profile.basket_feature_groups(self.rows, self.per_user,
+                                                           self.lookup):
+            where = self.positions[at]
+            if len(where) and (where[0] <= after or np.any(np.diff(where) <= 0)):
+                raise RuntimeError("repeat feature groups out of row order: rows must be "
+                                   "sorted by user_id")
+            after = int(where[-1]) if len(where) else after
+            yield where, part
+
+
+def repeat_plan(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
+                ) -> RepeatPlan:
+    """The :class:`RepeatPlan` of purchase ``rows`` (their positions are the rows' order):
+    those bought after the history's snapshot see the snapshot plus their user's earlier
+    baskets among them (:meth:`PurchaseProfile.basket_features`)."""
     as_of = history.profile.as_of
     fresh = np.ones(len(rows), dtype=bool) if as_of is None else (rows["ts"] > as_of).to_numpy()
-    out = RepeatFeatures(np.zeros((len(rows), per_user), dtype=np.int64),
-                         np.zeros((len(rows), per_user, len(REPEAT_FEATURES)), dtype=np.float32))
-    return history.profile.basket_features(rows[fresh], per_user, model.items.lookup, out,
-                                           np.flatnonzero(fresh))
+    return RepeatPlan(history.profile, rows[fresh], np.flatnonzero(fresh),
+                      model.cfg.repeat_items, model.items.lookup)
 
 
 def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
@@ -180,14 +240,59 @@ FRAUD_FIELDS: tuple[str, ...] = ("features", "amount", "user_idx", "hist_idx", "
 
 @dataclass
 class WindowExamples:
+    """A fit's rec and fraud rows. With ``repeat`` set, the rec rows' repeat arrays are
+    still to build (zero width until then): :meth:`materialized` builds them whole for an
+    in-process fit, :meth:`rec_blocks` a block at a time for the rank files."""
+
     rec: RecExamples
     fraud: FraudExamples
+    repeat: RepeatPlan | None = None
 
     @classmethod
-    def build(cls, model: ShopStreamModel, window: WindowData,
-              history: PurchaseHistory) -> WindowExamples:
-        return cls(rec_examples(model, window.interactions, history),
-                   fraud_examples(model, window.transactions, history))
+    def build(cls, model: ShopStreamModel, window: WindowData, history: PurchaseHistory,
+              defer_repeat: bool = False) -> WindowExamples:
+        rec, plan = deferred_rec_examples(model, window.interactions, history)
+        fraud = fraud_examples(model, window.transactions, history)
+        return cls(rec, fraud, plan) if defer_repeat else cls(plan.materialize(rec), fraud)
+
+    def materialized(self) -> WindowExamples:
+        """These examples with every array built (themselves when nothing is deferred)."""
+        if self.repeat is None:
+            return self
+        return WindowExamples(self.repeat.materialize(self.rec), self.fraud)
+
+    def rec_head(self) -> RecExamples:
+        """No rec row, with every array at its built shape (a deferred plan's full width)."""
+        if self.repeat is None:
+            return self.rec.take(np.arange(0))
+        return self.repeat.block(self.rec, 0, 0, [])
+
+    def rec_blocks(self, block_rows: int) -> Iterator[RecExamples]:
+        """The rec rows in order, built, as blocks of at most ``block_rows`` rows: with a
+        deferred plan, only the rows of one group of users and one block are built at a
+        time."""
+        n, plan = len(self.rec), self.repeat
+        if plan is None:
+            for start in range(0, n, block_rows):
+                yield self.rec.take(np.arange(start, min(n, start + block_rows)))
+            return
+        start = 0
+        # The group of ``n`` last: it emits the rows after the last fresh one (zeros).
+        end = (np.asarray([n], dtype=np.int64), plan.empty(0, plan.per_user))
+        for where, part in itertools.chain(plan.parts(), [end]):
+            stop = min(n, int(where[-1]) + 1) if len(where) else start
+            for at in range(start, stop, block_rows):
+                yield plan.block(self.rec, at, min(stop, at + block_rows), [(where, part)])
+            start = max(start, stop)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of every array once built (a deferred plan's repeat arrays included)."""
+        rows = [getattr(task, f.name) for task in (self.rec, self.fraud) for f in fields(task)]
+        size = sum(array.nbytes for array in rows)
+        if self.repeat is not None:  # int64 items and float32 features per repeat slot
+            size += len(self.rec) * self.repeat.per_user * (8 + 4 * len(REPEAT_FEATURES))
+        return size
 
     @classmethod
     def build_over(cls, model: ShopStreamModel, windows: list[WindowData],
@@ -203,8 +308,14 @@ class WindowExamples:
                    FraudExamples(*(np.concatenate([getattr(f, name) for f in fraud])
                                    for name in FRAUD_FIELDS)))
 
+    def require_built(self) -> None:
+        """ValueError while the repeat arrays are still to build."""
+        if self.repeat is not None:
+            raise ValueError("examples: repeat features not built yet (materialized() first)")
+
     def shard(self, rank: int, world_size: int) -> WindowExamples:
         """Every ``world_size``-th example from ``rank``: disjoint, covering all rows."""
+        self.require_built()
         return WindowExamples(self.rec.take(np.arange(rank, len(self.rec), world_size)),
                               self.fraud.take(np.arange(rank, len(self.fraud), world_size)))
 
@@ -262,6 +373,7 @@ def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives
     """
     if id_dropout and drop_rng is None:
         raise ValueError("id_dropout: needs drop_rng")
+    examples.require_built()
     rec_order = rng.permutation(len(examples.rec))
     fraud_order = rng.permutation(len(examples.fraud))
     rec_parts = np.array_split(rec_order, steps)

@@ -14,7 +14,7 @@ itself leaks into its own features. Stored with a version as Parquet (never pick
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -176,9 +176,20 @@ class PurchaseProfile:
         where = np.arange(n) if positions is None else np.asarray(positions)
         if len(where) != n:
             raise ValueError(f"positions: {len(where)} for {n} rows")
-        items, feats = out.items, out.features
-        if not n or not per_user:
-            return out
+        for at, part in self.basket_feature_groups(rows, per_user, lookup):
+            out.items[where[at]], out.features[where[at]] = part.items, part.features
+        return out
+
+    def basket_feature_groups(self, rows: pd.DataFrame, per_user: int,
+                              lookup: Callable[[np.ndarray], np.ndarray]
+                              ) -> Iterator[tuple[np.ndarray, RepeatFeatures]]:
+        """:meth:`basket_features` one group of users at a time: (positions in ``rows``,
+        ascending, and their features). Groups follow the users' sorted order, so when
+        ``rows`` are sorted by user each group's positions come after the previous
+        group's: a caller can write the rows out as the groups come, never holding them
+        all."""
+        if not len(rows) or not per_user:
+            return
         rows = rows[["user_id", "item_id", "ts"]].astype({"user_id": str, "item_id": str})
         pairs = self.pairs.astype({"user_id": str, "item_id": str})
         # Every basket pairs with each earlier purchase of its user: the work (and memory)
@@ -188,11 +199,9 @@ class PurchaseProfile:
         pair_group = pairs["user_id"].map(group).fillna(-1).astype(np.int64)
         pair_rows = pair_group.groupby(pair_group).indices
         row_group = rows["user_id"].map(group)
-        for g, at in row_group.groupby(row_group).indices.items():
-            part = basket_group(rows.iloc[at], pairs.iloc[pair_rows.get(g, [])], per_user,
-                                lookup)
-            items[where[at]], feats[where[at]] = part.items, part.features
-        return out
+        for g, at in sorted(row_group.groupby(row_group).indices.items()):
+            yield at, basket_group(rows.iloc[at], pairs.iloc[pair_rows.get(g, [])], per_user,
+                                   lookup)
 
     def save(self, directory: Path) -> list[Path]:
         """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""

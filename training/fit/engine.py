@@ -322,6 +322,7 @@ def fit(model: ShopStreamModel, examples: WindowExamples, cfg: TrainConfig,
     optimizer = build_optimizer(student, cfg)
     if optimizer_state is not None:
         restore_optimizer_state(optimizer, student, *optimizer_state)
+    examples = examples.materialized()
     steps, total = total_steps(examples, 1, cfg)
     scheduler = build_scheduler(optimizer, total, cfg)
     objective = build_objective(student, teacher, cfg, settings)

@@ -30,6 +30,7 @@ in the worker needs no scheduling at all. See docs/trainer.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from dataclasses import fields
 from typing import Any
@@ -92,18 +93,27 @@ def from_table(table: pa.Table, shapes: dict[str, list[int]]) -> dict[str, np.nd
 def write_example_shards(examples: WindowExamples, world: int, root: str,
                          fs: pyarrow.fs.FileSystem) -> dict[str, Any]:
     """Write each of ``world`` ranks' shard of ``examples`` under ``root`` on ``fs``; returns
-    the manifest."""
+    the manifest. Rows go out in order, a block at a time (:meth:`WindowExamples.rec_blocks`:
+    repeat features still to build are built a group of users at a time), so the driver
+    never holds a second copy of the examples, nor, when they are deferred, their repeat
+    arrays at all."""
     if world < 1:
         raise ValueError(f"num_workers: must be >= 1, got {world}")
     fs.create_dir(root, recursive=True)
-    shapes = {name: list(array.shape[1:]) for task in (examples.rec, examples.fraud)
+    rec_head = examples.rec_head()
+    shapes = {name: list(array.shape[1:]) for task in (rec_head, examples.fraud)
               for name, array in row_arrays(task).items()}
     manifest = {"world": world, "rec_rows": len(examples.rec),
                 "fraud_rows": len(examples.fraud), "shapes": shapes}
-    for rank in range(world):
-        for task, part in (("rec", examples.rec), ("fraud", examples.fraud)):
-            write_rows(part, np.arange(rank, len(part), world),
-                       f"{root}/{shard_file(task, rank)}", fs)
+    fraud = examples.fraud
+    fraud_blocks = (fraud.take(np.arange(at, min(len(fraud), at + BLOCK_ROWS)))
+                    for at in range(0, len(fraud), BLOCK_ROWS))
+    for task, head, blocks in (("rec", rec_head, examples.rec_blocks(BLOCK_ROWS)),
+                               ("fraud", fraud.take(np.arange(0)), fraud_blocks)):
+        with RankWriters([f"{root}/{shard_file(task, rank)}" for rank in range(world)],
+                         to_table(row_arrays(head)).schema, fs) as writers:
+            for block in blocks:
+                writers.append(row_arrays(block))
     items = save_arrays({name: np.ascontiguousarray(getattr(examples.rec, name))
                          for name in ITEM_ARRAYS})
     with fs.open_output_stream(f"{root}/{ITEMS_FILE}") as out:
@@ -114,20 +124,63 @@ def write_example_shards(examples: WindowExamples, world: int, root: str,
     return manifest
 
 
-def write_rows(examples: RecExamples | FraudExamples, rows: np.ndarray, path: str,
-               fs: pyarrow.fs.FileSystem) -> None:
-    """``examples``' ``rows``, in that order, as one Arrow IPC file of :data:`BLOCK_ROWS`-row
-    record batches (a file with no batch when ``rows`` is empty)."""
-    schema = to_table(row_arrays(examples.take(rows[:0]))).schema
-    with fs.open_output_stream(path) as out, pa.ipc.new_file(out, schema) as writer:
-        for start in range(0, len(rows), BLOCK_ROWS):
-            block = examples.take(rows[start:start + BLOCK_ROWS])
-            writer.write_table(to_table(row_arrays(block)))
+class RankWriters:
+    """One Arrow IPC file per rank, fed rows in their global order: row ``i`` goes to rank
+    ``i % world`` (:meth:`WindowExamples.shard`'s rows), written as record batches of
+    :data:`BLOCK_ROWS` rows (the last one shorter; a file with no batch when a rank has no
+    row)."""
+
+    def __init__(self, paths: list[str], schema: pa.Schema,
+                 fs: pyarrow.fs.FileSystem) -> None:
+        self.paths, self.schema, self.fs = paths, schema, fs
+        self.rows = 0
+        self.pending: list[list[dict[str, np.ndarray]]] = [[] for _ in paths]
+        self.stack = contextlib.ExitStack()
+        self.writers: list[pa.ipc.RecordBatchFileWriter] = []
+
+    def __enter__(self) -> RankWriters:
+        for path in self.paths:
+            out = self.stack.enter_context(self.fs.open_output_stream(path))
+            self.writers.append(self.stack.enter_context(pa.ipc.new_file(out, self.schema)))
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            if exc[0] is None:
+                for rank in range(len(self.paths)):
+                    self.flush(rank, final=True)
+        finally:
+            self.stack.close()
+
+    def append(self, arrays: dict[str, np.ndarray]) -> None:
+        """The next rows, in global order, to their ranks."""
+        world = len(self.paths)
+        n = len(next(iter(arrays.values())))
+        for rank in range(world):
+            mine = np.arange((rank - self.rows) % world, n, world)
+            if len(mine):
+                self.pending[rank].append({k: v[mine] for k, v in arrays.items()})
+                self.flush(rank)
+        self.rows += n
+
+    def flush(self, rank: int, final: bool = False) -> None:
+        """Write rank ``rank``'s whole blocks held (and, ``final``, the rest)."""
+        held = self.pending[rank]
+        count = sum(len(next(iter(part.values()))) for part in held)
+        if not held or (count < BLOCK_ROWS and not final):
+            return
+        joined = {k: np.concatenate([part[k] for part in held]) for k in held[0]}
+        whole = count if final else count - count % BLOCK_ROWS
+        for at in range(0, whole, BLOCK_ROWS):
+            block = {k: v[at:min(whole, at + BLOCK_ROWS)] for k, v in joined.items()}
+            self.writers[rank].write_table(to_table(block))
+        self.pending[rank] = [] if whole == count else \
+            [{k: v[whole:] for k, v in joined.items()}]
 
 
 def read_rows(root: str, fs: pyarrow.fs.FileSystem, name: str, n_rows: int,
               shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
-    """The arrays of ``root/name`` (:func:`write_rows`), filled one record batch at a time
+    """The arrays of ``root/name`` (:class:`RankWriters`), filled one record batch at a time
     into arrays of ``n_rows`` rows (its whole table is never held beside them);
     ExampleShardError when the file holds another number of rows."""
     with fs.open_input_file(f"{root}/{name}") as stream:

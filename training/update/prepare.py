@@ -137,7 +137,9 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
         mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.continual.holdout_frac,
                                               inc.continual.label_delay))
     vocab = prepare_window(model, mixed)
-    examples = WindowExamples.build(model, mixed, history)
+    # Repeat features are built when the fit needs them: whole for an in-process fit, a
+    # group of users at a time while the Ray path writes each rank's file.
+    examples = WindowExamples.build(model, mixed, history, defer_repeat=True)
     incumbent = load_incumbent(store, start) if start.source == START_HEAD else teacher
     return Update(parent, windows, window, train_part, holdout, replay, history, model,
                   teacher, mixed, vocab, examples, start, incumbent)
