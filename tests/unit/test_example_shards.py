@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,9 +14,11 @@ import pytest
 
 from tests.unit.tiny_shop import TINY, tiny_window
 from training.data.schema import WindowData
+from training.features import examples as example_module
 from training.features import profile as profiles
-from training.features.examples import RepeatPlan, WindowExamples
+from training.features.examples import RecExamples, WindowExamples
 from training.features.history import PurchaseHistory
+from training.features.repeat_plan import RepeatPlan
 from training.fit import example_shards
 from training.fit.engine import global_steps, rows_steps
 from training.fit.example_shards import (
@@ -121,10 +124,10 @@ def deferred() -> tuple[WindowExamples, WindowExamples]:
 def test_deferred_repeat_features_build_the_same_examples(
         deferred: tuple[WindowExamples, WindowExamples]) -> None:
     eager, lazy = deferred
-    assert lazy.repeat is not None and lazy.rec.rep_feats.shape[1] == 0
+    assert len(lazy.repeat) == 1 and lazy.rec.rep_feats.shape[1] == 0
     assert lazy.nbytes == eager.nbytes
     assert eager.rec.rep_items.any()  # fresh rows have own items
-    assert not eager.rec.rep_items[lazy.repeat.positions.min() - 1].any()  # a replayed row
+    assert not eager.rec.rep_items[lazy.repeat[0].positions.min() - 1].any()  # replayed
     _same(lazy.materialized(), eager)
     with pytest.raises(ValueError, match="repeat features not built"):
         lazy.shard(0, 2)
@@ -140,14 +143,17 @@ def test_deferred_examples_stream_into_the_same_shards(
     eager, lazy = deferred
     monkeypatch.setattr(example_shards, "BLOCK_ROWS", block_rows)
     monkeypatch.setattr(profiles, "MERGE_ROWS", merge_rows)
-    assert lazy.repeat is not None
-    groups = sum(1 for _ in lazy.repeat.parts())
+    groups = sum(1 for _ in lazy.repeat[0].parts())
     assert groups > 1 if merge_rows < 100 else groups == 1
 
-    def whole(*_: object) -> None:
-        raise AssertionError("the writer built every repeat feature at once")
+    build = example_module.with_repeat
 
-    monkeypatch.setattr(RepeatPlan, "materialize", whole)
+    def whole(rec: RecExamples, plans: Sequence[RepeatPlan]) -> RecExamples:
+        if len(rec):
+            raise AssertionError("the writer built every repeat feature at once")
+        return build(rec, plans)
+
+    monkeypatch.setattr(example_module, "with_repeat", whole)
     fs = pyarrow.fs.LocalFileSystem()
     write_example_shards(lazy, world, str(tmp_path), fs)
     manifest = read_manifest(str(tmp_path), fs)
@@ -159,7 +165,30 @@ def test_deferred_examples_stream_into_the_same_shards(
 def test_repeat_groups_out_of_row_order_are_refused(
         deferred: tuple[WindowExamples, WindowExamples]) -> None:
     _, lazy = deferred
-    assert lazy.repeat is not None
-    backwards = replace(lazy.repeat, positions=lazy.repeat.positions[::-1].copy())
+    plan = lazy.repeat[0]
+    backwards = replace(plan, positions=plan.positions[::-1].copy())
     with pytest.raises(RuntimeError, match="out of row order"):
-        list(replace(lazy, repeat=backwards).rec_blocks(4))
+        list(replace(lazy, repeat=(backwards,)).rec_blocks(4))
+    # Two plans whose rows overlap (a second window's plan not shifted past the first's).
+    with pytest.raises(RuntimeError, match="out of row order"):
+        list(replace(lazy, repeat=(plan, plan)).rec_blocks(4))
+
+
+def test_a_full_retrain_defers_every_window_and_builds_the_same_rows(
+        deferred: tuple[WindowExamples, WindowExamples], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    first = tiny_window()
+    later = WindowData("w1", first.items, first.interactions.assign(
+        ts=first.interactions["ts"] + pd.Timedelta(days=3)), first.transactions)
+    model = init_model(TINY, later)
+    history = PurchaseHistory(TINY.history_len)
+    eager = WindowExamples.build_over(model, [first, later], history)
+    lazy = WindowExamples.build_over(model, [first, later], history, defer_repeat=True)
+    assert len(lazy.repeat) == 2 and eager.rec.rep_items[len(first.interactions):].any()
+    _same(lazy.materialized(), eager)
+    monkeypatch.setattr(example_shards, "BLOCK_ROWS", 3)
+    fs = pyarrow.fs.LocalFileSystem()
+    write_example_shards(lazy, 2, str(tmp_path), fs)
+    manifest = read_manifest(str(tmp_path), fs)
+    for rank in range(2):
+        _same(read_example_shard(str(tmp_path), fs, rank, 2, manifest), eager.shard(rank, 2))

@@ -6,9 +6,8 @@ Examples are plain numpy arrays so they shard cheaply across Ray Train workers
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -17,7 +16,8 @@ import torch
 
 from training.data.schema import WindowData
 from training.features.history import PurchaseHistory, history_matrix, purchases
-from training.features.profile import REPEAT_FEATURES, PurchaseProfile, RepeatFeatures
+from training.features.profile import REPEAT_FEATURES
+from training.features.repeat_plan import RepeatPlan, empty_repeat, repeat_blocks
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
 
 
@@ -98,7 +98,15 @@ def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     """Every purchase in the window, with the buyer's previous ``history_len`` items and
     repeat features (:func:`deferred_rec_examples`, built at once)."""
     rows, plan = deferred_rec_examples(model, interactions, history)
-    return plan.materialize(rows)
+    return with_repeat(rows, [plan])
+
+
+def with_repeat(rec: RecExamples, plans: Sequence[RepeatPlan]) -> RecExamples:
+    """``rec`` (its repeat arrays empty) with every row's repeat features built."""
+    out = empty_repeat(len(rec), plans[0].per_user if plans else 0)
+    for plan in plans:
+        plan.fill(out)
+    return replace(rec, rep_items=out.items, rep_feats=out.features)
 
 
 def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
@@ -135,65 +143,12 @@ def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     keep = both["_new"].to_numpy()
     new_rows = both.loc[keep]
     plan = repeat_plan(model, history, new_rows)
-    rep = plan.empty(len(new_rows), 0)
+    rep = empty_repeat(len(new_rows), 0)
     pop = item_popularity(model, history)
     user_idx = model.users.lookup(new_rows["user_id"])
     return RecExamples(user_idx, hist[keep], items[keep], rep.items, rep.features,
                        pop[items[keep]], pop,
                        target_frequency(items[keep], len(model.items))), plan
-
-
-@dataclass(frozen=True)
-class RepeatPlan:
-    """The repeat features of a window's rec rows, to build: purchase ``rows`` bought after
-    the profile's snapshot go to example rows ``positions`` (ascending); every other row
-    (replayed, carried: older than the snapshot, which may hold the row itself) keeps
-    zeros. They are ~93% of a window's example bytes, so the Ray path builds them a group
-    of users at a time while it writes the rank files (:meth:`WindowExamples.rec_blocks`)
-    instead of holding them whole."""
-
-    profile: PurchaseProfile
-    rows: pd.DataFrame
-    positions: np.ndarray
-    per_user: int
-    lookup: Callable[[np.ndarray], np.ndarray]
-
-    def empty(self, n: int, width: int) -> RepeatFeatures:
-        """Zero repeat arrays for ``n`` rows, ``width`` items each."""
-        return RepeatFeatures(np.zeros((n, width), dtype=np.int64),
-                              np.zeros((n, width, len(REPEAT_FEATURES)), dtype=np.float32))
-
-    def materialize(self, rec: RecExamples) -> RecExamples:
-        """``rec`` (its repeat arrays empty) with every row's repeat features built."""
-        out = self.empty(len(rec), self.per_user)
-        self.profile.basket_features(self.rows, self.per_user, self.lookup, out,
-                                     self.positions)
-        return replace(rec, rep_items=out.items, rep_feats=out.features)
-
-    def block(self, rec: RecExamples, start: int, stop: int, parts: Sequence[
-            tuple[np.ndarray, RepeatFeatures]]) -> RecExamples:
-        """Rows ``start``..``stop``-1 of ``rec`` with their repeat features from ``parts``
-        (:meth:`parts`' groups that hold them; other rows zeros)."""
-        block = rec.take(np.arange(start, stop))
-        out = self.empty(stop - start, self.per_user)
-        for where, part in parts:
-            lo, hi = np.searchsorted(where, [start, stop])
-            out.items[where[lo:hi] - start] = part.items[lo:hi]
-            out.features[where[lo:hi] - start] = part.features[lo:hi]
-        return replace(block, rep_items=out.items, rep_feats=out.features)
-
-    def parts(self) -> Iterator[tuple[np.ndarray, RepeatFeatures]]:
-        """(example row positions, ascending, their features) a group of users at a time,
-        each group after the previous one in row order."""
-        after = -1
-        for at, part in self.profile.basket_feature_groups(self.rows, self.per_user,
-                                                           self.lookup):
-            where = self.positions[at]
-            if len(where) and (where[0] <= after or np.any(np.diff(where) <= 0)):
-                raise RuntimeError("repeat feature groups out of row order: rows must be "
-                                   "sorted by user_id")
-            after = int(where[-1]) if len(where) else after
-            yield where, part
 
 
 def repeat_plan(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
@@ -240,78 +195,79 @@ FRAUD_FIELDS: tuple[str, ...] = ("features", "amount", "user_idx", "hist_idx", "
 
 @dataclass
 class WindowExamples:
-    """A fit's rec and fraud rows. With ``repeat`` set, the rec rows' repeat arrays are
+    """A fit's rec and fraud rows. With ``repeat`` plans, the rec rows' repeat arrays are
     still to build (zero width until then): :meth:`materialized` builds them whole for an
     in-process fit, :meth:`rec_blocks` a block at a time for the rank files."""
 
     rec: RecExamples
     fraud: FraudExamples
-    repeat: RepeatPlan | None = None
+    repeat: tuple[RepeatPlan, ...] = ()
 
     @classmethod
     def build(cls, model: ShopStreamModel, window: WindowData, history: PurchaseHistory,
               defer_repeat: bool = False) -> WindowExamples:
         rec, plan = deferred_rec_examples(model, window.interactions, history)
         fraud = fraud_examples(model, window.transactions, history)
-        return cls(rec, fraud, plan) if defer_repeat else cls(plan.materialize(rec), fraud)
-
-    def materialized(self) -> WindowExamples:
-        """These examples with every array built (themselves when nothing is deferred)."""
-        if self.repeat is None:
-            return self
-        return WindowExamples(self.repeat.materialize(self.rec), self.fraud)
-
-    def rec_head(self) -> RecExamples:
-        """No rec row, with every array at its built shape (a deferred plan's full width)."""
-        if self.repeat is None:
-            return self.rec.take(np.arange(0))
-        return self.repeat.block(self.rec, 0, 0, [])
-
-    def rec_blocks(self, block_rows: int) -> Iterator[RecExamples]:
-        """The rec rows in order, built, as blocks of at most ``block_rows`` rows: with a
-        deferred plan, only the rows of one group of users and one block are built at a
-        time."""
-        n, plan = len(self.rec), self.repeat
-        if plan is None:
-            for start in range(0, n, block_rows):
-                yield self.rec.take(np.arange(start, min(n, start + block_rows)))
-            return
-        start = 0
-        # The group of ``n`` last: it emits the rows after the last fresh one (zeros).
-        end = (np.asarray([n], dtype=np.int64), plan.empty(0, plan.per_user))
-        for where, part in itertools.chain(plan.parts(), [end]):
-            stop = min(n, int(where[-1]) + 1) if len(where) else start
-            for at in range(start, stop, block_rows):
-                yield plan.block(self.rec, at, min(stop, at + block_rows), [(where, part)])
-            start = max(start, stop)
-
-    @property
-    def nbytes(self) -> int:
-        """The bytes of every array once built (a deferred plan's repeat arrays included)."""
-        rows = [getattr(task, f.name) for task in (self.rec, self.fraud) for f in fields(task)]
-        size = sum(array.nbytes for array in rows)
-        if self.repeat is not None:  # int64 items and float32 features per repeat slot
-            size += len(self.rec) * self.repeat.per_user * (8 + 4 * len(REPEAT_FEATURES))
-        return size
+        return cls(rec, fraud, (plan,)).materialized() if not defer_repeat else \
+            cls(rec, fraud, (plan,))
 
     @classmethod
     def build_over(cls, model: ShopStreamModel, windows: list[WindowData],
-                   history: PurchaseHistory) -> WindowExamples:
+                   history: PurchaseHistory, defer_repeat: bool = False) -> WindowExamples:
         """Examples of several windows in order, each against the history as of its start
         (what a full retrain trains on: every row point-in-time)."""
         parts = []
         for window in windows:
-            parts.append(cls.build(model, window, history))
+            parts.append(cls.build(model, window, history, defer_repeat=True))
             history = history.update(window.interactions)
+        offsets = np.cumsum([0, *(len(p.rec) for p in parts[:-1])])
         fraud = [p.fraud for p in parts]
-        return cls(RecExamples.concat([p.rec for p in parts]),
-                   FraudExamples(*(np.concatenate([getattr(f, name) for f in fraud])
-                                   for name in FRAUD_FIELDS)))
+        built = cls(RecExamples.concat([p.rec for p in parts]),
+                    FraudExamples(*(np.concatenate([getattr(f, name) for f in fraud])
+                                    for name in FRAUD_FIELDS)),
+                    tuple(plan.shifted(int(at)) for p, at in zip(parts, offsets)
+                          for plan in p.repeat))
+        return built if defer_repeat else built.materialized()
+
+    def materialized(self) -> WindowExamples:
+        """These examples with every array built (themselves when nothing is deferred)."""
+        if not self.repeat:
+            return self
+        return WindowExamples(with_repeat(self.rec, self.repeat), self.fraud)
 
     def require_built(self) -> None:
         """ValueError while the repeat arrays are still to build."""
-        if self.repeat is not None:
+        if self.repeat:
             raise ValueError("examples: repeat features not built yet (materialized() first)")
+
+    def rec_head(self) -> RecExamples:
+        """No rec row, with every array at its built shape."""
+        if not self.repeat:
+            return self.rec.take(np.arange(0))
+        return with_repeat(self.rec.take(np.arange(0)), [replace(
+            plan, rows=plan.rows.iloc[:0], positions=plan.positions[:0]) for plan in
+            self.repeat[:1]])
+
+    def rec_blocks(self, block_rows: int) -> Iterator[RecExamples]:
+        """The rec rows in order, built, as blocks of at most ``block_rows`` rows: with
+        deferred plans, one group of users' repeat features and one block at a time."""
+        n = len(self.rec)
+        if not self.repeat:
+            for start in range(0, n, block_rows):
+                yield self.rec.take(np.arange(start, min(n, start + block_rows)))
+            return
+        for start, stop, rep in repeat_blocks(n, self.repeat, block_rows):
+            yield replace(self.rec.take(np.arange(start, stop)), rep_items=rep.items,
+                          rep_feats=rep.features)
+
+    @property
+    def nbytes(self) -> int:
+        """The bytes of every array once built (deferred repeat arrays included)."""
+        size = sum(getattr(task, f.name).nbytes for task in (self.rec, self.fraud)
+                   for f in fields(task))
+        if self.repeat:  # int64 items and float32 features per repeat slot
+            size += len(self.rec) * self.repeat[0].per_user * (8 + 4 * len(REPEAT_FEATURES))
+        return size
 
     def shard(self, rank: int, world_size: int) -> WindowExamples:
         """Every ``world_size``-th example from ``rank``: disjoint, covering all rows."""

@@ -162,7 +162,8 @@ def full_retrain_start(model_cfg: ModelConfig, windows: Sequence[WindowData]
     windows = list(windows)
     merged = merge_windows(windows)
     model = init_model(model_cfg, merged)
-    examples = WindowExamples.build_over(model, windows, PurchaseHistory(model_cfg.history_len))
+    examples = WindowExamples.build_over(model, windows, PurchaseHistory(model_cfg.history_len),
+                                         defer_repeat=True)
     return merged, model, examples
 
 
