@@ -37,6 +37,10 @@ class ScalingConfig:
         "help": "failed starts of the Ray Train worker group (each waits "
                 "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S, 60 s by default, for its CPUs/GPUs) "
                 "before the update fails; -1: wait forever (an autoscaling cluster)"})
+    examples_memory_mib: int = field(default=1024, metadata={
+        "help": "a Ray Train worker holds its shard of the examples in memory up to this "
+                "many MiB; a larger shard goes to mapped files on the worker's local disk "
+                "(same batches; its resident memory stays bounded, docs/trainer.md)"})
     checkpoint_every: int = field(default=0, metadata={
         "help": "also checkpoint every N steps (0: only at the end)"})
     inject_failure_at_step: int | None = field(default=None, metadata={
@@ -56,5 +60,7 @@ class ScalingConfig:
         require(self.max_failures >= -1, "max_failures", "must be >= -1")
         require(self.start_retries >= -1, "start_retries", "must be >= -1")
         require(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0")
+        require(self.examples_memory_mib >= 0, "examples_memory_mib",
+                f"must be >= 0, got {self.examples_memory_mib}")
         require((self.inject_failure_at_step is None) == (self.inject_failure_marker is None),
                 "inject_failure_at_step", "needs inject_failure_marker too (and vice versa)")

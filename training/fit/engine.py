@@ -54,6 +54,7 @@ class WorkerSettings:
     inject_failure_at_step: int | None = None
     inject_failure_marker: str | None = None
     timing_warmup_steps: int = STEADY_WARMUP_STEPS
+    examples_memory_mib: int = 1024
 
 
 def resolve_device(setting: str) -> torch.device:

@@ -15,7 +15,7 @@ about its own size plus one block on either side, with no decode buffers (a Parq
 held about 3.5 times the shard at its peak)::
 
     examples/
-      manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes"}
+      manifest.json                 {"world", "rec_rows", "fraud_rows", "shapes", "row_bytes"}
       items.safetensors             item_pop, item_freq (indexed by item, shared by ranks)
       rec-<rank>.arrow              that rank's rec rows, one column per array
       fraud-<rank>.arrow            that rank's fraud rows
@@ -42,6 +42,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from training.features.examples import FraudExamples, RecExamples, WindowExamples
+from training.fit.shard_spill import ShardSpill
 
 MANIFEST_FILE = "manifest.json"
 # Rows per record batch: what the writer copies out, and the reader holds about twice, at
@@ -103,8 +104,11 @@ def write_example_shards(examples: WindowExamples, world: int, root: str,
     rec_head = examples.rec_head()
     shapes = {name: list(array.shape[1:]) for task in (rec_head, examples.fraud)
               for name, array in row_arrays(task).items()}
+    row_bytes = {task: sum(a.dtype.itemsize * int(np.prod(a.shape[1:], dtype=np.int64))
+                           for a in row_arrays(head).values())
+                 for task, head in (("rec", rec_head), ("fraud", examples.fraud))}
     manifest = {"world": world, "rec_rows": len(examples.rec),
-                "fraud_rows": len(examples.fraud), "shapes": shapes}
+                "fraud_rows": len(examples.fraud), "shapes": shapes, "row_bytes": row_bytes}
     fraud = examples.fraud
     fraud_blocks = (fraud.take(np.arange(at, min(len(fraud), at + BLOCK_ROWS)))
                     for at in range(0, len(fraud), BLOCK_ROWS))
@@ -179,14 +183,17 @@ class RankWriters:
 
 
 def read_rows(root: str, fs: pyarrow.fs.FileSystem, name: str, n_rows: int,
-              shapes: dict[str, list[int]]) -> dict[str, np.ndarray]:
+              shapes: dict[str, list[int]], spill: ShardSpill | None = None
+              ) -> dict[str, np.ndarray]:
     """The arrays of ``root/name`` (:class:`RankWriters`), filled one record batch at a time
-    into arrays of ``n_rows`` rows (its whole table is never held beside them);
-    ExampleShardError when the file holds another number of rows."""
+    into arrays of ``n_rows`` rows (its whole table is never held beside them), in memory
+    or, with ``spill``, in its mapped files; ExampleShardError when the file holds another
+    number of rows."""
+    allocate = pool_array if spill is None else spill.array
     with fs.open_input_file(f"{root}/{name}") as stream:
         reader = pa.ipc.open_file(stream)
         empty = from_table(reader.schema.empty_table(), shapes)
-        out = {k: pool_array((n_rows, *v.shape[1:]), v.dtype) for k, v in empty.items()}
+        out = {k: allocate((n_rows, *v.shape[1:]), v.dtype) for k, v in empty.items()}
         at = 0
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
@@ -195,6 +202,8 @@ def read_rows(root: str, fs: pyarrow.fs.FileSystem, name: str, n_rows: int,
             for key, values in from_table(pa.Table.from_batches([batch]), shapes).items():
                 out[key][at:at + batch.num_rows] = values
             at += batch.num_rows
+            if spill is not None:
+                spill.release()
         else:
             if at == n_rows:
                 return out
@@ -219,10 +228,18 @@ def shard_file(task: str, rank: int) -> str:
     return f"{task}-{rank}.arrow"
 
 
+def shard_bytes(manifest: dict[str, Any], rank: int, world: int) -> int:
+    """The bytes of rank ``rank``'s arrays (the item arrays aside)."""
+    return sum(len(range(rank, manifest[f"{task}_rows"], world)) * manifest["row_bytes"][task]
+               for task in ("rec", "fraud"))
+
+
 def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: int,
-                       manifest: dict[str, Any]) -> WindowExamples:
-    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks;
-    ``manifest`` is :func:`read_manifest`'s (the caller also needs its row counts)."""
+                       manifest: dict[str, Any], spill: ShardSpill | None = None
+                       ) -> WindowExamples:
+    """Rank ``rank``'s shard as :func:`write_example_shards` wrote it for ``world`` ranks, in
+    memory or in ``spill``'s mapped files; ``manifest`` is :func:`read_manifest`'s (the
+    caller also needs its row counts)."""
     if manifest["world"] != world:
         raise ExampleShardError(
             f"examples at {root} were cut for num_workers={manifest['world']}, "
@@ -236,7 +253,7 @@ def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: i
         expected = len(range(rank, manifest[f"{task}_rows"], world))
         try:
             parts[task] = read_rows(root, fs, shard_file(task, rank), expected,
-                                    manifest["shapes"])
+                                    manifest["shapes"], spill)
         except ExampleShardError as err:
             raise ExampleShardError(f"rank {rank}'s examples: {err}") from err
     return WindowExamples(RecExamples(**parts["rec"], **items), FraudExamples(**parts["fraud"]))

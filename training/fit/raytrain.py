@@ -77,7 +77,8 @@ def worker_settings(inc: IncrementalConfig, has_teacher: bool) -> WorkerSettings
         adv_epsilon=inc.continual.adv_epsilon, adv_steps=inc.continual.adv_steps,
         checkpoint_every=inc.scaling.checkpoint_every,
         inject_failure_at_step=inc.scaling.inject_failure_at_step,
-        inject_failure_marker=inc.scaling.inject_failure_marker)
+        inject_failure_marker=inc.scaling.inject_failure_marker,
+        examples_memory_mib=inc.scaling.examples_memory_mib)
 
 
 def choose_trainer(inc: IncrementalConfig, train_cfg: TrainConfig,

@@ -3,10 +3,12 @@
 Every rank gets the same start state: model, teacher and optimizer moments as a checkpoint
 in Ray Train storage (:mod:`training.fit.start_state`), and reads only its own shard of the
 examples from there (:mod:`training.fit.example_shards`: ``examples.shard(rank, world_size)``,
-steps from the manifest's row counts, so every rank runs as many). It trains it with the engine's
-:func:`training.fit.engine.run_epochs`; this module adds only what Ray needs: start-up,
-DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end (rank 0 writes
-it), and the resume: a restarted worker group goes on from the last reported checkpoint.
+steps from the manifest's row counts, so every rank runs as many), into memory or, above
+``examples_memory_mib``, into mapped local files (:mod:`training.fit.shard_spill`). It trains
+it with the engine's :func:`training.fit.engine.run_epochs`; this module adds only what Ray
+needs: start-up, DDP, a Ray Train checkpoint every ``checkpoint_every`` steps and at the end
+(rank 0 writes it), and the resume: a restarted worker group goes on from the last reported
+checkpoint.
 """
 
 from __future__ import annotations
@@ -40,13 +42,14 @@ from training.fit.engine import (
     seed_torch,
     share_text_cache,
 )
-from training.fit.example_shards import read_example_shard, read_manifest
+from training.fit.example_shards import read_example_shard, read_manifest, shard_bytes
 from training.fit.optim_state import (
     OPTIMIZER_FILE,
     load_optimizer,
     restore_optimizer_state,
     save_optimizer,
 )
+from training.fit.shard_spill import RELEASE_EVERY, ShardSpill, spill_needed
 from training.fit.start_state import read_start_state
 from training.model import MultiTaskBatch, ShopStreamModel, save_model
 from training.model.io import WEIGHTS_FILE
@@ -110,13 +113,17 @@ class _RayHooks(StepHooks):
     """The failure injection before a step; the report (and checkpoint) after it."""
 
     def __init__(self, model: ShopStreamModel, optimizer: torch.optim.Optimizer,
-                 settings: WorkerSettings, start: int) -> None:
+                 settings: WorkerSettings, start: int, spill: ShardSpill | None = None
+                 ) -> None:
         self.model, self.optimizer, self.settings, self.start = model, optimizer, settings, start
+        self.spill = spill
 
     def before_step(self, step: int, batch: MultiTaskBatch) -> None:
         _maybe_fail(self.settings, step)
 
     def after_step(self, run: EngineRun) -> None:
+        if self.spill is not None and run.step % RELEASE_EVERY == 0:
+            self.spill.release()
         every = self.settings.checkpoint_every
         if run.step == run.total or (every and run.step % every == 0):
             metrics = run.metrics()
@@ -149,14 +156,21 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     optimizer = _move_optimizer(optimizer, device)
     shards: ray.train.Checkpoint = config["examples"]
     manifest = read_manifest(shards.path, shards.filesystem)
-    shard = read_example_shard(shards.path, shards.filesystem, rank, world, manifest)
-    steps, total = run_steps(rows_steps(manifest["rec_rows"], manifest["fraud_rows"], world,
-                                        cfg.batch_size), cfg)
-    scheduler = build_scheduler(optimizer, total, cfg, start=start)
-    run_epochs(objective, model, optimizer, scheduler, shard, cfg, steps,
-               total, device=device, start=start,
-               hooks=_RayHooks(model, optimizer, settings, start),
-               clock=StepClock(settings.timing_warmup_steps))
+    spill = ShardSpill() if spill_needed(shard_bytes(manifest, rank, world),
+                                         settings.examples_memory_mib) else None
+    try:
+        shard = read_example_shard(shards.path, shards.filesystem, rank, world, manifest,
+                                   spill)
+        steps, total = run_steps(rows_steps(manifest["rec_rows"], manifest["fraud_rows"],
+                                            world, cfg.batch_size), cfg)
+        scheduler = build_scheduler(optimizer, total, cfg, start=start)
+        run_epochs(objective, model, optimizer, scheduler, shard, cfg, steps,
+                   total, device=device, start=start,
+                   hooks=_RayHooks(model, optimizer, settings, start, spill),
+                   clock=StepClock(settings.timing_warmup_steps))
+    finally:
+        if spill is not None:
+            spill.remove()
 
 
 def _move_optimizer(optimizer: torch.optim.Optimizer, device: torch.device
