@@ -12,7 +12,7 @@ import pyarrow.fs
 import pyarrow.ipc
 import pytest
 
-from tests.unit.tiny_shop import TINY, tiny_window
+from tests.unit.tiny_shop import TINY, tiny_examples, tiny_window
 from training.data.schema import WindowData
 from training.features import examples as example_module
 from training.features import profile as profiles
@@ -34,10 +34,7 @@ pytestmark = pytest.mark.unit
 
 @pytest.fixture(scope="module")
 def examples() -> WindowExamples:
-    window = tiny_window()
-    model = init_model(TINY, window)
-    history = PurchaseHistory(TINY.history_len).update(window.interactions.iloc[:20])
-    return WindowExamples.build(model, window, history)
+    return tiny_examples(20)
 
 
 def _same(a: WindowExamples, b: WindowExamples) -> None:

@@ -9,10 +9,9 @@ import pyarrow.fs
 import pytest
 import torch
 
-from tests.unit.tiny_shop import CFG, TINY, tiny_window
+from tests.unit.tiny_shop import CFG, TINY, tiny_examples, tiny_window
 from training.cli import ConfigError
 from training.features.examples import WindowExamples
-from training.features.history import PurchaseHistory
 from training.fit import example_shards
 from training.fit.engine import WorkerSettings, fit
 from training.fit.example_shards import (
@@ -37,10 +36,7 @@ def _rss() -> int:
 
 @pytest.fixture(scope="module")
 def examples() -> WindowExamples:
-    window = tiny_window()
-    model = init_model(TINY, window)
-    history = PurchaseHistory(TINY.history_len).update(window.interactions.iloc[:10])
-    return WindowExamples.build(model, window, history)
+    return tiny_examples(10)
 
 
 def test_a_spilled_shard_reads_back_the_same_rows_from_mapped_files(

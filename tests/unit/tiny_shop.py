@@ -8,6 +8,9 @@ import pandas as pd
 
 from training.config import TrainConfig
 from training.data.schema import WindowData
+from training.features.examples import WindowExamples
+from training.features.history import PurchaseHistory
+from training.fit.loop import init_model
 from training.model import ModelConfig
 
 TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, history_len=3,
@@ -41,3 +44,11 @@ def tiny_window() -> WindowData:
                          "ts": ts_range(m), "amount": np.where(fraud, 400.0, 12.0) + np.arange(m),
                          "is_fraud": fraud, "f_night": fraud.astype(float)})
     return WindowData("w0", items, inter, txns)
+
+
+def tiny_examples(history_rows: int) -> WindowExamples:
+    """:func:`tiny_window`'s examples against a history of its first ``history_rows``
+    purchases."""
+    window = tiny_window()
+    history = PurchaseHistory(TINY.history_len).update(window.interactions.iloc[:history_rows])
+    return WindowExamples.build(init_model(TINY, window), window, history)
