@@ -49,7 +49,7 @@ from training.fit.optim_state import (
     restore_optimizer_state,
     save_optimizer,
 )
-from training.fit.shard_spill import RELEASE_EVERY, ShardSpill, spill_needed
+from training.fit.shard_spill import ShardSpill, spill_needed
 from training.fit.start_state import read_start_state
 from training.model import MultiTaskBatch, ShopStreamModel, save_model
 from training.model.io import WEIGHTS_FILE
@@ -122,7 +122,7 @@ class _RayHooks(StepHooks):
         _maybe_fail(self.settings, step)
 
     def after_step(self, run: EngineRun) -> None:
-        if self.spill is not None and run.step % RELEASE_EVERY == 0:
+        if self.spill is not None:
             self.spill.release()
         every = self.settings.checkpoint_every
         if run.step == run.total or (every and run.step % every == 0):
