@@ -207,9 +207,8 @@ class WindowExamples:
     def build(cls, model: ShopStreamModel, window: WindowData, history: PurchaseHistory,
               defer_repeat: bool = False) -> WindowExamples:
         rec, plan = deferred_rec_examples(model, window.interactions, history)
-        fraud = fraud_examples(model, window.transactions, history)
-        return cls(rec, fraud, (plan,)).materialized() if not defer_repeat else \
-            cls(rec, fraud, (plan,))
+        examples = cls(rec, fraud_examples(model, window.transactions, history), (plan,))
+        return examples if defer_repeat else examples.materialized()
 
     @classmethod
     def build_over(cls, model: ShopStreamModel, windows: list[WindowData],
