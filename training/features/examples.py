@@ -241,11 +241,11 @@ class WindowExamples:
 
     def rec_head(self) -> RecExamples:
         """No rec row, with every array at its built shape."""
+        head = self.rec.take(np.arange(0))
         if not self.repeat:
-            return self.rec.take(np.arange(0))
-        return with_repeat(self.rec.take(np.arange(0)), [replace(
-            plan, rows=plan.rows.iloc[:0], positions=plan.positions[:0]) for plan in
-            self.repeat[:1]])
+            return head
+        rep = empty_repeat(0, self.repeat[0].per_user)
+        return replace(head, rep_items=rep.items, rep_feats=rep.features)
 
     def rec_blocks(self, block_rows: int) -> Iterator[RecExamples]:
         """The rec rows in order, built, as blocks of at most ``block_rows`` rows: with

@@ -246,8 +246,9 @@ def read_example_shard(root: str, fs: pyarrow.fs.FileSystem, rank: int, world: i
             f"this run has {world}")
     with fs.open_input_stream(f"{root}/{ITEMS_FILE}") as stream:
         items = load_arrays(stream.read())
-    # Read, not memory-mapped: training gathers random rows every step, and from views of
-    # mapped file pages it ran at 0.84x the samples/s (benchmarks/data_scaling.py).
+    # Into memory unless the caller spills (a shard above the worker's budget): training
+    # gathers random rows every step, and from mapped file pages it ran at 0.84x the
+    # samples/s (benchmarks/data_scaling.py).
     parts = {}
     for task in ("rec", "fraud"):
         expected = len(range(rank, manifest[f"{task}_rows"], world))
