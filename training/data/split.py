@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from training.cli import ConfigError
@@ -35,6 +36,18 @@ def _restrict_items(window: WindowData, inter: pd.DataFrame, txns: pd.DataFrame,
     return items[items["item_id"].isin(used) | in_range].reset_index(drop=True)
 
 
+def cut_rows(frame: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rows before ``cut``, rows at or after it), each in the frame's order. A window's
+    tables are sorted by ``ts`` (:func:`training.data.windows.split_windows`): then the two
+    parts are slices that share the window's memory (copy-on-write) instead of copies of
+    it, which at millions of rows is most of what the driver holds."""
+    late = (frame["ts"] >= cut).to_numpy()
+    if frame["ts"].is_monotonic_increasing:
+        at = int(np.argmax(late)) if late.any() else len(frame)
+        return frame.iloc[:at].reset_index(drop=True), frame.iloc[at:].reset_index(drop=True)
+    return frame[~late].reset_index(drop=True), frame[late].reset_index(drop=True)
+
+
 def split_holdout(window: WindowData, frac: float, per_table: bool = False
                   ) -> tuple[WindowData, WindowData]:
     """(train part, held-out tail): rows at or after the time quantile ``1 - frac`` of the
@@ -51,9 +64,8 @@ def split_holdout(window: WindowData, frac: float, per_table: bool = False
     cut_t = txns["ts"].quantile(1 - frac) if per_table and len(txns) else cut
     if per_table and len(inter):
         cut = inter["ts"].quantile(1 - frac)
-    late_i, late_t = inter["ts"] >= cut, txns["ts"] >= cut_t
-    train_i, train_t = inter[~late_i].reset_index(drop=True), txns[~late_t].reset_index(drop=True)
-    hold_i, hold_t = inter[late_i].reset_index(drop=True), txns[late_t].reset_index(drop=True)
+    train_i, hold_i = cut_rows(inter, cut)
+    train_t, hold_t = cut_rows(txns, cut_t)
     early = window.items["first_seen"] < cut
     train = WindowData(window.window_id, _restrict_items(window, train_i, train_t, early),
                        train_i, train_t)

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 
 from training.data.schema import WindowData
-from training.features.history import PurchaseHistory, history_matrix, purchases
+from training.features.history import COLUMNS, PurchaseHistory, history_matrix, purchases
 from training.features.profile import REPEAT_FEATURES
 from training.features.repeat_plan import RepeatPlan, empty_repeat, repeat_blocks
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
@@ -129,26 +129,37 @@ def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     both = pd.concat([prior.assign(_new=False), new.assign(_new=True)], ignore_index=True)
     both = both.sort_values(["user_id", "ts", "_new"], kind="stable").reset_index(drop=True)
     items = model.items.lookup(both["item_id"])
-    users = both["user_id"].to_numpy()
-    hist = np.zeros((len(both), length), dtype=np.int64)
-    # A basket's lines share a timestamp: each line's query is what the user bought before
-    # the basket, as at evaluation and serving time (not the basket's other lines).
-    start = np.arange(len(both)) - both.groupby(["user_id", "ts"], sort=False).cumcount() \
-        .to_numpy()
-    for lag in range(1, length + 1):
-        src = start - lag
-        ok = src >= 0
-        ok[ok] = users[src[ok]] == users[ok]
-        hist[:, length - lag] = np.where(ok, items[np.maximum(src, 0)], 0)
     keep = both["_new"].to_numpy()
-    new_rows = both.loc[keep]
+    hist = history_rows(both, items, length, np.flatnonzero(keep))
+    new_rows = both.loc[keep, COLUMNS]
     plan = repeat_plan(model, history, new_rows)
     rep = empty_repeat(len(new_rows), 0)
     pop = item_popularity(model, history)
     user_idx = model.users.lookup(new_rows["user_id"])
-    return RecExamples(user_idx, hist[keep], items[keep], rep.items, rep.features,
+    return RecExamples(user_idx, hist, items[keep], rep.items, rep.features,
                        pop[items[keep]], pop,
                        target_frequency(items[keep], len(model.items))), plan
+
+
+def history_rows(both: pd.DataFrame, items: np.ndarray, length: int, rows: np.ndarray
+                 ) -> np.ndarray:
+    """[len(rows), length] item indices (0 = padding): for each of ``rows`` of ``both``
+    (purchases sorted by user and time, item indices ``items``), the ``length`` purchases
+    its user made before its basket, most recent last.
+
+    A basket's lines share a timestamp: each line's query is what the user bought before
+    the basket, as at evaluation and serving time (not the basket's other lines). Only the
+    asked rows are built, from integer positions: at millions of purchases a matrix over
+    every row, or the user ids as Python strings, would each cost hundreds of MB.
+    """
+    row = np.arange(len(both))
+    basket = (row - both.groupby(["user_id", "ts"], sort=False).cumcount().to_numpy())[rows]
+    first = (row - both.groupby("user_id", sort=False).cumcount().to_numpy())[rows]
+    hist = np.zeros((len(rows), length), dtype=np.int64)
+    for lag in range(1, length + 1):
+        src = basket - lag
+        hist[:, length - lag] = np.where(src >= first, items[np.maximum(src, 0)], 0)
+    return hist
 
 
 def repeat_plan(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
