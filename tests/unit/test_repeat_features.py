@@ -11,7 +11,13 @@ import torch
 
 from training.evaluation.evaluate import rank_pool
 from training.features import profile as profiles
-from training.features.examples import FraudExamples, WindowExamples, iter_batches, rec_examples
+from training.features.examples import (
+    FraudExamples,
+    WindowExamples,
+    history_rows,
+    iter_batches,
+    rec_examples,
+)
 from training.features.history import PurchaseHistory
 from training.features.profile import REPEAT_FEATURES, PurchaseProfile, RepeatFeatures
 from training.model import IdMap, ModelConfig, RecBatch, ShopStreamModel
@@ -123,6 +129,30 @@ def test_users_in_groups_give_the_same_features_as_all_at_once(
     np.testing.assert_array_equal(grouped.features, whole.features)
 
 
+def test_groups_capped_by_rows_give_the_same_features(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Users with few pairs each still go in groups of about GROUP_ROWS rows (a group's
+    features are ~1.4 kB a row), contiguous in user order; same features as all at once."""
+    rng = np.random.default_rng(4)
+    days = pd.date_range("2020-01-01", periods=30, freq="D", tz="UTC")
+    window = pd.DataFrame({"user_id": rng.choice([f"u{i:02d}" for i in range(30)], 120),
+                           "item_id": rng.choice(list("xyz"), 120),
+                           "ts": rng.choice(days, 120), "event": "purchase"})
+    profile = PurchaseProfile()
+    whole = profile.basket_features(window, 3, _lookup)
+    groups = profiles.user_groups(window, profile.pairs, 10**9, 10)
+    assert profiles.user_groups(window, profile.pairs, 10**9).nunique() == 1
+    assert groups.is_monotonic_increasing and groups.nunique() > 5
+    sizes = window["user_id"].map(groups).value_counts()
+    assert sizes.max() <= 10 + window["user_id"].value_counts().max()
+    monkeypatch.setattr(profiles, "GROUP_ROWS", 10)
+    parts = list(profile.basket_feature_groups(window, 3, _lookup))
+    assert len(parts) == groups.nunique()
+    grouped = profile.basket_features(window, 3, _lookup)
+    assert whole.items.any()
+    np.testing.assert_array_equal(grouped.items, whole.items)
+    np.testing.assert_array_equal(grouped.features, whole.features)
+
+
 def test_features_written_in_place_land_at_the_given_rows(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-place form (no full-size copy of a window's repeat arrays) fills exactly the
@@ -222,3 +252,24 @@ def test_the_repeat_index_answers_like_a_pass_over_the_asked_users() -> None:
     np.testing.assert_allclose(got.features, want.features, rtol=1e-6)
     assert got.items[0].any() and not got.items[1].any() and not got.features[5].any()
     assert profile.repeat_index(0, _lookup).lookup(["u3"]).items.shape == (1, 0)
+
+
+def test_history_rows_are_each_users_purchases_before_the_basket() -> None:
+    """history_rows against its definition, on random sorted purchases with shared-basket
+    timestamps: a row's history is its user's items bought strictly before its basket's
+    time, most recent last, left-padded with 0; only the asked rows are built."""
+    rng = np.random.default_rng(0)
+    n, length = 400, 4
+    frame = pd.DataFrame({
+        "user_id": rng.choice([f"u{i}" for i in range(12)], n),
+        "ts": pd.to_datetime(rng.integers(0, 30, n), unit="D", utc=True),
+    }).sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+    items = rng.integers(1, 50, n)
+    rows = np.sort(rng.choice(n, 150, replace=False))
+    got = history_rows(frame, items, length, rows)
+    assert got.shape == (150, length)
+    for out, r in zip(got, rows):
+        before = (frame["user_id"] == frame["user_id"][r]) & (frame["ts"] < frame["ts"][r])
+        want = items[before.to_numpy()][-length:]
+        assert out.tolist() == [0] * (length - len(want)) + want.tolist()
+    assert (got == 0).any() and (got[:, -1] > 0).any()

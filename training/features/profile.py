@@ -37,6 +37,10 @@ POPULARITY_DECAY = 0.5
 SECONDS_PER_DAY = 86_400.0
 # Basket-by-earlier-purchase pairs built at once by basket_features (about 100 B each).
 MERGE_ROWS = 2_000_000
+# Window rows whose features a group builds at once (about 1.4 kB each at 40 items a row):
+# without it a group of users with few pairs each held every row's features of a small
+# window (0.36 GB at 260k purchases).
+GROUP_ROWS = 65_536
 
 
 def _empty_pairs() -> pd.DataFrame:
@@ -194,8 +198,9 @@ class PurchaseProfile:
         pairs = self.pairs.astype({"user_id": str, "item_id": str})
         # Every basket pairs with each earlier purchase of its user: the work (and memory)
         # is the square of a user's purchases. Users are independent, so they go in groups
-        # of about MERGE_ROWS basket-purchase pairs: the same result, a bounded peak.
-        group = user_groups(rows, pairs, MERGE_ROWS)
+        # of about MERGE_ROWS basket-purchase pairs and GROUP_ROWS rows: the same result,
+        # a bounded peak.
+        group = user_groups(rows, pairs, MERGE_ROWS, GROUP_ROWS)
         pair_group = pairs["user_id"].map(group).fillna(-1).astype(np.int64)
         pair_rows = pair_group.groupby(pair_group).indices
         row_group = rows["user_id"].map(group)
@@ -234,14 +239,22 @@ class PurchaseProfile:
         return cls(pairs, items, pd.Timestamp(stamp) if stamp else None)
 
 
-def user_groups(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int) -> pd.Series:
-    """Each user of ``rows`` -> a group number; a group's basket-by-purchase pairs (window
-    rows and profile pairs, times the user's baskets) add up to about ``budget``."""
+def user_groups(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int,
+                max_rows: int | None = None) -> pd.Series:
+    """Each user of ``rows`` -> a group number, ascending in user order; a group's
+    basket-by-purchase pairs (window rows and profile pairs, times the user's baskets) add
+    up to about ``budget``, and its rows to about ``max_rows`` (no limit: None). Numbers
+    may skip."""
     baskets = rows[["user_id", "ts"]].drop_duplicates()["user_id"].value_counts()
     bought = rows["user_id"].value_counts().add(pairs["user_id"].value_counts(), fill_value=0)
     cost = (bought.reindex(baskets.index).fillna(0) * baskets).sort_index()
-    return pd.Series((cost.cumsum().to_numpy() - 1) // max(1, budget), index=cost.index,
-                     dtype=np.int64)
+    group = (cost.cumsum().to_numpy() - 1) // max(1, budget)
+    if max_rows is not None:
+        # Both running totals rise with the user order, so the larger bucket number does
+        # too: each group stays one contiguous run of users within both limits.
+        own = rows["user_id"].value_counts().reindex(cost.index).to_numpy()
+        group = np.maximum(group, (own.cumsum() - 1) // max(1, max_rows))
+    return pd.Series(group, index=cost.index, dtype=np.int64)
 
 
 def basket_group(rows: pd.DataFrame, pairs: pd.DataFrame, per_user: int,
