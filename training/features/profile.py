@@ -35,8 +35,10 @@ POPULARITY_FEATURES: tuple[str, ...] = ("log_count_last_update", "log_count_deca
 # Each update halves the weight of older purchases in the decayed popularity.
 POPULARITY_DECAY = 0.5
 SECONDS_PER_DAY = 86_400.0
-# Basket-by-earlier-purchase pairs built at once by basket_features (about 100 B each).
-MERGE_ROWS = 2_000_000
+# Basket-by-earlier-purchase pairs built at once by basket_features: about 100 B each, and
+# the merges that make them hold a few copies, so 2M pairs cost ~0.35 GB more at the
+# driver's peak than 0.5M did (measured while writing a 260k-purchase window's shards).
+MERGE_ROWS = 500_000
 # Window rows whose features a group builds at once (about 1.4 kB each at 40 items a row):
 # without it a group of users with few pairs each held every row's features of a small
 # window (0.36 GB at 260k purchases).
