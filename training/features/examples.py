@@ -136,9 +136,9 @@ def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     rep = empty_repeat(len(new_rows), 0)
     pop = item_popularity(model, history)
     user_idx = model.users.lookup(new_rows["user_id"])
-    return RecExamples(user_idx, hist, items[keep], rep.items, rep.features,
-                       pop[items[keep]], pop,
-                       target_frequency(items[keep], len(model.items))), plan
+    targets = items[keep]
+    return RecExamples(user_idx, hist, targets, rep.items, rep.features, pop[targets], pop,
+                       target_frequency(targets, len(model.items))), plan
 
 
 def history_rows(both: pd.DataFrame, items: np.ndarray, length: int, rows: np.ndarray

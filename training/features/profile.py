@@ -248,14 +248,15 @@ def user_groups(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int,
     up to about ``budget``, and its rows to about ``max_rows`` (no limit: None). Numbers
     may skip."""
     baskets = rows[["user_id", "ts"]].drop_duplicates()["user_id"].value_counts()
-    bought = rows["user_id"].value_counts().add(pairs["user_id"].value_counts(), fill_value=0)
+    own = rows["user_id"].value_counts()
+    bought = own.add(pairs["user_id"].value_counts(), fill_value=0)
     cost = (bought.reindex(baskets.index).fillna(0) * baskets).sort_index()
     group = (cost.cumsum().to_numpy() - 1) // max(1, budget)
     if max_rows is not None:
         # Both running totals rise with the user order, so the larger bucket number does
         # too: each group stays one contiguous run of users within both limits.
-        own = rows["user_id"].value_counts().reindex(cost.index).to_numpy()
-        group = np.maximum(group, (own.cumsum() - 1) // max(1, max_rows))
+        per_user = own.reindex(cost.index).to_numpy()
+        group = np.maximum(group, (per_user.cumsum() - 1) // max(1, max_rows))
     return pd.Series(group, index=cost.index, dtype=np.int64)
 
 
