@@ -25,6 +25,7 @@ from training.model.calibration import (
     fit_calibration,
     fit_kind,
 )
+from training.update.fraud_blend import fit_trees
 
 pytestmark = pytest.mark.unit
 
@@ -103,3 +104,23 @@ def test_a_version_without_labels_ranks_nothing() -> None:
     assert NO_LABELS.kind == "constant"
     np.testing.assert_array_equal(NO_LABELS.apply(np.array([0.1, 0.9, 0.5])), np.zeros(3))
     assert FraudCalibration.from_json(NO_LABELS.to_json()) == NO_LABELS
+
+
+def test_served_probabilities_keep_every_order_through_a_flat_map() -> None:
+    # An isotonic map flat over most of the trees' probabilities, or Platt on tiny ones, must
+    # not merge two of them into a tie: AUC-PR and the alert queue would change.
+    model = shop_model(12, 20, ModelConfig(encoder_init="tiny_random", dim=8, history_len=3))
+    history = shop_history(model)
+    noisy_labels = txns(600, 0, fraud_rate=0.2)  # trees that overfit: many distinct scores
+    model.set_fraud_trees(fit_trees(model, noisy_labels, history, seed=0), 1.0)
+    examples = fraud_examples(model, txns(2000, 1), history)
+    raw = fraud_scores(model, examples)
+    assert raw.min() < 0.01 and len(np.unique(raw)) > 1000
+    for calibration in (FraudCalibration("isotonic", x=(0.0, 0.9, 1.0), y=(0.02, 0.02, 0.9)),
+                        FraudCalibration("platt", a=0.3, b=-2.0)):
+        model.set_fraud_calibration(calibration)
+        served = fraud_scores(model, examples)
+        assert served.dtype == np.float64
+        order = np.argsort(raw, kind="stable")
+        rises = np.diff(raw[order]) > 0
+        assert np.all(np.diff(served[order])[rises] > 0)

@@ -36,8 +36,8 @@ KINDS = ("identity", "platt", "isotonic", "constant")
 # ours' pooled Brier (0.0229) and AUC-PR (0.555) fell behind the uncalibrated blend's.
 MIN_FRAUDS = {"platt": 20, "isotonic": 50}
 FOLDS = 5
-TIE_SLOPE = 1e-6  # keeps isotonic strictly increasing in p
-EPS = 1e-6
+TIE_SLOPE = 1e-4  # keeps isotonic strictly increasing in p (scores are float64)
+EPS = 1e-12  # float32 probabilities go below 1e-6: clipping there would make ties
 
 
 class CalibrationError(ValueError):

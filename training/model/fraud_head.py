@@ -99,9 +99,12 @@ class FraudHead:
         (``fraud_calibration``). The one scoring function of evaluation, the gate's
         thresholds and serving."""
         blended = self.blended_fraud_probability(batch, table)
+        # float64: an isotonic map keeps order by a slope of 1e-4 between its knots, which
+        # float32 would round into ties (and so change AUC-PR and the alert queue).
         if self.fraud_calibration.kind == "identity":
-            return blended
-        return torch.from_numpy(self.fraud_calibration.apply(blended.cpu().numpy())).to(blended)
+            return blended.double()
+        return torch.from_numpy(self.fraud_calibration.apply(blended.cpu().numpy())).to(
+            blended.device)
 
     @torch.no_grad()
     def blended_fraud_probability(self, batch: FraudBatch, table: ItemTable | None = None
