@@ -53,11 +53,11 @@ from training.incremental_config import (
     explicit_settings,
 )
 from training.model import ModelConfig, ShopStreamModel
+from training.model.calibration import NO_LABELS, FraudCalibration, fit_calibration
 from training.store import StoreError
 from training.train import training_configs, training_parser
 from training.update.bundle import write_bundle
 from training.update.fraud_blend import fraud_blend, known_transactions, refit_trees
-from training.update.fraud_calibration import fit_fraud_calibration
 from training.update.gate import (
     GateDecision,
     decide,
@@ -94,6 +94,24 @@ def _scored(model: ShopStreamModel, history: PurchaseHistory, txns: pd.DataFrame
     examples = fraud_examples(model, txns.assign(is_fraud=txns["is_fraud"].fillna(0)), history)
     scores = fraud_scores(model, examples)
     return examples.label.astype(bool)[known], scores[known], scores
+
+
+def fit_fraud_calibration(model: ShopStreamModel, history: PurchaseHistory,
+                          window: WindowData, seed: int, known: pd.DataFrame
+                          ) -> FraudCalibration:
+    """Calibrate ``model``'s blended fraud probability on ``window`` (held out from the
+    trees and the head), set it on the model and return it; a constant when no labelled
+    fraud and legit are ``known`` nor held out. The parent's calibration the candidate
+    inherited is dropped first: it was fitted to another blend."""
+    model.set_fraud_calibration(FraudCalibration())
+    labels, scores = fraud_labels_scores(model, history, window)
+    ever = np.concatenate([known["is_fraud"].to_numpy(dtype=bool) if len(known) else [],
+                           labels]).astype(bool)
+    calibration = fit_calibration(labels, scores, seed) if ever.any() and not ever.all() \
+        else NO_LABELS
+    model.set_fraud_calibration(calibration)
+    logger.info("fraud calibration: %s (%s)", calibration.kind, calibration.basis)
+    return calibration
 
 
 def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
@@ -197,13 +215,13 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
                       inc.continual.gate_tolerance, train_cfg.eval_k,
                       fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
     laps.lap("gate")
-    published = known_transactions(known, up.holdout.transactions)
-    calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, published,
-                                        train_cfg.seed)
+    calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
+                                        known)
     thresholds = decision_thresholds(fit.model, history_train, up.holdout, inc,
                                      up.unlabelled_transactions()
                                      if inc.continual.label_delay else None)
-    refit_trees(fit.model, published, history_train, train_cfg.seed)
+    refit_trees(fit.model, known_transactions(known, up.holdout.transactions),
+                history_train, train_cfg.seed)
     laps.lap("thresholds_trees")
     return {"scores": scores, "fraud_thresholds": thresholds, "ranking_terms": ranking,
             "fraud_blend": blend, "fraud_calibration": calibration.to_json()}, decision

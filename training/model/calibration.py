@@ -4,8 +4,7 @@ measurement), stored as JSON in ``model.json`` (key ``fraud_calibration``), neve
 A blended logit is a good ranking but not a probability: boosted trees trained on a few
 frauds are overconfident, and the class weight of the neural head shifts it. A risk team
 sets thresholds and reads scores as probabilities, so each update fits a monotone map on
-scores of labelled rows the scoring model did not train on (which rows:
-``training.update.fraud_calibration``):
+the held-out tail (rows neither the trees nor the head trained on):
 
 * ``platt``: ``sigmoid(a * logit(p) + b)`` (2 parameters: the least data-hungry);
 * ``isotonic``: a non-decreasing step fit, interpolated between its knots; a tiny slope in
@@ -17,7 +16,7 @@ scores of labelled rows the scoring model did not train on (which rows:
   and an untrained score is noise that would outrank later versions' confident scores;
   a constant ranks nothing, like a shop without a fraud model.
 
-The choice is the lowest out-of-fold Brier score (5-fold cross-fitting of the map).
+The choice is the lowest out-of-fold Brier score (5-fold cross-fitting on the tail).
 """
 
 from __future__ import annotations
@@ -121,11 +120,9 @@ NO_LABELS = FraudCalibration("constant", basis="no labelled frauds and legits se
                                                "version ranks nothing")
 
 
-def fit_calibration(labels: np.ndarray, scores: np.ndarray, seed: int,
-                    evidence: str = "held-out transactions") -> FraudCalibration:
-    """The calibration with the lowest out-of-fold Brier on (labels, scores) of rows the
-    scoring model did not train on (``evidence`` says which, for the basis), among those
-    with enough frauds; identity when none beats the raw scores."""
+def fit_calibration(labels: np.ndarray, scores: np.ndarray, seed: int) -> FraudCalibration:
+    """The calibration with the lowest out-of-fold Brier on held-out (labels, scores),
+    among those with enough frauds; identity when none beats the raw scores."""
     labels = np.asarray(labels).astype(bool)
     scores = np.asarray(scores, dtype=np.float64)
     frauds, legits = int(labels.sum()), int((~labels).sum())
@@ -134,13 +131,13 @@ def fit_calibration(labels: np.ndarray, scores: np.ndarray, seed: int,
         if frauds >= max(needed, FOLDS) and legits >= FOLDS:
             briers[kind] = out_of_fold_brier(kind, labels, scores, seed)
     if len(briers) <= 1:
-        return FraudCalibration(basis=f"identity: {frauds} frauds in {evidence} (platt "
-                                      f"needs {MIN_FRAUDS['platt']})")
+        return FraudCalibration(basis=f"identity: {frauds} held-out frauds (platt needs "
+                                      f"{MIN_FRAUDS['platt']})")
     shown = ", ".join(f"{k} {v:.5f}" for k, v in briers.items())
     chosen = fit_kind(min(briers, key=lambda k: briers[k]), labels, scores)
     if chosen.kind == "platt" and chosen.a <= 0:  # would reverse the ranking
         briers.pop("platt")
         chosen = fit_kind(min(briers, key=lambda k: briers[k]), labels, scores)
     return FraudCalibration(chosen.kind, chosen.a, chosen.b, chosen.x, chosen.y,
-                            basis=f"out-of-fold Brier on {len(labels)} {evidence} "
-                                  f"({frauds} frauds): {shown}")
+                            basis=f"out-of-fold Brier on {len(labels)} held-out "
+                                  f"transactions ({frauds} frauds): {shown}")

@@ -30,7 +30,6 @@ PARAMS: dict[str, Any] = {
     "verbosity": -1, "num_threads": 1,
 }
 ROUNDS = 100
-OUT_OF_FOLD_FOLDS = 5
 
 
 class FraudTreesError(ValueError):
@@ -81,27 +80,6 @@ class FraudTrees:
         booster = lgb.train(params, data, ROUNDS, valid_sets=sets, callbacks=callbacks)
         return cls(booster.model_to_string(num_iteration=booster.best_iteration or None),
                    tuple(columns), int(len(y)), int(y.sum()))
-
-    @classmethod
-    def out_of_fold_logits(cls, inputs: np.ndarray, labels: np.ndarray,
-                           columns: tuple[str, ...], seed: int) -> np.ndarray | None:
-        """Each row's logit [n] from trees fitted as :meth:`fit` on the other folds
-        (:data:`OUT_OF_FOLD_FOLDS`, stratified): scores of rows the trees did not see, for
-        every labelled row rather than a held-out few. None with fewer frauds or legits
-        than folds, or when a fold's trees see one class only."""
-        from sklearn.model_selection import StratifiedKFold
-
-        y = np.asarray(labels, dtype=bool)
-        if min(int(y.sum()), int((~y).sum())) < OUT_OF_FOLD_FOLDS:
-            return None
-        out = np.empty(len(y), dtype=np.float64)
-        folds = StratifiedKFold(n_splits=OUT_OF_FOLD_FOLDS, shuffle=True, random_state=seed)
-        for train, test in folds.split(inputs, y):
-            trees = cls.fit(inputs[train], y[train], columns, seed)
-            if trees is None:
-                return None
-            out[test] = trees.logits(inputs[test])
-        return out
 
     def logits(self, inputs: np.ndarray) -> np.ndarray:
         """Raw scores (log-odds of fraud) [n] for :func:`tree_inputs` rows."""

@@ -24,7 +24,6 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
 from training.evaluation.evaluate import fraud_scores
@@ -74,20 +73,6 @@ def fit_trees(model: ShopStreamModel, transactions: pd.DataFrame, history: Purch
     columns = (AMOUNT_COLUMN, *model.cfg.fraud_features)
     return FraudTrees.fit(tree_inputs(examples.amount, examples.features),
                           examples.label.astype(bool), columns, seed)
-
-
-def out_of_fold_tree_scores(model: ShopStreamModel, transactions: pd.DataFrame,
-                            history: PurchaseHistory, seed: int
-                            ) -> tuple[np.ndarray, np.ndarray] | None:
-    """(labels, probabilities) of the labelled ``transactions``, each scored by trees fitted
-    as :func:`fit_trees` on the other folds (``FraudTrees.out_of_fold_logits``); None when
-    too few frauds or legits to cross-fit."""
-    examples = fraud_examples(model, transactions, history)
-    labels = examples.label.astype(bool)
-    columns = (AMOUNT_COLUMN, *model.cfg.fraud_features)
-    logits = FraudTrees.out_of_fold_logits(tree_inputs(examples.amount, examples.features),
-                                           labels, columns, seed)
-    return None if logits is None else (labels, 1.0 / (1.0 + np.exp(-logits)))
 
 
 def choose_fraud_blend(model: ShopStreamModel, trees: FraudTrees | None,
