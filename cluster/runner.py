@@ -34,7 +34,11 @@ from cluster.comparison.evaluation import (
     has_fraud,
     has_rec,
 )
-from cluster.comparison.fraud_intervals import realised_review, record_fraud_intervals
+from cluster.comparison.fraud_intervals import (
+    realised_review,
+    record_fraud_intervals,
+    transaction_cards,
+)
 from cluster.pipeline_config import PipelineConfig
 from training.config import TrainConfig
 from training.data.labels import known_at
@@ -230,7 +234,8 @@ class Pipeline:
         if OURS in scored:
             self.record_realised_fpr(ctx.window.window_id, *scored[OURS])
         if scored:
-            record_fraud_intervals(self.result, self.store, ctx.window.window_id, scored)
+            record_fraud_intervals(self.result, self.store, ctx.window.window_id, scored,
+                                   transaction_cards(ctx.window.transactions))
             for method in scored:
                 out[method]["fraud"] = dict(out[method]["fraud"])
         logger.info("window %s prequential: %s", ctx.window.window_id, _brief(out, self.tasks))

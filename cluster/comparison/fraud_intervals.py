@@ -11,7 +11,9 @@ transactions (the same rows, in the same order, for every method) to the store a
 * per method, ``result["fraud_intervals"]["methods"][m][metric]`` = {value, lo, hi}:
   AUC-PR (average precision), ROC-AUC, recall at 1% FPR, and precision at the alert
   budget (each window's top :data:`BUDGET_FRAC` of transactions flagged, at least one, as a
-  team with a fixed daily review capacity would);
+  team with a fixed daily review capacity would); where transactions name their user (the
+  card), also the Fraud Detection Handbook's card precision at the same budget
+  (:func:`card_precision`);
 * per pair (ours vs every other fraud method), the paired difference of each metric, the
   same resampled rows for both methods, so an interval excluding 0 says they differ.
 
@@ -27,7 +29,9 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
+from cluster.comparison.report_data import interval_verdict
 from training.evaluation.metrics import fraud_metrics
 from training.evaluation.reliability import (
     brier_score,
@@ -44,8 +48,10 @@ BUDGET_FRAC = 0.01
 OURS = "incremental"
 PER_TXN_CONFIG = "pipeline-per-txn"
 METRICS: tuple[str, ...] = ("auc_pr", "roc_auc", "recall@1%fpr", "precision@budget")
+CARD_METRIC = "card_precision@budget"
 
 Part = tuple[np.ndarray, np.ndarray]  # (labels, scores) of one window
+Cards = list[np.ndarray] | None  # per window: each labelled transaction's user, as int codes
 
 
 def budget_precision(parts: list[Part]) -> float:
@@ -62,15 +68,44 @@ def budget_precision(parts: list[Part]) -> float:
     return hits / alerts if alerts else math.nan
 
 
-def pooled_metrics(parts: list[Part]) -> dict[str, float]:
-    """:data:`METRICS` over the windows' rows concatenated (the budget per window)."""
+def card_precision(parts: list[Part], cards: list[np.ndarray]) -> float:
+    """The Handbook's card precision@k: in each window a card (user) scores its
+    highest-scored transaction, the top ``ceil(BUDGET_FRAC * cards in the window)`` cards
+    are flagged, and precision is the flagged cards with a fraud in the window over all
+    flagged; a team reviews a card, not a payment. NaN with no transaction."""
+    hits = alerts = 0
+    for (labels, scores), codes in zip(parts, cards):
+        if not len(labels):
+            continue
+        n = int(codes.max()) + 1
+        best = np.full(n, -np.inf)
+        np.maximum.at(best, codes, scores)
+        fraud = np.zeros(n, dtype=bool)
+        np.logical_or.at(fraud, codes, labels)
+        present = np.flatnonzero(np.bincount(codes, minlength=n))
+        k = max(1, math.ceil(BUDGET_FRAC * len(present)))
+        top = present[np.argsort(-best[present], kind="stable")[:k]]
+        hits += int(fraud[top].sum())
+        alerts += k
+    return hits / alerts if alerts else math.nan
+
+
+def metric_names(cards: Cards) -> tuple[str, ...]:
+    return METRICS if cards is None else (*METRICS, CARD_METRIC)
+
+
+def pooled_metrics(parts: list[Part], cards: Cards = None) -> dict[str, float]:
+    """:func:`metric_names` over the windows' rows concatenated (the budgets per window)."""
     labels = np.concatenate([p[0] for p in parts]) if parts else np.zeros(0, dtype=bool)
     scores = np.concatenate([p[1] for p in parts]) if parts else np.zeros(0)
     if not len(labels):
-        return dict.fromkeys(METRICS, math.nan)
+        return dict.fromkeys(metric_names(cards), math.nan)
     row = fraud_metrics(labels, scores)
-    return {"auc_pr": row["auc_pr"], "roc_auc": row["roc_auc"],
-            "recall@1%fpr": row["recall@1%fpr"], "precision@budget": budget_precision(parts)}
+    out = {"auc_pr": row["auc_pr"], "roc_auc": row["roc_auc"],
+           "recall@1%fpr": row["recall@1%fpr"], "precision@budget": budget_precision(parts)}
+    if cards is not None:
+        out[CARD_METRIC] = card_precision(parts, cards)
+    return out
 
 
 def _resamples(sizes: list[int]) -> list[list[np.ndarray]]:
@@ -91,29 +126,54 @@ def _bounds(values: list[float]) -> tuple[float, float]:
 def _boot(stat: Callable[[list[np.ndarray]], dict[str, float]], draws: list[list[np.ndarray]]
           ) -> dict[str, tuple[float, float]]:
     rows = [stat(draw) for draw in draws]
-    return {m: _bounds([r[m] for r in rows]) for m in METRICS}
+    return {m: _bounds([r[m] for r in rows]) for m in rows[0]} if rows else {}
+
+
+def _take(cards: Cards, draw: list[np.ndarray]) -> Cards:
+    return None if cards is None else [c[i] for c, i in zip(cards, draw)]
 
 
 def method_intervals(labels: list[np.ndarray], scores: list[np.ndarray],
-                     draws: list[list[np.ndarray]]) -> dict[str, dict[str, float]]:
+                     draws: list[list[np.ndarray]], cards: Cards = None
+                     ) -> dict[str, dict[str, float]]:
     """{metric: {"value", "lo", "hi"}} of one method's pooled scores."""
-    value = pooled_metrics(list(zip(labels, scores)))
+    value = pooled_metrics(list(zip(labels, scores)), cards)
     bounds = _boot(lambda d: pooled_metrics([(y[i], s[i]) for y, s, i in
-                                             zip(labels, scores, d)]), draws)
-    return {m: {"value": value[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in METRICS}
+                                             zip(labels, scores, d)], _take(cards, d)), draws)
+    nan = (math.nan, math.nan)
+    return {m: {"value": value[m], "lo": bounds.get(m, nan)[0], "hi": bounds.get(m, nan)[1]}
+            for m in value}
 
 
 def paired_intervals(labels: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray],
-                     draws: list[list[np.ndarray]]) -> dict[str, dict[str, float]]:
+                     draws: list[list[np.ndarray]], cards: Cards = None
+                     ) -> dict[str, dict[str, float]]:
     """{metric: {"diff", "lo", "hi"}} of ``a - b`` on the same resampled rows."""
-    def diff(parts_a: list[Part], parts_b: list[Part]) -> dict[str, float]:
-        x, y = pooled_metrics(parts_a), pooled_metrics(parts_b)
-        return {m: x[m] - y[m] for m in METRICS}
+    def diff(parts_a: list[Part], parts_b: list[Part], who: Cards) -> dict[str, float]:
+        x, y = pooled_metrics(parts_a, who), pooled_metrics(parts_b, who)
+        return {m: x[m] - y[m] for m in x}
 
-    value = diff(list(zip(labels, a)), list(zip(labels, b)))
+    value = diff(list(zip(labels, a)), list(zip(labels, b)), cards)
     bounds = _boot(lambda d: diff([(y[i], s[i]) for y, s, i in zip(labels, a, d)],
-                                  [(y[i], s[i]) for y, s, i in zip(labels, b, d)]), draws)
-    return {m: {"diff": value[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in METRICS}
+                                  [(y[i], s[i]) for y, s, i in zip(labels, b, d)],
+                                  _take(cards, d)), draws)
+    nan = (math.nan, math.nan)
+    return {m: {"diff": value[m], "lo": bounds.get(m, nan)[0], "hi": bounds.get(m, nan)[1]}
+            for m in value}
+
+
+def transaction_cards(transactions: pd.DataFrame) -> np.ndarray | None:
+    """The user (card) of each labelled transaction, in table order (the rows every fraud
+    method scores); a transaction without one is its own card. None when no transaction
+    names a user (the ULB data are anonymised)."""
+    rows = transactions[transactions["is_fraud"].notna()] if "is_fraud" in transactions \
+        else transactions.iloc[:0]
+    if "user_id" not in rows or not rows["user_id"].notna().any():
+        return None
+    users = np.array(rows["user_id"].to_numpy(dtype=object), dtype=object)  # a copy
+    missing = pd.isna(users)
+    users[missing] = [f"transaction {i}" for i in np.flatnonzero(missing)]
+    return users.astype(str)
 
 
 def _config_name(window: str) -> str:
@@ -121,31 +181,51 @@ def _config_name(window: str) -> str:
 
 
 def record_fraud_intervals(result: dict[str, Any], store: CheckpointStore, window: str,
-                           scored: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> None:
-    """Save window ``window``'s per-transaction scores ({method: (labels, scores)}) and
-    recompute ``result["fraud_intervals"]`` over every evaluated window so far."""
+                           scored: Mapping[str, tuple[np.ndarray, np.ndarray]],
+                           cards: np.ndarray | None = None) -> None:
+    """Save window ``window``'s per-transaction scores ({method: (labels, scores)}, and the
+    card of each transaction when the data name one) and recompute
+    ``result["fraud_intervals"]`` over every evaluated window so far, plus this window's
+    own intervals (``per_window``, kept for the earlier windows)."""
     if not scored:
         return
     labels = next(iter(scored.values()))[0]
-    store.put_config(_config_name(window), {
+    record: dict[str, Any] = {
         "labels": labels.astype(int).tolist(),
-        "methods": {m: s.astype(float).tolist() for m, (_, s) in scored.items()}})
+        "methods": {m: s.astype(float).tolist() for m, (_, s) in scored.items()}}
+    if cards is not None and len(cards) == len(labels):
+        record["cards"] = [str(c) for c in cards]
+    store.put_config(_config_name(window), record)
     windows = list(result["evaluated_windows"])
     found = [store.get_config(_config_name(w)) for w in windows[: windows.index(window) + 1]]
     saved: list[dict[str, Any]] = [s for s in found if s]
     ys = [np.asarray(s["labels"]).astype(bool) for s in saved]
+    # Card precision only when every window names its cards (a resumed run may not).
+    codes = [pd.factorize(np.asarray(s["cards"], dtype=object))[0] for s in saved] \
+        if all("cards" in s for s in saved) else None
     methods = [m for m in scored if all(m in s["methods"] for s in saved)]
     by_method = {m: [np.asarray(s["methods"][m], dtype=np.float64) for s in saved]
                  for m in methods}
     draws = _resamples([len(y) for y in ys])
-    pairs = {f"{OURS} vs {m}": paired_intervals(ys, by_method[OURS], by_method[m], draws)
+    pairs = {f"{OURS} vs {m}": paired_intervals(ys, by_method[OURS], by_method[m], draws, codes)
              for m in methods if m != OURS and OURS in by_method}
+    per_window = dict((result.get("fraud_intervals") or {}).get("per_window") or {})
+    last = [[d[-1]] for d in draws]
+    per_window[window] = {
+        "n": int(len(ys[-1])), "n_pos": int(ys[-1].sum()),
+        "methods": {m: method_intervals(ys[-1:], by_method[m][-1:], last,
+                                        None if codes is None else codes[-1:])
+                    for m in methods},
+        "paired": {f"{OURS} vs {m}": paired_intervals(
+            ys[-1:], by_method[OURS][-1:], by_method[m][-1:], last,
+            None if codes is None else codes[-1:]) for m in methods if m != OURS
+            and OURS in by_method}}
     result["fraud_intervals"] = {
         "level": 1.0 - ALPHA, "n_boot": N_BOOT, "seed": SEED, "budget_frac": BUDGET_FRAC,
         "windows": len(saved), "n": int(sum(len(y) for y in ys)),
         "n_pos": int(sum(int(y.sum()) for y in ys)),
-        "methods": {m: method_intervals(ys, by_method[m], draws) for m in methods},
-        "paired": pairs,
+        "methods": {m: method_intervals(ys, by_method[m], draws, codes) for m in methods},
+        "paired": pairs, "per_window": per_window,
         "calibration": {m: calibration_summary(ys, by_method[m]) for m in methods}}
 
 
@@ -163,21 +243,58 @@ def fraud_table(result: Mapping[str, Any]) -> list[str]:
     if not tree or not tree.get("methods"):
         return []
     level = int(round(100 * tree["level"]))
+    names = list(next(iter(tree["methods"].values())))
+    card = (f" (cards: each window's top {100 * tree['budget_frac']:g}% of its users by their "
+            "highest-scored transaction)") if CARD_METRIC in names else ""
     lines = [f"Fraud, pooled over {tree['windows']} evaluated window(s): {tree['n']} labelled "
              f"transactions, {tree['n_pos']} frauds; {level}% bootstrap intervals "
              f"({tree['n_boot']} resamples within windows); alert budget = top "
-             f"{100 * tree['budget_frac']:g}% of each window.", "",
-             "| method | " + " | ".join(METRICS) + " |", "|---" * (len(METRICS) + 1) + "|"]
+             f"{100 * tree['budget_frac']:g}% of each window{card}.", "",
+             "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for method, row in tree["methods"].items():
         cells = [f"{row[m]['value']:.3f} [{row[m]['lo']:.3f}, {row[m]['hi']:.3f}]"
-                 for m in METRICS]
+                 for m in names]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     for pair, row in tree["paired"].items():
         cells = [f"{m} {row[m]['diff']:+.3f} [{row[m]['lo']:+.3f}, {row[m]['hi']:+.3f}]"
-                 for m in METRICS]
+                 for m in names]
         lines.append("")
         lines.append(f"{pair} (paired): " + "; ".join(cells))
     return lines + [""] + calibration_lines(result)
+
+
+def per_window_fraud_table(result: Mapping[str, Any], baseline: str = "hist_gradient_boosting"
+                           ) -> list[str]:
+    """Markdown: ours and ``baseline`` on each evaluated window, every metric with its
+    within-window bootstrap interval, and ours - baseline AUC-PR (paired) with its verdict
+    (empty before any window has intervals)."""
+    windows = (result.get("fraud_intervals") or {}).get("per_window") or {}
+    rows, verdicts = [], []
+    for window, tree in windows.items():
+        pair = tree["paired"].get(f"{OURS} vs {baseline}")
+        for method in (OURS, baseline):
+            row = tree["methods"].get(method)
+            if row is None:
+                continue
+            names = list(row)
+            cells = [f"{row[m]['value']:.3f} [{row[m]['lo']:.3f}, {row[m]['hi']:.3f}]"
+                     for m in names]
+            versus = ""
+            if method == OURS and pair:
+                ap = pair["auc_pr"]
+                verdict = interval_verdict(ap["lo"], ap["hi"])
+                verdicts.append(verdict)
+                versus = f"{ap['diff']:+.3f} [{ap['lo']:+.3f}, {ap['hi']:+.3f}] {verdict}"
+            rows.append(f"| {window} | {method} | {tree['n']} ({tree['n_pos']}) | "
+                        + " | ".join(cells) + f" | {versus} |")
+    if not rows:
+        return []
+    head = ["| window | method | transactions (frauds) | " + " | ".join(names)
+            + f" | auc_pr vs {baseline} (paired) |", "|---" * (len(names) + 4) + "|"]
+    count = ", ".join(f"{verdicts.count(v)} {v}" for v in ("better", "worse",
+                                                            "not distinguishable"))
+    return [f"Each window on its own: {N_BOOT} resamples of its transactions; "
+            f"`{OURS}` vs `{baseline}` by AUC-PR per window: {count}.", "", *head, *rows, ""]
 
 
 def calibration_lines(result: Mapping[str, Any]) -> list[str]:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cluster.comparison.arms import FULL, NO_REPLAY
-from cluster.comparison.fraud_intervals import fraud_table
+from cluster.comparison.fraud_intervals import fraud_table, per_window_fraud_table
 from cluster.comparison.plots import expected_plots, write_plots
 from cluster.comparison.report_data import (  # noqa: F401  (re-exported: the report's public helpers)
     NAN,
@@ -197,6 +197,7 @@ def summary_markdown(result: dict[str, Any], plots: list[str]) -> str:
         out += _rec_sections(result)
     if result.get("fraud_intervals"):
         out += ["## fraud: pooled metrics with 95% intervals", "", *fraud_table(result)]
+        out += ["## fraud: each window with 95% intervals", "", *per_window_fraud_table(result)]
     out += ["## Staleness of the live model", "", *staleness_markdown(result), "",
             *gate_line(result, NO_REPLAY), *gate_line(result, FULL)]
     for task, main in result["tasks"].items():

@@ -1,0 +1,82 @@
+"""Fraud metrics per window with intervals, and the Handbook's card precision
+(cluster.comparison.fraud_intervals)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from cluster.comparison.fraud_intervals import (
+    CARD_METRIC,
+    budget_precision,
+    card_precision,
+    per_window_fraud_table,
+    record_fraud_intervals,
+    transaction_cards,
+)
+from tests.unit.test_fraud_intervals import _window
+from training.store import LocalStore
+
+pytestmark = pytest.mark.unit
+
+
+def test_card_precision_flags_cards_by_their_highest_score() -> None:
+    # Window 1: 3 cards -> budget 1 card. Card 0's top payment (0.9) is legit but its other
+    # one is a fraud: the card is a hit, the payment is not.
+    y1 = np.array([False, True, True, False])
+    s1 = np.array([0.9, 0.1, 0.8, 0.2])
+    c1 = np.array([0, 0, 1, 2])
+    # Window 2: 2 cards -> budget 1: card 1 (0.7) has no fraud; card 0's fraud scores 0.6.
+    y2 = np.array([True, False])
+    s2 = np.array([0.6, 0.7])
+    c2 = np.array([0, 1])
+    assert card_precision([(y1, s1), (y2, s2)], [c1, c2]) == pytest.approx(1 / 2)
+    assert budget_precision([(y1, s1), (y2, s2)]) == pytest.approx(0.0)
+    # 150 cards -> budget 2 (ceil 1.5): the two best-scored cards.
+    y = np.zeros(300, dtype=bool)
+    y[[1, 3]] = True  # cards 0 and 1 each have a fraud, on their low-scored payment
+    codes = np.repeat(np.arange(150), 2)
+    s = np.where(codes < 2, 1.0, 0.5) - 0.1 * y
+    assert card_precision([(y, s)], [codes]) == pytest.approx(1.0)
+
+
+def test_transaction_cards_follow_the_labelled_rows() -> None:
+    txns = pd.DataFrame({"user_id": ["u1", None, "u2", "u1"],
+                         "is_fraud": [0.0, 1.0, np.nan, 0.0]})
+    cards = transaction_cards(txns)
+    assert cards is not None and list(cards) == ["u1", "transaction 1", "u1"]
+    assert transaction_cards(txns.assign(user_id=None)) is None  # anonymised (ULB)
+
+
+def test_each_window_gets_its_own_intervals_and_card_precision(tmp_path: Path) -> None:
+    rng = np.random.default_rng(3)
+    store = LocalStore(tmp_path / "store")
+    result: dict = {"evaluated_windows": ["w1", "w2"]}
+    for window in ("w1", "w2"):
+        labels, scores = _window(rng, 800)
+        cards = np.array([f"u{i}" for i in rng.integers(0, 300, len(labels))])
+        record_fraud_intervals(result, store, window,
+                               {m: (labels, s) for m, s in scores.items()}, cards)
+    tree = result["fraud_intervals"]
+    assert list(tree["per_window"]) == ["w1", "w2"]  # w1's kept when w2 is recorded
+    for window, part in tree["per_window"].items():
+        assert part["n"] == 800
+        for method, row in part["methods"].items():
+            assert set(row) >= {"auc_pr", "precision@budget", CARD_METRIC}
+            for metric, cell in row.items():
+                assert cell["lo"] <= cell["value"] <= cell["hi"], (window, method, metric)
+        pair = part["paired"]["incremental vs hist_gradient_boosting"]
+        assert pair["auc_pr"]["lo"] > 0  # ours carries the signal, the baseline is noise
+    assert CARD_METRIC in tree["methods"]["incremental"]
+    lines = per_window_fraud_table(result)
+    assert "by AUC-PR per window: 2 better, 0 worse, 0 not distinguishable" in lines[0]
+    assert sum(line.startswith(("| w1 |", "| w2 |")) for line in lines) == 4  # x (ours, HGB)
+    # Without cards (ULB) the card metric is left out, not guessed.
+    bare: dict = {"evaluated_windows": ["w"]}
+    labels, scores = _window(rng, 300)
+    record_fraud_intervals(bare, LocalStore(tmp_path / "bare"), "w",
+                           {m: (labels, s) for m, s in scores.items()})
+    assert CARD_METRIC not in bare["fraud_intervals"]["methods"]["incremental"]
