@@ -51,7 +51,8 @@ METRICS: tuple[str, ...] = ("auc_pr", "roc_auc", "recall@1%fpr", "precision@budg
 CARD_METRIC = "card_precision@budget"
 
 Part = tuple[np.ndarray, np.ndarray]  # (labels, scores) of one window
-Cards = list[np.ndarray] | None  # per window: each labelled transaction's user, as int codes
+WindowCards = tuple[np.ndarray, int]  # a window's card code per transaction, and its card budget
+Cards = list[WindowCards] | None
 
 
 def budget_precision(parts: list[Part]) -> float:
@@ -68,13 +69,14 @@ def budget_precision(parts: list[Part]) -> float:
     return hits / alerts if alerts else math.nan
 
 
-def card_precision(parts: list[Part], cards: list[np.ndarray]) -> float:
+def card_precision(parts: list[Part], cards: list[WindowCards]) -> float:
     """The Handbook's card precision@k: in each window a card (user) scores its
-    highest-scored transaction, the top ``ceil(BUDGET_FRAC * cards in the window)`` cards
-    are flagged, and precision is the flagged cards with a fraud in the window over all
-    flagged; a team reviews a card, not a payment. NaN with no transaction."""
+    highest-scored transaction, its ``k`` best-scored cards are flagged, and precision is
+    the flagged cards with a fraud in the window over all flagged (a team reviews a card,
+    not a payment); ``cards`` per window: (each transaction's card code, k). NaN with no
+    transaction."""
     hits = alerts = 0
-    for (labels, scores), codes in zip(parts, cards):
+    for (labels, scores), (codes, k) in zip(parts, cards):
         if not len(labels):
             continue
         n = int(codes.max()) + 1
@@ -83,11 +85,17 @@ def card_precision(parts: list[Part], cards: list[np.ndarray]) -> float:
         fraud = np.zeros(n, dtype=bool)
         np.logical_or.at(fraud, codes, labels)
         present = np.flatnonzero(np.bincount(codes, minlength=n))
-        k = max(1, math.ceil(BUDGET_FRAC * len(present)))
         top = present[np.argsort(-best[present], kind="stable")[:k]]
         hits += int(fraud[top].sum())
-        alerts += k
+        alerts += len(top)
     return hits / alerts if alerts else math.nan
+
+
+def card_budget(codes: np.ndarray) -> tuple[np.ndarray, int]:
+    """(codes, k): a window's alert budget in cards, :data:`BUDGET_FRAC` of its cards (at
+    least one). Fixed from the window itself, as the Handbook's k cards a day, so a
+    bootstrap resample, which draws fewer distinct cards, is judged at the same budget."""
+    return codes, max(1, math.ceil(BUDGET_FRAC * len(np.unique(codes))))
 
 
 def metric_names(cards: Cards) -> tuple[str, ...]:
@@ -130,7 +138,7 @@ def _boot(stat: Callable[[list[np.ndarray]], dict[str, float]], draws: list[list
 
 
 def _take(cards: Cards, draw: list[np.ndarray]) -> Cards:
-    return None if cards is None else [c[i] for c, i in zip(cards, draw)]
+    return None if cards is None else [(c[i], k) for (c, k), i in zip(cards, draw)]
 
 
 def method_intervals(labels: list[np.ndarray], scores: list[np.ndarray],
@@ -201,8 +209,8 @@ def record_fraud_intervals(result: dict[str, Any], store: CheckpointStore, windo
     saved: list[dict[str, Any]] = [s for s in found if s]
     ys = [np.asarray(s["labels"]).astype(bool) for s in saved]
     # Card precision only when every window names its cards (a resumed run may not).
-    codes = [pd.factorize(np.asarray(s["cards"], dtype=object))[0] for s in saved] \
-        if all("cards" in s for s in saved) else None
+    codes = [card_budget(pd.factorize(np.asarray(s["cards"], dtype=object))[0])
+             for s in saved] if all("cards" in s for s in saved) else None
     methods = [m for m in scored if all(m in s["methods"] for s in saved)]
     by_method = {m: [np.asarray(s["methods"][m], dtype=np.float64) for s in saved]
                  for m in methods}

@@ -12,6 +12,7 @@ import pytest
 from cluster.comparison.fraud_intervals import (
     CARD_METRIC,
     budget_precision,
+    card_budget,
     card_precision,
     per_window_fraud_table,
     record_fraud_intervals,
@@ -33,14 +34,16 @@ def test_card_precision_flags_cards_by_their_highest_score() -> None:
     y2 = np.array([True, False])
     s2 = np.array([0.6, 0.7])
     c2 = np.array([0, 1])
-    assert card_precision([(y1, s1), (y2, s2)], [c1, c2]) == pytest.approx(1 / 2)
+    assert card_precision([(y1, s1), (y2, s2)], [card_budget(c1), card_budget(c2)]) \
+        == pytest.approx(1 / 2)
     assert budget_precision([(y1, s1), (y2, s2)]) == pytest.approx(0.0)
     # 150 cards -> budget 2 (ceil 1.5): the two best-scored cards.
     y = np.zeros(300, dtype=bool)
     y[[1, 3]] = True  # cards 0 and 1 each have a fraud, on their low-scored payment
     codes = np.repeat(np.arange(150), 2)
     s = np.where(codes < 2, 1.0, 0.5) - 0.1 * y
-    assert card_precision([(y, s)], [codes]) == pytest.approx(1.0)
+    assert card_budget(codes)[1] == 2
+    assert card_precision([(y, s)], [card_budget(codes)]) == pytest.approx(1.0)
 
 
 def test_transaction_cards_follow_the_labelled_rows() -> None:
