@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -131,10 +131,12 @@ def _bounds(values: list[float]) -> tuple[float, float]:
     return float(lo), float(hi)
 
 
-def _boot(stat: Callable[[list[np.ndarray]], dict[str, float]], draws: list[list[np.ndarray]]
-          ) -> dict[str, tuple[float, float]]:
-    rows = [stat(draw) for draw in draws]
-    return {m: _bounds([r[m] for r in rows]) for m in rows[0]} if rows else {}
+def boot_rows(labels: list[np.ndarray], scores: list[np.ndarray],
+              draws: list[list[np.ndarray]], cards: Cards = None) -> list[dict[str, float]]:
+    """One method's pooled metrics on each resample of ``draws`` (computed once per method:
+    its own interval and every paired difference that involves it read the same rows)."""
+    return [pooled_metrics([(y[i], s[i]) for y, s, i in zip(labels, scores, d)],
+                           _take(cards, d)) for d in draws]
 
 
 def _take(cards: Cards, draw: list[np.ndarray]) -> Cards:
@@ -142,32 +144,41 @@ def _take(cards: Cards, draw: list[np.ndarray]) -> Cards:
 
 
 def method_intervals(labels: list[np.ndarray], scores: list[np.ndarray],
-                     draws: list[list[np.ndarray]], cards: Cards = None
+                     draws: list[list[np.ndarray]], cards: Cards = None,
+                     rows: list[dict[str, float]] | None = None
                      ) -> dict[str, dict[str, float]]:
-    """{metric: {"value", "lo", "hi"}} of one method's pooled scores."""
+    """{metric: {"value", "lo", "hi"}} of one method's pooled scores (``rows``: its
+    :func:`boot_rows`, when already computed)."""
     value = pooled_metrics(list(zip(labels, scores)), cards)
-    bounds = _boot(lambda d: pooled_metrics([(y[i], s[i]) for y, s, i in
-                                             zip(labels, scores, d)], _take(cards, d)), draws)
-    nan = (math.nan, math.nan)
-    return {m: {"value": value[m], "lo": bounds.get(m, nan)[0], "hi": bounds.get(m, nan)[1]}
-            for m in value}
+    rows = boot_rows(labels, scores, draws, cards) if rows is None else rows
+    bounds = {m: _bounds([r[m] for r in rows]) for m in value}
+    return {m: {"value": value[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in value}
 
 
 def paired_intervals(labels: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray],
-                     draws: list[list[np.ndarray]], cards: Cards = None
+                     draws: list[list[np.ndarray]], cards: Cards = None,
+                     rows: tuple[list[dict[str, float]], list[dict[str, float]]] | None = None
                      ) -> dict[str, dict[str, float]]:
-    """{metric: {"diff", "lo", "hi"}} of ``a - b`` on the same resampled rows."""
-    def diff(parts_a: list[Part], parts_b: list[Part], who: Cards) -> dict[str, float]:
-        x, y = pooled_metrics(parts_a, who), pooled_metrics(parts_b, who)
-        return {m: x[m] - y[m] for m in x}
+    """{metric: {"diff", "lo", "hi"}} of ``a - b`` on the same resampled rows (``rows``:
+    the two methods' :func:`boot_rows`, when already computed)."""
+    x, y = pooled_metrics(list(zip(labels, a)), cards), pooled_metrics(list(zip(labels, b)), cards)
+    rows_a, rows_b = rows if rows is not None else (boot_rows(labels, a, draws, cards),
+                                                     boot_rows(labels, b, draws, cards))
+    bounds = {m: _bounds([ra[m] - rb[m] for ra, rb in zip(rows_a, rows_b)]) for m in x}
+    return {m: {"diff": x[m] - y[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in x}
 
-    value = diff(list(zip(labels, a)), list(zip(labels, b)), cards)
-    bounds = _boot(lambda d: diff([(y[i], s[i]) for y, s, i in zip(labels, a, d)],
-                                  [(y[i], s[i]) for y, s, i in zip(labels, b, d)],
-                                  _take(cards, d)), draws)
-    nan = (math.nan, math.nan)
-    return {m: {"diff": value[m], "lo": bounds.get(m, nan)[0], "hi": bounds.get(m, nan)[1]}
-            for m in value}
+
+def intervals(labels: list[np.ndarray], by_method: Mapping[str, list[np.ndarray]],
+              draws: list[list[np.ndarray]], cards: Cards) -> dict[str, Any]:
+    """{"methods": {m: method intervals}, "paired": {"ours vs m": paired intervals}} on
+    ``draws``, each method's resamples scored once."""
+    rows = {m: boot_rows(labels, s, draws, cards) for m, s in by_method.items()}
+    others = [m for m in by_method if m != OURS] if OURS in by_method else []
+    return {"methods": {m: method_intervals(labels, s, draws, cards, rows[m])
+                        for m, s in by_method.items()},
+            "paired": {f"{OURS} vs {m}": paired_intervals(
+                labels, by_method[OURS], by_method[m], draws, cards, (rows[OURS], rows[m]))
+                for m in others}}
 
 
 def transaction_cards(transactions: pd.DataFrame) -> np.ndarray | None:
@@ -215,25 +226,16 @@ def record_fraud_intervals(result: dict[str, Any], store: CheckpointStore, windo
     by_method = {m: [np.asarray(s["methods"][m], dtype=np.float64) for s in saved]
                  for m in methods}
     draws = _resamples([len(y) for y in ys])
-    pairs = {f"{OURS} vs {m}": paired_intervals(ys, by_method[OURS], by_method[m], draws, codes)
-             for m in methods if m != OURS and OURS in by_method}
+    pooled = intervals(ys, by_method, draws, codes)
     per_window = dict((result.get("fraud_intervals") or {}).get("per_window") or {})
-    last = [[d[-1]] for d in draws]
-    per_window[window] = {
-        "n": int(len(ys[-1])), "n_pos": int(ys[-1].sum()),
-        "methods": {m: method_intervals(ys[-1:], by_method[m][-1:], last,
-                                        None if codes is None else codes[-1:])
-                    for m in methods},
-        "paired": {f"{OURS} vs {m}": paired_intervals(
-            ys[-1:], by_method[OURS][-1:], by_method[m][-1:], last,
-            None if codes is None else codes[-1:]) for m in methods if m != OURS
-            and OURS in by_method}}
+    per_window[window] = {"n": int(len(ys[-1])), "n_pos": int(ys[-1].sum()), **intervals(
+        ys[-1:], {m: s[-1:] for m, s in by_method.items()}, [[d[-1]] for d in draws],
+        None if codes is None else codes[-1:])}
     result["fraud_intervals"] = {
         "level": 1.0 - ALPHA, "n_boot": N_BOOT, "seed": SEED, "budget_frac": BUDGET_FRAC,
         "windows": len(saved), "n": int(sum(len(y) for y in ys)),
         "n_pos": int(sum(int(y.sum()) for y in ys)),
-        "methods": {m: method_intervals(ys, by_method[m], draws, codes) for m in methods},
-        "paired": pairs, "per_window": per_window,
+        "methods": pooled["methods"], "paired": pooled["paired"], "per_window": per_window,
         "calibration": {m: calibration_summary(ys, by_method[m]) for m in methods}}
 
 
