@@ -143,42 +143,31 @@ def _take(cards: Cards, draw: list[np.ndarray]) -> Cards:
     return None if cards is None else [(c[i], k) for (c, k), i in zip(cards, draw)]
 
 
-def method_intervals(labels: list[np.ndarray], scores: list[np.ndarray],
-                     draws: list[list[np.ndarray]], cards: Cards = None,
-                     rows: list[dict[str, float]] | None = None
-                     ) -> dict[str, dict[str, float]]:
-    """{metric: {"value", "lo", "hi"}} of one method's pooled scores (``rows``: its
-    :func:`boot_rows`, when already computed)."""
-    value = pooled_metrics(list(zip(labels, scores)), cards)
-    rows = boot_rows(labels, scores, draws, cards) if rows is None else rows
+def _method_cells(value: dict[str, float], rows: list[dict[str, float]]
+                  ) -> dict[str, dict[str, float]]:
+    """{metric: {"value", "lo", "hi"}} from a method's value and its :func:`boot_rows`."""
     bounds = {m: _bounds([r[m] for r in rows]) for m in value}
     return {m: {"value": value[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in value}
 
 
-def paired_intervals(labels: list[np.ndarray], a: list[np.ndarray], b: list[np.ndarray],
-                     draws: list[list[np.ndarray]], cards: Cards = None,
-                     rows: tuple[list[dict[str, float]], list[dict[str, float]]] | None = None
-                     ) -> dict[str, dict[str, float]]:
-    """{metric: {"diff", "lo", "hi"}} of ``a - b`` on the same resampled rows (``rows``:
-    the two methods' :func:`boot_rows`, when already computed)."""
-    x, y = pooled_metrics(list(zip(labels, a)), cards), pooled_metrics(list(zip(labels, b)), cards)
-    rows_a, rows_b = rows if rows is not None else (boot_rows(labels, a, draws, cards),
-                                                     boot_rows(labels, b, draws, cards))
-    bounds = {m: _bounds([ra[m] - rb[m] for ra, rb in zip(rows_a, rows_b)]) for m in x}
-    return {m: {"diff": x[m] - y[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in x}
+def _paired_cells(a: dict[str, float], b: dict[str, float], rows_a: list[dict[str, float]],
+                  rows_b: list[dict[str, float]]) -> dict[str, dict[str, float]]:
+    """{metric: {"diff", "lo", "hi"}} of ``a - b``, resample by resample."""
+    bounds = {m: _bounds([ra[m] - rb[m] for ra, rb in zip(rows_a, rows_b)]) for m in a}
+    return {m: {"diff": a[m] - b[m], "lo": bounds[m][0], "hi": bounds[m][1]} for m in a}
 
 
 def intervals(labels: list[np.ndarray], by_method: Mapping[str, list[np.ndarray]],
               draws: list[list[np.ndarray]], cards: Cards) -> dict[str, Any]:
-    """{"methods": {m: method intervals}, "paired": {"ours vs m": paired intervals}} on
-    ``draws``, each method's resamples scored once."""
+    """{"methods": {m: {metric: {value, lo, hi}}}, "paired": {"ours vs m": {metric: {diff,
+    lo, hi}}}} on ``draws``: each method's value and resamples are scored once, and a pair's
+    difference is taken on the same resampled rows."""
+    values = {m: pooled_metrics(list(zip(labels, s)), cards) for m, s in by_method.items()}
     rows = {m: boot_rows(labels, s, draws, cards) for m, s in by_method.items()}
     others = [m for m in by_method if m != OURS] if OURS in by_method else []
-    return {"methods": {m: method_intervals(labels, s, draws, cards, rows[m])
-                        for m, s in by_method.items()},
-            "paired": {f"{OURS} vs {m}": paired_intervals(
-                labels, by_method[OURS], by_method[m], draws, cards, (rows[OURS], rows[m]))
-                for m in others}}
+    return {"methods": {m: _method_cells(values[m], rows[m]) for m in by_method},
+            "paired": {f"{OURS} vs {m}": _paired_cells(values[OURS], values[m], rows[OURS],
+                                                       rows[m]) for m in others}}
 
 
 def transaction_cards(transactions: pd.DataFrame) -> np.ndarray | None:

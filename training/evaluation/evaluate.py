@@ -217,7 +217,7 @@ def fraud_scores(model: ShopStreamModel, examples: FraudExamples) -> np.ndarray:
             part.features, part.amount, part.user_idx, part.hist_idx, part.item_idx,
             part.label)))
         out.append(model.fraud_probability(batch).cpu().numpy())
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.float32)
+    return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
 
 def fraud_labels_scores(model: ShopStreamModel, history: PurchaseHistory,
