@@ -33,10 +33,11 @@ import pandas as pd
 from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.model_selection import StratifiedKFold
 
+from training.data.schema import transaction_feature_columns
 from training.data.sources import load_windows
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluation.metrics import average_precision
-from training.model.fraud_trees import FraudTrees
+from training.model.fraud_trees import FraudTrees, tree_inputs
 
 SHOPS = {  # the recorded synthetic reports' settings (reports/README.md)
     "shop-6weeks": SyntheticShopConfig(n_windows=6, interactions_per_window=2500,
@@ -46,17 +47,15 @@ SHOPS = {  # the recorded synthetic reports' settings (reports/README.md)
                                         transactions_per_window=2000, n_users=1500,
                                         n_items=600, fraud_rate=0.02),
 }
-NOT_FEATURES = ("txn_id", "user_id", "item_id", "ts", "amount", "is_fraud")
 Scorer = Callable[[np.ndarray], np.ndarray]
 
 
 def inputs(frames: list[pd.DataFrame]) -> tuple[np.ndarray, np.ndarray]:
-    """(amount + numeric features, labels) of the labelled rows of ``frames``."""
+    """(the trees' inputs: amount + the fraud features, labels) of the labelled rows."""
     t = pd.concat(frames, ignore_index=True)
     t = t[t["is_fraud"].notna()]
-    feats = [c for c in t.columns if c not in NOT_FEATURES and pd.api.types.is_numeric_dtype(t[c])]
-    return (np.column_stack([t["amount"].to_numpy(float), t[feats].to_numpy(float)]),
-            t["is_fraud"].to_numpy(bool))
+    features = t[transaction_feature_columns(t.columns)]
+    return tree_inputs(t["amount"].to_numpy(), features.to_numpy()), t["is_fraud"].to_numpy(bool)
 
 
 def scorers(x: np.ndarray, y: np.ndarray, seed: int) -> dict[str, Scorer]:
