@@ -31,7 +31,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cluster.comparison.report_data import interval_verdict
+from cluster.comparison.report_data import NOT_MEASURED, interval_verdict, number
+from cluster.comparison.tables import fmt
 from training.evaluation.metrics import fraud_metrics
 from training.evaluation.reliability import (
     brier_score,
@@ -251,12 +252,10 @@ def fraud_table(result: Mapping[str, Any]) -> list[str]:
              f"{100 * tree['budget_frac']:g}% of each window{card}.", "",
              "| method | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
     for method, row in tree["methods"].items():
-        cells = [f"{row[m]['value']:.3f} [{row[m]['lo']:.3f}, {row[m]['hi']:.3f}]"
-                 for m in names]
+        cells = [interval_cell(row[m]) for m in names]
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     for pair, row in tree["paired"].items():
-        cells = [f"{m} {row[m]['diff']:+.3f} [{row[m]['lo']:+.3f}, {row[m]['hi']:+.3f}]"
-                 for m in names]
+        cells = [f"{m} {interval_cell(row[m], 'diff')}" for m in names]
         lines.append("")
         lines.append(f"{pair} (paired): " + "; ".join(cells))
     return lines + [""] + calibration_lines(result)
@@ -276,24 +275,44 @@ def per_window_fraud_table(result: Mapping[str, Any], baseline: str = "hist_grad
             if row is None:
                 continue
             names = list(row)
-            cells = [f"{row[m]['value']:.3f} [{row[m]['lo']:.3f}, {row[m]['hi']:.3f}]"
-                     for m in names]
+            cells = [interval_cell(row[m]) for m in names]
             versus = ""
             if method == OURS and pair:
-                ap = pair["auc_pr"]
-                verdict = interval_verdict(ap["lo"], ap["hi"])
+                verdict = cell_verdict(pair["auc_pr"])
                 verdicts.append(verdict)
-                versus = f"{ap['diff']:+.3f} [{ap['lo']:+.3f}, {ap['hi']:+.3f}] {verdict}"
+                cell = interval_cell(pair["auc_pr"], "diff")
+                versus = cell if verdict == NOT_MEASURED else f"{cell} {verdict}"
             rows.append(f"| {window} | {method} | {tree['n']} ({tree['n_pos']}) | "
                         + " | ".join(cells) + f" | {versus} |")
     if not rows:
         return []
     head = ["| window | method | transactions (frauds) | " + " | ".join(names)
             + f" | auc_pr vs {baseline} (paired) |", "|---" * (len(names) + 4) + "|"]
-    count = ", ".join(f"{verdicts.count(v)} {v}" for v in ("better", "worse",
-                                                            "not distinguishable"))
+    # A window without a fraud (or without a legitimate transaction) has no AUC-PR: counted
+    # apart, never as "not distinguishable".
+    kinds = ("better", "worse", "not distinguishable", NOT_MEASURED)
+    count = ", ".join(f"{verdicts.count(v)} {v}" for v in kinds
+                      if v != NOT_MEASURED or v in verdicts)
     return [f"Each window on its own: {N_BOOT} resamples of its transactions; "
             f"`{OURS}` vs `{baseline}` by AUC-PR per window: {count}.", "", *head, *rows, ""]
+
+
+def interval_cell(cell: Mapping[str, Any], key: str = "value") -> str:
+    """``value [lo, hi]`` of one interval cell (``key="diff"``: a signed difference), three
+    decimals; an undefined value or bound (a window without a fraud has no AUC-PR, and the
+    saved results hold it as null) reads "not measured" instead of failing the report."""
+    sign = key == "diff"
+    value, lo, hi = (number(cell.get(k)) for k in (key, "lo", "hi"))
+    if not math.isfinite(value):
+        return NOT_MEASURED
+    return f"{fmt(value, 3, sign)} [{fmt(lo, 3, sign)}, {fmt(hi, 3, sign)}]"
+
+
+def cell_verdict(cell: Mapping[str, Any]) -> str:
+    """:func:`interval_verdict` of a paired cell; "not measured" when its bounds are not."""
+    lo, hi = number(cell.get("lo")), number(cell.get("hi"))
+    return interval_verdict(lo, hi) if math.isfinite(lo) and math.isfinite(hi) \
+        else NOT_MEASURED
 
 
 def calibration_lines(result: Mapping[str, Any]) -> list[str]:

@@ -14,10 +14,12 @@ from cluster.comparison.fraud_intervals import (
     budget_precision,
     card_budget,
     card_precision,
+    fraud_table,
     per_window_fraud_table,
     record_fraud_intervals,
     transaction_cards,
 )
+from cluster.comparison.report_data import to_strict_json
 from tests.unit.test_fraud_intervals import _window
 from training.store import LocalStore
 
@@ -83,3 +85,29 @@ def test_each_window_gets_its_own_intervals_and_card_precision(tmp_path: Path) -
     record_fraud_intervals(bare, LocalStore(tmp_path / "bare"), "w",
                            {m: (labels, s) for m, s in scores.items()})
     assert CARD_METRIC not in bare["fraud_intervals"]["methods"]["incremental"]
+
+
+def test_a_window_without_a_fraud_reads_not_measured_and_keeps_the_report(
+        tmp_path: Path) -> None:
+    """A quiet hour with no fraud (ULB at night) has no AUC-PR, ROC-AUC or recall: its cells
+    are null in the saved results and "not measured" in both tables, counted apart from
+    the verdicts, while the pooled table still reads every window's frauds."""
+    rng = np.random.default_rng(5)
+    store = LocalStore(tmp_path / "store")
+    result: dict = {"evaluated_windows": ["w1", "w2"]}
+    labels, scores = _window(rng, 600)
+    record_fraud_intervals(result, store, "w1", {m: (labels, s) for m, s in scores.items()})
+    quiet = np.zeros(40, dtype=bool)
+    record_fraud_intervals(result, store, "w2",
+                           {m: (quiet, rng.random(40)) for m in scores})
+    saved = to_strict_json(result)  # what metrics.json holds: NaN -> null
+    assert saved["fraud_intervals"]["per_window"]["w2"]["methods"]["incremental"][
+        "auc_pr"]["value"] is None
+    lines = per_window_fraud_table(saved)
+    assert "1 better, 0 worse, 0 not distinguishable, 1 not measured" in lines[0]
+    quiet_ours = next(line for line in lines if line.startswith("| w2 | incremental |"))
+    assert quiet_ours.count("not measured") == 4  # AUC-PR, ROC-AUC, recall, paired AP
+    assert "0.000 [0.000, 0.000]" in quiet_ours  # precision at the budget: no hit
+    pooled = fraud_table(saved)
+    ours = next(line for line in pooled if line.startswith("| incremental |"))
+    assert "not measured" not in ours and f"{int(labels.sum())} frauds" in pooled[0]
