@@ -35,6 +35,7 @@ from cluster.comparison.evaluation import (
     has_rec,
 )
 from cluster.comparison.fraud_intervals import (
+    pool_fraud_intervals,
     realised_review,
     record_fraud_intervals,
     transaction_cards,
@@ -188,7 +189,17 @@ class Pipeline:
             if self.cfg.forgetting:
                 self.forget(t)
             self.maybe_sweep(t)
+        self.pool_intervals()
         return self.result
+
+    def pool_intervals(self) -> None:
+        """The pooled rec and fraud intervals over every evaluated window, once per run (each
+        window's own intervals were set when it was evaluated)."""
+        from cluster.comparison.intervals import pool_rec_intervals
+
+        pool_rec_intervals(self.result, self.store)
+        pool_fraud_intervals(self.result, self.store)
+        self.save()
 
     def record_realised_fpr(self, window: str, labels: np.ndarray, scores: np.ndarray) -> None:
         """How ours' live review threshold (set on its held-out tail for an FPR or an alert

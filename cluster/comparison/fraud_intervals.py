@@ -5,8 +5,9 @@
 Per-window AUC-PR on a handful of frauds says little, so when a window is evaluated,
 :func:`record_fraud_intervals` saves every fraud method's scores of that window's labelled
 transactions (the same rows, in the same order, for every method) to the store as
-``configs/pipeline-per-txn/<window>.json`` and recomputes, over all evaluated windows so far
-(scores concatenated):
+``configs/pipeline-per-txn/<window>.json`` (and sets that window's own intervals), and when
+the run ends :func:`pool_fraud_intervals` computes, over all evaluated windows (scores
+concatenated):
 
 * per method, ``result["fraud_intervals"]["methods"][m][metric]`` = {value, lo, hi}:
   AUC-PR (average precision), ROC-AUC, recall at 1% FPR, and precision at the alert
@@ -18,7 +19,9 @@ transactions (the same rows, in the same order, for every method) to the store a
   same resampled rows for both methods, so an interval excluding 0 says they differ.
 
 Intervals: percentile bootstrap, :data:`N_BOOT` resamples of transactions drawn within
-each window (so each window keeps its size and its alert budget), seed :data:`SEED`.
+each window (so each window keeps its size and its alert budget), seed :data:`SEED`; a
+window's own intervals draw with the seed (:data:`SEED`, its position among the evaluated
+windows), so they do not depend on the windows before it.
 """
 
 from __future__ import annotations
@@ -117,9 +120,10 @@ def pooled_metrics(parts: list[Part], cards: Cards = None) -> dict[str, float]:
     return out
 
 
-def _resamples(sizes: list[int]) -> list[list[np.ndarray]]:
+def _resamples(sizes: list[int], seed: int | tuple[int, ...] = SEED
+               ) -> list[list[np.ndarray]]:
     """:data:`N_BOOT` index draws, one array per window (within-window resampling)."""
-    rng = np.random.default_rng(SEED)
+    rng = np.random.default_rng(seed)
     return [[rng.integers(0, n, n) if n else np.zeros(0, dtype=np.int64) for n in sizes]
             for _ in range(N_BOOT)]
 
@@ -193,9 +197,12 @@ def record_fraud_intervals(result: dict[str, Any], store: CheckpointStore, windo
                            scored: Mapping[str, tuple[np.ndarray, np.ndarray]],
                            cards: np.ndarray | None = None) -> None:
     """Save window ``window``'s per-transaction scores ({method: (labels, scores)}, and the
-    card of each transaction when the data name one) and recompute
-    ``result["fraud_intervals"]`` over every evaluated window so far, plus this window's
-    own intervals (``per_window``, kept for the earlier windows)."""
+    card of each transaction when the data name one) and set its own intervals
+    (``result["fraud_intervals"]["per_window"][window]``, resampled with its own seed).
+
+    The pooled intervals are :func:`pool_fraud_intervals`'s, once when the run ends: pooled
+    at every window, a run's cost grew with the square of its windows (on the two ULB days,
+    48 hours, about 5 minutes per window by the last)."""
     if not scored:
         return
     labels = next(iter(scored.values()))[0]
@@ -205,28 +212,47 @@ def record_fraud_intervals(result: dict[str, Any], store: CheckpointStore, windo
     if cards is not None and len(cards) == len(labels):
         record["cards"] = [str(c) for c in cards]
     store.put_config(_config_name(window), record)
-    windows = list(result["evaluated_windows"])
-    found = [store.get_config(_config_name(w)) for w in windows[: windows.index(window) + 1]]
+    y, by_method, codes = _parts([record])
+    position = list(result["evaluated_windows"]).index(window)
+    tree = result.setdefault("fraud_intervals", {})
+    per_window = dict(tree.get("per_window") or {})
+    per_window[window] = {"n": int(len(y[0])), "n_pos": int(y[0].sum()), **intervals(
+        y, by_method, _resamples([len(y[0])], seed=(SEED, position)), codes)}
+    tree["per_window"] = per_window
+
+
+def pool_fraud_intervals(result: dict[str, Any], store: CheckpointStore) -> None:
+    """``result["fraud_intervals"]``'s pooled part over every evaluated window whose scores
+    were saved (module doc), and each method's calibration; nothing without any."""
+    found = [store.get_config(_config_name(w)) for w in result["evaluated_windows"]]
     saved: list[dict[str, Any]] = [s for s in found if s]
-    ys = [np.asarray(s["labels"]).astype(bool) for s in saved]
-    # Card precision only when every window names its cards (a resumed run may not).
-    codes = [card_budget(pd.factorize(np.asarray(s["cards"], dtype=object))[0])
-             for s in saved] if all("cards" in s for s in saved) else None
-    methods = [m for m in scored if all(m in s["methods"] for s in saved)]
-    by_method = {m: [np.asarray(s["methods"][m], dtype=np.float64) for s in saved]
-                 for m in methods}
-    draws = _resamples([len(y) for y in ys])
-    pooled = intervals(ys, by_method, draws, codes)
-    per_window = dict((result.get("fraud_intervals") or {}).get("per_window") or {})
-    per_window[window] = {"n": int(len(ys[-1])), "n_pos": int(ys[-1].sum()), **intervals(
-        ys[-1:], {m: s[-1:] for m, s in by_method.items()}, [[d[-1]] for d in draws],
-        None if codes is None else codes[-1:])}
+    if not saved:
+        return
+    ys, by_method, codes = _parts(saved, list(result.get("methods") or {}))
+    pooled = intervals(ys, by_method, _resamples([len(y) for y in ys]), codes)
+    per_window = (result.get("fraud_intervals") or {}).get("per_window") or {}
     result["fraud_intervals"] = {
         "level": 1.0 - ALPHA, "n_boot": N_BOOT, "seed": SEED, "budget_frac": BUDGET_FRAC,
         "windows": len(saved), "n": int(sum(len(y) for y in ys)),
         "n_pos": int(sum(int(y.sum()) for y in ys)),
         "methods": pooled["methods"], "paired": pooled["paired"], "per_window": per_window,
-        "calibration": {m: calibration_summary(ys, by_method[m]) for m in methods}}
+        "calibration": {m: calibration_summary(ys, s) for m, s in by_method.items()}}
+
+
+def _parts(saved: list[dict[str, Any]], order: list[str] | None = None
+           ) -> tuple[list[np.ndarray], dict[str, list[np.ndarray]], Cards]:
+    """(labels per window, {method: scores per window}, card budgets per window) of saved
+    per-transaction records: the methods every record has, in ``order`` (the run's methods;
+    the store keeps a record's keys sorted) and then the record's; card precision only when
+    every window names its cards (a resumed run may not)."""
+    ys = [np.asarray(s["labels"]).astype(bool) for s in saved]
+    codes = [card_budget(pd.factorize(np.asarray(s["cards"], dtype=object))[0])
+             for s in saved] if all("cards" in s for s in saved) else None
+    named = [*(order or []), *saved[-1]["methods"]]
+    methods = [m for m in dict.fromkeys(named) if all(m in s["methods"] for s in saved)]
+    by_method = {m: [np.asarray(s["methods"][m], dtype=np.float64) for s in saved]
+                 for m in methods}
+    return ys, by_method, codes
 
 
 def calibration_summary(labels: list[np.ndarray], scores: list[np.ndarray]

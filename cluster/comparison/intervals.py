@@ -10,12 +10,14 @@ per-user values pair up. When window ``w`` is evaluated, :func:`record_rec_inter
 * sets ``result["intervals"]["paired"][pair]["windows"][w]``: the paired-bootstrap interval
   of the difference of per-user warm NDCG@k, for ours vs every other neural method and every
   neural method vs every rec baseline;
-* recomputes the pooled intervals (per-user values of every evaluated window so far,
-  concatenated): per method in ``result["intervals"]["methods"]`` (warm, all and cold
-  NDCG@k), per pair under ``"pooled"``;
 * does the same for cold users' NDCG@k under ``result["intervals"]["paired_cold"]``: a pair
   is compared on a window only where both methods have the same cold users. Cold users are
   few (tens over a whole run), so expect wide intervals.
+
+When the run ends, :func:`pool_rec_intervals` computes the pooled intervals (per-user values
+of every evaluated window, concatenated): per method in ``result["intervals"]["methods"]``
+(warm, all and cold NDCG@k), per pair under ``"pooled"`` (warm and cold). Pooled at every
+window instead, a run's cost grew with the square of its windows.
 
 Per-user values saved before cold users were kept have no cold part: those windows are left
 out of the cold intervals (their ``"windows"`` lists say which were used).
@@ -113,13 +115,11 @@ def _pairable(values: Mapping[str, Any], a: str, b: str, part: str = "warm") -> 
             and values[a][users] == values[b][users])
 
 
-def _pooled(store: CheckpointStore, windows: list[str], current: str,
-            values: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """{window: per-user values} of the evaluated windows up to ``current`` that have any."""
+def _saved(store: CheckpointStore, windows: list[str]) -> dict[str, dict[str, Any]]:
+    """{window: per-user values} of the evaluated ``windows`` that have any saved."""
     out: dict[str, dict[str, Any]] = {}
-    for w in windows[: windows.index(current) + 1]:
-        saved = values if w == current else (store.get_config(_config_name(w)) or {}).get(
-            "methods")
+    for w in windows:
+        saved = (store.get_config(_config_name(w)) or {}).get("methods")
         if saved:
             out[w] = saved
     return out
@@ -144,22 +144,28 @@ def _method_intervals(by_window: Mapping[str, Any], method: str,
     return out
 
 
-def _record_pairs(pairs: dict[str, Any], result: Mapping[str, Any], window: str,
-                  by_window: Mapping[str, Any], part: str) -> None:
-    """Per-window (``window``) and pooled paired intervals of ``part``'s NDCG@k for every pair
-    of :func:`rec_pairs` that has the same ``part`` users in ``window``."""
-    current = by_window[window]
+def _window_pairs(pairs: dict[str, Any], result: Mapping[str, Any], window: str,
+                  current: Mapping[str, Any], part: str) -> None:
+    """Window ``window``'s paired intervals of ``part``'s NDCG@k for every pair of
+    :func:`rec_pairs` that has the same, non-empty, ``part`` users there."""
     for a, b in rec_pairs(result["methods"]):
-        if not _pairable(current, a, b, part):
+        if not _pairable(current, a, b, part) or not current[a][part]:
             continue
+        entry = pairs.setdefault(pair_key(a, b), {"a": a, "b": b, "windows": {}})
+        entry["windows"][window] = paired(np.asarray(current[a][part], dtype=np.float64),
+                                          np.asarray(current[b][part], dtype=np.float64))
+
+
+def _pooled_pairs(pairs: dict[str, Any], result: Mapping[str, Any],
+                  by_window: Mapping[str, Any], part: str) -> None:
+    """Each pair's pooled paired interval over the windows where it has the same ``part``
+    users; a pair without any such user (e.g. no cold user in the run) gets none."""
+    for a, b in rec_pairs(result["methods"]):
         used = [w for w, v in by_window.items() if _pairable(v, a, b, part)]
         xa, xb = (_concat(by_window, used, m, part) for m in (a, b))
         if not xa.size:
-            continue  # e.g. no cold user in any window so far: nothing to compare
+            continue
         entry = pairs.setdefault(pair_key(a, b), {"a": a, "b": b, "windows": {}})
-        if current[a][part]:
-            entry["windows"][window] = paired(np.asarray(current[a][part], dtype=np.float64),
-                                              np.asarray(current[b][part], dtype=np.float64))
         entry["pooled"] = {**paired(xa, xb), "windows": used}
 
 
@@ -175,7 +181,22 @@ def record_rec_intervals(result: dict[str, Any], store: CheckpointStore, window:
     tree.update({"metric": _metric("warm", k), "also": _metric("all", k),
                  "cold_metric": _metric("cold", k), "level": 1.0 - ALPHA, "n_boot": N_BOOT,
                  "seed": SEED})
-    by_window = _pooled(store, list(result["evaluated_windows"]), window, values)
-    tree["methods"] = {method: _method_intervals(by_window, method, k) for method in values}
-    _record_pairs(tree.setdefault("paired", {}), result, window, by_window, "warm")
-    _record_pairs(tree.setdefault("paired_cold", {}), result, window, by_window, "cold")
+    _window_pairs(tree.setdefault("paired", {}), result, window, values, "warm")
+    _window_pairs(tree.setdefault("paired_cold", {}), result, window, values, "cold")
+
+
+def pool_rec_intervals(result: dict[str, Any], store: CheckpointStore) -> None:
+    """The pooled intervals of ``result["intervals"]`` over every evaluated window's saved
+    per-user values (module docstring); nothing before :func:`record_rec_intervals` ran."""
+    tree = result.get("intervals")
+    by_window = _saved(store, list(result["evaluated_windows"]))
+    if tree is None or not by_window:
+        return
+    k = int(tree["metric"].rsplit("@", 1)[1])
+    last = by_window[next(reversed(by_window))]
+    # The run's method order (the store keeps a saved record's keys sorted).
+    methods = [m for m in result["methods"] if m in last] + \
+        [m for m in last if m not in result["methods"]]
+    tree["methods"] = {method: _method_intervals(by_window, method, k) for method in methods}
+    _pooled_pairs(tree.setdefault("paired", {}), result, by_window, "warm")
+    _pooled_pairs(tree.setdefault("paired_cold", {}), result, by_window, "cold")

@@ -11,6 +11,7 @@ import pytest
 from cluster.comparison.fraud_intervals import (
     budget_precision,
     fraud_table,
+    pool_fraud_intervals,
     pooled_metrics,
     record_fraud_intervals,
 )
@@ -48,12 +49,18 @@ def _window(rng: np.random.Generator, n: int) -> tuple[np.ndarray, dict[str, np.
 def test_pooled_intervals_bracket_the_value_and_tell_a_better_method(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     store = LocalStore(tmp_path / "store")
-    result = {"evaluated_windows": ["w1", "w2"]}
+    result = {"evaluated_windows": ["w1", "w2"],
+              "methods": {"incremental": {}, "hist_gradient_boosting": {}}}
     for window in ("w1", "w2"):
         labels, scores = _window(rng, 600)
         record_fraud_intervals(result, store, window, {m: (labels, s)
                                                        for m, s in scores.items()})
+    assert "methods" not in result["fraud_intervals"]  # pooled once, when the run ends
+    pool_fraud_intervals(result, store)
     tree = result["fraud_intervals"]
+    assert list(tree["per_window"]) == ["w1", "w2"]
+    # The run's method order, not the saved records' (the store sorts their keys).
+    assert list(tree["methods"]) == ["incremental", "hist_gradient_boosting"]
     assert tree["windows"] == 2 and tree["n"] == 1200 and tree["n_pos"] > 30
     for method, row in tree["methods"].items():
         for metric, cell in row.items():
@@ -76,8 +83,10 @@ def test_identical_methods_have_a_zero_paired_difference(tmp_path: Path) -> None
     labels, scores = _window(rng, 400)
     result = {"evaluated_windows": ["w"]}
     same = scores["incremental"]
-    record_fraud_intervals(result, LocalStore(tmp_path), "w",
+    store = LocalStore(tmp_path)
+    record_fraud_intervals(result, store, "w",
                            {"incremental": (labels, same), "full_retrain": (labels, same)})
+    pool_fraud_intervals(result, store)
     pair = result["fraud_intervals"]["paired"]["incremental vs full_retrain"]
     assert all(pair[m]["diff"] == pair[m]["lo"] == pair[m]["hi"] == 0.0 for m in pair)
 
@@ -89,8 +98,10 @@ def test_calibration_is_reported_per_method_with_the_realised_fpr(tmp_path: Path
     result: dict = {"evaluated_windows": ["w"],
                     "realised_fpr": {"w": {"target": 0.05, "review_threshold": 0.3,
                                            "fpr": 0.06, "alerts": 130, "n": 2000}}}
-    record_fraud_intervals(result, LocalStore(tmp_path), "w", {
+    store = LocalStore(tmp_path)
+    record_fraud_intervals(result, store, "w", {
         "incremental": (labels, true_p), "hist_gradient_boosting": (labels, true_p ** 0.25)})
+    pool_fraud_intervals(result, store)
     calibration = result["fraud_intervals"]["calibration"]
     assert calibration["incremental"]["ece"] < 0.03 < calibration["hist_gradient_boosting"]["ece"]
     assert calibration["incremental"]["brier"] < calibration["hist_gradient_boosting"]["brier"]

@@ -16,6 +16,7 @@ from cluster.comparison.fraud_intervals import (
     card_precision,
     fraud_table,
     per_window_fraud_table,
+    pool_fraud_intervals,
     record_fraud_intervals,
     transaction_cards,
 )
@@ -65,6 +66,7 @@ def test_each_window_gets_its_own_intervals_and_card_precision(tmp_path: Path) -
         cards = np.array([f"u{i}" for i in rng.integers(0, 300, len(labels))])
         record_fraud_intervals(result, store, window,
                                {m: (labels, s) for m, s in scores.items()}, cards)
+    pool_fraud_intervals(result, store)
     tree = result["fraud_intervals"]
     assert list(tree["per_window"]) == ["w1", "w2"]  # w1's kept when w2 is recorded
     for window, part in tree["per_window"].items():
@@ -82,8 +84,9 @@ def test_each_window_gets_its_own_intervals_and_card_precision(tmp_path: Path) -
     # Without cards (ULB) the card metric is left out, not guessed.
     bare: dict = {"evaluated_windows": ["w"]}
     labels, scores = _window(rng, 300)
-    record_fraud_intervals(bare, LocalStore(tmp_path / "bare"), "w",
-                           {m: (labels, s) for m, s in scores.items()})
+    bare_store = LocalStore(tmp_path / "bare")
+    record_fraud_intervals(bare, bare_store, "w", {m: (labels, s) for m, s in scores.items()})
+    pool_fraud_intervals(bare, bare_store)
     assert CARD_METRIC not in bare["fraud_intervals"]["methods"]["incremental"]
 
 
@@ -100,6 +103,7 @@ def test_a_window_without_a_fraud_reads_not_measured_and_keeps_the_report(
     quiet = np.zeros(40, dtype=bool)
     record_fraud_intervals(result, store, "w2",
                            {m: (quiet, rng.random(40)) for m in scores})
+    pool_fraud_intervals(result, store)
     saved = to_strict_json(result)  # what metrics.json holds: NaN -> null
     assert saved["fraud_intervals"]["per_window"]["w2"]["methods"]["incremental"][
         "auc_pr"]["value"] is None
@@ -111,3 +115,23 @@ def test_a_window_without_a_fraud_reads_not_measured_and_keeps_the_report(
     pooled = fraud_table(saved)
     ours = next(line for line in pooled if line.startswith("| incremental |"))
     assert "not measured" not in ours and f"{int(labels.sum())} frauds" in pooled[0]
+
+
+def test_a_windows_own_intervals_do_not_depend_on_the_windows_before_it(
+        tmp_path: Path) -> None:
+    """Each window resamples with its own seed (its position), so recording w2 after w1 or
+    on its own gives the same intervals, and no window's record pools the run."""
+    rng = np.random.default_rng(7)
+    first, second = _window(rng, 500), _window(rng, 300)
+    chained: dict = {"evaluated_windows": ["w1", "w2"]}
+    store = LocalStore(tmp_path / "chained")
+    for window, (labels, scores) in (("w1", first), ("w2", second)):
+        record_fraud_intervals(chained, store, window,
+                               {m: (labels, s) for m, s in scores.items()})
+    alone: dict = {"evaluated_windows": ["w1", "w2"]}
+    labels, scores = second
+    record_fraud_intervals(alone, LocalStore(tmp_path / "alone"), "w2",
+                           {m: (labels, s) for m, s in scores.items()})
+    assert chained["fraud_intervals"]["per_window"]["w2"] == \
+        alone["fraud_intervals"]["per_window"]["w2"]
+    assert set(chained["fraud_intervals"]) == {"per_window"}

@@ -227,6 +227,26 @@ def test_fraud_metrics_keys_and_values() -> None:
     assert (got["n"], got["n_pos"]) == (5, 2)
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_fraud_metrics_from_one_sort_equal_each_function_and_the_rank_formula(
+        seed: int) -> None:
+    """fraud_metrics shares one sorted curve between its metrics; each value is exactly its
+    own function's, and ROC-AUC exactly the Mann-Whitney average-rank formula (ties 1/2)."""
+    rng = np.random.default_rng(seed)
+    for n, ties in ((3000, True), (3000, False), (7, True)):
+        y = rng.random(n) < 0.05
+        y[:2] = [True, False]
+        s = rng.integers(0, 9, n) / 8.0 + 0.25 * y if ties else rng.normal(size=n) + y
+        got = fraud_metrics(y, s)
+        _, inverse, counts = np.unique(s, return_inverse=True, return_counts=True)
+        rank_sum = float((np.cumsum(counts) - (counts - 1) / 2.0)[inverse][y].sum())
+        n_pos = int(y.sum())
+        by_ranks = (rank_sum - n_pos * (n_pos + 1) / 2.0) / (n_pos * (n - n_pos))
+        assert got["roc_auc"] == roc_auc(y, s) == by_ranks
+        assert got["auc_pr"] == average_precision(y, s)
+        assert got["recall@1%fpr"] == recall_at_fpr(y, s, 0.01)
+
+
 def test_degenerate_labels_give_nan() -> None:
     scores = np.array([0.2, 0.4, 0.6])
     no_pos = fraud_metrics(np.zeros(3), scores)

@@ -5,6 +5,7 @@ update."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 from typing import Any
 
@@ -12,7 +13,12 @@ import numpy as np
 import pytest
 
 from cluster.comparison.evaluation import RecRow
-from cluster.comparison.intervals import N_BOOT, rec_pairs, record_rec_intervals
+from cluster.comparison.intervals import (
+    N_BOOT,
+    pool_rec_intervals,
+    rec_pairs,
+    record_rec_intervals,
+)
 from cluster.comparison.report import summary_markdown
 from cluster.comparison.tables import paired_table, rec_table, summary_table, trainer_cell
 from cluster.comparison.verdicts import compare_line, time_line
@@ -40,7 +46,8 @@ class FakeStore:
         self.configs: dict[str, dict[str, Any]] = {}
 
     def put_config(self, name: str, data: dict[str, Any]) -> None:
-        self.configs[name] = data
+        # As the real store: JSON with sorted keys, so a record reads back in name order.
+        self.configs[name] = json.loads(json.dumps(data, sort_keys=True))
 
     def get_config(self, name: str) -> dict[str, Any] | None:
         return self.configs.get(name)
@@ -73,6 +80,7 @@ def _record(windows: dict[str, dict[str, tuple[list[float], list[float]]]],
         out = {m: _row(*v, **row_args) for m, v in data.items()}
         record_rec_intervals(result, store, wid, out, 2)
         result["prequential"][wid] = out
+    pool_rec_intervals(result, store)
     return result
 
 
@@ -89,6 +97,8 @@ def recorded() -> tuple[dict[str, Any], FakeStore, dict[str, Any]]:
         out = {m: _row(*v) for m, v in data.items()}
         record_rec_intervals(result, store, wid, out, 2)
         result["prequential"][wid] = out
+    assert "methods" not in result["intervals"]  # pooled once, when the run ends
+    pool_rec_intervals(result, store)
     return result, store, out
 
 
@@ -115,6 +125,7 @@ def test_paired_intervals_per_window_and_pooled(recorded) -> None:
     result = recorded[0]
     tree = result["intervals"]
     assert (tree["metric"], tree["level"], tree["n_boot"]) == ("warm/ndcg@2", 0.95, 1000)
+    assert list(tree["methods"]) == list(METHODS)  # the run's order, not the store's sorted one
     entry = tree["paired"]["incremental vs full_retrain"]
     # ours beats full_retrain by 0.1 or 0.05 on every warm user: the interval excludes 0.
     assert entry["windows"]["w1"]["diff"] == pytest.approx(0.1)
@@ -289,7 +300,9 @@ def test_cold_pairs_need_the_same_cold_users() -> None:
     out = {"incremental": _row([0.5, 0.6], [0.5, 0.0]),
            "full_retrain": _row([0.4, 0.6], [0.4, 0.1], cold_start=5),
            "popularity": _row([0.5, 0.6], [0.2, 0.4])}
-    record_rec_intervals(result, FakeStore(), "w1", out, 2)
+    store = FakeStore()
+    record_rec_intervals(result, store, "w1", out, 2)
+    pool_rec_intervals(result, store)
     tree = result["intervals"]
     assert sorted(tree["paired_cold"]) == ["incremental vs popularity"]
     assert sorted(tree["paired"]) == ["full_retrain vs popularity", "incremental vs full_retrain",
@@ -312,6 +325,7 @@ def test_old_per_user_values_without_cold_still_pool_warm() -> None:
     result = _result()
     out = {m: _row(*v) for m, v in W2.items()}
     record_rec_intervals(result, store, "w2", out, 2)
+    pool_rec_intervals(result, store)
     result["prequential"] = {"w1": {m: _row(*v) for m, v in W1.items()}, "w2": out}
     tree = result["intervals"]
     a = np.asarray(W1["incremental"][0] + W2["incremental"][0])

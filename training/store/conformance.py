@@ -283,6 +283,13 @@ def check_configs(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None
     _expect(store.get_config("train") == {"lr": 0.01}, "overwrite")
     store.put_config("sweeps/run-1", {"trial": 3})
     _expect(store.get_config("sweeps/run-1") == {"trial": 3}, "nested config")
+    # Read back in the order written, nested dicts too (a resumed pipeline run's report
+    # follows its saved methods, phases and metrics in that order).
+    ordered = {"zeta": {"prepare": 1, "fit": 2, "gate": 3}, "alpha": [{"b": 1, "a": 2}]}
+    store.put_config("ordered", ordered)
+    back = store.get_config("ordered") or {}
+    _expect(list(back) == ["zeta", "alpha"] and list(back["zeta"]) == ["prepare", "fit", "gate"]
+            and list(back["alpha"][0]) == ["b", "a"], "config key order")
     _raises(InvalidKeyError, lambda: store.put_config("../escape", {}), "../escape")
     _raises(InvalidMetaError, lambda: store.put_config("bad", {"x": float("inf")}), "JSON")
     tamper("configs/broken.json", b"[1, 2]")

@@ -24,9 +24,11 @@ class ConfigDocuments:
         def _location(self, key: str) -> str: ...
 
     def put_config(self, name: str, data: Mapping[str, Any]) -> None:
-        """Write ``configs/<name>.json``."""
+        """Write ``configs/<name>.json``, keys in ``data``'s order: a document read back is
+        the one written (the pipeline's saved run keeps its methods', phases' and metrics'
+        order, which its report follows when the run is resumed)."""
         key = self._config_key(name)
-        self.put_bytes(key, dump_json(dict(data), key))
+        self.put_bytes(key, dump_json(dict(data), key, sort_keys=False))
 
     def get_config(self, name: str) -> dict[str, Any] | None:
         """Read ``configs/<name>.json``; None if it was never written."""

@@ -60,10 +60,11 @@ class VersionInfo:
         return {k: v for k, v in self.meta.items() if k not in RESERVED_META_KEYS}
 
 
-def dump_json(doc: Any, what: str) -> bytes:
-    """Strict JSON bytes (no NaN/Infinity, which other JSON readers reject)."""
+def dump_json(doc: Any, what: str, sort_keys: bool = True) -> bytes:
+    """Strict JSON bytes (no NaN/Infinity, which other JSON readers reject); keys sorted
+    unless ``sort_keys=False`` keeps the document's own order."""
     try:
-        return json.dumps(doc, indent=2, sort_keys=True, allow_nan=False).encode("utf-8")
+        return json.dumps(doc, indent=2, sort_keys=sort_keys, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError) as exc:
         raise InvalidMetaError(
             f"{what}: not plain JSON ({exc}); encode NaN/inf as null or a string") from exc
