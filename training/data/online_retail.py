@@ -11,6 +11,8 @@ becomes a ``return`` with a positive quantity and is counted under ``cancellatio
 
 Rows that cannot become interactions are quarantined, first failing reason wins:
 
+0. ``bad_encoding``, ``bad_row``  the row could not be read: bytes that are not UTF-8, or
+                           a wrong number of fields (see :mod:`training.data.csv_text`).
 1. ``bad_type``            Quantity not an integer, UnitPrice not a finite number, or
                            InvoiceDate not a date.
 2. ``missing_id``          empty InvoiceNo or StockCode.
@@ -46,6 +48,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from training.data.csv_text import READ_REASON_COLUMN, READ_REASONS, read_raw
 from training.data.validate import (
     EVENT_TS_COLUMN,
     QUARANTINE_REASON_COLUMN,
@@ -53,7 +56,6 @@ from training.data.validate import (
     SOURCE_COLUMN,
     VALID_KEY,
     LoadResult,
-    SchemaError,
     empty_quarantine,
     merge_counts,
     quarantine_rows,
@@ -72,47 +74,19 @@ NON_PRODUCT_CODES: frozenset[str] = frozenset({
     "POST", "DOT", "M", "D", "C2", "S", "B", "CRUK", "PADS", "BANK CHARGES", "AMAZONFEE",
 })
 GIFT_VOUCHER_PATTERN = r"^gift_0001_"
-LOADER_REASONS: tuple[str, ...] = (
+PARSE_REASONS: tuple[str, ...] = (
     "bad_type", "missing_id", "missing_user_id", "non_product_code", "missing_description",
     "odd_description", "non_positive_price", "bad_quantity",
 )
-
-
-def csv_files(path: str | Path) -> list[Path]:
-    """``path`` itself, or the ``*.csv`` files of a folder sorted by name."""
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(path.glob("*.csv"))
-        if not files:
-            raise FileNotFoundError(f"no *.csv files in {path}")
-        return files
-    if not path.exists():
-        raise FileNotFoundError(f"no such file: {path}")
-    return [path]
-
-
-def read_raw(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
-    """All CSV rows as text, plus ``source`` (file name) and ``row_number`` per file."""
-    frames = []
-    for file in csv_files(path):
-        # utf-8-sig: a byte-order mark from a spreadsheet export must not rename a column.
-        frame = pd.read_csv(file, dtype=str, keep_default_na=False, na_filter=False,
-                            encoding="utf-8-sig")
-        missing = [c for c in columns if c not in frame.columns]
-        if missing:
-            raise SchemaError(f"{file}: missing column(s) {missing}")
-        frame = frame[list(columns)]
-        frame[SOURCE_COLUMN] = file.name
-        frame[ROW_NUMBER_COLUMN] = np.arange(len(frame), dtype=np.int64)
-        frames.append(frame)
-    return pd.concat(frames, ignore_index=True)
+LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, *PARSE_REASONS)
 
 
 def load_online_retail(path: str | Path) -> LoadResult:
     """Load one Online Retail CSV or a folder of daily CSVs (see the module doc)."""
     raw = read_raw(path, RAW_COLUMNS)
     parsed = _parse(raw)
-    reason = np.full(len(raw), "", dtype=object)
+    reason = raw[READ_REASON_COLUMN].to_numpy(dtype=object).copy()
+    unread = reason != ""
     for name, mask in _loader_masks(parsed).items():
         reason[(reason == "") & mask] = name
     kept = np.flatnonzero(reason == "")
@@ -123,7 +97,7 @@ def load_online_retail(path: str | Path) -> LoadResult:
     # validate quarantined some candidates: report them under its reason, as raw rows.
     bad = kept[checked.quarantine[ROW_NUMBER_COLUMN].to_numpy(dtype=np.int64)]
     reason[bad] = checked.quarantine[QUARANTINE_REASON_COLUMN].to_numpy()
-    items = validate("items", _items(parsed, _item_rows(parsed)), source=str(path))
+    items = validate("items", _items(parsed, _item_rows(parsed, unread)), source=str(path))
     quarantine = _quarantine(raw, parsed, reason)
     if len(items.quarantine):  # cannot happen by construction; kept visible if it does
         quarantine = pd.concat([quarantine, items.quarantine], ignore_index=True)
@@ -164,7 +138,7 @@ def _loader_masks(p: pd.DataFrame) -> dict[str, np.ndarray]:
         "non_positive_price": price <= 0,
         "bad_quantity": np.where(cancel, q >= 0, q <= 0),
     }
-    return {name: masks[name] for name in LOADER_REASONS}
+    return {name: masks[name] for name in PARSE_REASONS}
 
 
 def _non_product(code: pd.Series) -> np.ndarray:
@@ -174,11 +148,11 @@ def _non_product(code: pd.Series) -> np.ndarray:
     return result
 
 
-def _item_rows(p: pd.DataFrame) -> np.ndarray:
-    """Rows whose fields parse and whose product fields are sound, whatever their customer
-    or quantity sign."""
+def _item_rows(p: pd.DataFrame, unread: np.ndarray) -> np.ndarray:
+    """Rows that were read, whose fields parse and whose product fields are sound, whatever
+    their customer or quantity sign."""
     masks = _loader_masks(p)
-    unsound = (masks["bad_type"] | masks["missing_id"] | masks["non_product_code"]
+    unsound = (unread | masks["bad_type"] | masks["missing_id"] | masks["non_product_code"]
                | masks["missing_description"] | masks["odd_description"]
                | masks["non_positive_price"])
     return np.flatnonzero(~unsound)

@@ -9,7 +9,9 @@ The file has a quoted header ``"Time","V1".."V28","Amount","Class"`` and ``Class
 - ``ts``       ``start`` + ``Time`` seconds;
 - ``amount``   ``Amount``; ``is_fraud`` ``Class == "1"``; features ``V1``..``V28`` as named.
 
-Rows are quarantined as ``bad_label`` when ``Class`` is neither ``0`` nor ``1``, otherwise by
+Rows that cannot be read are quarantined as ``bad_encoding`` or ``bad_row`` (see
+:mod:`training.data.csv_text`; row numbers and ``txn_id`` of the other rows do not move),
+then as ``bad_label`` when ``Class`` is neither ``0`` nor ``1``, otherwise by
 :func:`~training.data.validate.validate` (``bad_type`` for an unparseable Time, Amount or
 feature; ``non_finite``; ``negative_amount``; ``duplicate_id`` cannot occur). Rows are
 sorted by ``ts`` (stable) before validation, so file order never quarantines a row.
@@ -23,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.online_retail import read_raw
+from training.data.csv_text import READ_REASON_COLUMN, READ_REASONS, read_raw
 from training.data.validate import (
     EVENT_TS_COLUMN,
     QUARANTINE_REASON_COLUMN,
@@ -41,7 +43,7 @@ logger = logging.getLogger(__name__)
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"V{i}" for i in range(1, 29))
 RAW_COLUMNS: tuple[str, ...] = ("Time", *FEATURE_COLUMNS, "Amount", "Class")
 DEFAULT_START = "2013-09-01T00:00:00Z"
-LOADER_REASONS: tuple[str, ...] = ("bad_label",)
+LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, "bad_label")
 
 
 def parse_start(start: str) -> pd.Timestamp:
@@ -65,7 +67,9 @@ def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
     ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     ts[finite] = origin + pd.to_timedelta(seconds[finite], unit="s")
     label = raw["Class"].str.strip()
-    reason = np.where(label.isin(("0", "1")), "", "bad_label").astype(object)
+    unread = raw[READ_REASON_COLUMN].to_numpy(dtype=object)
+    reason = np.where(unread != "", unread, np.where(label.isin(("0", "1")), "", "bad_label")
+                      ).astype(object)
     kept = np.flatnonzero(reason == "")
     # NaT sorts last; validate then quarantines those rows as bad_type.
     kept = kept[np.argsort(ts.to_numpy(dtype="datetime64[us]")[kept], kind="stable")]

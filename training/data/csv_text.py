@@ -1,0 +1,129 @@
+"""Read CSV files as text rows; rows that cannot be read are flagged, never dropped.
+
+The one reader behind every CSV source (Online Retail, ULB). Every field is read as text
+(the loaders parse them); a UTF-8 byte-order mark is dropped so a spreadsheet export does
+not rename the first column; blank lines are skipped and not numbered, so ``row_number``
+is the 0-based data row of its file, as pandas would count it.
+
+A row that cannot be read gets a reason in :data:`READ_REASON_COLUMN` (``""`` for a good
+row) and the loaders quarantine it under that reason before any other check:
+
+- ``bad_encoding``  the row holds bytes that are not UTF-8 (a Latin-1/cp1252 export,
+                    a corrupted copy). Its fields are kept with each bad byte written as
+                    ``\\xNN``, so the quarantine loses nothing; re-encode the file as UTF-8
+                    (``iconv -f cp1252 -t utf-8``) to load those rows.
+- ``bad_row``       the row has more or fewer fields than the header (an unquoted comma,
+                    a line cut short by an interrupted copy). Missing fields read as
+                    empty; the extra fields of a long row are appended, joined by ``,``,
+                    to its last column, so the quarantine keeps the whole line.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from training.data.validate import ROW_NUMBER_COLUMN, SOURCE_COLUMN, SchemaError
+
+logger = logging.getLogger(__name__)
+
+READ_REASON_COLUMN = "read_reason"
+READ_REASONS: tuple[str, ...] = ("bad_encoding", "bad_row")
+# Bytes that are not UTF-8 decode to lone surrogates under errors="surrogateescape".
+_UNDECODED = re.compile("[\udc80-\udcff]")
+
+
+def csv_files(path: str | Path) -> list[Path]:
+    """``path`` itself, or the ``*.csv`` files of a folder sorted by name."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(path.glob("*.csv"))
+        if not files:
+            raise FileNotFoundError(f"no *.csv files in {path}")
+        return files
+    if not path.exists():
+        raise FileNotFoundError(f"no such file: {path}")
+    return [path]
+
+
+def read_raw(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """All CSV rows of ``path`` (a file or a folder) as text: ``columns``, plus ``source``
+    (file name), ``row_number`` (per file) and ``read_reason`` (see the module doc)."""
+    return pd.concat([read_csv_text(file, columns) for file in csv_files(path)],
+                     ignore_index=True)
+
+
+def read_csv_text(file: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """One CSV file as text rows (see :func:`read_raw`); SchemaError naming the file when
+    the header lacks one of ``columns``."""
+    text = file.read_bytes().decode("utf-8-sig", errors="surrogateescape")
+    undecoded = _UNDECODED.search(text) is not None
+    with _unlimited_fields():
+        records = [r for r in csv.reader(io.StringIO(text, newline="")) if r]
+    if not records:
+        raise SchemaError(f"{file}: empty file, no header")
+    header = [_escaped(name) for name in records[0]]
+    missing = [c for c in columns if c not in header]
+    if missing:
+        raise SchemaError(f"{file}: missing column(s) {missing}")
+    rows, reasons = _fit_rows(records[1:], len(header), undecoded)
+    picks = [header.index(c) for c in columns]
+    fields = list(zip(*rows)) if rows else [()] * len(header)
+    frame = pd.DataFrame({c: pd.Series(fields[i], dtype="str") for c, i in zip(columns, picks)})
+    frame[SOURCE_COLUMN] = file.name
+    frame[ROW_NUMBER_COLUMN] = np.arange(len(frame), dtype=np.int64)
+    frame[READ_REASON_COLUMN] = pd.Series(reasons, dtype=object)
+    _log_unread(file, reasons)
+    return frame
+
+
+def _fit_rows(records: list[list[str]], width: int, undecoded: bool
+              ) -> tuple[list[list[str]], list[str]]:
+    """Each record cut or padded to ``width`` fields, with its read reason."""
+    rows, reasons = [], []
+    for record in records:
+        reason = ""
+        if undecoded and any(_UNDECODED.search(f) for f in record):
+            record, reason = [_escaped(f) for f in record], "bad_encoding"
+        if len(record) != width:
+            reason = reason or "bad_row"
+            record = (record + [""] * (width - len(record)) if len(record) < width
+                      else [*record[:width - 1], ",".join(record[width - 1:])])
+        rows.append(record)
+        reasons.append(reason)
+    return rows, reasons
+
+
+def _escaped(field: str) -> str:
+    """``field`` with each byte that was not UTF-8 written as ``\\xNN``."""
+    return field.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+@contextmanager
+def _unlimited_fields() -> Iterator[None]:
+    """Lift the csv module's 128 KiB field limit for one read: a huge field is bad data
+    for the loaders to judge, not a reason to lose the rest of the file."""
+    old = csv.field_size_limit()
+    csv.field_size_limit(sys.maxsize)
+    try:
+        yield
+    finally:
+        csv.field_size_limit(old)
+
+
+def _log_unread(file: Path, reasons: list[str]) -> None:
+    found = pd.Series([r for r in reasons if r], dtype=object).value_counts()
+    if len(found):
+        logger.warning("%s: %s row(s) could not be read and are quarantined: %s%s", file,
+                       int(found.sum()), found.to_dict(),
+                       "; re-encode the file as UTF-8 (e.g. iconv -f cp1252 -t utf-8)"
+                       if "bad_encoding" in found else "")
