@@ -98,11 +98,15 @@ def latest_model(uri: str, directory: Path) -> ShopStreamModel:
 
 def test_store_of_another_source_is_refused(tmp_path: Path) -> None:
     cfg, inc = configs(tmp_path)
-    Pipeline(PipelineConfig(**{**cfg.__dict__, "max_windows": 2}), inc, TRAIN, MODEL,
-             SHOP).run()
+    # The smallest run that saves a state: two windows, one neural method and one baseline.
+    cfg = PipelineConfig(**{**cfg.__dict__, "max_windows": 2,
+                            "methods": ("incremental", "popularity")})
+    Pipeline(cfg, inc, TRAIN, MODEL, SHOP).run()
+    assert open_store(inc.store.uri).latest() is not None
     other = SyntheticShopConfig(**{**SHOP.__dict__, "seed": 1})
     with pytest.raises(PipelineStateError, match="store: .* holds a pipeline run over"):
         Pipeline(cfg, inc, TRAIN, MODEL, other)
     with pytest.raises(PipelineStateError, match="other windows or methods"):
         Pipeline(PipelineConfig(**{**cfg.__dict__, "methods": ("incremental",)}), inc,
                  TRAIN, MODEL, SHOP)
+    Pipeline(cfg, inc, TRAIN, MODEL, SHOP)  # the same run resumes
