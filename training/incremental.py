@@ -41,6 +41,7 @@ from training.evaluation.evaluate import (
     evaluate_rec,
     fraud_labels_scores,
     fraud_scores,
+    user_ndcg,
 )
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
@@ -64,6 +65,7 @@ from training.update.gate import (
     fraud_thresholds,
     main_metrics,
     paired_ap_interval,
+    paired_user_interval,
 )
 from training.update.head import INCREMENTAL, StartPoint, after_update, write_head
 from training.update.phases import Laps
@@ -125,6 +127,17 @@ def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
         return {}
     return {"fraud": paired_ap_interval(labels, ours,
                                         fraud_labels_scores(incumbent, history, window)[1])}
+
+
+def rec_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
+              history: PurchaseHistory, window: WindowData, k: int
+              ) -> dict[str, tuple[float, float]]:
+    """{"rec": paired interval of the two models' per-user NDCG@k difference on
+    ``window``} (empty without an incumbent or without held-out interactions)."""
+    if incumbent is None or not len(window.interactions):
+        return {}
+    return {"rec": paired_user_interval(user_ndcg(candidate, history, window, k),
+                                        user_ndcg(incumbent, history, window, k))}
 
 
 def gate_scores(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
@@ -206,14 +219,15 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
                         train_cfg.seed)
     laps.lap("fraud_blend")
+    rec_slice = gate_slice(up, train_cfg.seed, inc.continual.gate_replay)
     scores = gate_scores({"candidate": fit.model, "incumbent": up.incumbent},
-                             history_train, up.train_part,
-                             gate_slice(up, train_cfg.seed, inc.continual.gate_replay),
-                             train_cfg.eval_k, up.holdout)
+                         history_train, up.train_part, rec_slice, train_cfg.eval_k, up.holdout)
     decision = decide(scores["candidate"]["main"],
                       scores["incumbent"]["main"] if "incumbent" in scores else None,
                       inc.continual.gate_tolerance, train_cfg.eval_k,
-                      fraud_noise(fit.model, up.incumbent, history_train, up.holdout))
+                      {**fraud_noise(fit.model, up.incumbent, history_train, up.holdout),
+                       **rec_noise(fit.model, up.incumbent, history_train, rec_slice,
+                                   train_cfg.eval_k)})
     laps.lap("gate")
     calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
                                         known)

@@ -1,4 +1,4 @@
-"""The promotion gate tells a fraud regression from the noise of a few held-out frauds."""
+"""The promotion gate tells a regression from the noise of a few held-out frauds or users."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ import math
 import numpy as np
 import pytest
 
-from training.update.gate import decide, paired_ap_interval
+from tests.unit.tiny_shop import TINY, tiny_window
+from training.data.schema import WindowData
+from training.evaluation.evaluate import evaluate_rec, user_ndcg
+from training.features.history import PurchaseHistory
+from training.fit.loop import init_model
+from training.update.gate import decide, paired_ap_interval, paired_user_interval
 
 pytestmark = pytest.mark.unit
 
@@ -44,3 +49,48 @@ def test_the_paired_interval_is_wide_with_few_frauds_and_narrow_with_many() -> N
     y = rng.random(2000) < 0.1
     good, bad = y + rng.normal(0, 0.3, 2000), rng.random(2000)
     assert paired_ap_interval(y, good, bad)[0] > 0.3
+
+
+def test_a_rec_fall_is_judged_by_the_paired_interval_over_users() -> None:
+    rng = np.random.default_rng(0)
+    users = [f"u{i}" for i in range(24)]  # a weekly tail: 16-32 warm users
+    old = dict(zip(users, rng.random(24)))
+    shifted = {u: v - 0.02 for u, v in old.items()}  # every user 0.02 worse: real
+    lo, hi = paired_user_interval(shifted, old)
+    assert hi < 0 and lo == pytest.approx(-0.02) and hi == pytest.approx(-0.02)
+    moves = rng.normal(0, 0.3, 24)  # lists move user by user; on average 0.02 worse
+    noisy = {u: v - 0.02 + m for (u, v), m in zip(old.items(), moves - moves.mean())}
+    n_lo, n_hi = paired_user_interval(noisy, old)
+    assert n_lo < 0 < n_hi
+    cand = {"rec": float(np.mean(list(noisy.values()))), "fraud": 0.5}
+    inc = {"rec": float(np.mean(list(old.values()))), "fraud": 0.5}
+    assert cand["rec"] == pytest.approx(inc["rec"] - 0.02)
+    assert not decide(cand, inc, 0.01, 20).promote
+    within = decide(cand, inc, 0.01, 20, {"rec": (n_lo, n_hi)})
+    assert within.promote and "rec all/ndcg@20 fell" in within.reason
+    assert "within noise" in within.reason
+    assert not decide(cand, inc, 0.01, 20, {"rec": (lo, hi)}).promote
+
+
+def test_the_user_interval_pairs_common_users_and_needs_two() -> None:
+    assert paired_user_interval({"a": 1.0}, {"a": 0.0}) == (-math.inf, math.inf)
+    assert paired_user_interval({"a": 1.0, "b": 0.0}, {"c": 0.0, "d": 1.0}) == \
+        (-math.inf, math.inf)
+    # Users only one model could score are left out of the pairs.
+    assert paired_user_interval({"a": 0.5, "b": 0.5, "x": 0.0}, {"a": 0.2, "b": 0.2}) == \
+        pytest.approx((0.3, 0.3))
+
+
+def test_user_ndcg_is_the_evaluated_ndcg_user_by_user() -> None:
+    window = tiny_window()
+    inter = window.interactions
+    past, later = inter.iloc[:10], inter.iloc[10:].reset_index(drop=True)
+    model = init_model(TINY, window)
+    model.eval()
+    history = PurchaseHistory(3).update(past)
+    nxt = WindowData("w1", window.items, later, window.transactions.iloc[0:0])
+    per_user = user_ndcg(model, history, nxt, k=4)
+    evaluated = evaluate_rec(model, history, past, nxt, k=4)["model"]
+    assert sorted(per_user) == sorted(later["user_id"].unique())
+    assert len(per_user) == evaluated["all/n_users"]
+    assert np.mean(list(per_user.values())) == pytest.approx(evaluated["all/ndcg@4"])
