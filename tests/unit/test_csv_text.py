@@ -8,6 +8,7 @@ row, and that reader gives exactly pandas' rows wherever pandas can read them.
 from __future__ import annotations
 
 import csv
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -123,6 +124,18 @@ def test_a_huge_field_is_read_and_the_csv_limit_is_restored(tmp_path: Path) -> N
     raw = read_raw(path, RETAIL_COLUMNS)
     assert raw["Description"].str.len().tolist() == [len(title), 34]
     assert raw[READ_REASON_COLUMN].tolist() == ["", "bad_row"]
+    assert csv.field_size_limit() == limit
+
+
+def test_concurrent_reads_of_huge_fields_all_succeed_and_restore_the_limit(
+        tmp_path: Path) -> None:
+    limit = csv.field_size_limit()
+    big = GOOD.replace(b"WHITE HANGING HEART T-LIGHT HOLDER", b"A" * (limit + 10))
+    path = tmp_path / "big.csv"
+    path.write_bytes(HEADER + (big + GOOD[:-1] + b",extra\n") * 50)
+    with ThreadPoolExecutor(4) as pool:
+        frames = list(pool.map(lambda _: read_raw(path, RETAIL_COLUMNS), range(8)))
+    assert all((f["Description"].str.len() > limit).sum() == 50 for f in frames)
     assert csv.field_size_limit() == limit
 
 

@@ -28,6 +28,7 @@ import io
 import logging
 import re
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,6 +44,8 @@ READ_REASON_COLUMN = "read_reason"
 READ_REASONS: tuple[str, ...] = ("bad_encoding", "bad_row")
 # Bytes that are not UTF-8 decode to lone surrogates under errors="surrogateescape".
 _UNDECODED = re.compile("[\udc80-\udcff]")
+# The csv module's field limit is process-wide: reads that lift it take turns.
+_FIELD_LIMIT_LOCK = threading.Lock()
 
 
 def csv_files(path: str | Path) -> list[Path]:
@@ -143,13 +146,15 @@ def _escaped(field: str) -> str:
 @contextmanager
 def _unlimited_fields() -> Iterator[None]:
     """Lift the csv module's 128 KiB field limit for one read: a huge field is bad data
-    for the loaders to judge, not a reason to lose the rest of the file."""
-    old = csv.field_size_limit()
-    csv.field_size_limit(sys.maxsize)
-    try:
-        yield
-    finally:
-        csv.field_size_limit(old)
+    for the loaders to judge, not a reason to lose the rest of the file. The limit is
+    process-wide, so concurrent reads take turns and each restores what it found."""
+    with _FIELD_LIMIT_LOCK:
+        old = csv.field_size_limit()
+        csv.field_size_limit(sys.maxsize)
+        try:
+            yield
+        finally:
+            csv.field_size_limit(old)
 
 
 def _log_unread(file: Path, reasons: pd.Series) -> None:
