@@ -38,10 +38,9 @@ from training.data.sources import SourceError, merge_windows
 from training.data.synthetic import SyntheticShopConfig
 from training.evaluation.evaluate import (
     evaluate_fraud,
-    evaluate_rec,
+    evaluate_rec_by_user,
     fraud_labels_scores,
     fraud_scores,
-    user_ndcg,
 )
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
@@ -129,34 +128,36 @@ def fraud_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
                                         fraud_labels_scores(incumbent, history, window)[1])}
 
 
-def rec_noise(candidate: ShopStreamModel, incumbent: ShopStreamModel | None,
-              history: PurchaseHistory, window: WindowData, k: int
-              ) -> dict[str, tuple[float, float]]:
-    """{"rec": paired interval of the two models' per-user NDCG@k difference on
-    ``window``} (empty without an incumbent or without held-out interactions)."""
-    if incumbent is None or not len(window.interactions):
+def rec_noise(users: dict[str, dict[str, float]]) -> dict[str, tuple[float, float]]:
+    """{"rec": paired interval of the candidate's and the incumbent's per-user NDCG@k
+    difference} from :func:`gate_scores`' per-user values (empty without an incumbent or
+    without held-out interactions)."""
+    if not users.get("candidate") or not users.get("incumbent"):
         return {}
-    return {"rec": paired_user_interval(user_ndcg(candidate, history, window, k),
-                                        user_ndcg(incumbent, history, window, k))}
+    return {"rec": paired_user_interval(users["candidate"], users["incumbent"])}
 
 
 def gate_scores(models: dict[str, ShopStreamModel | None], history: PurchaseHistory,
-                    train_part: WindowData, gate_window: WindowData, k: int,
-                    fraud_window: WindowData | None = None) -> dict[str, dict[str, Any]]:
+                train_part: WindowData, gate_window: WindowData, k: int,
+                fraud_window: WindowData | None = None
+                ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
     """Both models scored on exactly the same held-out slice (fraud on ``fraud_window``
     when given: the fraud trees of the incumbent have seen the replay rows of the slice,
-    so fraud is judged on the tail that neither model has seen)."""
+    so fraud is judged on the tail that neither model has seen), and each model's
+    per-user NDCG@k on it (for :func:`rec_noise`; not part of the scores kept in meta)."""
     out: dict[str, dict[str, Any]] = {}
+    users: dict[str, dict[str, float]] = {}
     for name, model in models.items():
         if model is None:
             continue
         model.eval()
         model.text.use_shared_cache()
-        rec = evaluate_rec(model, history, train_part.interactions, gate_window, k=k) \
-            if len(gate_window.interactions) else {}
+        rec, users[name] = evaluate_rec_by_user(model, history, train_part.interactions,
+                                                gate_window, k=k) \
+            if len(gate_window.interactions) else ({}, {})
         fraud = evaluate_fraud(model, history, fraud_window or gate_window)
         out[name] = {"rec": rec, "fraud": fraud, "main": main_metrics(rec, fraud, k)}
-    return out
+    return out, users
 
 
 def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: ModelConfig,
@@ -219,15 +220,15 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     blend = fraud_blend(fit.model, known, up.holdout.transactions, history_train,
                         train_cfg.seed)
     laps.lap("fraud_blend")
-    rec_slice = gate_slice(up, train_cfg.seed, inc.continual.gate_replay)
-    scores = gate_scores({"candidate": fit.model, "incumbent": up.incumbent},
-                         history_train, up.train_part, rec_slice, train_cfg.eval_k, up.holdout)
+    scores, users = gate_scores({"candidate": fit.model, "incumbent": up.incumbent},
+                                history_train, up.train_part,
+                                gate_slice(up, train_cfg.seed, inc.continual.gate_replay),
+                                train_cfg.eval_k, up.holdout)
     decision = decide(scores["candidate"]["main"],
                       scores["incumbent"]["main"] if "incumbent" in scores else None,
                       inc.continual.gate_tolerance, train_cfg.eval_k,
                       {**fraud_noise(fit.model, up.incumbent, history_train, up.holdout),
-                       **rec_noise(fit.model, up.incumbent, history_train, rec_slice,
-                                   train_cfg.eval_k)})
+                       **rec_noise(users)})
     laps.lap("gate")
     calibration = fit_fraud_calibration(fit.model, history_train, up.holdout, train_cfg.seed,
                                         known)

@@ -9,7 +9,7 @@ import pytest
 
 from tests.unit.tiny_shop import TINY, tiny_window
 from training.data.schema import WindowData
-from training.evaluation.evaluate import evaluate_rec, user_ndcg
+from training.evaluation.evaluate import evaluate_rec, evaluate_rec_by_user
 from training.features.history import PurchaseHistory
 from training.fit.loop import init_model
 from training.update.gate import decide, paired_ap_interval, paired_user_interval
@@ -89,7 +89,7 @@ def test_user_ndcg_is_the_evaluated_ndcg_user_by_user() -> None:
     model.eval()
     history = PurchaseHistory(3).update(past)
     nxt = WindowData("w1", window.items, later, window.transactions.iloc[0:0])
-    per_user = user_ndcg(model, history, nxt, k=4)
+    per_user = evaluate_rec_by_user(model, history, past, nxt, k=4)[1]
     evaluated = evaluate_rec(model, history, past, nxt, k=4)["model"]
     assert sorted(per_user) == sorted(later["user_id"].unique())
     assert len(per_user) == evaluated["all/n_users"]

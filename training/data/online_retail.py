@@ -12,7 +12,7 @@ becomes a ``return`` with a positive quantity and is counted under ``cancellatio
 Rows that cannot become interactions are quarantined, first failing reason wins:
 
 0. ``bad_encoding``, ``bad_row``  the row could not be read: bytes that are not UTF-8, or
-                           a wrong number of fields (see :mod:`training.data.csv_text`).
+                           more fields than the header (see :mod:`training.data.csv_text`).
 1. ``bad_type``            Quantity not an integer, UnitPrice not a finite number, or
                            InvoiceDate not a date.
 2. ``missing_id``          empty InvoiceNo or StockCode.

@@ -187,8 +187,24 @@ def _split_metrics(ranked: np.ndarray, targets: list[np.ndarray], warm: np.ndarr
 def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interactions:
                  pd.DataFrame, window: WindowData, k: int = 20) -> dict[str, dict[str, float]]:
     """Recall/NDCG/HitRate@k of the model and of the two baselines on the same users."""
-    queries, pos, targets, ranked = _model_ranked(model, history, window, k)
+    return evaluate_rec_by_user(model, history, train_interactions, window, k)[0]
+
+
+def evaluate_rec_by_user(model: ShopStreamModel, history: PurchaseHistory,
+                         train_interactions: pd.DataFrame, window: WindowData, k: int = 20
+                         ) -> tuple[dict[str, dict[str, float]], dict[str, float]]:
+    """:func:`evaluate_rec`, and each user's NDCG@k by the model keyed by user id (the
+    users behind ``all/ndcg@k``), from one ranking: for paired comparisons of two models
+    on the same users."""
+    queries = rec_queries(history, window)
+    candidates, matrix = candidate_matrix(model, window)
+    pos = {item: i for i, item in enumerate(candidates)}
+    targets = pool_positions(queries.targets, pos)
+    ranked = model_rankings(model, queries, history, candidates, matrix, k)
     results = {"model": _split_metrics(ranked, targets, queries.is_warm, k)}
+    per_user = per_user_ranking_metrics(ranked, targets, k)
+    user_ndcg = {queries.user_ids[u]: float(v)
+                 for u, v in zip(per_user.users.tolist(), per_user.ndcg)}
     popular = PopularityRecommender().fit(train_interactions)
     # Repeat-then-popular may see exactly what the model sees: cold users' first baskets.
     seen = pd.concat([train_interactions[["user_id", "item_id", "event", "ts"]],
@@ -199,27 +215,7 @@ def evaluate_rec(model: ShopStreamModel, history: PurchaseHistory, train_interac
         ranked = np.asarray([np.pad(p, (0, k - len(p)), constant_values=-1)[:k]
                              for p in pool_positions(recs, pos)], dtype=np.int64).reshape(-1, k)
         results[name] = _split_metrics(ranked, targets, queries.is_warm, k)
-    return results
-
-
-def user_ndcg(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
-              k: int = 20) -> dict[str, float]:
-    """Each user's NDCG@k by the model on ``window``, keyed by user id: the users and
-    ranking behind :func:`evaluate_rec`'s ``all/ndcg@k``, for paired comparisons of two
-    models on the same users."""
-    queries, _, targets, ranked = _model_ranked(model, history, window, k)
-    part = per_user_ranking_metrics(ranked, targets, k)
-    return {queries.user_ids[u]: float(v) for u, v in zip(part.users.tolist(), part.ndcg)}
-
-
-def _model_ranked(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
-                  k: int) -> tuple[RecQueries, dict[str, int], list[np.ndarray], np.ndarray]:
-    """(queries, pool position of each item, target pool positions, the model's top-k)."""
-    queries = rec_queries(history, window)
-    candidates, matrix = candidate_matrix(model, window)
-    pos = {item: i for i, item in enumerate(candidates)}
-    targets = pool_positions(queries.targets, pos)
-    return queries, pos, targets, model_rankings(model, queries, history, candidates, matrix, k)
+    return results, user_ndcg
 
 
 @torch.no_grad()
