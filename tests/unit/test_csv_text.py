@@ -17,6 +17,7 @@ import pytest
 
 from training.data.csv_text import (
     READ_REASON_COLUMN,
+    csv_files,
     read_raw,
     read_row_by_row,
     read_with_pandas,
@@ -42,7 +43,7 @@ GOOD = b"536365,85123A,WHITE HANGING HEART T-LIGHT HOLDER,6,2010-12-01 08:26:00,
     (FIXTURES / "ulb_bad.csv", ULB_COLUMNS),
 ])
 def test_clean_files_read_exactly_as_pandas_reads_them(path: Path, columns) -> None:
-    files = sorted(path.glob("*.csv")) if path.is_dir() else [path]
+    files = csv_files(path)
     expected = pd.concat([
         pd.read_csv(f, dtype=str, keep_default_na=False, na_filter=False)[list(columns)]
         .assign(source=f.name, row_number=lambda d: np.arange(len(d), dtype=np.int64))
