@@ -32,6 +32,10 @@ class PipelineConfig:
                 "publish into <store>/arms/<name> and are never served: 1.0 passes every "
                 "candidate, so each arm is measured on its own newest model every window; "
                 "ours' gate is --gate-tolerance. The report states the value"})
+    investigated_share: float = field(default=0.0, metadata={
+        "help": "simulate an analyst queue under --label-delay: after ours' live model scores "
+                "a window, the labels of its top share of transactions arrive at once "
+                "(investigated alerts; label_ts = payment time); 0: none"})
     forgetting: bool = field(default=True, metadata={
         "help": "after each update re-score every neural method on all earlier windows"})
     sweep_every: int = field(default=0, metadata={
@@ -56,6 +60,8 @@ class PipelineConfig:
                 f"must be same or one of {TRAINERS}, got {self.arms_trainer!r}")
         require(self.arms_gate_tolerance >= 0, "arms_gate_tolerance",
                 f"must be >= 0, got {self.arms_gate_tolerance}")
+        require(0.0 <= self.investigated_share <= 1.0, "investigated_share",
+                f"must be in [0, 1], got {self.investigated_share}")
         require(self.sweep_every >= 0, "sweep_every", "must be >= 0")
         require(self.sweep_samples >= 1, "sweep_samples", "must be >= 1")
         require(1 <= self.port <= 65535, "port", f"must be a TCP port, got {self.port}")

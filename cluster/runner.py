@@ -13,12 +13,14 @@ import dataclasses
 import hashlib
 import json
 import logging
+import shutil
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from cluster.comparison.arms import NEURAL_METHODS, OURS, Arm, build_arms
@@ -40,13 +42,22 @@ from cluster.comparison.fraud_intervals import (
     record_fraud_intervals,
     transaction_cards,
 )
+from cluster.investigations import investigate
 from cluster.pipeline_config import PipelineConfig
+from training.cli import ConfigError
 from training.config import TrainConfig
 from training.data.labels import known_at
 from training.data.schema import WindowData
 from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig
-from training.data.windows import list_windows, read_window, write_window
+from training.data.windows import (
+    QUARANTINE_FILE,
+    list_windows,
+    read_window,
+    read_window_meta,
+    write_window,
+)
+from training.evaluation.evaluate import fraud_labels_scores
 from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
@@ -78,16 +89,26 @@ def source_key(inc: IncrementalConfig, synthetic: SyntheticShopConfig | None) ->
 
 
 def materialize(cfg: PipelineConfig, inc: IncrementalConfig,
-                synthetic: SyntheticShopConfig | None) -> tuple[Path, list[WindowData]]:
-    """The source as a folder of windows (what every update reads), oldest first."""
+                synthetic: SyntheticShopConfig | None) -> tuple[Path, list[WindowData], str]:
+    """The source as a folder of windows (what every update reads), oldest first, and the
+    windows' freq."""
+    if inc.source.name == "windows" and cfg.investigated_share:
+        # Investigations write label arrival times into the windows: into a copy, never
+        # into the user's folder.
+        folder = Path(cfg.work_dir) / f"windows-copy-{source_key(inc, synthetic)}"
+        if not folder.is_dir():
+            shutil.copytree(str(inc.source.path), folder)
+        inc = inc.with_settings(path=str(folder))
     if inc.source.name == "windows":
         folder = Path(str(inc.source.path))
         # The pipeline evaluates every window, so it holds them all (an update alone does not).
-        windows = list(load_windows("windows", str(folder)))
+        stored = load_windows("windows", str(folder))
+        windows, freq = list(stored), str(stored.freq)
     else:
         folder = Path(cfg.work_dir) / f"windows-{inc.source.name}-{source_key(inc, synthetic)}"
         windows = list(inc.source.load(synthetic))
         freq = synthetic.freq if inc.source.name == "synthetic" and synthetic else inc.source.freq
+        freq = str(freq)
         done = set(list_windows(folder))
         for window in windows:
             if window.window_id not in done:
@@ -98,7 +119,7 @@ def materialize(cfg: PipelineConfig, inc: IncrementalConfig,
     if len(windows) < 2:
         raise PipelineStateError(f"source: {inc.source.name} has {len(windows)} window(s); the "
                                  "pipeline needs at least 2 (train on one, test on the next)")
-    return folder, windows
+    return folder, windows, freq
 
 
 def tasks_of(windows: list[WindowData], k: int) -> dict[str, str]:
@@ -157,7 +178,11 @@ class Pipeline:
                  model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
                  explicit: frozenset[str] = frozenset()) -> None:
         self.cfg, self.train_cfg, self.model_cfg = cfg, train_cfg, model_cfg
-        folder, self.windows = materialize(cfg, inc, synthetic)
+        if cfg.investigated_share and not inc.continual.label_delay:
+            raise ConfigError("investigated_share: needs --label-delay >= 1 (at 0 every "
+                              "label arrives at once)")
+        self.folder, self.windows, self.freq = materialize(cfg, inc, synthetic)
+        folder = self.folder
         self.inc = inc.with_settings(source="windows", path=str(folder))
         arms_trainer = inc.scaling.trainer if cfg.arms_trainer == "same" else cfg.arms_trainer
         arms_inc = self.inc.with_settings(trainer=arms_trainer,
@@ -185,6 +210,8 @@ class Pipeline:
             if t > 0 and wid not in self.result["prequential"]:
                 self.result["prequential"][wid] = self.evaluate(t)
                 self.save()
+            if t > 0 and self.cfg.investigated_share:
+                self.investigate(t)
             self.update(t)
             if self.cfg.forgetting:
                 self.forget(t)
@@ -230,7 +257,8 @@ class Pipeline:
         if FRAUD_BASELINE in methods:
             hgb = GradientBoostingFraud(self.train_cfg.seed)
             # Fitted on the labels that had arrived when window t began (--label-delay).
-            seen = merge_windows(known_at(self.windows[:t], self.inc.continual.label_delay))
+            seen = merge_windows(known_at(self.windows[:t], self.inc.continual.label_delay,
+                                          self.freq))
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}
@@ -251,6 +279,28 @@ class Pipeline:
                 out[method]["fraud"] = dict(out[method]["fraud"])
         logger.info("window %s prequential: %s", ctx.window.window_id, _brief(out, self.tasks))
         return out
+
+    def investigate(self, t: int) -> None:
+        """The analyst queue of window ``t`` (``cluster.investigations``): ours' live model
+        ranks it, the top share's labels arrive now; written into the window's folder
+        before any method updates on it. Once per window (a resumed run keeps it)."""
+        wid = self.windows[t].window_id
+        done = self.result.setdefault("investigated", {})
+        model = self.arms[OURS].model()
+        if wid in done or model is None or "fraud" not in self.tasks:
+            return
+        labels, scores = fraud_labels_scores(model, self.contexts[t].history, self.windows[t])
+        marked, done[wid] = investigate(self.windows[t], labels, scores,
+                                        self.cfg.investigated_share)
+        quarantine = self.folder / wid / QUARANTINE_FILE
+        write_window(self.folder, marked, self.freq,  # type: ignore[arg-type]
+                     source=str(read_window_meta(self.folder, wid).get("source", "")),
+                     quarantine=pd.read_parquet(quarantine) if quarantine.is_file() else None)
+        self.windows[t] = read_window(self.folder, wid)
+        logger.info("window %s: %d investigated alerts, %d of %d frauds confirmed at once",
+                    wid, done[wid]["investigated"], done[wid]["frauds_confirmed"],
+                    done[wid]["frauds"])
+        self.save()
 
     def update(self, t: int) -> None:
         wid = self.windows[t].window_id

@@ -36,6 +36,7 @@ import pandas as pd
 
 from cluster.comparison.report_data import NOT_MEASURED, interval_verdict, number
 from cluster.comparison.tables import fmt
+from cluster.investigations import investigated_lines
 from training.evaluation.metrics import fraud_metrics
 from training.evaluation.reliability import (
     brier_score,
@@ -284,7 +285,7 @@ def fraud_table(result: Mapping[str, Any]) -> list[str]:
         cells = [f"{m} {interval_cell(row[m], 'diff')}" for m in names]
         lines.append("")
         lines.append(f"{pair} (paired): " + "; ".join(cells))
-    return lines + [""] + calibration_lines(result)
+    return lines + [""] + calibration_lines(result) + investigated_lines(result)
 
 
 def per_window_fraud_table(result: Mapping[str, Any], baseline: str = "hist_gradient_boosting"

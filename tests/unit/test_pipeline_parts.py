@@ -37,6 +37,7 @@ from serving.config import TOKEN_ENV
 from training.cli import ConfigError
 from training.data.schema import WindowData, empty_frame
 from training.data.synthetic import SyntheticShopConfig
+from training.data.windows import list_windows
 from training.incremental_config import IncrementalConfig
 from training.store import open_store
 
@@ -316,15 +317,19 @@ def test_materialize_writes_the_source_once_and_keeps_max_windows(tmp_path: Path
                                     interactions_per_window=40, transactions_per_window=10)
     inc = IncrementalConfig.of(source="synthetic")
     cfg = PipelineConfig(work_dir=str(tmp_path), max_windows=2)
-    folder, windows = materialize(cfg, inc, synthetic)
+    folder, windows, freq = materialize(cfg, inc, synthetic)
     assert folder == tmp_path / f"windows-synthetic-{source_key(inc, synthetic)}"
+    assert freq == "week"
     assert [w.window_id for w in windows] == ["2024-01-01", "2024-01-08"]
     assert sorted(p.name for p in folder.iterdir() if not p.name.startswith(".")) == [
         "2024-01-01", "2024-01-08", "2024-01-15"]
-    again_folder, again = materialize(PipelineConfig(work_dir=str(tmp_path)),
-                                      IncrementalConfig.of(source="windows", path=str(folder)),
-                                      None)
-    assert again_folder == folder and len(again) == 3
+    stored = IncrementalConfig.of(source="windows", path=str(folder))
+    again_folder, again, freq = materialize(PipelineConfig(work_dir=str(tmp_path)), stored, None)
+    assert again_folder == folder and len(again) == 3 and freq == "week"
+    # Investigations write label times into the windows: into a copy, not the user's folder.
+    copied, _, _ = materialize(PipelineConfig(work_dir=str(tmp_path / "w"),
+                                              investigated_share=0.01), stored, None)
+    assert copied != folder and list_windows(copied) == list_windows(folder)
     assert np.array_equal(again[1].interactions["user_id"].to_numpy(),
                           windows[1].interactions["user_id"].to_numpy())
     one = SyntheticShopConfig(n_users=20, n_items=12, n_windows=1, interactions_per_window=40,

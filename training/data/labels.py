@@ -7,6 +7,14 @@ Detection Handbook trains on 7 days, waits a 7-day delay, tests on the next 7). 
 of windows <= t - d: it trains, replays and gates fraud on those, while recommendation learns
 from window t's interactions at once. Evaluation still scores every window's transactions
 against their eventual labels (the prequential test is retrospective).
+
+Some labels come sooner: investigators confirm the alerts they work within hours, and some
+chargebacks are quick. A transactions table may say so in its optional ``label_ts`` column
+(when the label became known; blank = at the delay). A label then arrives at the end of
+the first window whose end is after ``label_ts``, and never later than d windows after its
+own window: d is the horizon by which every label is known. Each label arrives once, so
+the update at window t learns the rows that arrive at t — early ones of windows t - d + 1 ..
+t, and the rest of window t - d — and the windows known at t hold each label at most once.
 """
 
 from __future__ import annotations
@@ -15,32 +23,89 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from training.data.schema import WindowData
+from training.data.schema import LABEL_TS_COLUMN, WindowData
 from training.data.window_set import window_ids
+from training.data.windows import window_bounds
 
 
-def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int) -> WindowData:
+class LabelArrivalError(ValueError):
+    """Label arrival times that cannot be placed; the message names the setting."""
+
+
+def window_end(window_id: str, freq: str | None) -> pd.Timestamp:
+    """The end of a window, where a ``label_ts`` must be compared with it."""
+    if freq is None:
+        raise LabelArrivalError(f"{LABEL_TS_COLUMN}: window {window_id} has label arrival "
+                                "times but the windows' freq is unknown")
+    return window_bounds(window_id, freq)[1]  # type: ignore[arg-type]
+
+
+def early(transactions: pd.DataFrame) -> pd.Series:
+    """Each row's ``label_ts`` (NaT where the label comes at the delay)."""
+    if LABEL_TS_COLUMN not in transactions.columns:
+        return pd.Series(pd.NaT, index=transactions.index, dtype="datetime64[us, UTC]")
+    return pd.to_datetime(transactions[LABEL_TS_COLUMN], utc=True)
+
+
+def arriving(transactions: pd.DataFrame, first: bool, last: bool, ids: Sequence[str],
+             pos: int, freq: str | None) -> pd.DataFrame:
+    """The rows of one window whose labels arrive at the end of window ``pos``: of window
+    pos - d (``first``) those not arrived before (the horizon); of a later window those
+    whose ``label_ts`` falls before the end of ``pos`` and, but for window ``pos`` itself
+    (``last``), not before the end of pos - 1."""
+    when = early(transactions)
+    if not when.notna().any():
+        rows = transactions if first else transactions.iloc[0:0]
+    elif first:
+        rows = transactions[~(when < window_end(ids[pos - 1], freq)).to_numpy()]
+    else:
+        now = (when < window_end(ids[pos], freq)).to_numpy()
+        if not last:
+            now = now & ~(when < window_end(ids[pos - 1], freq)).to_numpy()
+        rows = transactions[now]
+    # Once arrived a label is just a label: the arrival time is not carried on.
+    return rows.drop(columns=[LABEL_TS_COLUMN], errors="ignore")
+
+
+def may_arrive_early(windows: Sequence[WindowData], index: int) -> bool:
+    """Whether window ``index``'s transactions have label arrival times (a stored window's
+    file schema says so without reading it)."""
+    columns = getattr(windows, "transaction_columns", None)
+    found = columns(index) if columns else list(windows[index].transactions.columns)
+    return LABEL_TS_COLUMN in found
+
+
+def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int,
+                   freq: str | None = None) -> WindowData:
     """``window`` as an update at its end sees it: its items and interactions, and the
-    transactions whose labels have arrived, which are those of the window ``delay`` windows
-    earlier (none during the first ``delay`` windows). ``delay`` 0: ``window`` itself."""
+    transactions whose labels arrive then (see the module doc; none during the first
+    ``delay`` windows unless some arrive early). ``delay`` 0: ``window`` itself. ``freq``
+    (default: the windows' own) places ``label_ts`` in windows."""
     if delay == 0:
         return window
     ids = window_ids(windows)
     if window.window_id not in ids:
         raise ValueError(f"label_delay: window {window.window_id} is not one of the source's")
+    freq = freq if freq is not None else getattr(windows, "freq", None)
     pos = ids.index(window.window_id)
-    if pos < delay:
-        return WindowData(window.window_id, window.items, window.interactions,
-                          window.transactions.iloc[0:0])
-    earlier = windows[pos - delay]
-    # The earlier window's items too: its transactions may name them (newest title wins).
-    items = pd.concat([earlier.items, window.items], ignore_index=True).drop_duplicates(
+    parts, items = [], []
+    for s in range(max(0, pos - delay), pos + 1):
+        if 0 < pos - s < delay and not may_arrive_early(windows, s):
+            continue  # a window in between passes on only early labels: none here
+        source = window if s == pos else windows[s]
+        parts.append(arriving(source.transactions, s == pos - delay, s == pos, ids, pos, freq))
+        items.append(source.items)
+    # The earlier windows' items too: their transactions may name them (newest title wins).
+    merged = pd.concat(items, ignore_index=True).drop_duplicates(
         "item_id", keep="last").reset_index(drop=True)
-    return WindowData(window.window_id, items, window.interactions, earlier.transactions)
+    rows = [p for p in parts if len(p)] or parts[:1]
+    return WindowData(window.window_id, merged, window.interactions,
+                      pd.concat(rows, ignore_index=True))
 
 
-def known_at(windows: Sequence[WindowData], delay: int) -> list[WindowData]:
+def known_at(windows: Sequence[WindowData], delay: int,
+             freq: str | None = None) -> list[WindowData]:
     """``windows`` (a prefix of the source, oldest first) as known at the end of the last:
-    each with the transactions whose labels have arrived by then, so that together they
-    hold the transactions of all but the last ``delay`` windows, each once."""
-    return [labels_arrived(windows, w, delay) for w in windows]
+    each with the transactions whose labels arrived at its end, so that together they hold
+    every label that had arrived by then, each once."""
+    return [labels_arrived(windows, w, delay, freq) for w in windows]

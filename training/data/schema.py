@@ -50,16 +50,22 @@ TRANSACTIONS_BASE_SCHEMA = pa.schema(
         pa.field("is_fraud", pa.bool_(), nullable=True),
     ]
 )
-TRANSACTION_BASE_COLUMNS: tuple[str, ...] = tuple(TRANSACTIONS_BASE_SCHEMA.names)
+# Optional: when the row's fraud label became known, where that was earlier than the run's
+# label delay (an investigated alert, an early chargeback); see training.data.labels. A
+# table has the column only when its source gives it; it is never a feature.
+LABEL_TS_COLUMN = "label_ts"
+LABEL_TS_FIELD = pa.field(LABEL_TS_COLUMN, TS_TYPE, nullable=True)
+TRANSACTION_BASE_COLUMNS: tuple[str, ...] = (*TRANSACTIONS_BASE_SCHEMA.names, LABEL_TS_COLUMN)
 
 TABLE_NAMES: tuple[str, ...] = ("items", "interactions", "transactions")
 
 QUARANTINE_REASON_COLUMN = "reason"
 
 
-def transactions_schema(feature_columns: list[str]) -> pa.Schema:
-    """The full transactions schema for the given feature columns (all float64)."""
-    fields = list(TRANSACTIONS_BASE_SCHEMA)
+def transactions_schema(feature_columns: list[str], label_ts: bool = False) -> pa.Schema:
+    """The full transactions schema for the given feature columns (all float64), with the
+    optional ``label_ts`` column when ``label_ts``."""
+    fields = list(TRANSACTIONS_BASE_SCHEMA) + ([LABEL_TS_FIELD] if label_ts else [])
     fields += [pa.field(name, pa.float64(), nullable=False) for name in feature_columns]
     return pa.schema(fields)
 
@@ -72,14 +78,16 @@ def transaction_feature_columns(columns: list[str] | pd.Index) -> list[str]:
     return [c for c in columns if c not in TRANSACTION_BASE_COLUMNS]
 
 
-def schema_for(table: str, feature_columns: list[str] | None = None) -> pa.Schema:
-    """The pyarrow schema of ``table`` (one of :data:`TABLE_NAMES`)."""
+def schema_for(table: str, feature_columns: list[str] | None = None,
+               label_ts: bool = False) -> pa.Schema:
+    """The pyarrow schema of ``table`` (one of :data:`TABLE_NAMES`); ``label_ts``: a
+    transactions table with that optional column."""
     if table == "items":
         return ITEMS_SCHEMA
     if table == "interactions":
         return INTERACTIONS_SCHEMA
     if table == "transactions":
-        return transactions_schema(feature_columns or [])
+        return transactions_schema(feature_columns or [], label_ts)
     raise ValueError(f"unknown table {table!r}; expected one of {TABLE_NAMES}")
 
 

@@ -63,7 +63,8 @@ def load_windows(source: str, path: str | None = None, freq: str = "week",
                  synthetic: SyntheticShopConfig | None = None) -> WindowSet:
     """All windows of a source, oldest first; a folder's are read only when used."""
     if source == "synthetic":
-        return WindowSet.of(generate(synthetic or SyntheticShopConfig()).windows)
+        shop = synthetic or SyntheticShopConfig()
+        return WindowSet.of(generate(shop).windows, freq=shop.freq)
     if source not in SOURCES:
         raise SourceError(f"source: unknown source {source!r}; expected one of {SOURCES}")
     if not path:
@@ -74,7 +75,8 @@ def load_windows(source: str, path: str | None = None, freq: str = "week",
         return WindowSet.from_folder(path)
     loaded = load_online_retail(path) if source == "online_retail" else load_ulb(path)
     logger.info("loaded %s from %s: %s", source, path, loaded.counts)
-    return WindowSet.of(split_windows(loaded, freq).values())  # type: ignore[arg-type]
+    return WindowSet.of(split_windows(loaded, freq).values(),  # type: ignore[arg-type]
+                        freq=freq)
 
 
 def merge_windows(windows: Sequence[WindowData]) -> WindowData:

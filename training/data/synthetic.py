@@ -55,7 +55,7 @@ import pyarrow as pa
 from tqdm import tqdm
 
 from training.cli import ConfigError, add_dataclass_args, dataclass_from_args, setup_logging
-from training.data.schema import WindowData, schema_for
+from training.data.schema import LABEL_TS_COLUMN, TS_TYPE, WindowData, schema_for
 from training.data.synthetic_catalogue import format_ids, make_catalogue
 from training.data.synthetic_config import SyntheticShopConfig
 from training.data.synthetic_events import (
@@ -86,7 +86,7 @@ __all__ = ["FRAUD_FEATURES", "ShopSimulator", "ShopTruth", "SimulationFinishedEr
 logger = logging.getLogger(__name__)
 
 # Independent random streams, so e.g. more transactions do not change the interactions.
-_CATALOGUE, _POPULATION, _DRIFT, _INTERACTIONS, _TRANSACTIONS = range(1, 6)
+_CATALOGUE, _POPULATION, _DRIFT, _INTERACTIONS, _TRANSACTIONS, _CHARGEBACKS = range(1, 7)
 TRUTH_DIR = "_truth"  # under --out; windows.list_windows skips "_" folders
 
 
@@ -168,7 +168,8 @@ def window_starts(cfg: SyntheticShopConfig) -> list[pd.Timestamp]:
 
 def _frame(table: str, columns: dict[str, pa.Array | np.ndarray]) -> pd.DataFrame:
     """A frame with exactly the schema's column order and dtypes."""
-    schema = schema_for(table, list(FRAUD_FEATURES) if table == "transactions" else None)
+    schema = schema_for(table, list(FRAUD_FEATURES) if table == "transactions" else None,
+                        label_ts=LABEL_TS_COLUMN in columns)
     arrays = [pa.array(columns[f.name], type=f.type) if isinstance(columns[f.name], np.ndarray)
               else columns[f.name] for f in schema]
     return pa.Table.from_arrays(arrays, schema=schema).to_pandas()
@@ -276,7 +277,22 @@ class ShopSimulator:
             "is_fraud": rows.attack >= 0,
             **{name: np.asarray(txns.features[name], dtype=np.float64)
                for name in FRAUD_FEATURES},
+            **self._label_times(w, rows),
         })
+
+    def _label_times(self, w: int, rows: TxnArrays) -> dict[str, pa.Array]:
+        """``label_ts`` when the shop emits chargeback times: each fraud's payment time plus
+        an exponential delay of mean ``chargeback_days``; legit rows blank (a legit label is
+        known only when the chargeback horizon, the run's label delay, has passed). A
+        generator of its own, so the other columns are the same with or without it."""
+        if not self.cfg.chargeback_days:
+            return {}
+        rng = _rng(self.cfg, _CHARGEBACKS, w)
+        lag = rng.exponential(self.cfg.chargeback_days * US_PER_DAY, len(rows.ts_us))
+        fraud = rows.attack >= 0
+        us = np.asarray(rows.ts_us, dtype=np.int64) + lag.astype(np.int64)
+        return {LABEL_TS_COLUMN: pa.array(np.where(fraud, us, 0), type=TS_TYPE,
+                                          mask=~fraud)}
 
     def _record_truth(self, w: int, txns: WindowTxns, data: WindowData) -> None:
         fraud = txns.rows.attack >= 0

@@ -66,6 +66,11 @@ class SyntheticShopConfig:
     repeat_share: float = field(
         default=0.3,
         metadata={"help": "probability that a purchase re-buys one of the user's recent items"})
+    chargeback_days: float = field(
+        default=0.0, metadata={"help": "mean days from a fraud to its chargeback; > 0 emits "
+                                       "each fraud's label arrival time (label_ts = ts + "
+                                       "Exponential(mean)), 0: none (labels come at the "
+                                       "run's --label-delay)"})
     latent_dim: int = field(
         default=16, metadata={"help": "size of user taste / item latent vectors (>= 4)"})
     candidates: int = field(
@@ -94,6 +99,8 @@ class SyntheticShopConfig:
             require(0.0 <= value <= 1.0, name, f"must be in [0, 1], got {value}")
         require(self.view_share + self.cart_share < 1.0, "view_share",
                 "view_share + cart_share must leave room for purchases (< 1)")
+        require(self.chargeback_days >= 0.0 and self.chargeback_days < float("inf"),
+                "chargeback_days", f"must be a finite number >= 0, got {self.chargeback_days}")
         require(self.latent_dim >= 4, "latent_dim", f"must be >= 4, got {self.latent_dim}")
         require(self.candidates >= 2, "candidates", f"must be >= 2, got {self.candidates}")
 

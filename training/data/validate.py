@@ -48,6 +48,7 @@ import pyarrow.parquet as pq
 
 from training.data.schema import (
     EVENT_TYPES,
+    LABEL_TS_COLUMN,
     QUARANTINE_REASON_COLUMN,
     empty_frame,
     schema_for,
@@ -225,7 +226,8 @@ def write_parquet_atomic(frame: pd.DataFrame, path: Path) -> None:
 
 def _schema(table: str, frame: pd.DataFrame, source: str) -> pa.Schema:
     features = transaction_feature_columns(list(frame.columns)) if table == "transactions" else []
-    schema = schema_for(table, [str(c) for c in features])
+    schema = schema_for(table, [str(c) for c in features],
+                        label_ts=table == "transactions" and LABEL_TS_COLUMN in frame.columns)
     missing = [f.name for f in schema if not f.nullable and f.name not in frame.columns]
     if missing:
         where = f" in {source}" if source else ""
@@ -260,7 +262,8 @@ def _parse(table: str, frame: pd.DataFrame, schema: pa.Schema
                 masks["unknown_event"] |= ~text.isin(EVENT_TYPES).to_numpy()
         elif pa.types.is_timestamp(fld.type):
             cols[fld.name], bad = _timestamps(raw)
-            masks["bad_type"] |= bad
+            # A nullable time (label_ts) may be blank; only text that does not parse is bad.
+            masks["bad_type"] |= bad & ~_blank(raw) if fld.nullable else bad
         elif pa.types.is_boolean(fld.type):
             cols[fld.name], bad = _booleans(raw)
             masks["bad_type"] |= bad
@@ -301,6 +304,11 @@ def _numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     blank = (text.isna() | (text == "")).to_numpy()
     said_nan = text.str.lower().isin(_NAN_WORDS).to_numpy()
     return values, np.isnan(values) & ~blank & ~said_nan
+
+
+def _blank(raw: pd.Series) -> np.ndarray:
+    text = raw.astype("str").str.strip()
+    return (raw.isna() | (text == "") | text.isin(["NaT", "None", "nan"])).to_numpy()
 
 
 def _timestamps(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:

@@ -15,7 +15,12 @@ from pathlib import Path
 from typing import overload
 
 from training.data.schema import WindowData
-from training.data.windows import list_windows, read_window
+from training.data.windows import (
+    list_windows,
+    read_window,
+    read_window_meta,
+    transaction_columns,
+)
 
 # An update touches at most four windows: the new one, the parent's, and the window whose
 # labels arrive for each of them.
@@ -26,25 +31,34 @@ class WindowSet(Sequence[WindowData]):
     """Windows by position or id; ``reads`` records the ids read from disk, in order."""
 
     def __init__(self, ids: Sequence[str], read: Callable[[str], WindowData],
-                 keep: int = KEEP, reads: list[str] | None = None) -> None:
+                 keep: int = KEEP, reads: list[str] | None = None,
+                 freq: str | None = None,
+                 columns: Callable[[str], list[str]] | None = None) -> None:
         if keep < 1:
             raise ValueError(f"keep: must be >= 1, got {keep}")
         self.ids: tuple[str, ...] = tuple(ids)
+        # The window length (hour, day, week, month) where known: it places a label_ts in
+        # a window (training.data.labels).
+        self.freq = freq
+        self.columns = columns  # a window's transactions columns without reading it
         self.reads: list[str] = [] if reads is None else reads
         self.read = read
         self.keep = keep
         self.cache: OrderedDict[str, WindowData] = OrderedDict()
 
     @classmethod
-    def of(cls, windows: Iterable[WindowData]) -> WindowSet:
+    def of(cls, windows: Iterable[WindowData], freq: str | None = None) -> WindowSet:
         """Windows already in memory (the synthetic shop, a raw file split into windows)."""
         held = {w.window_id: w for w in windows}
-        return cls(list(held), held.__getitem__, keep=max(1, len(held)))
+        return cls(list(held), held.__getitem__, keep=max(1, len(held)), freq=freq)
 
     @classmethod
     def from_folder(cls, root: str | Path) -> WindowSet:
         """The complete windows under ``root`` (see :mod:`training.data.windows`)."""
-        return cls(list_windows(root), lambda wid: read_window(root, wid))
+        ids = list_windows(root)
+        freq = str(read_window_meta(root, ids[0])["freq"]) if ids else None
+        return cls(ids, lambda wid: read_window(root, wid), freq=freq,
+                   columns=lambda wid: transaction_columns(root, wid))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -57,7 +71,8 @@ class WindowSet(Sequence[WindowData]):
 
     def __getitem__(self, index: int | slice) -> WindowData | WindowSet:
         if isinstance(index, slice):
-            part = WindowSet(self.ids[index], self.read, self.keep, self.reads)
+            part = WindowSet(self.ids[index], self.read, self.keep, self.reads, self.freq,
+                             self.columns)
             part.cache = self.cache
             return part
         return self.get(self.ids[index])
@@ -69,6 +84,14 @@ class WindowSet(Sequence[WindowData]):
         if window_id not in self.ids:
             raise KeyError(f"window {window_id!r} is not one of {list(self.ids)}")
         return self.ids.index(window_id)
+
+    def transaction_columns(self, index: int) -> list[str]:
+        """The columns of a window's transactions, from its file's schema where it has not
+        been read (an update looks for label arrival times in windows it may not need)."""
+        window_id = self.ids[index]
+        if window_id in self.cache or self.columns is None:
+            return list(self.get(window_id).transactions.columns)
+        return self.columns(window_id)
 
     def get(self, window_id: str) -> WindowData:
         """The window, read now unless it is among the last few used."""

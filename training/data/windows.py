@@ -49,7 +49,13 @@ from training.cli import (
     setup_logging,
 )
 from training.data.online_retail import load_online_retail
-from training.data.schema import TABLE_NAMES, WindowData, empty_frame, schema_for
+from training.data.schema import (
+    LABEL_TS_COLUMN,
+    TABLE_NAMES,
+    WindowData,
+    empty_frame,
+    schema_for,
+)
 from training.data.ulb import DEFAULT_START, load_ulb
 from training.data.validate import (
     EVENT_TS_COLUMN,
@@ -193,8 +199,8 @@ def write_window(root: str | Path, data: WindowData, freq: Freq, *, source: str 
         frame = data.table(name)
         if len(frame):
             features = data.fraud_features if name == "transactions" else None
-            table = pa.Table.from_pandas(frame, schema=schema_for(name, features),
-                                         preserve_index=False)
+            schema = schema_for(name, features, label_ts=LABEL_TS_COLUMN in frame.columns)
+            table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
             pq.write_table(table, tmp / f"{name}.parquet")
     quarantined: dict[str, int] = {}
     if quarantine is not None and len(quarantine):
@@ -235,6 +241,13 @@ def read_window_meta(root: str | Path, window_id: str) -> dict[str, Any]:
         raise FileNotFoundError(f"window {window_id!r}: no {path}")
     meta: dict[str, Any] = json.loads(path.read_text())
     return meta
+
+
+def transaction_columns(root: str | Path, window_id: str) -> list[str]:
+    """The columns of a stored window's transactions (its file's schema; none if it has no
+    transactions), without reading its rows."""
+    path = Path(root) / window_id / "transactions.parquet"
+    return list(pq.read_schema(path).names) if path.is_file() else []
 
 
 def read_window(root: str | Path, window_id: str,
