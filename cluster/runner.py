@@ -257,8 +257,9 @@ class Pipeline:
         if FRAUD_BASELINE in methods:
             hgb = GradientBoostingFraud(self.train_cfg.seed)
             # Fitted on the labels that had arrived when window t began (--label-delay).
+            # The same arrived labels as ours' update had (early ones in a tail wait).
             seen = merge_windows(known_at(self.windows[:t], self.inc.continual.label_delay,
-                                          self.freq))
+                                          self.freq, self.inc.continual.holdout_frac))
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}

@@ -19,7 +19,7 @@ from cluster.pipeline_config import PipelineConfig
 from cluster.runner import Pipeline
 from training.cli import ConfigError
 from training.config import TrainConfig
-from training.data.labels import LabelArrivalError, known_at, labels_arrived
+from training.data.labels import LabelArrivalError, known_at, labels_arrived, split_arrived
 from training.data.schema import LABEL_TS_COLUMN, WindowData
 from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig, generate
@@ -89,6 +89,45 @@ def test_a_label_arrives_once_at_its_label_time_and_never_after_the_horizon() ->
         assert (seen.transactions["ts"] < end).all()
     # Delay 0: labels come with the window, whatever label_ts says.
     assert labels_arrived(windows, windows[1], 0) is windows[1]
+
+
+def test_the_held_out_tail_is_all_of_window_t_minus_d_s_last_part_and_early_labels_train(
+        ) -> None:
+    # Every fraud's chargeback comes a minute after the payment: early labels are frauds.
+    plain = list(load_windows("synthetic", synthetic=SHOP))
+    quick = []
+    for window in plain:
+        txns = window.transactions
+        times = [ts + pd.Timedelta(minutes=1) if fraud else None
+                 for ts, fraud in zip(txns["ts"], txns["is_fraud"], strict=True)]
+        quick.append(with_label_times(window, times))
+    windows, frac = WindowSet.of(quick, freq="week"), 0.2
+    seen = known_at(windows, 1, tail_frac=frac)
+    train0, hold0 = split_arrived(windows, seen[0], 1, frac)
+    assert len(hold0.transactions) == 0 and train0.transactions["is_fraud"].all()
+    tail_frauds = 0
+    for pos in range(1, len(windows)):
+        train, hold = split_arrived(windows, seen[pos], 1, frac)
+        horizon = windows[pos - 1].transactions
+        tail = horizon[horizon["ts"] >= horizon["ts"].quantile(1 - frac)]
+        # The tail is all of the last fifth of window t - 1, frauds at their true rate ...
+        assert set(hold.transactions["txn_id"]) == set(tail["txn_id"])
+        tail_frauds += int(hold.transactions["is_fraud"].sum())
+        # ... and none of it was learned at an earlier update.
+        earlier = set().union(*(set(s.transactions["txn_id"]) for s in seen[:pos]))
+        assert earlier.isdisjoint(hold.transactions["txn_id"])
+        # Window t's frauds outside its own future tail train now.
+        own = windows[pos].transactions
+        quick_frauds = own[own["is_fraud"].astype(bool)
+                           & (own["ts"] < own["ts"].quantile(1 - frac))]
+        assert set(quick_frauds["txn_id"]) <= set(train.transactions["txn_id"])
+    assert tail_frauds > 0
+    # Without label times the split is the horizon window's tail by time, as before.
+    bare = WindowSet.of(plain, freq="week")
+    _, hold = split_arrived(bare, labels_arrived(bare, plain[2], 1, tail_frac=frac), 1, frac)
+    old = plain[1].transactions
+    assert set(hold.transactions["txn_id"]) == set(
+        old[old["ts"] >= old["ts"].quantile(1 - frac)]["txn_id"])
 
 
 def test_label_times_need_the_windows_freq() -> None:

@@ -15,15 +15,23 @@ the first window whose end is after ``label_ts``, and never later than d windows
 own window: d is the horizon by which every label is known. Each label arrives once, so
 the update at window t learns the rows that arrive at t — early ones of windows t - d + 1 ..
 t, and the rest of window t - d — and the windows known at t hold each label at most once.
+
+Early labels are a biased sample (chargebacks confirm frauds, analysts confirm the top of
+the queue), so they train but never judge: the held-out tail that gates an update and fits
+its calibration and thresholds is the last part of window t - d by time, complete, and an
+early label that falls in its window's future tail waits for the horizon
+(:func:`split_arrived`, ``tail_frac``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import pandas as pd
 
 from training.data.schema import LABEL_TS_COLUMN, WindowData
+from training.data.split import split_holdout, tail_cut
 from training.data.window_set import window_ids
 from training.data.windows import window_bounds
 
@@ -47,22 +55,36 @@ def early(transactions: pd.DataFrame) -> pd.Series:
     return pd.to_datetime(transactions[LABEL_TS_COLUMN], utc=True)
 
 
+def deferred(transactions: pd.DataFrame, tail_frac: float) -> np.ndarray:
+    """Rows in their window's held-out fraud tail (its last ``tail_frac`` of transactions by
+    time): an early label there waits for the horizon, so that the update which holds the
+    window's tail out judges on all of it, none of it trained on before."""
+    cut = tail_cut(transactions, tail_frac) if tail_frac else None
+    if cut is None:
+        return np.zeros(len(transactions), dtype=bool)
+    return (transactions["ts"] >= cut).to_numpy()
+
+
 def arriving(transactions: pd.DataFrame, first: bool, last: bool, ids: Sequence[str],
-             pos: int, freq: str | None) -> pd.DataFrame:
+             pos: int, freq: str | None, tail_frac: float) -> pd.DataFrame:
     """The rows of one window whose labels arrive at the end of window ``pos``: of window
     pos - d (``first``) those not arrived before (the horizon); of a later window those
     whose ``label_ts`` falls before the end of ``pos`` and, but for window ``pos`` itself
-    (``last``), not before the end of pos - 1."""
+    (``last``), not before the end of pos - 1; a row in its window's tail only at the
+    horizon (:func:`deferred`)."""
     when = early(transactions)
     if not when.notna().any():
         rows = transactions if first else transactions.iloc[0:0]
-    elif first:
-        rows = transactions[~(when < window_end(ids[pos - 1], freq)).to_numpy()]
     else:
-        now = (when < window_end(ids[pos], freq)).to_numpy()
-        if not last:
-            now = now & ~(when < window_end(ids[pos - 1], freq)).to_numpy()
-        rows = transactions[now]
+        wait = deferred(transactions, tail_frac)
+        if first:
+            came = (when < window_end(ids[pos - 1], freq)).to_numpy() & ~wait
+            rows = transactions[~came]
+        else:
+            now = (when < window_end(ids[pos], freq)).to_numpy() & ~wait
+            if not last:
+                now = now & ~(when < window_end(ids[pos - 1], freq)).to_numpy()
+            rows = transactions[now]
     # Once arrived a label is just a label: the arrival time is not carried on.
     return rows.drop(columns=[LABEL_TS_COLUMN], errors="ignore")
 
@@ -76,11 +98,12 @@ def may_arrive_early(windows: Sequence[WindowData], index: int) -> bool:
 
 
 def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int,
-                   freq: str | None = None) -> WindowData:
+                   freq: str | None = None, tail_frac: float = 0.0) -> WindowData:
     """``window`` as an update at its end sees it: its items and interactions, and the
     transactions whose labels arrive then (see the module doc; none during the first
-    ``delay`` windows unless some arrive early). ``delay`` 0: ``window`` itself. ``freq``
-    (default: the windows' own) places ``label_ts`` in windows."""
+    ``delay`` windows unless some arrive early), the horizon window's first. ``delay`` 0:
+    ``window`` itself. ``freq`` (default: the windows' own) places ``label_ts`` in windows;
+    ``tail_frac``: the held-out share, whose early labels wait (:func:`deferred`)."""
     if delay == 0:
         return window
     ids = window_ids(windows)
@@ -93,7 +116,8 @@ def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int
         if 0 < pos - s < delay and not may_arrive_early(windows, s):
             continue  # a window in between passes on only early labels: none here
         source = window if s == pos else windows[s]
-        parts.append(arriving(source.transactions, s == pos - delay, s == pos, ids, pos, freq))
+        parts.append(arriving(source.transactions, s == pos - delay, s == pos, ids, pos, freq,
+                              tail_frac))
         items.append(source.items)
     # The earlier windows' items too: their transactions may name them (newest title wins).
     merged = pd.concat(items, ignore_index=True).drop_duplicates(
@@ -103,9 +127,33 @@ def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int
                       pd.concat(rows, ignore_index=True))
 
 
-def known_at(windows: Sequence[WindowData], delay: int,
-             freq: str | None = None) -> list[WindowData]:
+def known_at(windows: Sequence[WindowData], delay: int, freq: str | None = None,
+             tail_frac: float = 0.0) -> list[WindowData]:
     """``windows`` (a prefix of the source, oldest first) as known at the end of the last:
     each with the transactions whose labels arrived at its end, so that together they hold
     every label that had arrived by then, each once."""
-    return [labels_arrived(windows, w, delay, freq) for w in windows]
+    return [labels_arrived(windows, w, delay, freq, tail_frac) for w in windows]
+
+
+def split_arrived(windows: Sequence[WindowData], arrived: WindowData, delay: int,
+                  frac: float, freq: str | None = None) -> tuple[WindowData, WindowData]:
+    """(train part, held-out tail) of what an update at ``arrived``'s end knows
+    (:func:`labels_arrived` with ``tail_frac=frac``). Under a delay the fraud tail is the
+    last ``frac`` of window t - d's transactions, all of them: the rows a risk team scores
+    are a window's, not a sample chosen by how soon labels came (early labels are mostly
+    frauds and alerts, and would tilt calibration and thresholds). Labels that came early
+    from later windows train."""
+    if delay == 0:
+        return split_holdout(arrived, frac)
+    ids = window_ids(windows)
+    pos = ids.index(arrived.window_id)
+    freq = freq if freq is not None else getattr(windows, "freq", None)
+    txns = arrived.transactions
+    if pos < delay:  # no window's labels are complete yet: whatever came early trains
+        start = txns["ts"].min() if len(txns) else None
+        bounds = None if start is None else (start, start)
+    else:
+        cut = tail_cut(windows[pos - delay].transactions, frac)
+        end = window_end(ids[pos - delay], freq) if freq else pd.Timestamp.max.tz_localize("UTC")
+        bounds = None if cut is None else (cut, end)
+    return split_holdout(arrived, frac, per_table=True, txn_bounds=bounds)

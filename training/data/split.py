@@ -48,11 +48,20 @@ def cut_rows(frame: pd.DataFrame, cut: pd.Timestamp) -> tuple[pd.DataFrame, pd.D
     return frame[~late].reset_index(drop=True), frame[late].reset_index(drop=True)
 
 
-def split_holdout(window: WindowData, frac: float, per_table: bool = False
+def tail_cut(transactions: pd.DataFrame, frac: float) -> pd.Timestamp | None:
+    """Where a window's held-out fraud tail starts: the time quantile ``1 - frac`` of its
+    transactions (None without transactions)."""
+    return transactions["ts"].quantile(1 - frac) if len(transactions) else None
+
+
+def split_holdout(window: WindowData, frac: float, per_table: bool = False,
+                  txn_bounds: tuple[pd.Timestamp, pd.Timestamp] | None = None
                   ) -> tuple[WindowData, WindowData]:
     """(train part, held-out tail): rows at or after the time quantile ``1 - frac`` of the
     window's rows, or with ``per_table`` of each table's own rows (transactions whose
-    labels arrived late come from an earlier window: a joint cut would hold none out)."""
+    labels arrived late come from an earlier window: a joint cut would hold none out).
+    ``txn_bounds`` (start, end): the transactions held out are those in ``[start, end)``
+    instead (``training.data.labels.split_arrived``: labels that came early train)."""
     stamps = pd.concat([window.interactions["ts"], window.transactions["ts"]])
     if stamps.empty and per_table:  # nothing has arrived yet (--label-delay): nothing to hold out
         return window, WindowData(f"{window.window_id}/holdout", window.items.iloc[0:0],
@@ -61,11 +70,16 @@ def split_holdout(window: WindowData, frac: float, per_table: bool = False
         raise ConfigError(f"window: {window.window_id} has no interactions or transactions")
     cut = stamps.quantile(1 - frac)
     inter, txns = window.interactions, window.transactions
-    cut_t = txns["ts"].quantile(1 - frac) if per_table and len(txns) else cut
+    cut_t = tail_cut(txns, frac) if per_table and len(txns) else cut
     if per_table and len(inter):
         cut = inter["ts"].quantile(1 - frac)
     train_i, hold_i = cut_rows(inter, cut)
-    train_t, hold_t = cut_rows(txns, cut_t)
+    if txn_bounds is not None and len(txns) and (txns["ts"] >= txn_bounds[1]).any():
+        held = ((txns["ts"] >= txn_bounds[0]) & (txns["ts"] < txn_bounds[1])).to_numpy()
+        train_t, hold_t = (txns[~held].reset_index(drop=True),
+                           txns[held].reset_index(drop=True))
+    else:
+        train_t, hold_t = cut_rows(txns, cut_t if txn_bounds is None else txn_bounds[0])
     early = window.items["first_seen"] < cut
     train = WindowData(window.window_id, _restrict_items(window, train_i, train_t, early),
                        train_i, train_t)

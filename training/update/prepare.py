@@ -14,10 +14,10 @@ from pathlib import Path
 import pandas as pd
 
 from training.config import TrainConfig
-from training.data.labels import known_at, labels_arrived
+from training.data.labels import known_at, labels_arrived, split_arrived
 from training.data.schema import WindowData
 from training.data.sources import merge_windows
-from training.data.split import choose_window, split_holdout
+from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig
 from training.data.window_set import WindowSet, window_ids
 from training.features.examples import WindowExamples
@@ -98,9 +98,9 @@ def carried_tail(windows: Sequence[WindowData], parent: Parent | None, window: W
     ids = window_ids(windows)
     if parent.window not in ids:
         return None
-    return split_holdout(labels_arrived(windows, windows[ids.index(parent.window)],
-                                        label_delay),
-                         holdout_frac, per_table=label_delay > 0)[1]
+    arrived = labels_arrived(windows, windows[ids.index(parent.window)], label_delay,
+                             tail_frac=holdout_frac)
+    return split_arrived(windows, arrived, label_delay, holdout_frac)[1]
 
 
 def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
@@ -120,11 +120,11 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     windows = inc.source.load(synthetic)
     start = plan_start(store, inc)
     window = labels_arrived(windows, choose_window(windows, inc.window, start.after),
-                            inc.continual.label_delay)
+                            inc.continual.label_delay, tail_frac=inc.continual.holdout_frac)
     if start.kind == FALLBACK:
         return prepare_fallback(store, inc, train_cfg, model_cfg, windows, window, start)
-    train_part, holdout = split_holdout(window, inc.continual.holdout_frac,
-                                        per_table=inc.continual.label_delay > 0)
+    train_part, holdout = split_arrived(windows, window, inc.continual.label_delay,
+                                        inc.continual.holdout_frac)
     parent = None if start.version is None else load_parent(
         store, directory / "parent", model_cfg.history_len, inc.continual.replay_capacity,
         train_cfg.seed, start.version)
@@ -173,10 +173,10 @@ def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: 
     """A full retrain on every window before ``window`` plus its training part (the
     held-out tail stays for the gate); replay and history are rebuilt from those windows,
     as the chain of incremental updates would have built them."""
-    train_part, holdout = split_holdout(window, inc.continual.holdout_frac,
-                                        per_table=inc.continual.label_delay > 0)
+    train_part, holdout = split_arrived(windows, window, inc.continual.label_delay,
+                                        inc.continual.holdout_frac)
     prior = known_at(windows[:windows.position(window.window_id) + 1],
-                     inc.continual.label_delay)[:-1]
+                     inc.continual.label_delay, tail_frac=inc.continual.holdout_frac)[:-1]
     mixed, model, examples = full_retrain_start(model_cfg, [*prior, train_part])
     replay = ReplayBuffer(inc.continual.replay_capacity, train_cfg.seed)
     history = PurchaseHistory(model_cfg.history_len)
