@@ -60,7 +60,8 @@ class ContinualConfig:
         "help": "windows until fraud labels arrive: the update at window t learns, replays "
                 "and gates fraud on the transactions of window t - delay (rec learns window t "
                 "at once). 0: labels at once (optimistic). Realistic: the chargeback delay, "
-                "e.g. 1 with weekly windows (docs/fraud.md)"})
+                "e.g. 1 with weekly windows; a transaction's label_ts brings its label "
+                "sooner (docs/fraud.md)"})
     holdout_frac: float = field(default=0.2, metadata={
         "help": "tail of the window (by time) held out for the promotion gate"})
     carry_holdout: bool = field(default=True, metadata={
