@@ -310,6 +310,14 @@ def test_source_key_follows_the_data_not_the_rest() -> None:
                                                                   store="elsewhere"), small)
     assert source_key(inc, small) != source_key(inc, other)
     assert len(source_key(inc, small)) == 12
+    # A setting added later keeps the key of the runs stored before it while it changes
+    # no data (the demo's store resumes), and moves it once it does.
+    # (The 6-week shop's key, recorded in reports/synthetic/shop-week-delay1 before.)
+    shop: dict[str, Any] = {"n_windows": 6, "interactions_per_window": 2500,
+                            "transactions_per_window": 1200,
+                            "n_users": 600, "n_items": 300, "fraud_rate": 0.04}
+    assert source_key(inc, SyntheticShopConfig(**shop)) == "a0ff7353ecdf"
+    assert source_key(inc, SyntheticShopConfig(**shop, chargeback_days=2.0)) != "a0ff7353ecdf"
 
 
 def test_materialize_writes_the_source_once_and_keeps_max_windows(tmp_path: Path) -> None:
