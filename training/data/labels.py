@@ -149,11 +149,10 @@ def split_arrived(windows: Sequence[WindowData], arrived: WindowData, delay: int
     pos = ids.index(arrived.window_id)
     freq = freq if freq is not None else getattr(windows, "freq", None)
     txns = arrived.transactions
-    if pos < delay:  # no window's labels are complete yet: whatever came early trains
-        start = txns["ts"].min() if len(txns) else None
-        bounds = None if start is None else (start, start)
-    else:
-        cut = tail_cut(windows[pos - delay].transactions, frac)
+    cut = tail_cut(windows[pos - delay].transactions, frac) if pos >= delay else None
+    if cut is not None:
         end = window_end(ids[pos - delay], freq) if freq else pd.Timestamp.max.tz_localize("UTC")
-        bounds = None if cut is None else (cut, end)
+        bounds: tuple[pd.Timestamp, pd.Timestamp] | None = (cut, end)
+    else:  # no window's labels are complete yet: whatever came early trains, none judges
+        bounds = (txns["ts"].min(), txns["ts"].min()) if len(txns) else None
     return split_holdout(arrived, frac, per_table=True, txn_bounds=bounds)
