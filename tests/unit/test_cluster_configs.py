@@ -20,7 +20,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -38,8 +37,6 @@ SHELL_SCRIPTS = sorted(CLUSTER.glob("*.sh"))
 # Commands are also read from the scripts, the docs and YAML comments (the launch examples).
 COMMAND_FILES = YAML_FILES + SHELL_SCRIPTS + sorted(CLUSTER.rglob("*.md"))
 EMBEDDED_YAML_KEYS = ("runtimeEnvYAML", "serveConfigV2")
-HELP_ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-            "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 MAX_WORKING_DIR_BYTES = 100 * 2**20
 
 # `python -m module` and the arguments up to the end of that shell command.
@@ -159,20 +156,6 @@ ENTRY_POINTS = sorted({(rel(path), module) for path in COMMAND_FILES
                        for module in entry_points(path)})
 IMPORT_PATHS = sorted({(rel(path), value) for path in YAML_FILES for value in import_paths(path)})
 CANONICAL_ENV: dict[str, Any] = yaml.safe_load(RUNTIME_ENV.read_text())
-
-
-@pytest.fixture(scope="module")
-def help_of() -> Callable[[str], subprocess.CompletedProcess[str]]:
-    """``python -m <module> --help``, run once per module for the whole file."""
-    cache: dict[str, subprocess.CompletedProcess[str]] = {}
-
-    def run(module: str) -> subprocess.CompletedProcess[str]:
-        if module not in cache:
-            cache[module] = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
-                                           env=HELP_ENV, capture_output=True, text=True,
-                                           timeout=120)
-        return cache[module]
-    return run
 
 
 def test_the_configs_are_found() -> None:

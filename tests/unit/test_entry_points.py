@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -16,11 +17,11 @@ SCRIPTS = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scrip
 
 
 @pytest.mark.parametrize("name", sorted(SCRIPTS))
-def test_console_script_module_has_help(name: str) -> None:
+def test_console_script_module_has_help(
+        name: str, help_of: Callable[[str], subprocess.CompletedProcess[str]]) -> None:
     module, func = SCRIPTS[name].split(":")
     assert func == "main"
-    proc = subprocess.run([sys.executable, "-m", module, "--help"], cwd=REPO,
-                          capture_output=True, text=True, timeout=120)
+    proc = help_of(module)
     assert proc.returncode == 0, proc.stderr
     assert "usage:" in proc.stdout
     first_line = (REPO / (module.replace(".", "/") + ".py")).read_text().split("\n")[0]
