@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from tqdm import tqdm
 
 from cluster.comparison.arms import NEURAL_METHODS, OURS, Arm, build_arms
@@ -50,13 +49,7 @@ from training.data.labels import known_at
 from training.data.schema import WindowData
 from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig
-from training.data.windows import (
-    QUARANTINE_FILE,
-    list_windows,
-    read_window,
-    read_window_meta,
-    write_window,
-)
+from training.data.windows import list_windows, read_window, rewrite_window, write_window
 from training.evaluation.evaluate import fraud_labels_scores
 from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
@@ -301,10 +294,7 @@ class Pipeline:
         labels, scores = fraud_labels_scores(model, self.contexts[t].history, self.windows[t])
         marked, done[wid] = investigate(self.windows[t], labels, scores,
                                         self.cfg.investigated_share)
-        quarantine = self.folder / wid / QUARANTINE_FILE
-        write_window(self.folder, marked, self.freq,  # type: ignore[arg-type]
-                     source=str(read_window_meta(self.folder, wid).get("source", "")),
-                     quarantine=pd.read_parquet(quarantine) if quarantine.is_file() else None)
+        rewrite_window(self.folder, marked)
         self.windows[t] = read_window(self.folder, wid)
         logger.info("window %s: %d investigated alerts, %d of %d frauds confirmed at once",
                     wid, done[wid]["investigated"], done[wid]["frauds_confirmed"],

@@ -25,7 +25,14 @@ from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.validate import validate
 from training.data.window_set import WindowSet
-from training.data.windows import list_windows, read_window, window_bounds, write_window
+from training.data.windows import (
+    list_windows,
+    read_window,
+    read_window_meta,
+    rewrite_window,
+    window_bounds,
+    write_window,
+)
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
 
@@ -140,7 +147,15 @@ def test_label_times_need_the_windows_freq() -> None:
 def test_a_stored_window_keeps_label_times_and_blank_ones_are_not_bad_rows(
         tmp_path: Path) -> None:
     windows, expected = shop_with_label_times()
-    write_window(tmp_path, windows[1], "week")
+    plain = WindowData(windows[1].window_id, windows[1].items, windows[1].interactions,
+                       windows[1].transactions.drop(columns=[LABEL_TS_COLUMN]))
+    bad = pd.DataFrame({"txn_id": ["x"], "reason": ["bad_type"]})
+    write_window(tmp_path, plain, "week", source="shop", quarantine=bad)
+    # Adding label times to a stored window keeps its freq, source and quarantine.
+    rewrite_window(tmp_path, windows[1])
+    meta = read_window_meta(tmp_path, windows[1].window_id)
+    assert (meta["freq"], meta["source"], meta["quarantine_counts"]) == \
+        ("week", "shop", {"bad_type": 1})
     back = read_window(tmp_path, windows[1].window_id)
     assert back.transactions[LABEL_TS_COLUMN].notna().sum() == 3
     assert LABEL_TS_COLUMN not in back.fraud_features

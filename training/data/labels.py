@@ -48,6 +48,11 @@ def window_end(window_id: str, freq: str | None) -> pd.Timestamp:
     return window_bounds(window_id, freq)[1]  # type: ignore[arg-type]
 
 
+def freq_of(windows: Sequence[WindowData], freq: str | None) -> str | None:
+    """``freq`` if given, else the window set's own (None for a plain list)."""
+    return freq if freq is not None else getattr(windows, "freq", None)
+
+
 def early(transactions: pd.DataFrame) -> pd.Series:
     """Each row's ``label_ts`` (NaT where the label comes at the delay)."""
     if LABEL_TS_COLUMN not in transactions.columns:
@@ -109,7 +114,7 @@ def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int
     ids = window_ids(windows)
     if window.window_id not in ids:
         raise ValueError(f"label_delay: window {window.window_id} is not one of the source's")
-    freq = freq if freq is not None else getattr(windows, "freq", None)
+    freq = freq_of(windows, freq)
     pos = ids.index(window.window_id)
     parts, items = [], []
     for s in range(max(0, pos - delay), pos + 1):
@@ -147,7 +152,7 @@ def split_arrived(windows: Sequence[WindowData], arrived: WindowData, delay: int
         return split_holdout(arrived, frac)
     ids = window_ids(windows)
     pos = ids.index(arrived.window_id)
-    freq = freq if freq is not None else getattr(windows, "freq", None)
+    freq = freq_of(windows, freq)
     txns = arrived.transactions
     cut = tail_cut(windows[pos - delay].transactions, frac) if pos >= delay else None
     if cut is not None:

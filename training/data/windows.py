@@ -225,6 +225,16 @@ def write_window(root: str | Path, data: WindowData, freq: Freq, *, source: str 
     return final
 
 
+def rewrite_window(root: str | Path, data: WindowData) -> Path:
+    """Replace a stored window's tables with ``data``'s (e.g. label arrival times added),
+    atomically, keeping its freq, source and quarantined rows."""
+    meta = read_window_meta(root, data.window_id)
+    quarantine = Path(root) / data.window_id / QUARANTINE_FILE
+    return write_window(root, data, meta["freq"], source=str(meta.get("source", "")),
+                        quarantine=pd.read_parquet(quarantine) if quarantine.is_file()
+                        else None)
+
+
 def list_windows(root: str | Path) -> list[str]:
     """Ids of the complete windows under ``root``, sorted (time order)."""
     root = Path(root)
