@@ -258,7 +258,7 @@ def _incremental_chain(inc: IncrementalConfig, train: TrainConfig, shop: Synthet
                        windows: list[WindowData]) -> tuple[list[dict[str, Any]],
                                                            dict[str, Any], dict[str, Any]]:
     """Windows 0..t-1 one by one, then the timed update on t: (priming, update row, summary)."""
-    from training.incremental import run_incremental
+    from training.update.run import run_incremental
 
     priming = []
     for window in tqdm(windows[:-2], desc="incremental windows 0..t-1", unit="window"):
@@ -337,7 +337,7 @@ def start_ray(cfg: BenchConfig) -> tuple[float, float]:
 def write(cfg: BenchConfig, result: dict[str, Any], began: float) -> str:
     """Write the JSON and the Markdown table (after every part: a long run killed by a
     timeout keeps what it measured); returns the table."""
-    from training.incremental import json_safe  # imports Ray, which is up by now
+    from training.update.run import json_safe  # imports Ray, which is up by now
 
     result.update(loadavg_end=os.getloadavg(), seconds=time.perf_counter() - began,
                   finished=time.strftime("%Y-%m-%d %H:%M"), verdicts=verdicts(result))

@@ -37,10 +37,10 @@ from training.cli import (
     default_env,
     setup_logging,
 )
-from training.data.sources import SourceError
+from training.data.source_config import SourceError
 from training.incremental_config import IncrementalConfig, explicit_settings
+from training.stage_args import training_configs, training_parser
 from training.store import StoreError
-from training.train import training_configs, training_parser
 
 logger = logging.getLogger(__name__)
 

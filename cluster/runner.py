@@ -51,10 +51,10 @@ from training.data.sources import load_windows, merge_windows
 from training.data.synthetic import SyntheticShopConfig
 from training.data.windows import list_windows, read_window, rewrite_window, write_window
 from training.evaluation.evaluate import fraud_labels_scores
-from training.incremental import json_safe
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
 from training.store import CheckpointStore
+from training.update.run import json_safe
 
 logger = logging.getLogger(__name__)
 
@@ -331,8 +331,8 @@ class Pipeline:
         if wid in self.result["sweeps"]:
             return
         from tuning.config import SweepConfig
+        from tuning.run import run_sweep
         from tuning.space import SearchSpace
-        from tuning.sweep import run_sweep
 
         previous = self.windows[t - 1].window_id
         start = self.result["updates"][previous][OURS].get("parent")

@@ -10,7 +10,7 @@ from typing import Any
 
 from training.cli import config_from_dict, leaf_settings, require, with_settings
 from training.config import TrainConfig
-from training.data.sources import SourceConfig
+from training.data.source_config import SourceConfig
 from training.scaling_config import ScalingConfig
 from training.store import CheckpointStore
 from training.store.config import StoreConfig

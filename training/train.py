@@ -12,7 +12,6 @@ as JSON (``--metrics-out``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import math
@@ -25,19 +24,16 @@ from typing import Any
 
 from training.cli import (
     ConfigError,
-    add_dataclass_args,
     dataclass_from_args,
     require,
     setup_logging,
 )
 from training.config import TrainConfig
 from training.data.schema import WindowData
-from training.data.sources import SourceConfig, SourceError, merge_windows
-from training.data.synthetic import SyntheticShopConfig
-from training.evaluation.evaluate import candidate_items, evaluate_fraud, evaluate_rec
-from training.features.history import PurchaseHistory
-from training.fit.loop import init_model, resolve_device, train_window
-from training.model import ModelConfig
+from training.data.source_config import SourceConfig, SourceError
+from training.data.synthetic_config import SyntheticShopConfig
+from training.model.config import ModelConfig
+from training.stage_args import training_configs, training_parser
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +67,12 @@ def pick_windows(windows: Sequence[WindowData], job: JobConfig
 def run_job(job: JobConfig, model_cfg: ModelConfig, train_cfg: TrainConfig,
             synthetic: SyntheticShopConfig | None = None) -> dict[str, Any]:
     """Load → train on the chosen windows → evaluate the next → metrics dict."""
+    # Imported here, not at the top: `--help` and a bad flag answer before torch loads.
+    from training.data.sources import merge_windows
+    from training.evaluation.evaluate import candidate_items, evaluate_fraud, evaluate_rec
+    from training.features.history import PurchaseHistory
+    from training.fit.loop import init_model, resolve_device, train_window
+
     started = time.perf_counter()
     windows = job.source.load(synthetic)
     train_parts, target = pick_windows(windows, job)
@@ -116,24 +118,6 @@ def format_report(result: dict[str, Any], k: int) -> str:
             else f"{key}={value}" for key, value in fraud.items()))
     lines.append(f"total seconds: {result['seconds']}")
     return "\n".join(lines)
-
-
-def training_parser(prog: str, doc: str | None, stage: type) -> argparse.ArgumentParser:
-    """Flags of a training stage: its own config, then train, model and synthetic-shop."""
-    parser = argparse.ArgumentParser(prog=prog, description=doc,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, stage)
-    add_dataclass_args(parser, TrainConfig)
-    add_dataclass_args(parser, ModelConfig, prefix="model-")
-    add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")
-    return parser
-
-
-def training_configs(args: argparse.Namespace
-                     ) -> tuple[TrainConfig, ModelConfig, SyntheticShopConfig]:
-    return (dataclass_from_args(TrainConfig, args),
-            dataclass_from_args(ModelConfig, args, prefix="model-"),
-            dataclass_from_args(SyntheticShopConfig, args, prefix="synth-"))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,11 +28,11 @@ from training.data.schema import WindowData
 from training.data.sources import merge_windows
 from training.features.history import PurchaseHistory
 from training.features.replay import ReplayBuffer
-from training.incremental import json_safe, run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig, ShopStreamModel, load_model
 from training.store import CheckpointStore, open_store
 from training.update.bundle import write_bundle
+from training.update.run import json_safe, run_incremental
 
 logger = logging.getLogger(__name__)
 

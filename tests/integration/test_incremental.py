@@ -15,10 +15,10 @@ import torch
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
 from training.fit.raytrain import TrainerStartError
-from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig, load_model
 from training.store import CheckpointCorruptError, open_store
+from training.update.run import run_incremental
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("idle_ray")]
 

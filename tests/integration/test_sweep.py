@@ -13,14 +13,14 @@ import pytest
 
 from training.config import TrainConfig
 from training.data.synthetic import SyntheticShopConfig
-from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig, apply_best_config
 from training.model import ModelConfig
 from training.store import open_store
+from training.update.run import run_incremental
 from tuning.config import SweepConfig
 from tuning.report import finalists, pareto_front
+from tuning.run import SweepResult, run_sweep
 from tuning.space import SearchSpace
-from tuning.sweep import SweepResult, run_sweep
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("idle_ray")]
 

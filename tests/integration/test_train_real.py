@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.config import TrainConfig
-from training.data.sources import SourceConfig
+from training.data.source_config import SourceConfig
 from training.model import ModelConfig
 from training.train import JobConfig, run_job
 

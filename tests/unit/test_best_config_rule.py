@@ -18,8 +18,8 @@ from training.incremental_config import (
     explicit_settings,
 )
 from training.model import ModelConfig
+from training.stage_args import training_parser
 from training.store import LocalStore
-from training.train import training_parser
 
 pytestmark = pytest.mark.unit
 

@@ -18,10 +18,10 @@ from training.data.schema import WindowData
 from training.data.sources import load_windows, merge_windows
 from training.data.split import split_holdout
 from training.data.synthetic import SyntheticShopConfig
-from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.store import open_store
 from training.update.prepare import prepare_update
+from training.update.run import run_incremental
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

@@ -285,3 +285,14 @@ def test_float32_extreme_fraud_inputs_give_finite_probabilities():
             logits = model.fraud_logits(extreme)
             assert torch.isfinite(logits).all()
             assert torch.equal(logits[2], ordinary[2])
+
+
+def test_every_public_model_name_resolves_from_the_lazy_package() -> None:
+    import importlib
+
+    package = importlib.import_module("training.model")
+    missing = [name for name in package.__all__ if getattr(package, name, None) is None]
+    assert not missing
+    assert set(package.__all__) <= set(dir(package))
+    with pytest.raises(AttributeError, match="no attribute 'Nope'"):
+        package.Nope  # noqa: B018

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from training.cli import ConfigError, config_from_dict, with_settings
-from training.data.sources import SourceConfig
+from training.data.source_config import SourceConfig
 from training.incremental_config import IncrementalConfig
 from training.train import JobConfig
 

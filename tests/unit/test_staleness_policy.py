@@ -2,7 +2,7 @@
 the staleness table.
 
 No Ray: ``trainer="local"``, a tiny random encoder, a tiny synthetic shop on a local store.
-Rejections are forced by replacing the gate's ``decide`` in ``training.incremental``.
+Rejections are forced by replacing the gate's ``decide`` in ``training.update.run``.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import torch
 
-import training.incremental
+import training.update.run
 from cluster.comparison.arms import STALENESS_FIELDS
 from cluster.comparison.staleness import (
     gate_line,
@@ -31,13 +31,13 @@ from training.data.sources import load_windows
 from training.data.split import split_holdout
 from training.data.synthetic import SyntheticShopConfig
 from training.features.history import PurchaseHistory, purchases
-from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.model import load_model
 from training.store import open_store
 from training.update.gate import GateDecision, decide
 from training.update.head import HEAD_CONFIG, TrainingHead, TrainingHeadError, plan_start, read_head
 from training.update.prepare import Update, prepare_update
+from training.update.run import run_incremental
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 
@@ -64,7 +64,7 @@ def _update(inc: IncrementalConfig, reject: bool = False) -> dict[str, Any]:
         return GateDecision(False, "forced rejection", candidate, incumbent or {})
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training.incremental, "decide", no)
+        mp.setattr(training.update.run, "decide", no)
         return run_incremental(inc, TRAIN, MODEL, SHOP)
 
 
@@ -183,14 +183,14 @@ def fallback(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     inc = _inc(root / "store", fallback_after=2)
     runs = [_update(inc), _update(inc, reject=True), _update(inc, reject=True)]
     fits: list[tuple[Any, ...]] = []
-    real_fit = training.incremental.fit_window
+    real_fit = training.update.run.fit_window
 
     def spy(*args: Any) -> Any:
         fits.append(args)
         return real_fit(*args)
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(training.incremental, "fit_window", spy)
+        mp.setattr(training.update.run, "fit_window", spy)
         runs.append(_update(inc))
     return {"runs": runs, "fits": fits, "store": open_store(inc.store.uri), "inc": inc,
             "root": root}
@@ -365,7 +365,7 @@ def test_the_gate_scores_the_unseen_tail_unless_asked_for_replay_rows() -> None:
 
     from tests.unit.test_replay import make_window
     from training.features.replay import ReplayBuffer
-    from training.incremental import gate_slice
+    from training.update.run import gate_slice
 
     replay = ReplayBuffer(capacity=100, seed=1)
     replay.add_window(make_window("old", n_purchases=20))

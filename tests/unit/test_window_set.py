@@ -19,10 +19,10 @@ from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.window_set import WindowSet, window_ids
 from training.data.windows import write_window
-from training.incremental import run_incremental
 from training.incremental_config import IncrementalConfig
 from training.store import open_store
 from training.update.prepare import prepare_update
+from training.update.run import run_incremental
 
 pytestmark = [pytest.mark.unit, pytest.mark.usefixtures("one_thread")]
 

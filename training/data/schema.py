@@ -9,9 +9,12 @@ names them, in a stable order, so a model can record which features it was built
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import pyarrow as pa
+
+if TYPE_CHECKING:  # only annotations here: importing the schema (every --help) skips pandas
+    import pandas as pd
 
 TS_TYPE = pa.timestamp("us", tz="UTC")
 

@@ -1,62 +1,27 @@
 """Where windows come from: the synthetic shop, the real loaders, or a folder of windows.
 
 Every source yields validated :class:`WindowData` in time order, so the stages after it
-never care which one it was.
+never care which one it was. The settings that choose one live in
+:mod:`training.data.source_config`.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
 
 import pandas as pd
 
-from training.cli import require
 from training.data.online_retail import load_online_retail
 from training.data.schema import TABLE_NAMES, WindowData
+from training.data.source_config import SOURCES, SourceError
 from training.data.synthetic import SyntheticShopConfig, generate
 from training.data.ulb import load_ulb
 from training.data.window_set import WindowSet
-from training.data.windows import FREQS, split_windows
+from training.data.windows import split_windows
 
 logger = logging.getLogger(__name__)
-
-Source = Literal["synthetic", "online_retail", "ulb", "windows"]
-SOURCES: tuple[str, ...] = ("synthetic", "online_retail", "ulb", "windows")
-
-
-def check_source(source: str, freq: str) -> None:
-    """The one check of a stage's ``source`` and ``freq`` settings (each stage's config calls
-    it in ``__post_init__``; ``path`` is checked when the source is loaded)."""
-    require(source in SOURCES, "source", f"must be one of {SOURCES}, got {source!r}")
-    require(freq in FREQS, "freq", f"must be one of {FREQS}, got {freq!r}")
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    """Which data the windows come from (one config, composed into each stage's)."""
-
-    name: str = field(default="synthetic", metadata={
-        "flag": "source", "help": f"data source: {SOURCES}"})
-    path: str | None = field(default=None, metadata={
-        "help": "file or folder of the source (a folder of windows for source=windows; "
-                "not needed for synthetic)"})
-    freq: str = field(default="week", metadata={
-        "help": "window length when splitting a real source: hour, day, week or month"})
-
-    def __post_init__(self) -> None:
-        check_source(self.name, self.freq)
-
-    def load(self, synthetic: SyntheticShopConfig | None = None) -> WindowSet:
-        """All windows of this source, oldest first (:func:`load_windows`)."""
-        return load_windows(self.name, self.path, self.freq, synthetic)
-
-
-class SourceError(ValueError):
-    """A data source setting (source, path, freq) cannot be used; the message names it."""
 
 
 def load_windows(source: str, path: str | None = None, freq: str = "week",

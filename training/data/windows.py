@@ -56,6 +56,7 @@ from training.data.schema import (
     empty_frame,
     schema_for,
 )
+from training.data.source_config import FREQS
 from training.data.ulb import DEFAULT_START, load_ulb
 from training.data.validate import (
     EVENT_TS_COLUMN,
@@ -70,7 +71,6 @@ from training.data.validate import (
 logger = logging.getLogger(__name__)
 
 Freq = Literal["hour", "day", "week", "month"]
-FREQS: tuple[str, ...] = ("hour", "day", "week", "month")
 SOURCES: tuple[str, ...] = ("online_retail", "ulb")
 META_FILE = "_window.json"
 QUARANTINE_FILE = "quarantine.parquet"
