@@ -8,12 +8,15 @@ prequential test), the top ``s`` of its labelled transactions by fraud score get
 ``label_ts`` at their payment time, so the update at the end of that window learns them,
 and the chargeback of the window ``label_delay`` windows later brings the rest
 (``training.data.labels``: each label once). Every method learns the same arrived labels:
-the labels belong to the shop, whichever model raised the alerts.
+the labels belong to the shop, whichever model raised the alerts. Equal scores are ordered
+at random (seeded by the window id): a model that has learned no fraud yet scores every
+transaction alike, and its queue is then a random sample, not the table's first rows.
 """
 
 from __future__ import annotations
 
 import math
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -28,13 +31,15 @@ def investigate(window: WindowData, labels: np.ndarray, scores: np.ndarray,
                 share: float) -> tuple[WindowData, dict[str, Any]]:
     """``window`` with the labels of its top ``share`` of labelled transactions by
     ``scores`` (the live model's, in the labelled rows' table order) arriving at their
-    payment time (an earlier ``label_ts`` stays), and a summary of the queue."""
+    payment time (an earlier ``label_ts`` stays), and a summary of the queue. Equal scores
+    in random order, the same for the same window."""
     txns = window.transactions
     labelled = np.flatnonzero(txns["is_fraud"].notna().to_numpy())
     if len(labelled) != len(scores) or len(labels) != len(scores):
         raise ValueError(f"scores: {len(scores)} for {len(labelled)} labelled transactions")
     k = min(len(scores), math.ceil(share * len(scores)))
-    top = labelled[np.argsort(-np.asarray(scores), kind="stable")[:k]]
+    ties = np.random.default_rng(zlib.crc32(window.window_id.encode())).random(len(scores))
+    top = labelled[np.lexsort((ties, -np.asarray(scores, dtype=np.float64)))[:k]]
     when = early(txns).copy()
     ts = pd.to_datetime(txns["ts"], utc=True)
     pick = np.zeros(len(txns), dtype=bool)

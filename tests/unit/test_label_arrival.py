@@ -204,6 +204,24 @@ def test_the_investigated_queue_is_the_top_share_by_score() -> None:
         investigate(window, labels, scores[:-1], 0.05)
 
 
+def test_a_queue_of_equal_scores_is_a_random_sample_not_the_first_rows() -> None:
+    window = load_windows("synthetic", synthetic=SHOP)[1]
+    labels = window.transactions["is_fraud"].astype(bool).to_numpy()
+    flat = np.full(len(labels), 0.04)  # a live model that has learned no fraud yet
+    marked, summary = investigate(window, labels, flat, 0.1)
+    picked = np.flatnonzero(marked.transactions[LABEL_TS_COLUMN].notna().to_numpy())
+    k = summary["investigated"]
+    assert len(picked) == k and k >= 10
+    assert picked.max() >= len(labels) // 2 and picked.min() < len(labels) // 2
+    again, _ = investigate(window, labels, flat, 0.1)
+    pd.testing.assert_frame_equal(again.transactions, marked.transactions)
+    # Among equal top scores only: a higher score still always comes first.
+    scores = flat.copy()
+    scores[-3:] = 0.9
+    top3 = investigate(window, labels, scores, 3 / len(labels))[0]
+    assert top3.transactions[LABEL_TS_COLUMN].notna().to_numpy()[-3:].all()
+
+
 def test_the_pipeline_writes_the_queue_into_the_windows_every_method_reads(tmp_path: Path) -> None:
     shop = SyntheticShopConfig(n_windows=3, interactions_per_window=200,
                                transactions_per_window=200, n_users=60, n_items=30,
