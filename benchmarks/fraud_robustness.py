@@ -126,6 +126,7 @@ def cases(runs: dict[str, dict[str, Any]], seed: int) -> list[Case]:
     first = next(iter(runs.values()))
     windows = run_windows(first)
     delay = int(update_setting(first, "continual", "label_delay") or 0)
+    tail = float(update_setting(first, "continual", "holdout_frac") or 0.0)
     contexts = build_contexts(windows, int(first["settings"]["model"]["history_len"]))
     loaded: dict[tuple[str, str], tuple[ShopStreamModel, ShopStreamModel]] = {}
     out = []
@@ -135,7 +136,7 @@ def cases(runs: dict[str, dict[str, Any]], seed: int) -> list[Case]:
         ctx = contexts[t]
         if labelled.empty or not ctx.window.transactions["is_fraud"].notna().any():
             continue
-        seen = merge_windows(known_at(windows[:t], delay))
+        seen = merge_windows(known_at(windows[:t], delay, tail_frac=tail))
         hgb = GradientBoostingFraud(seed)
         hgb.fit(seen.transactions, list(seen.fraud_features))
         models: dict[str, ShopStreamModel] = {}

@@ -260,7 +260,7 @@ class Pipeline:
             # Fitted on the labels that had arrived when window t began (--label-delay).
             # The same arrived labels as ours' update had (early ones in a tail wait).
             seen = merge_windows(known_at(self.windows[:t], self.inc.continual.label_delay,
-                                          self.freq, self.inc.continual.holdout_frac))
+                                          self.freq, tail_frac=self.inc.continual.holdout_frac))
             costs[FRAUD_BASELINE] = {"wall_s": hgb.fit(seen.transactions,
                                                        seen.fraud_features)}
             out[FRAUD_BASELINE] = {"fraud": hgb.evaluate(ctx.window)}

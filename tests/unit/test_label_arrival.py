@@ -71,7 +71,7 @@ def shop_with_label_times() -> tuple[WindowSet, dict[str, int]]:
 def arrivals(windows: WindowSet, delay: int) -> dict[str, int]:
     """{txn_id: position of the update whose window brought its label}."""
     out: dict[str, int] = {}
-    for pos, seen in enumerate(known_at(windows, delay)):
+    for pos, seen in enumerate(known_at(windows, delay, tail_frac=0.0)):
         for txn in seen.transactions["txn_id"]:
             assert txn not in out, f"{txn} arrived twice"
             out[txn] = pos
@@ -90,12 +90,12 @@ def test_a_label_arrives_once_at_its_label_time_and_never_after_the_horizon() ->
             assert got[txn] == expected.get(txn, pos + 2)
     assert len(got) == len(windows[0].transactions) + len(windows[1].transactions)
     # Nothing before its label time: every row known at update t arrived by the end of t.
-    for pos, seen in enumerate(known_at(windows, 2)):
+    for pos, seen in enumerate(known_at(windows, 2, tail_frac=0.0)):
         end = window_bounds(windows.ids[pos], "week")[1]
         assert LABEL_TS_COLUMN not in seen.transactions
         assert (seen.transactions["ts"] < end).all()
     # Delay 0: labels come with the window, whatever label_ts says.
-    assert labels_arrived(windows, windows[1], 0) is windows[1]
+    assert labels_arrived(windows, windows[1], 0, tail_frac=0.0) is windows[1]
 
 
 def test_the_held_out_tail_is_all_of_window_t_minus_d_s_last_part_and_early_labels_train(
@@ -140,8 +140,9 @@ def test_the_held_out_tail_is_all_of_window_t_minus_d_s_last_part_and_early_labe
 def test_label_times_need_the_windows_freq() -> None:
     windows, _ = shop_with_label_times()
     with pytest.raises(LabelArrivalError, match="label_ts"):
-        labels_arrived(list(windows), windows[2], 1)
-    assert len(labels_arrived(list(windows), windows[2], 1, freq="week").transactions) > 0
+        labels_arrived(list(windows), windows[2], 1, tail_frac=0.0)
+    assert len(labels_arrived(list(windows), windows[2], 1, freq="week",
+                              tail_frac=0.0).transactions) > 0
 
 
 def test_a_stored_window_keeps_label_times_and_blank_ones_are_not_bad_rows(
@@ -249,9 +250,9 @@ def test_the_pipeline_writes_the_queue_into_the_windows_every_method_reads(tmp_p
     assert (picked[LABEL_TS_COLUMN] == picked["ts"]).all()
     # Window 1's update learned its queue and window 0's transactions; window 2's, the
     # rest of window 1 and its own queue: each label once.
-    at1 = set(labels_arrived(stored, stored[1], 1).transactions["txn_id"])
+    at1 = set(labels_arrived(stored, stored[1], 1, tail_frac=0.0).transactions["txn_id"])
     assert at1 == set(picked["txn_id"]) | set(stored[0].transactions["txn_id"])
-    known = merge_windows(known_at(stored, 1)).transactions["txn_id"]
+    known = merge_windows(known_at(stored, 1, tail_frac=0.0)).transactions["txn_id"]
     assert not known.duplicated().any()
     # The report's fraud section says what the queue found (no plots: the table alone).
     assert "Investigated alerts (`--investigated-share 0.1`)" in "\n".join(fraud_table(result))

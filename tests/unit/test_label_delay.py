@@ -37,15 +37,15 @@ def txn_ids(frame: Any) -> set[str]:
 
 def test_a_window_brings_the_transactions_whose_labels_arrived() -> None:
     first, second, third = WINDOWS[:3]
-    assert labels_arrived(WINDOWS, second, 0) is second
-    early = labels_arrived(WINDOWS, first, 1)
+    assert labels_arrived(WINDOWS, second, 0, tail_frac=0.0) is second
+    early = labels_arrived(WINDOWS, first, 1, tail_frac=0.0)
     assert len(early.transactions) == 0 and early.interactions is first.interactions
-    late = labels_arrived(WINDOWS, third, 2)
+    late = labels_arrived(WINDOWS, third, 2, tail_frac=0.0)
     assert txn_ids(late.transactions) == txn_ids(first.transactions)
     assert late.interactions is third.interactions
     assert set(first.items["item_id"]) <= set(late.items["item_id"])
     # Known at the end of window 2 with delay 1: the transactions of windows 0 and 1, once.
-    known = merge_windows(known_at(WINDOWS[:3], 1)).transactions
+    known = merge_windows(known_at(WINDOWS[:3], 1, tail_frac=0.0)).transactions
     assert len(known) == len(first.transactions) + len(second.transactions)
     assert txn_ids(known) == txn_ids(first.transactions) | txn_ids(second.transactions)
     with pytest.raises(ConfigError, match="label_delay"):

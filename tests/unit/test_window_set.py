@@ -74,7 +74,7 @@ def test_the_cache_keeps_only_the_last_few_windows() -> None:
 def test_the_label_delay_reads_only_the_window_whose_labels_arrived(folder: Path) -> None:
     windows = load_windows("windows", str(folder))
     ids = window_ids(windows)
-    seen = labels_arrived(windows, choose_window(windows, ids[3], None), 2)
+    seen = labels_arrived(windows, choose_window(windows, ids[3], None), 2, tail_frac=0.0)
     assert windows.reads == [ids[3], ids[1]]
     assert seen.transactions.equals(windows[1].transactions)
 

@@ -103,12 +103,13 @@ def may_arrive_early(windows: Sequence[WindowData], index: int) -> bool:
 
 
 def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int,
-                   freq: str | None = None, tail_frac: float = 0.0) -> WindowData:
+                   freq: str | None = None, *, tail_frac: float) -> WindowData:
     """``window`` as an update at its end sees it: its items and interactions, and the
     transactions whose labels arrive then (see the module doc; none during the first
     ``delay`` windows unless some arrive early), the horizon window's first. ``delay`` 0:
     ``window`` itself. ``freq`` (default: the windows' own) places ``label_ts`` in windows;
-    ``tail_frac``: the held-out share, whose early labels wait (:func:`deferred`)."""
+    ``tail_frac``: the held-out share, whose early labels wait (:func:`deferred`); no
+    default, so no caller forgets that its tail's early labels must not train."""
     if delay == 0:
         return window
     ids = window_ids(windows)
@@ -132,12 +133,12 @@ def labels_arrived(windows: Sequence[WindowData], window: WindowData, delay: int
                       pd.concat(rows, ignore_index=True))
 
 
-def known_at(windows: Sequence[WindowData], delay: int, freq: str | None = None,
-             tail_frac: float = 0.0) -> list[WindowData]:
+def known_at(windows: Sequence[WindowData], delay: int, freq: str | None = None, *,
+             tail_frac: float) -> list[WindowData]:
     """``windows`` (a prefix of the source, oldest first) as known at the end of the last:
     each with the transactions whose labels arrived at its end, so that together they hold
     every label that had arrived by then, each once."""
-    return [labels_arrived(windows, w, delay, freq, tail_frac) for w in windows]
+    return [labels_arrived(windows, w, delay, freq, tail_frac=tail_frac) for w in windows]
 
 
 def split_arrived(windows: Sequence[WindowData], arrived: WindowData, delay: int,
