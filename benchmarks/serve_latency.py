@@ -2,8 +2,9 @@
 
 Latency and throughput of the Serve app in both topologies (``serving.deployments``:
 ``split`` = proxy -> Ingress -> model deployment; ``fused`` = proxy -> one replica with the
-model in-process), deployed side by side under two route prefixes, next to the bare
-FastAPI/uvicorn app serving the same version with the same code in one process
+model in-process; HTTP enters through HAProxy as the app's default, or with ``--ingress
+proxy`` through Serve's Python proxy actor), deployed side by side under two route prefixes,
+next to the bare FastAPI/uvicorn app serving the same version with the same code in one process
 (``serving.local``), in the same run, on 127.0.0.1 only (the load generator:
 ``benchmarks/serve_load.py``):
 
@@ -256,6 +257,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--poll-interval-s", type=float, default=0.5,
                         help="replicas' store poll interval")
+    parser.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
+                        help="HTTP entry of the Serve apps: haproxy (the default, "
+                             "serving.config.SERVE_START_ENV) or Serve's Python proxy actor")
     parser.add_argument("--max-seconds", type=float, default=600.0,
                         help="bound on any single wait (first load, re-encode)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
@@ -281,6 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     os.environ.update(ENV)
+    # Read by the Serve controller that ray.init starts below (ENV reaches it through both).
+    ENV["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.ingress == "haproxy" else "0"
+    os.environ["RAY_SERVE_ENABLE_HA_PROXY"] = ENV["RAY_SERVE_ENABLE_HA_PROXY"]
     began = time.perf_counter()
     load_start = round(os.getloadavg()[0], 2)
     result = run(args)

