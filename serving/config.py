@@ -44,8 +44,9 @@ DEFAULT_BODY_TIMEOUT_S = 5.0
 # which hands each request to an ingress replica's own HTTP server, instead of through Serve's
 # Python proxy actor: one Python process and one serialisation fewer per request. Measured
 # with the fused topology at 100k items (benchmarks/recorded/serve_latency.md): Serve/bare
-# throughput 0.81x on /recommend and 0.42x on /fraud, against 0.36x and 0.20x through the
-# proxy; every Serve integration test (slow bodies, shedding, replica kills, redeploys,
+# throughput 0.46-0.81x on /recommend and 0.42-0.48x on /fraud in two runs, against 0.47x and
+# 0.22x through the proxy in the run beside them, and p99 at 50 req/s 10-12 ms against
+# 22-27 ms; every Serve integration test (slow bodies, shedding, replica kills, redeploys,
 # schemathesis) passes on it. Set to 0 to get Serve's proxy back.
 # Both are read by the process that starts Ray (a local cluster) or belong in the cluster's
 # environment (cluster/aws.yaml, cluster/kuberay/rayservice-serve.yaml).
