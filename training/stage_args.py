@@ -1,5 +1,6 @@
 """The flags every training stage shares: its own config, then train, model and
-synthetic-shop settings (``training.train``, ``training.incremental``, ``cluster.pipeline``).
+synthetic-shop settings (``training.train``, ``training.incremental``, ``tuning.sweep``,
+``cluster.pipeline``).
 
 Only settings modules are imported here, so a stage parses (and answers ``--help``) before
 it loads torch, pandas or Ray.
@@ -15,11 +16,13 @@ from training.data.synthetic_config import SyntheticShopConfig
 from training.model.config import ModelConfig
 
 
-def training_parser(prog: str, doc: str | None, stage: type) -> argparse.ArgumentParser:
-    """Flags of a training stage: its own config, then train, model and synthetic-shop."""
+def training_parser(prog: str, doc: str | None, *stages: type) -> argparse.ArgumentParser:
+    """Flags of a training stage: its own configs (``stages``, in order), then train, model
+    and synthetic-shop."""
     parser = argparse.ArgumentParser(prog=prog, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, stage)
+    for stage in stages:
+        add_dataclass_args(parser, stage)
     add_dataclass_args(parser, TrainConfig)
     add_dataclass_args(parser, ModelConfig, prefix="model-")
     add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")

@@ -27,30 +27,21 @@ import sys
 
 from training.cli import (
     ConfigError,
-    add_dataclass_args,
     dataclass_from_args,
     default_env,
     setup_logging,
 )
 from training.config import TrainConfig
 from training.data.source_config import SourceError
-from training.data.synthetic_config import SyntheticShopConfig
 from training.incremental_config import IncrementalConfig
-from training.model.config import ModelConfig
+from training.stage_args import training_configs, training_parser
 from training.store.errors import StoreError
 from tuning.config import SweepConfig
 from tuning.space import SearchSpace
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tuning.sweep", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_dataclass_args(parser, SweepConfig)
-    add_dataclass_args(parser, IncrementalConfig)
-    add_dataclass_args(parser, TrainConfig)
-    add_dataclass_args(parser, ModelConfig, prefix="model-")
-    add_dataclass_args(parser, SyntheticShopConfig, prefix="synth-")
-    return parser
+    return training_parser("python -m tuning.sweep", __doc__, SweepConfig, IncrementalConfig)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -59,9 +50,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         sweep = dataclass_from_args(SweepConfig, args)
         inc = dataclass_from_args(IncrementalConfig, args)
-        train_cfg = dataclass_from_args(TrainConfig, args)
-        model_cfg = dataclass_from_args(ModelConfig, args, prefix="model-")
-        synthetic = dataclass_from_args(SyntheticShopConfig, args, prefix="synth-")
+        train_cfg, model_cfg, synthetic = training_configs(args)
         space = SearchSpace.from_file(sweep.space_file) if sweep.space_file else SearchSpace()
         space.check_flags({k for k in vars(args) if k in TrainConfig.__dataclass_fields__
                            or k in IncrementalConfig.__dataclass_fields__})
