@@ -28,8 +28,8 @@ def one_thread() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def help_of() -> Callable[[str], subprocess.CompletedProcess[str]]:
-    """``python -m <module> --help``, run once per module and test process (each start-up
-    imports torch and Ray: seconds of CPU), shared by every test file that checks it."""
+    """``python -m <module> --help``, run once per module and test process, shared by every
+    test file that checks it (a start-up still costs about a second of CPU)."""
     cache: dict[str, subprocess.CompletedProcess[str]] = {}
 
     def run(module: str) -> subprocess.CompletedProcess[str]:
