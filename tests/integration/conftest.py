@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from serving.config import SERVE_START_ENV
+from tests.support.ports import haproxy_port_env
 from training.cli import LOCAL_RAY_ENV
 
 _SERVER = """
@@ -113,7 +114,7 @@ def s3_bucket(s3_client: Any) -> str:
 # then miss Serve's start-up and health deadlines; at 0 they share the CPU on equal terms.
 RAY_ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled",
            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_worker_niceness": "0",
-           **SERVE_START_ENV}
+           **SERVE_START_ENV, **haproxy_port_env()}
 
 
 @pytest.fixture(scope="session")

@@ -17,12 +17,12 @@ import pytest
 from tests.integration.ray_nodes import (
     REPO,
     alive,
-    free_ports,
     group_pids,
     kill_node,
     node_groups,
     short_temp_dir,
 )
+from tests.support.ports import free_ports
 from training.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]

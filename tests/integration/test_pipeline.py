@@ -8,13 +8,13 @@ from __future__ import annotations
 import json
 import math
 import os
-import socket
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from cluster.comparison.report import check_report
+from tests.support.ports import free_port
 from training.store import open_store
 
 pytestmark = pytest.mark.integration
@@ -23,12 +23,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY_SHOP = ("--synth-n-windows 2 --synth-interactions-per-window 1200 "
              "--synth-transactions-per-window 600 --synth-n-users 300 --synth-n-items 150 "
              "--synth-fraud-rate 0.06")
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def test_make_demo_once_writes_the_report_and_serves_the_last_version(tmp_path: Path) -> None:

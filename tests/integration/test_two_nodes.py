@@ -15,7 +15,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from tests.integration.ray_nodes import REPO, free_ports, kill_node, short_temp_dir, start_node
+from tests.integration.ray_nodes import REPO, kill_node, short_temp_dir, start_node
+from tests.support.ports import free_ports
 from training.store import open_store
 
 pytestmark = [pytest.mark.integration, pytest.mark.cluster]
