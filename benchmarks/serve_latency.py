@@ -1,8 +1,8 @@
 """python benchmarks/serve_latency.py [--items 100000 --users 20000 --duration-s 8 --rate 50]
 
 Latency and throughput of the Serve app in both topologies (``serving.deployments``:
-``split`` = proxy -> Ingress -> model deployment; ``fused`` = proxy -> one replica with the
-model in-process; HTTP enters through HAProxy as the app's default, or with ``--ingress
+``split`` = proxy -> Ingress -> model deployment; ``fused``, the default = proxy -> one of two
+replicas with the model in-process; HTTP enters through HAProxy as the app's default, or with ``--ingress
 proxy`` through Serve's Python proxy actor), deployed side by side under two route prefixes,
 next to the bare FastAPI/uvicorn app serving the same version with the same code in one process
 (``serving.local``), in the same run, on 127.0.0.1 only (the load generator:
@@ -18,7 +18,8 @@ next to the bare FastAPI/uvicorn app serving the same version with the same code
   the model call (routing, validation, middleware), and the model call (in ``split`` the
   hop to the model deployment included);
 * publish -> served freshness (target <= 2 s, both cases): seconds from ``store.publish``
-  returning to the first response naming the new version, for a version that keeps the text
+  returning to the first response naming the new version (with two replicas, the first
+  replica to load it), for a version that keeps the text
   tower and for one that changes it; each version carries its title vectors
   (``item_text.safetensors``), so neither re-encodes titles in the replicas. Each app
   watches its own store (a shop runs one topology), so its freshness is timed while only
@@ -42,7 +43,6 @@ import logging
 import os
 import platform
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -57,6 +57,7 @@ import torch
 from serve_load import measure
 
 from serving.config import SERVE_START_ENV, ServeConfig
+from tests.support.ports import free_port, haproxy_port_env
 from tests.support.published import (
     FRAUD_FEATURES,
     perturbed,
@@ -76,16 +77,10 @@ TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 50.0,
            "throughput_ratio": {"/recommend": 0.5, "/fraud": 0.3}, "freshness_s": 2.0,
            "rss_mib": 1024.0}
 SERVE_APPS: tuple[Literal["split", "fused"], ...] = ("split", "fused")  # name = route prefix
-ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV,
+ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV, **haproxy_port_env(),
        # Ray starts workers at nice 15; the load generator and the bare app run at nice 0, so
        # without this the comparison measures CPU priority, not the two serving paths.
        "RAY_worker_niceness": "0"}
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 def replicas(url: str) -> dict[str, Any]:
     with httpx.Client(timeout=10.0) as client:
         found: dict[str, Any] = client.get(url + "/version").json()["deployments"]

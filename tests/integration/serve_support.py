@@ -3,6 +3,8 @@ loop, and publishing helpers (the fixture that deploys the app is in test_serve.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 import uuid
@@ -173,10 +175,14 @@ def wait_skipped(client: httpx.Client, version: str, timeout_s: float = 60.0
     raise AssertionError(f"{version} not skipped after {timeout_s} s: {status}")
 
 
-def deploy_app(serve_http: str, work: Path, **settings: Any) -> Iterator[App]:
+def deploy_app(serve_http: str, work: Path, options: dict[str, Any] | None = None,
+               **settings: Any) -> Iterator[App]:
     """Publish a small model to a local store in ``work`` and run the app over it (bearer
-    token on) until the generator is closed; ``settings`` override ServeConfig fields."""
+    token on) until the generator is closed; ``settings`` override ServeConfig fields and
+    ``options`` the deployments' Serve options (see serving.deployments.application)."""
     from ray import serve
+
+    from serving.deployments import application
 
     model = shop_model(30, 60, ModelConfig(dim=16, history_len=4))
     history = shop_history(model)
@@ -192,7 +198,8 @@ def deploy_app(serve_http: str, work: Path, **settings: Any) -> Iterator[App]:
         "auth_token": TOKEN, "max_body_bytes": str(MAX_BODY), "cache_dir": str(work / "cache"),
         **{k: str(v) for k, v in settings.items()}})
     started = time.monotonic()
-    serve.run(build_app(args), name="shopstream", route_prefix="/")
+    serve.run(application(args.root, options) if options else build_app(args),
+              name="shopstream", route_prefix="/")
     state = App(serve_http, store, work, model, args.root)
     state.refs[version] = Reference(version, model, history, thresholds, NEW_ITEMS)
     state.latest = version
@@ -200,3 +207,44 @@ def deploy_app(serve_http: str, work: Path, **settings: Any) -> Iterator[App]:
     print(f"app deployed and serving in {time.monotonic() - started:.1f} s")
     yield state
     serve.delete("shopstream")
+
+
+def replica_pids(deployment: str) -> list[int]:
+    """PIDs of this app's replicas of ``deployment`` (Ray names the worker process)."""
+    tag = f"ServeReplica:shopstream:{deployment}".encode()
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and tag in (proc / "cmdline").read_bytes():
+                pids.append(int(proc.name))
+        except OSError:
+            continue
+    return pids
+
+
+def kill_under_load(app: App, pid: int, clients: int = 4, seconds: float = 8.0
+                    ) -> list[tuple[int, float]]:
+    """(status, seconds) of every /recommend that ``clients`` loops sent for ``seconds``
+    (at most 2,000), with ``pid`` killed by SIGKILL one second in; a request that got no
+    HTTP answer at all is recorded as status 0."""
+    samples: list[tuple[int, float]] = []
+
+    def loop() -> None:
+        with app.client() as client:
+            deadline = time.monotonic() + seconds
+            while time.monotonic() < deadline and len(samples) < 2000:
+                began = time.monotonic()
+                try:
+                    code = client.post("/recommend", json={"user_id": "u3", "k": 6}).status_code
+                except httpx.TransportError:
+                    code = 0
+                samples.append((code, time.monotonic() - began))
+
+    threads = [threading.Thread(target=loop, daemon=True) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    time.sleep(1.0)
+    os.kill(pid, signal.SIGKILL)
+    for thread in threads:
+        thread.join(seconds + 30)
+    return samples

@@ -1,5 +1,7 @@
-"""The Serve app on a real local Ray, over real HTTP on 127.0.0.1, with a local store and the
-real MiniLM encoder: answers, cold start, thresholds, bad input, auth, hot reload, bad versions.
+"""The Serve app in its split topology (Ingress, Recommender, FraudScorer) on a real local Ray,
+over real HTTP on 127.0.0.1, with a local store and the real MiniLM encoder: answers, cold
+start, thresholds, bad input, auth, hot reload, bad versions, a redeploy, a killed model
+replica. (The default fused topology: test_serve_faults.py and test_serve_fused.py.)
 
 One app (bearer token on) is deployed for the module; tests run in file order and the hot
 reload tests publish new versions into its store, so later tests see later versions.
@@ -30,8 +32,10 @@ from tests.integration.serve_support import (
     check_consistent,
     client_loop,
     deploy_app,
+    kill_under_load,
     publish_next,
     reload_under_load,
+    replica_pids,
     wait_skipped,
 )
 from tests.support.published import (
@@ -42,9 +46,11 @@ from tests.support.published import (
 
 pytestmark = pytest.mark.integration
 
+RECOVERY_S = 120.0  # a restarted replica loads MiniLM and the model on a busy machine
+
 @pytest.fixture(scope="module")
 def app(serve_http: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-local"))
+    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-local"), topology="split")
 
 
 def test_endpoints_answer_with_the_published_version(app: App) -> None:
@@ -310,6 +316,18 @@ def test_a_redeploy_keeps_serving_and_applies_user_config(app: App) -> None:
     assert {s["version"] for s in status.values()} == {app.latest}
 
 
+def test_a_killed_model_replica_makes_no_request_wait_over_2s(app: App) -> None:
+    """The Ingress resends a call that met the dead Recommender (serving.calls) or answers
+    503 within request_timeout_s."""
+    (pid,) = replica_pids("Recommender")
+    samples = kill_under_load(app, pid)
+    slowest = max(s for _, s in samples)
+    print(f"kill -9 of the Recommender: {len(samples)} requests, "
+          f"{sum(c == 503 for c, _ in samples)} x 503, slowest {slowest:.2f} s")
+    assert {c for c, _ in samples} <= {200, 503} and slowest < 2.0
+    wait_serving(app.url, app.latest, RECOVERY_S, headers=AUTH)  # Serve replaced it
+
+
 def test_the_token_never_reaches_the_logs(app: App) -> None:
     import ray
 
@@ -323,12 +341,14 @@ def test_config_yaml_is_a_valid_serve_config_for_the_same_builder() -> None:
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.config import DEPLOYMENTS
+    from serving.config import deployment_names
 
     path = Path(__file__).resolve().parents[2] / "serving" / "config.yaml"
     schema = ServeDeploySchema.model_validate(yaml.safe_load(path.read_text()))
     (app_schema,) = schema.applications
     assert app_schema.import_path == "serving.app:build_app"
     assert schema.http_options.host == "127.0.0.1"
-    assert sorted(d.name for d in app_schema.deployments) == sorted(DEPLOYMENTS)
-    assert AppArgs.model_validate(app_schema.args).root.store == "runs/store"
+    args = AppArgs.model_validate(app_schema.args).root
+    assert sorted(d.name for d in app_schema.deployments) == \
+        sorted(deployment_names(args.topology))
+    assert args.store == "runs/store"

@@ -1,6 +1,7 @@
-"""The Serve app under faults, on a real local Ray over real HTTP on 127.0.0.1: stalled
-request bodies, overload, a broken store pointer, reloads and a redeploy under a client
-loop, and a model replica killed with SIGKILL.
+"""The Serve app as a shop gets it (the fused topology, two ShopStream replicas behind
+HAProxy) under faults, on a real local Ray over real HTTP on 127.0.0.1: stalled request
+bodies, overload, a broken store pointer, reloads and a redeploy under a client loop, and a
+replica killed with SIGKILL.
 
 Every load here is bounded in count and time. The app sheds beyond ``max_inflight=8`` so
 that 200 concurrent clients are sure to meet the limit on any machine.
@@ -11,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +26,8 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from serving.config import FUSED
+from serving.deployments import application
 from tests.integration.serve_support import (
     AUTH,
     POLL_S,
@@ -36,7 +38,9 @@ from tests.integration.serve_support import (
     Sample,
     client_loop,
     deploy_app,
+    kill_under_load,
     publish_next,
+    replica_pids,
 )
 from tests.support.published import wait_serving
 
@@ -131,17 +135,21 @@ def test_overload_gets_only_200s_and_fast_503s(app: App) -> None:
 
 
 def wait_pointer_error(client: httpx.Client, reason: str | None,
-                       timeout_s: float = 30.0) -> dict[str, Any]:
+                       timeout_s: float = 30.0, in_a_row: int = 4) -> dict[str, Any]:
     """/version once every deployment reports a pointer error containing ``reason`` (None:
-    none); the deployments poll the store independently, so each is waited for."""
+    none) in ``in_a_row`` answers running: the replicas poll the store independently and
+    each answer comes from one of them."""
     deadline = time.monotonic() + timeout_s
+    agreed = 0
     while True:
         status: dict[str, Any] = client.get("/version").json()["deployments"]
         errors = [s.get("pointer_error") for s in status.values()]
-        if all((e is None) if reason is None else (e is not None and reason in e)
-               for e in errors) or time.monotonic() > deadline:
+        met = all((e is None) if reason is None else (e is not None and reason in e)
+                  for e in errors)
+        agreed = agreed + 1 if met else 0
+        if agreed >= in_a_row or time.monotonic() > deadline:
             return status
-        time.sleep(0.1)
+        time.sleep(0.05 if met else 0.1)
 
 
 @pytest.mark.parametrize(("content", "reason"), [
@@ -233,40 +241,43 @@ def test_schemathesis_finds_no_5xx_schema_violation_or_rejected_valid_body(
     assert len(entries) >= 1000 and not [s for s in statuses if s >= 500]
 
 
-def replica_pids(deployment: str) -> list[int]:
-    """PIDs of this app's replicas of ``deployment`` (Ray names the worker process)."""
-    tag = f"ServeReplica:shopstream:{deployment}".encode()
-    pids = []
-    for proc in Path("/proc").iterdir():
-        try:
-            if proc.name.isdigit() and tag in (proc / "cmdline").read_bytes():
-                pids.append(int(proc.name))
-        except OSError:
-            continue
-    return pids
-
-
-def test_a_killed_model_replica_makes_no_request_wait_over_2s(app: App) -> None:
-    (pid,) = replica_pids("Recommender")
-    samples: list[tuple[int, float]] = []
-
-    def loop() -> None:
-        with app.client() as client:
-            deadline = time.monotonic() + 8.0
-            while time.monotonic() < deadline and len(samples) < 2000:
-                began = time.monotonic()
-                code = client.post("/recommend", json={"user_id": "u3", "k": 6}).status_code
-                samples.append((code, time.monotonic() - began))
-
-    threads = [threading.Thread(target=loop, daemon=True) for _ in range(4)]
-    for thread in threads:
-        thread.start()
-    time.sleep(1.0)
-    os.kill(pid, signal.SIGKILL)
-    for thread in threads:
-        thread.join(30)
+def test_a_killed_replica_makes_no_request_wait_over_2s(app: App) -> None:
+    """One of the two replicas dies under four client loops: HAProxy resends the requests
+    it held unanswered to the other (serving.config.HAPROXY_RETRY_ON)."""
+    pids = replica_pids(FUSED)
+    assert len(pids) == 2, pids
+    samples = kill_under_load(app, pids[0])
     slowest = max(s for _, s in samples)
-    print(f"kill -9 of the Recommender: {len(samples)} requests, "
-          f"{sum(c == 503 for c, _ in samples)} x 503, slowest {slowest:.2f} s")
-    assert {c for c, _ in samples} <= {200, 503} and slowest < 2.0
+    codes = Counter(c for c, _ in samples)
+    print(f"kill -9 of one of two ShopStream replicas: {len(samples)} requests, "
+          f"{dict(codes)}, slowest {slowest:.2f} s")
+    assert set(codes) <= {200, 503} and slowest < 2.0
     wait_serving(app.url, app.latest, RECOVERY_S, headers=AUTH)  # Serve replaced it
+
+
+def test_a_redeploy_keeps_serving_and_applies_user_config(app: App) -> None:
+    """Serve replaces both replicas; with max_surge_percent=100 the new ones load their model
+    before the old ones stop and drain, so no request fails."""
+    from ray import serve
+
+    samples: list[Sample] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=client_loop, args=(app, stop, samples, 2000, 120.0),
+                            daemon=True)
+    loop.start()
+    try:
+        user_config = {"user_config": {"poll_interval_s": 0.25, "generation": 1}}
+        serve.run(application(app.config, {FUSED: user_config}), name="shopstream",
+                  route_prefix="/")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        loop.join(30)
+    failed = [s for s in samples if s.status != 200]
+    print(f"fused redeploy: {len(samples)} requests, {len(failed)} failed")
+    assert len(samples) > 10 and not failed, failed[:3]
+    assert {s.body["model_version"] for s in samples} == {app.latest}
+    with app.client() as client:
+        status = client.get("/version").json()["deployments"]
+    assert {s["poll_interval_s"] for s in status.values()} == {0.25}
+    wait_serving(app.url, app.latest, RECOVERY_S, headers=AUTH)

@@ -1,6 +1,7 @@
-"""The fused topology (one ShopStream deployment: HTTP and both models in one replica) on a
-real local Ray over real HTTP: the same answers as the model, a per-hop timing header, and a
-hot reload under load in which both routes switch at the same moment.
+"""The fused topology (the default: a ShopStream deployment, HTTP and both models in one
+replica) with one replica, on a real local Ray over real HTTP: the same answers as the
+model, a per-hop timing header, a hot reload under load in which both routes switch at the
+same moment, and a canary. (With its default two replicas, under faults: test_serve_faults.py.)
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture(scope="module")
 def app(serve_http: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[App]:
-    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-fused"), topology="fused")
+    yield from deploy_app(serve_http, tmp_path_factory.mktemp("serve-fused"),
+                          options={FUSED: {"num_replicas": 1}})
 
 
 def _timing(header: str) -> dict[str, float]:
@@ -127,3 +129,4 @@ def _wait_for_log(needle: str, timeout_s: float = 10.0) -> None:
             return
         time.sleep(0.5)
     raise AssertionError(f"{needle!r} in no log under {logs}")
+

@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.config import FRAUD_SCORER, INGRESS, RECOMMENDER, ServeConfig
+from serving.config import FUSED, ServeConfig
 from tests.support.published import (
     Reference,
     perturbed,
@@ -84,9 +84,8 @@ def s3_app(serve_http: str, moto_server: str, tmp_path_factory: pytest.TempPathF
         config = ServeConfig(store=f"s3://{bucket}/shopstream", endpoint_url=moto_server,
                              poll_interval_s=0.5, cache_dir=str(work / "cache"))
         actor = {"ray_actor_options": {"num_cpus": 0.5, "runtime_env": {"env_vars": env}}}
-        serve.run(application(config, {RECOMMENDER: actor, FRAUD_SCORER: actor,
-                                        INGRESS: {"num_replicas": 1}}),
-                  name="shopstream-s3", route_prefix="/")
+        serve.run(application(config, {FUSED: actor}), name="shopstream-s3",
+                  route_prefix="/")
         app = S3App(serve_http, store, work, model,
                     Reference(version, model, history, thresholds))
         wait_serving(serve_http, version)

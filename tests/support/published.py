@@ -168,13 +168,16 @@ class Reference:
 
 
 def wait_serving(url: str, version: str, timeout_s: float = 180.0,
-                 headers: dict[str, str] | None = None) -> float:
-    """Seconds until ``url``'s /healthz is 200 with every deployment on ``version``; raises
-    TimeoutError with the last answer after ``timeout_s``."""
+                 headers: dict[str, str] | None = None, in_a_row: int = 4) -> float:
+    """Seconds until ``url``'s /healthz is 200 with every deployment on ``version`` in
+    ``in_a_row`` answers running (each answer comes from one replica of each deployment, and
+    HAProxy spreads sequential requests over the replicas); raises TimeoutError with the
+    last answer after ``timeout_s``."""
     import httpx  # a dev dependency: tests and benchmarks only
 
     started = time.monotonic()
     body: Any = None
+    agreed = 0
     with httpx.Client(base_url=url, timeout=10.0, headers=headers) as client:
         while time.monotonic() - started < timeout_s:
             try:
@@ -183,10 +186,12 @@ def wait_serving(url: str, version: str, timeout_s: float = 180.0,
                 if response.status_code == 200 and body.get("deployments") is None:
                     raise ValueError(f"{url}/healthz shows no per-deployment detail without "
                                      "the bearer token: pass it in headers")
-                if response.status_code == 200 and all(
-                        d["version"] == version for d in body["deployments"].values()):
+                on_version = response.status_code == 200 and all(
+                    d["version"] == version for d in body["deployments"].values())
+                agreed = agreed + 1 if on_version else 0
+                if agreed >= in_a_row:
                     return time.monotonic() - started
             except httpx.HTTPError as exc:
-                body = repr(exc)
-            time.sleep(0.2)
+                body, agreed = repr(exc), 0
+            time.sleep(0.05 if agreed else 0.2)
     raise TimeoutError(f"{url} not serving {version} after {timeout_s} s: {body}")

