@@ -4,9 +4,9 @@ on a loaded machine?
     python benchmarks/redeploy_soak.py --runs 10 --burners 2
 
 Starts ``--burners`` processes that spin on the CPU (a machine whose cores are all busy
-with something else), then runs ``tests/integration/test_serve.py::
-test_a_redeploy_keeps_serving_and_applies_user_config`` ``--runs`` times in a row, each in a
-fresh pytest process (a fresh Ray and Serve). Printed and written to
+with something else), then runs ``--test`` (default :data:`TEST`, the default topology's
+redeploy under a client loop) ``--runs`` times in a row, each in a fresh pytest process (a
+fresh Ray and Serve). Printed and written to
 ``benchmarks/results/redeploy_soak.{json,md}``: pass/fail and seconds per run.
 """
 
@@ -25,7 +25,9 @@ from training.cli import LOCAL_RAY_ENV
 
 RESULTS = Path(__file__).resolve().parent / "results"
 ROOT = Path(__file__).resolve().parents[1]
-TEST = ("tests/integration/test_serve.py::"
+# The default topology's redeploy (fused, two replicas); --test picks another, e.g. the
+# split topology's: tests/integration/test_serve.py::test_a_redeploy_keeps_serving_and_...
+TEST = ("tests/integration/test_serve_faults.py::"
         "test_a_redeploy_keeps_serving_and_applies_user_config")
 
 
@@ -37,9 +39,9 @@ def burn(stop_after_s: float) -> None:
         n += 1
 
 
-def run_once(timeout_s: float) -> dict[str, object]:
+def run_once(test: str, timeout_s: float) -> dict[str, object]:
     began = time.monotonic()
-    done = subprocess.run([sys.executable, "-m", "pytest", TEST, "-q", "-p", "no:cacheprovider"],
+    done = subprocess.run([sys.executable, "-m", "pytest", test, "-q", "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=timeout_s,
                           check=False)
     lines = done.stdout.strip().splitlines()
@@ -56,12 +58,12 @@ def write(runs: list[dict[str, object]], args: argparse.Namespace) -> None:
     passed = sum(bool(r["passed"]) for r in runs)
     RESULTS.mkdir(parents=True, exist_ok=True)
     settings = {"runs": args.runs, "burners": args.burners, "cpus": os.cpu_count(),
-                "test": TEST}
+                "test": args.test}
     (RESULTS / "redeploy_soak.json").write_text(json.dumps(
         {"settings": settings, "passed": passed, "runs": runs}, indent=2))
     lines = [f"# Redeploy soak: {passed} of {len(runs)} passed ({args.runs} planned)",
              "", f"{args.burners} CPU-spinning processes beside the test on "
-             f"{os.cpu_count()} cores; each run a fresh pytest process (`{TEST}`).", "",
+             f"{os.cpu_count()} cores; each run a fresh pytest process (`{args.test}`).", "",
              "| run | passed | seconds | pytest |", "|---|---|---|---|"]
     lines += [f"| {i + 1} | {r['passed']} | {r['seconds']} | {r['summary']} |"
               for i, r in enumerate(runs)]
@@ -74,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--burners", type=int, default=2, help="CPU-spinning processes")
     parser.add_argument("--run-timeout-s", type=float, default=600.0)
+    parser.add_argument("--test", default=TEST, help="the pytest node id to run")
     args = parser.parse_args(argv)
     os.environ.update(LOCAL_RAY_ENV)
     budget = args.runs * args.run_timeout_s
@@ -84,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     runs: list[dict[str, object]] = []
     try:
         for n in range(args.runs):
-            runs.append(run_once(args.run_timeout_s))
+            runs.append(run_once(args.test, args.run_timeout_s))
             print(f"run {n + 1}/{args.runs}: {runs[-1]}", flush=True)
             write(runs, args)  # after every run: a stopped soak keeps what it measured
     finally:

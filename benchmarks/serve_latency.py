@@ -1,9 +1,10 @@
 """python benchmarks/serve_latency.py [--items 100000 --users 20000 --duration-s 8 --rate 50]
 
 Latency and throughput of the Serve app in both topologies (``serving.deployments``:
-``split`` = proxy -> Ingress -> model deployment; ``fused``, the default = proxy -> one of two
-replicas with the model in-process; HTTP enters through HAProxy as the app's default, or with ``--ingress
-proxy`` through Serve's Python proxy actor), deployed side by side under two route prefixes,
+``split`` = proxy -> Ingress -> model deployment; ``fused``, the default = proxy -> one of
+two replicas with the model in-process; HTTP enters through HAProxy as the app's default, or
+with ``--ingress proxy`` through Serve's Python proxy actor), deployed side by side under two
+route prefixes,
 next to the bare FastAPI/uvicorn app serving the same version with the same code in one process
 (``serving.local``), in the same run, on 127.0.0.1 only (the load generator:
 ``benchmarks/serve_load.py``):
@@ -24,7 +25,10 @@ next to the bare FastAPI/uvicorn app serving the same version with the same code
   (``item_text.safetensors``), so neither re-encodes titles in the replicas. Each app
   watches its own store (a shop runs one topology), so its freshness is timed while only
   its own replicas reload;
-* RSS of each replica process (target <= 1 GiB).
+* RSS of each replica process (target <= 1 GiB);
+* overload: ``--overload-clients`` (200) closed-loop clients against apps that admit
+  ``max_inflight`` requests per replica: the p99 of the admitted answers (target < 2 s) and
+  of the shed 503s (target < 100 ms), and any other answer (target: none).
 
 The model is an untrained ShopStreamModel with the tiny random text encoder: the request
 path never runs the encoder (item vectors are precomputed at load), so latency does not
@@ -75,7 +79,7 @@ logger = logging.getLogger(__name__)
 RESULTS = Path(__file__).resolve().parent / "results" / "serve_latency.json"
 TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 50.0,
            "throughput_ratio": {"/recommend": 0.5, "/fraud": 0.3}, "freshness_s": 2.0,
-           "rss_mib": 1024.0}
+           "rss_mib": 1024.0, "overload_p99_ms": {"200": 2000.0, "503": 100.0}}
 SERVE_APPS: tuple[Literal["split", "fused"], ...] = ("split", "fused")  # name = route prefix
 ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV, **haproxy_port_env(),
        # Ray starts workers at nice 15; the load generator and the bare app run at nice 0, so
@@ -177,7 +181,7 @@ def start_bare(config: ServeConfig, log: Path) -> tuple[subprocess.Popen[bytes],
     port = free_port()
     command = [sys.executable, "-m", "serving.local", "--store", config.store,
                "--port", str(port), "--poll-interval-s", str(config.poll_interval_s),
-               "--cache-dir", str(config.cache_dir)]
+               "--cache-dir", str(config.cache_dir), "--max-inflight", str(config.max_inflight)]
     with open(log, "wb") as sink:
         proc = subprocess.Popen(command, stdout=sink, stderr=subprocess.STDOUT,
                                 env={**os.environ, **ENV})
@@ -200,8 +204,25 @@ def verdicts(result: dict[str, Any]) -> dict[str, Any]:
             "recommend_p99_ms_at_rate": serve_["/recommend"]["at_rate"]["p99_ms"],
             "throughput_ratio": ratio,
             "freshness_s": None if timed_out or not fresh else max(fresh),
-            "rss_mib": max(r["rss_mib"] for r in result["replicas"][app].values())}
+            "rss_mib": max(r["rss_mib"] for r in result["replicas"][app].values()),
+            "overload_p99_ms": overload_p99(serve_)}
     return out
+
+
+def overload_p99(app: dict[str, Any]) -> dict[str, float | None] | None:
+    """The worse endpoint's p99 of admitted (200) and shed (503) answers under overload,
+    and the count of any other answer (a 5xx, a dropped connection)."""
+    phases = [app[p]["overload"] for p in ("/recommend", "/fraud") if "overload" in app[p]]
+    if not phases:
+        return None
+    worst: dict[str, float | None] = {}
+    for status in ("200", "503"):
+        found = [ph["by_status"][status]["p99_ms"] for ph in phases if status in ph["by_status"]]
+        worst[status] = max(found) if found else None
+    worst["other"] = float(sum(ph["connection_failures"] + sum(
+        v["requests"] for k, v in ph["by_status"].items() if k not in ("200", "503"))
+        for ph in phases))
+    return worst
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -213,7 +234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         def config(app: str) -> ServeConfig:
             return ServeConfig(store=str(publisher.stores[app].root),
                                poll_interval_s=args.poll_interval_s,
-                               cache_dir=str(work / "cache"))
+                               cache_dir=str(work / "cache"), max_inflight=args.max_inflight)
 
         started = time.monotonic()
         urls = start_serve(config)
@@ -249,6 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dim", type=int, default=64, help="user/item vector size")
     parser.add_argument("--rate", type=float, default=50.0, help="fixed offered rate, req/s")
     parser.add_argument("--concurrency", type=int, default=16, help="saturation clients")
+    parser.add_argument("--overload-clients", type=int, default=200,
+                        help="closed-loop clients of the overload phase, more than the apps "
+                             "admit (max_inflight per replica; 0 skips the phase)")
+    parser.add_argument("--max-inflight", type=int, default=ServeConfig.max_inflight,
+                        help="the apps' max_inflight (requests one replica works on)")
     parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--poll-interval-s", type=float, default=0.5,
                         help="replicas' store poll interval")
@@ -272,6 +298,11 @@ def table(result: dict[str, Any]) -> str:
                          f"{s['rps']:>11} {s['p50_ms']:>8}/{s['p99_ms']:<9}  "
                          f"{h.get('proxy_and_network')} / {h.get('app_outside_model')} / "
                          f"{h.get('model_call')}")
+            over = result[app][path].get("overload")
+            if over:
+                lines.append(f"{'':6} {'':11} overload, {over['clients']} clients: " + ", ".join(
+                    f"{n['requests']} x {code} p50/p99 {n['p50_ms']}/{n['p99_ms']} ms"
+                    for code, n in over["by_status"].items()))
     return "\n".join(lines)
 
 

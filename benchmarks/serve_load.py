@@ -1,5 +1,6 @@
 """The load generator of ``benchmarks/serve_latency.py``: request bodies, an open-loop
-fixed-rate phase, a closed-loop saturation phase, and where each answer's time went (its
+fixed-rate phase, a closed-loop saturation phase, an overload phase (more clients than the
+app admits: admitted and shed answers timed apart), and where each answer's time went (its
 ``Server-Timing`` header). Everything on the URLs it is given (127.0.0.1 in the benchmark)
 and bounded by the phase's duration."""
 
@@ -154,6 +155,38 @@ async def saturate(url: str, path: str, make: Payload, concurrency: int,
     return summary(latencies, errors, seconds)
 
 
+async def overload(url: str, path: str, make: Payload, clients: int,
+                   duration: float) -> dict[str, Any]:
+    """Closed loop with more clients than the app admits (``max_inflight`` per replica):
+    the latencies of admitted (200) and shed (503) answers apart, other statuses and
+    connection failures counted. Fast shedding shows as a low p99 of the 503s while the
+    200s keep a bounded p99."""
+    answers: dict[int, list[float]] = {}
+    failures = 0
+    origin, prefix = origin_and_prefix(url)
+    async with session(origin, clients) as client:
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        stop = start + duration
+
+        async def worker(seed: int) -> None:
+            nonlocal failures
+            rng = np.random.default_rng(seed)
+            while loop.time() < stop:
+                sent = loop.time()
+                try:
+                    status = (await post(client, prefix + path, make(rng)))[0]
+                except aiohttp.ClientError:
+                    failures += 1
+                    continue
+                answers.setdefault(status, []).append(loop.time() - sent)
+
+        await asyncio.gather(*(worker(s) for s in range(clients)))
+        seconds = loop.time() - start
+    out = {str(status): summary(found, 0, seconds) for status, found in sorted(answers.items())}
+    return {"clients": clients, "connection_failures": failures, "by_status": out}
+
+
 def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
     """Every phase for both apps, alternating app by app, so that a change in the machine's
     background load during the run hits both alike."""
@@ -170,4 +203,9 @@ def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
                     saturate(url, path, make, args.concurrency, args.duration_s)
                 out[app].setdefault(path, {})[phase] = asyncio.run(run_phase)
                 logger.info("%s %s %s: %s", app, path, phase, out[app][path][phase])
+        for app, url in urls.items():
+            if args.overload_clients:
+                out[app][path]["overload"] = asyncio.run(
+                    overload(url, path, make, args.overload_clients, args.duration_s))
+                logger.info("%s %s overload: %s", app, path, out[app][path]["overload"])
     return out

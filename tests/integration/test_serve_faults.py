@@ -130,8 +130,9 @@ def test_overload_gets_only_200s_and_fast_503s(app: App) -> None:
     assert shed and ok  # 200 clients against max_inflight=8: some shed, some admitted
     assert all(h["retry-after"] == "1" for code, _, h in samples if code == 503)
     # The latency targets (p99 of 503s < 100 ms, of 200s < 2 s) are not asserted: on this
-    # 2-core machine the 200 clients, Serve's proxy and the replicas share the CPU, and the
-    # proxy's queue dominates; benchmarks/serve_latency.py records them (issue #11).
+    # 2-core machine 200 httpx clients in this process and the replicas share the CPU, so
+    # the client's own queue dominates; benchmarks/serve_latency.py's overload phase
+    # records them with a cheaper client (benchmarks/recorded/serve_latency.md, issue #11).
 
 
 def wait_pointer_error(client: httpx.Client, reason: str | None,

@@ -31,3 +31,22 @@ def test_summary_gives_rate_percentiles_and_hops() -> None:
     assert out["hops_ms"] == {"client_total": 25.0, "proxy_and_network": 17.0,
                               "app_outside_model": 3.0, "model_call": 5.0}
     assert load.summary([], 0, 0.0)["rps"] is None
+
+
+def test_overload_verdict_takes_the_worse_endpoint_and_counts_other_answers() -> None:
+    latency = load_script("serve_latency")
+
+    def phase(p99_200: float, p99_503: float | None, extra: dict[str, int],
+              failures: int) -> dict[str, object]:
+        by_status: dict[str, object] = {"200": {"requests": 90, "p99_ms": p99_200}}
+        if p99_503 is not None:
+            by_status["503"] = {"requests": 10, "p99_ms": p99_503}
+        by_status |= {code: {"requests": n, "p99_ms": 1.0} for code, n in extra.items()}
+        return {"clients": 200, "connection_failures": failures, "by_status": by_status}
+
+    app = {"/recommend": {"overload": phase(900.0, 40.0, {}, 0)},
+           "/fraud": {"overload": phase(300.0, 120.0, {"500": 2}, 1)}}
+    assert latency.overload_p99(app) == {"200": 900.0, "503": 120.0, "other": 3.0}
+    app["/fraud"]["overload"] = phase(300.0, None, {}, 0)
+    assert latency.overload_p99(app) == {"200": 900.0, "503": 40.0, "other": 0.0}
+    assert latency.overload_p99({"/recommend": {}, "/fraud": {}}) is None
