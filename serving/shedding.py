@@ -27,6 +27,19 @@ from serving.errors import OverloadedError, error_response
 
 # The routes that reach a model deployment: the only ones that queue work.
 SHED_PATHS = frozenset({"/recommend", "/fraud"})
+# A request shed before its body was read keeps its connection when it declared a body of at
+# most this many bytes: the server drops those few bytes as they come, and the client (or
+# HAProxy) sends its next request without connecting again. A larger or chunked body closes
+# the connection instead: reading it is the work shedding avoids.
+KEEP_ALIVE_BODY_BYTES = 16_384
+
+
+def declared_small_body(scope: Scope) -> bool:
+    """Whether the request's Content-Length is at most :data:`KEEP_ALIVE_BODY_BYTES`."""
+    for name, value in scope.get("headers", ()):
+        if name == b"content-length":
+            return value.isdigit() and int(value) <= KEEP_ALIVE_BODY_BYTES
+    return False
 
 
 @dataclass
@@ -51,7 +64,7 @@ class Slots:
         response = error_response(OverloadedError(
             f"more than {self.limit} requests in flight (max_inflight); retry after the "
             "Retry-After seconds"))
-        if close:  # the unread body may still be on its way: the connection is not reusable
+        if close:  # a large unread body may still be on its way: not worth reading
             response.headers["Connection"] = "close"
         await response(scope, receive, send)
 
@@ -65,7 +78,7 @@ class ShedEarly:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self.slots.applies(scope) and self.slots.full:
-            await self.slots.refuse(scope, receive, send, close=True)
+            await self.slots.refuse(scope, receive, send, close=not declared_small_body(scope))
             return
         await self.app(scope, receive, send)
 

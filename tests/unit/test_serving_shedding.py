@@ -42,13 +42,16 @@ class GatedBackend:
                                              version="v1", loaded_at=None, poll_interval_s=1)}
 
 
-async def _overload(max_inflight: int, clients: int) -> tuple[list[httpx.Response], Any]:
+async def _overload(max_inflight: int, clients: int, pad: int = 0
+                    ) -> tuple[list[httpx.Response], Any]:
+    """``clients`` concurrent /recommend calls, each body padded by ``pad`` spaces."""
     backend = GatedBackend()
-    app = create_api(backend, max_body_bytes=4096, token=None, max_inflight=max_inflight)
+    app = create_api(backend, max_body_bytes=65_536, token=None, max_inflight=max_inflight)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
-        calls = [asyncio.create_task(client.post("/recommend", json={"user_id": f"u{i}"}))
-                 for i in range(clients)]
+        calls = [asyncio.create_task(client.post(
+            "/recommend", content=f'{{"user_id": "u{i}"}}{" " * pad}',
+            headers={"Content-Type": "application/json"})) for i in range(clients)]
         for _ in range(200):  # until the admitted ones wait at the gate
             await asyncio.sleep(0.005)
             if backend.entered == min(clients, max_inflight or clients):
@@ -68,9 +71,15 @@ def test_beyond_max_inflight_requests_get_a_fast_503_with_retry_after() -> None:
     assert health == 200
     rejected = next(r for r in answers if r.status_code == 503)
     assert rejected.headers["Retry-After"] == "1"
-    assert rejected.headers["Connection"] == "close"  # refused before its body was read
+    assert "Connection" not in rejected.headers  # a small unread body: kept alive
     error = rejected.json()["error"]
     assert error["code"] == "overloaded" and "max_inflight" in error["message"]
+
+
+def test_a_shed_request_with_a_large_unread_body_closes_its_connection() -> None:
+    answers, _ = asyncio.run(_overload(max_inflight=2, clients=5, pad=20_000))
+    rejected = [r for r in answers if r.status_code == 503]
+    assert len(rejected) == 3 and {r.headers["Connection"] for r in rejected} == {"close"}
 
 
 def test_max_inflight_zero_sheds_nothing() -> None:
