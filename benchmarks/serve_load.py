@@ -129,38 +129,10 @@ async def fixed_rate(url: str, path: str, make: Payload, rate: float,
     return summary(latencies, errors, seconds, timings)
 
 
-async def saturate(url: str, path: str, make: Payload, concurrency: int,
-                   duration: float) -> dict[str, Any]:
-    """Closed loop: ``concurrency`` clients, each sending its next request on a reply."""
-    latencies: list[float] = []
-    errors = 0
-    origin, prefix = origin_and_prefix(url)
-    async with session(origin, concurrency) as client:
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        stop = start + duration
-
-        async def worker(seed: int) -> None:
-            nonlocal errors
-            rng = np.random.default_rng(seed)
-            while loop.time() < stop:
-                sent = loop.time()
-                if (await post(client, prefix + path, make(rng)))[0] == 200:
-                    latencies.append(loop.time() - sent)
-                else:
-                    errors += 1
-
-        await asyncio.gather(*(worker(s) for s in range(concurrency)))
-        seconds = loop.time() - start
-    return summary(latencies, errors, seconds)
-
-
-async def overload(url: str, path: str, make: Payload, clients: int,
-                   duration: float) -> dict[str, Any]:
-    """Closed loop with more clients than the app admits (``max_inflight`` per replica):
-    the latencies of admitted (200) and shed (503) answers apart, other statuses and
-    connection failures counted. Fast shedding shows as a low p99 of the 503s while the
-    200s keep a bounded p99."""
+async def closed_loop(url: str, path: str, make: Payload, clients: int, duration: float
+                      ) -> tuple[dict[int, list[float]], int, float]:
+    """``clients`` clients, each sending its next request on a reply, for ``duration`` s:
+    (latencies by HTTP status, connection failures, seconds)."""
     answers: dict[int, list[float]] = {}
     failures = 0
     origin, prefix = origin_and_prefix(url)
@@ -183,6 +155,24 @@ async def overload(url: str, path: str, make: Payload, clients: int,
 
         await asyncio.gather(*(worker(s) for s in range(clients)))
         seconds = loop.time() - start
+    return answers, failures, seconds
+
+
+async def saturate(url: str, path: str, make: Payload, concurrency: int,
+                   duration: float) -> dict[str, Any]:
+    """Closed loop at ``concurrency``: the rate and latency of the 200s; the rest are errors."""
+    answers, failures, seconds = await closed_loop(url, path, make, concurrency, duration)
+    errors = failures + sum(len(v) for status, v in answers.items() if status != 200)
+    return summary(answers.get(200, []), errors, seconds)
+
+
+async def overload(url: str, path: str, make: Payload, clients: int,
+                   duration: float) -> dict[str, Any]:
+    """Closed loop with more clients than the app admits (``max_inflight`` per replica):
+    the latencies of admitted (200) and shed (503) answers apart, other statuses and
+    connection failures counted. Fast shedding shows as a low p99 of the 503s while the
+    200s keep a bounded p99."""
+    answers, failures, seconds = await closed_loop(url, path, make, clients, duration)
     out = {str(status): summary(found, 0, seconds) for status, found in sorted(answers.items())}
     return {"clients": clients, "connection_failures": failures, "by_status": out}
 

@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,35 @@ def client_loop(app: App, stop: threading.Event, out: list[Sample], max_requests
                               json_or_text(response)))
 
 
+@contextmanager
+def loop_running(app: App, max_requests: int = 1500, max_seconds: float = 90.0
+                 ) -> Iterator[list[Sample]]:
+    """A :func:`client_loop` in a thread while the block runs; yields its samples."""
+    samples: list[Sample] = []
+    stop = threading.Event()
+    loop = threading.Thread(target=client_loop, args=(app, stop, samples, max_requests,
+                                                      max_seconds), daemon=True)
+    loop.start()
+    try:
+        yield samples
+    finally:
+        stop.set()
+        loop.join(30)
+
+
+def redeploy_under_load(app: App, options: dict[str, Any]) -> list[Sample]:
+    """``serve.run`` the app again with deployment ``options`` (Serve replaces every
+    replica) while a client loop runs, and one second more; the loop's samples."""
+    from ray import serve
+
+    from serving.deployments import application
+
+    with loop_running(app, 2000, 120.0) as samples:
+        serve.run(application(app.config, options), name="shopstream", route_prefix="/")
+        time.sleep(1.0)
+    return samples
+
+
 def json_or_text(response: httpx.Response) -> dict[str, Any]:
     """The JSON body, or ``{"text": ...}`` when it is not JSON (a plain-text error from
     somewhere in the stack must be recorded, not end the loop with a decode error)."""
@@ -130,11 +160,7 @@ def reload_under_load(app: App, seed: int, warm_s: float, settle_s: float = 0.0
     """Publish a version that declines everything while a client loop runs, until both
     routes answer with it (bounded by POLL_S + SWITCH_MARGIN_S) and ``settle_s`` more.
     Returns (the new version, when it was published, the loop's samples)."""
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples), daemon=True)
-    loop.start()
-    try:
+    with loop_running(app) as samples:
         time.sleep(warm_s)
         # Decline everything: a response mixing thresholds and probabilities would show.
         new = publish_next(app, seed=seed, thresholds=(0.0, 0.0))
@@ -145,9 +171,6 @@ def reload_under_load(app: App, seed: int, warm_s: float, settle_s: float = 0.0
                 >= {("/recommend", new), ("/fraud", new)}):
             time.sleep(0.1)
         time.sleep(settle_s)
-    finally:
-        stop.set()
-        loop.join(30)
     return new, published, samples
 
 

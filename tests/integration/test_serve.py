@@ -9,7 +9,6 @@ reload tests publish new versions into its store, so later tests see later versi
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,13 +26,12 @@ from tests.integration.serve_support import (
     TOKEN,
     TXNS,
     App,
-    Sample,
     TamperingStore,
     check_consistent,
-    client_loop,
     deploy_app,
     kill_under_load,
     publish_next,
+    redeploy_under_load,
     reload_under_load,
     replica_pids,
     wait_skipped,
@@ -289,25 +287,10 @@ def test_a_redeploy_keeps_serving_and_applies_user_config(app: App) -> None:
     """Serve replaces every replica on a Python redeploy; with max_surge_percent=100 the new
     replicas load their model before the old ones stop, so no request fails (the default
     stops the old replica first: ~10 s without one, measured)."""
-    from ray import serve
-
     from serving.config import FRAUD_SCORER, RECOMMENDER
-    from serving.deployments import application
 
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples, 2000, 120.0),
-                            daemon=True)
-    loop.start()
-    try:
-        user_config = {"user_config": {"poll_interval_s": 0.25, "generation": 1}}
-        serve.run(application(app.config, {RECOMMENDER: user_config,
-                                           FRAUD_SCORER: user_config}),
-                  name="shopstream", route_prefix="/")
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        loop.join(30)
+    user_config = {"user_config": {"poll_interval_s": 0.25, "generation": 1}}
+    samples = redeploy_under_load(app, {RECOMMENDER: user_config, FRAUD_SCORER: user_config})
     assert len(samples) > 10 and {s.status for s in samples} == {200}
     assert {s.body["model_version"] for s in samples} == {app.latest}
     with app.client() as client:

@@ -15,7 +15,6 @@ import os
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -27,7 +26,6 @@ import httpx
 import pytest
 
 from serving.config import FUSED
-from serving.deployments import application
 from tests.integration.serve_support import (
     AUTH,
     POLL_S,
@@ -35,11 +33,11 @@ from tests.integration.serve_support import (
     TOKEN,
     TXNS,
     App,
-    Sample,
-    client_loop,
     deploy_app,
     kill_under_load,
+    loop_running,
     publish_next,
+    redeploy_under_load,
     replica_pids,
 )
 from tests.support.published import wait_serving
@@ -182,19 +180,11 @@ def test_a_broken_store_pointer_is_listed_and_flips_readiness(app: App, content:
 
 def test_five_hot_reloads_under_load_fail_no_request(app: App) -> None:
     """(The redeploy under the same kind of loop: test_serve.py's redeploy test.)"""
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples, 4000, 240.0),
-                            daemon=True)
-    loop.start()
-    try:
+    with loop_running(app, 4000, 240.0) as samples:
         for seed in range(11, 16):  # five hot reloads, each waited for
             app.latest = publish_next(app, seed=seed, thresholds=(0.3, 0.8))
             wait_serving(app.url, app.latest, POLL_S + SWITCH_MARGIN_S, headers=AUTH)
         time.sleep(1.0)
-    finally:
-        stop.set()
-        loop.join(30)
     failed = [s for s in samples if s.status != 200]
     print(f"5 hot reloads: {len(samples)} requests, {len(failed)} failed")
     assert len(samples) > 20 and not failed, failed[:3]
@@ -265,21 +255,8 @@ def test_a_killed_replica_makes_no_request_wait_over_2s(app: App) -> None:
 def test_a_redeploy_keeps_serving_and_applies_user_config(app: App) -> None:
     """Serve replaces both replicas; with max_surge_percent=100 the new ones load their model
     before the old ones stop and drain, so no request fails."""
-    from ray import serve
-
-    samples: list[Sample] = []
-    stop = threading.Event()
-    loop = threading.Thread(target=client_loop, args=(app, stop, samples, 2000, 120.0),
-                            daemon=True)
-    loop.start()
-    try:
-        user_config = {"user_config": {"poll_interval_s": 0.25, "generation": 1}}
-        serve.run(application(app.config, {FUSED: user_config}), name="shopstream",
-                  route_prefix="/")
-        time.sleep(1.0)
-    finally:
-        stop.set()
-        loop.join(30)
+    user_config = {"user_config": {"poll_interval_s": 0.25, "generation": 1}}
+    samples = redeploy_under_load(app, {FUSED: user_config})
     failed = [s for s in samples if s.status != 200]
     print(f"fused redeploy: {len(samples)} requests, {len(failed)} failed")
     assert len(samples) > 10 and not failed, failed[:3]
