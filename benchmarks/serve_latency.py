@@ -81,7 +81,7 @@ TARGETS = {"fraud_p99_ms_at_rate": 50.0, "recommend_p99_ms_at_rate": 50.0,
            "throughput_ratio": {"/recommend": 0.5, "/fraud": 0.3}, "freshness_s": 2.0,
            "rss_mib": 1024.0, "overload_p99_ms": {"200": 2000.0, "503": 100.0}}
 SERVE_APPS: tuple[Literal["split", "fused"], ...] = ("split", "fused")  # name = route prefix
-ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV, **haproxy_port_env(),
+ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled", **SERVE_START_ENV,
        # Ray starts workers at nice 15; the load generator and the bare app run at nice 0, so
        # without this the comparison measures CPU priority, not the two serving paths.
        "RAY_worker_niceness": "0"}
@@ -310,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
+    ENV.update(haproxy_port_env())  # chosen when the run starts, not when imported
     os.environ.update(ENV)
     # Read by the Serve controller that ray.init starts below (ENV reaches it through both).
     ENV["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.ingress == "haproxy" else "0"

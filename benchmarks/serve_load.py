@@ -193,9 +193,8 @@ def measure(urls: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
                     saturate(url, path, make, args.concurrency, args.duration_s)
                 out[app].setdefault(path, {})[phase] = asyncio.run(run_phase)
                 logger.info("%s %s %s: %s", app, path, phase, out[app][path][phase])
-        for app, url in urls.items():
-            if args.overload_clients:
-                out[app][path]["overload"] = asyncio.run(
-                    overload(url, path, make, args.overload_clients, args.duration_s))
-                logger.info("%s %s overload: %s", app, path, out[app][path]["overload"])
+        for app, url in urls.items() if args.overload_clients else ():
+            out[app][path]["overload"] = asyncio.run(
+                overload(url, path, make, args.overload_clients, args.duration_s))
+            logger.info("%s %s overload: %s", app, path, out[app][path]["overload"])
     return out

@@ -31,11 +31,6 @@ FUSED = "ShopStream"
 SPLIT_TOPOLOGY, FUSED_TOPOLOGY = "split", "fused"
 TOPOLOGIES: tuple[str, ...] = (SPLIT_TOPOLOGY, FUSED_TOPOLOGY)
 
-
-def deployment_names(topology: str) -> tuple[str, ...]:
-    """The deployments of ``topology``'s application (``deployments:`` may name only these)."""
-    return (FUSED,) if topology == FUSED_TOPOLOGY else DEPLOYMENTS
-
 TOKEN_ENV = "SHOPSTREAM_API_TOKEN"
 MAX_K = 100
 MAX_RECENT_ITEMS = 100
@@ -67,6 +62,11 @@ HAPROXY_RETRY_ON = "conn-failure empty-response"
 # environment (cluster/aws.yaml, cluster/kuberay/rayservice-serve.yaml).
 SERVE_START_ENV = {"RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30", "RAY_SERVE_ENABLE_HA_PROXY": "1",
                    "RAY_SERVE_HAPROXY_RETRY_ON": HAPROXY_RETRY_ON}
+
+
+def deployment_names(topology: str) -> tuple[str, ...]:
+    """The deployments of ``topology``'s application (``deployments:`` may name only these)."""
+    return (FUSED,) if topology == FUSED_TOPOLOGY else DEPLOYMENTS
 
 
 @dataclass(frozen=True)
@@ -136,7 +136,8 @@ class ServeConfig:
                 "an in-process model (one hop and one serialisation fewer, both routes of "
                 "a replica from one version; HAProxy resends a request whose replica died "
                 "to another); split: an Ingress calling a Recommender and a FraudScorer "
-                "deployment (each model scales apart, at about half the /fraud throughput; "
+                "deployment (each model scales apart, at about a third of fused's /fraud "
+                "throughput; "
                 "a dead model replica is resent to another within request_timeout_s)"})
     host: str = field(default="127.0.0.1", metadata={
         "help": "HTTP host of Serve's proxy (python -m serving.app only)"})

@@ -114,7 +114,7 @@ def s3_bucket(s3_client: Any) -> str:
 # then miss Serve's start-up and health deadlines; at 0 they share the CPU on equal terms.
 RAY_ENV = {**LOCAL_RAY_ENV, "RAY_AUTH_MODE": "disabled",
            "RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.2", "RAY_worker_niceness": "0",
-           **SERVE_START_ENV, **haproxy_port_env()}
+           **SERVE_START_ENV}
 
 
 @pytest.fixture(scope="session")
@@ -122,6 +122,8 @@ def ray_cluster() -> Iterator[None]:
     """One real local Ray instance (2 CPUs, 127.0.0.1) shared by the session's tests."""
     import ray
 
+    # Own HAProxy ports, chosen when the session's Ray starts (not at collection).
+    RAY_ENV.update(haproxy_port_env())
     os.environ.update(RAY_ENV)
     # Worker, replica and Ray Train logs stay in the session's log files (tests that look for
     # leaked secrets read those) instead of flooding the pytest output between tests.
