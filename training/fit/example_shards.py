@@ -72,6 +72,10 @@ def to_table(arrays: dict[str, np.ndarray]) -> pa.Table:
             continue
         width = int(np.prod(array.shape[1:]))
         flat = pa.array(np.ascontiguousarray(array).reshape(-1))
+        if width == 0:  # rows of nothing (no fraud features): from_arrays cannot count them
+            columns[name] = pa.Array.from_buffers(pa.list_(flat.type, 0), len(array), [None],
+                                                  children=[flat])
+            continue
         columns[name] = pa.FixedSizeListArray.from_arrays(flat, width)
     return pa.table(columns)
 
