@@ -45,16 +45,20 @@ SHARED_DATA ?= ../shared/data
 REAL_OUT ?= runs/real
 REAL_ARGS ?= --model-finetune-layers 0 --num-workers 2 --once
 REAL_RETAIL_FREQS ?= week month
+# Online Retail: a folder of daily CSVs. ULB: a CSV, or a folder whose every *.csv is loaded
+# (slices of the published file side by side; row ids then name their file).
+RETAIL_PATH ?= $(SHARED_DATA)/online_retail
+ULB_PATH ?= $(SHARED_DATA)/ulb_creditcard
 report-real: setup
 	for freq in $(REAL_RETAIL_FREQS); do \
-		$(PY) -m cluster.pipeline --source online_retail --path $(SHARED_DATA)/online_retail \
+		$(PY) -m cluster.pipeline --source online_retail --path $(RETAIL_PATH) \
 			--freq $$freq --store $(REAL_OUT)/online_retail-$$freq/store \
 			--report-dir $(REAL_OUT)/online_retail-$$freq/report \
 			--work-dir $(REAL_OUT)/online_retail-$$freq/work \
 			--storage-path $(REAL_OUT)/online_retail-$$freq/ray $(REAL_ARGS) || exit 1; \
 	done
 	$(PY) -m cluster.pipeline --source ulb \
-		--path $(SHARED_DATA)/ulb_creditcard/creditcard_first_6h.csv --freq hour \
+		--path $(ULB_PATH) --freq hour \
 		--store $(REAL_OUT)/ulb-hour/store --report-dir $(REAL_OUT)/ulb-hour/report \
 		--work-dir $(REAL_OUT)/ulb-hour/work --storage-path $(REAL_OUT)/ulb-hour/ray $(REAL_ARGS)
 

@@ -155,6 +155,38 @@ def test_ulb_fixture_reasons() -> None:
     assert q.loc[q["row_number"] == 2, "event_ts"].isna().all()
 
 
+def split_ulb(folder: Path, cut: int, overlap: int = 0) -> None:
+    """The 1 h slice as two files of one folder: rows before ``cut``, and from
+    ``cut - overlap`` on (the header in both)."""
+    lines = ULB.read_text().splitlines(keepends=True)
+    folder.mkdir()
+    (folder / "a_early.csv").write_text("".join(lines[:cut + 1]))
+    (folder / "b_later.csv").write_text(lines[0] + "".join(lines[cut + 1 - overlap:]))
+
+
+def test_ulb_folder_of_slices_loads_every_row(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
+    """Later hours beside the first ones: every row kept (row numbers restart per file, so
+    ids name the file), the same transactions and labels as the one file."""
+    split_ulb(tmp_path / "ulb", 600)
+    whole, parts = load_ulb(ULB), load_ulb(tmp_path / "ulb")
+    assert parts.counts == whole.counts == {"total": 3963, "valid": 3963, "fraud": 2}
+    txn = parts.transactions
+    assert txn.loc[txn["is_fraud"], "txn_id"].tolist() == ["ulb-a_early-541",
+                                                           "ulb-b_later-23"]
+    pd.testing.assert_frame_equal(txn.drop(columns="txn_id"),
+                                  whole.transactions.drop(columns="txn_id"))
+    assert "overlaps" not in caplog.text
+
+
+def test_ulb_overlapping_files_are_named(tmp_path: Path,
+                                         caplog: pytest.LogCaptureFixture) -> None:
+    split_ulb(tmp_path / "ulb", 600, overlap=50)
+    assert load_ulb(tmp_path / "ulb").counts["valid"] == 3963 + 50
+    assert "a_early.csv (Time 0.." in caplog.text
+    assert "overlaps b_later.csv" in caplog.text
+
+
 def test_ulb_bad_start() -> None:
     with pytest.raises(ValueError, match="start"):
         load_ulb(ULB, start="not a time")

@@ -4,7 +4,8 @@ The file has a quoted header ``"Time","V1".."V28","Amount","Class"`` and ``Class
 ``"0"``/``"1"``. Each data row becomes a transaction:
 
 - ``txn_id``   ``ulb-<row>``, ``<row>`` the 0-based data row in the file (header excluded),
-  the same number the quarantine's ``row_number`` uses;
+  the same number the quarantine's ``row_number`` uses; from a folder of several files,
+  ``ulb-<file stem>-<row>``;
 - ``user_id``/``item_id`` null (the data set is anonymised);
 - ``ts``       ``start`` + ``Time`` seconds;
 - ``amount``   ``Amount``; ``is_fraud`` ``Class == "1"``; features ``V1``..``V28`` as named.
@@ -58,12 +59,15 @@ def parse_start(start: str) -> pd.Timestamp:
 
 
 def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
-    """Load one ULB ``creditcard*.csv`` (see the module doc)."""
+    """Load one ULB ``creditcard*.csv``, or every ``*.csv`` of a folder (slices of the
+    published file, ``Time`` counted from the same start), as one table (see the module
+    doc)."""
     origin = parse_start(start)
     raw = read_raw(path, RAW_COLUMNS)
     seconds = pd.to_numeric(raw["Time"].str.strip(), errors="coerce").astype(np.float64)
     # Beyond ~3000 years a Time is garbage, and would overflow the timestamp arithmetic.
     finite = np.isfinite(seconds.to_numpy()) & (np.abs(seconds.to_numpy()) < 1e11)
+    warn_overlaps(raw, seconds.where(finite))
     ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     ts[finite] = origin + pd.to_timedelta(seconds[finite], unit="s")
     label = raw["Class"].str.strip()
@@ -74,7 +78,7 @@ def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
     # NaT sorts last; validate then quarantines those rows as bad_type.
     kept = kept[np.argsort(ts.to_numpy(dtype="datetime64[us]")[kept], kind="stable")]
     candidates = pd.DataFrame({
-        "txn_id": "ulb-" + raw[ROW_NUMBER_COLUMN].astype("str"),
+        "txn_id": txn_ids(raw),
         "user_id": None,
         "item_id": None,
         "ts": ts,
@@ -90,6 +94,27 @@ def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
     logger.info("ulb %s: %s", path, counts)
     return LoadResult(transactions=transactions, quarantine=_quarantine(raw, ts, reason),
                       counts=counts)
+
+
+def txn_ids(raw: pd.DataFrame) -> pd.Series:
+    """``ulb-<row>``, or ``ulb-<file stem>-<row>`` when a folder holds several files (row
+    numbers restart in each file; without the stem every later file's rows would be
+    quarantined as duplicates of the first's)."""
+    rows = raw[ROW_NUMBER_COLUMN].astype("str")
+    if raw[SOURCE_COLUMN].nunique() <= 1:
+        return "ulb-" + rows
+    return "ulb-" + raw[SOURCE_COLUMN].str.removesuffix(".csv") + "-" + rows
+
+
+def warn_overlaps(raw: pd.DataFrame, seconds: pd.Series) -> None:
+    """Log files whose ``Time`` ranges overlap: the published file and a slice of it side by
+    side would count the same transactions twice."""
+    spans = seconds.groupby(raw[SOURCE_COLUMN]).agg(["min", "max"]).dropna().sort_values("min")
+    for (first, a), (second, b) in zip(spans.iterrows(), list(spans.iterrows())[1:]):
+        if b["min"] <= a["max"]:
+            logger.warning("ulb: %s (Time %g..%g) overlaps %s (Time %g..%g); the same "
+                           "transactions may be loaded twice", first, a["min"], a["max"],
+                           second, b["min"], b["max"])
 
 
 def _quarantine(raw: pd.DataFrame, ts: pd.Series, reason: np.ndarray) -> pd.DataFrame:
