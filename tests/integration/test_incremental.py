@@ -131,6 +131,22 @@ def test_worker_failure_resumes_from_last_checkpoint(tmp_path: Path) -> None:
     assert result["train"]["steps"] >= 4
 
 
+def test_an_online_retail_day_on_ray_train(tmp_path: Path) -> None:
+    """A source without transactions (no fraud rows, no fraud features) on Ray Train: its
+    width-0 feature column once stopped every such update of >= 400 steps (a year of
+    monthly windows fell back to it in the full retrain) while writing the rank files."""
+    retail = Path(__file__).resolve().parents[2] / "data" / "online_retail"
+    inc = IncrementalConfig.of(source="online_retail", path=str(retail), freq="day",
+                               store=str(tmp_path / "store"), storage_path=str(tmp_path / "ray"),
+                               num_workers=2, trainer="ray", gate_tolerance=1.0)
+    result = run_incremental(inc, TRAIN, dataclasses.replace(MODEL, finetune_layers=0), None)
+    assert (result["train"]["trainer"], result["train"]["workers"]) == ("ray", 2)
+    assert result["window"] == "2010-12-01" and result["promoted"]
+    assert result["train"]["steps"] > 0
+    meta = open_store(str(tmp_path / "store")).read_meta(result["version"])
+    assert meta["window"] == "2010-12-01"
+
+
 def test_a_run_the_cluster_cannot_place_fails_in_bounded_time_and_publishes_nothing(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # 2 workers x 1.5 CPUs on the session's 2-CPU Ray: the placement group never fits.
