@@ -176,15 +176,27 @@ def test_ulb_folder_of_slices_loads_every_row(tmp_path: Path,
                                                            "ulb-b_later-23"]
     pd.testing.assert_frame_equal(txn.drop(columns="txn_id"),
                                   whole.transactions.drop(columns="txn_id"))
-    assert "overlaps" not in caplog.text
+    assert "repeat a row" not in caplog.text
 
 
-def test_ulb_overlapping_files_are_named(tmp_path: Path,
-                                         caplog: pytest.LogCaptureFixture) -> None:
+def test_ulb_rows_repeated_by_a_later_file_are_quarantined(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """The published file beside a slice of it: the repeated rows are counted once, the
+    copies quarantined and counted (a file's own duplicate rows stay: the data has some)."""
     split_ulb(tmp_path / "ulb", 600, overlap=50)
-    assert load_ulb(tmp_path / "ulb").counts["valid"] == 3963 + 50
-    assert "a_early.csv (Time 0.." in caplog.text
-    assert "overlaps b_later.csv" in caplog.text
+    result = load_ulb(tmp_path / "ulb")
+    assert result.counts == {"total": 3963 + 50, "valid": 3963, "overlapping_file": 50,
+                             "fraud": 2}
+    assert_partition(result.counts, result.quarantine)
+    q = result.quarantine
+    assert set(q["source"]) == {"b_later.csv"} and q["row_number"].tolist() == list(range(50))
+    pd.testing.assert_frame_equal(result.transactions.drop(columns="txn_id"),
+                                  load_ulb(ULB).transactions.drop(columns="txn_id"))
+    assert "50 rows repeat a row of an earlier file" in caplog.text
+    # Within one file, an exact repeat is a transaction of its own.
+    lines = ULB.read_text().splitlines(keepends=True)
+    (tmp_path / "one.csv").write_text("".join(lines[:11]) + lines[5])
+    assert load_ulb(tmp_path / "one.csv").counts["valid"] == 11
 
 
 def test_ulb_bad_start() -> None:

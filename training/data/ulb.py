@@ -12,7 +12,9 @@ The file has a quoted header ``"Time","V1".."V28","Amount","Class"`` and ``Class
 
 Rows that cannot be read are quarantined as ``bad_encoding`` or ``bad_row`` (see
 :mod:`training.data.csv_text`; row numbers and ``txn_id`` of the other rows do not move),
-then as ``bad_label`` when ``Class`` is neither ``0`` nor ``1``, otherwise by
+then as ``overlapping_file`` when a folder's file repeats a row of an earlier file (in
+every published column), then as ``bad_label`` when ``Class`` is neither ``0`` nor ``1``,
+otherwise by
 :func:`~training.data.validate.validate` (``bad_type`` for an unparseable Time, Amount or
 feature; ``non_finite``; ``negative_amount``; ``duplicate_id`` cannot occur). Rows are
 sorted by ``ts`` (stable) before validation, so file order never quarantines a row.
@@ -44,7 +46,7 @@ logger = logging.getLogger(__name__)
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"V{i}" for i in range(1, 29))
 RAW_COLUMNS: tuple[str, ...] = ("Time", *FEATURE_COLUMNS, "Amount", "Class")
 DEFAULT_START = "2013-09-01T00:00:00Z"
-LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, "bad_label")
+LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, "bad_label", "overlapping_file")
 
 
 def parse_start(start: str) -> pd.Timestamp:
@@ -67,13 +69,18 @@ def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
     seconds = pd.to_numeric(raw["Time"].str.strip(), errors="coerce").astype(np.float64)
     # Beyond ~3000 years a Time is garbage, and would overflow the timestamp arithmetic.
     finite = np.isfinite(seconds.to_numpy()) & (np.abs(seconds.to_numpy()) < 1e11)
-    warn_overlaps(raw, seconds.where(finite))
     ts = pd.Series(pd.NaT, index=raw.index, dtype="datetime64[us, UTC]")
     ts[finite] = origin + pd.to_timedelta(seconds[finite], unit="s")
     label = raw["Class"].str.strip()
     unread = raw[READ_REASON_COLUMN].to_numpy(dtype=object)
-    reason = np.where(unread != "", unread, np.where(label.isin(("0", "1")), "", "bad_label")
+    repeated = repeats_earlier_file(raw)
+    reason = np.where(unread != "", unread, np.where(
+        repeated, "overlapping_file", np.where(label.isin(("0", "1")), "", "bad_label"))
                       ).astype(object)
+    if repeated.any():
+        logger.warning("ulb %s: %d rows repeat a row of an earlier file (overlapping slices "
+                       "of the published file); quarantined as overlapping_file", path,
+                       int(((unread == "") & repeated).sum()))
     kept = np.flatnonzero(reason == "")
     # NaT sorts last; validate then quarantines those rows as bad_type.
     kept = kept[np.argsort(ts.to_numpy(dtype="datetime64[us]")[kept], kind="stable")]
@@ -106,15 +113,21 @@ def txn_ids(raw: pd.DataFrame) -> pd.Series:
     return "ulb-" + raw[SOURCE_COLUMN].str.removesuffix(".csv") + "-" + rows
 
 
-def warn_overlaps(raw: pd.DataFrame, seconds: pd.Series) -> None:
-    """Log files whose ``Time`` ranges overlap: the published file and a slice of it side by
-    side would count the same transactions twice."""
-    spans = seconds.groupby(raw[SOURCE_COLUMN]).agg(["min", "max"]).dropna().sort_values("min")
-    for (first, a), (second, b) in zip(spans.iterrows(), list(spans.iterrows())[1:]):
-        if b["min"] <= a["max"]:
-            logger.warning("ulb: %s (Time %g..%g) overlaps %s (Time %g..%g); the same "
-                           "transactions may be loaded twice", first, a["min"], a["max"],
-                           second, b["min"], b["max"])
+def repeats_earlier_file(raw: pd.DataFrame) -> np.ndarray:
+    """Rows equal in every published column to a row of an earlier file of the folder: the
+    published file beside a slice of it would otherwise count the same transactions twice.
+    Repeats within one file stay (the published data has exact duplicate rows)."""
+    out = np.zeros(len(raw), dtype=bool)
+    files = raw[SOURCE_COLUMN].to_numpy()
+    if len(set(files)) <= 1:
+        return out
+    keys = pd.util.hash_pandas_object(raw[list(RAW_COLUMNS)], index=False).to_numpy()
+    seen = np.zeros(0, dtype=keys.dtype)
+    for name in pd.unique(files):  # read_raw's order: files sorted by name
+        mine = files == name
+        out[mine] = np.isin(keys[mine], seen)
+        seen = np.union1d(seen, keys[mine])
+    return out
 
 
 def _quarantine(raw: pd.DataFrame, ts: pd.Series, reason: np.ndarray) -> pd.DataFrame:
