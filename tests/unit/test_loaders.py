@@ -199,6 +199,32 @@ def test_ulb_rows_repeated_by_a_later_file_are_quarantined(
     assert load_ulb(tmp_path / "one.csv").counts["valid"] == 11
 
 
+@pytest.mark.parametrize("whole_name", ["all.csv", "0_all.csv"])
+def test_online_retail_whole_file_beside_its_days_loads_once(
+        tmp_path: Path, retail: LoadResult, whole_name: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The whole-data file dropped into the folder of its daily files: every purchase and
+    item as from the days alone, the second copy of each row quarantined and counted,
+    whichever file sorts first."""
+    folder = tmp_path / "retail"
+    folder.mkdir()
+    days = sorted(RETAIL.glob("*.csv"))
+    whole = days[0].read_text()
+    for day in days:
+        (folder / day.name).write_text(day.read_text())
+    whole += "".join(days[1].read_text().splitlines(keepends=True)[1:])
+    (folder / whole_name).write_text(whole)
+    result = load_online_retail(folder)
+    assert result.counts == {**retail.counts, "total": 2 * 5217, "overlapping_file": 5217}
+    assert_partition(result.counts, result.quarantine)
+    pd.testing.assert_frame_equal(result.interactions, retail.interactions)
+    pd.testing.assert_frame_equal(result.items, retail.items)
+    copies = result.quarantine[result.quarantine["reason"] == "overlapping_file"]
+    later = {"all.csv": {"all.csv"}, "0_all.csv": {d.name for d in days}}[whole_name]
+    assert set(copies["source"]) == later
+    assert "5217 rows repeat a row of an earlier file" in caplog.text
+
+
 def test_ulb_bad_start() -> None:
     with pytest.raises(ValueError, match="start"):
         load_ulb(ULB, start="not a time")

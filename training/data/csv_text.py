@@ -19,6 +19,11 @@ row), under which the loaders quarantine it before any other check:
 - ``bad_row``       the row has more fields than the header (an unquoted comma). The extra
                     fields are appended, joined by ``,``, to its last column, so the
                     quarantine keeps the whole line.
+
+A folder's files are meant to be disjoint slices of one data set. A row equal in every
+published column to a row of an earlier file is flagged by :func:`repeats_earlier_file`,
+and the loaders quarantine it as :data:`OVERLAP_REASON` (the published file dropped beside
+its daily slices would otherwise load every row twice).
 """
 
 from __future__ import annotations
@@ -42,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 READ_REASON_COLUMN = "read_reason"
 READ_REASONS: tuple[str, ...] = ("bad_encoding", "bad_row")
+OVERLAP_REASON = "overlapping_file"
 # Bytes that are not UTF-8 decode to lone surrogates under errors="surrogateescape".
 _UNDECODED = re.compile("[\udc80-\udcff]")
 # The csv module's field limit is process-wide: reads that lift it take turns.
@@ -66,6 +72,23 @@ def read_raw(path: str | Path, columns: tuple[str, ...]) -> pd.DataFrame:
     (file name), ``row_number`` (per file) and ``read_reason`` (see the module doc)."""
     return pd.concat([read_csv_text(file, columns) for file in csv_files(path)],
                      ignore_index=True)
+
+
+def repeats_earlier_file(raw: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """[rows] bool: rows of :func:`read_raw`'s frame equal in every one of ``columns`` to a
+    row of an earlier file (files in name order). Repeats within one file stay unflagged:
+    published data has exact duplicate rows, and a folder of slices keeps them."""
+    out = np.zeros(len(raw), dtype=bool)
+    files = raw[SOURCE_COLUMN].to_numpy()
+    if len(set(files)) <= 1:
+        return out
+    keys = pd.util.hash_pandas_object(raw[list(columns)], index=False).to_numpy()
+    seen = np.zeros(0, dtype=keys.dtype)
+    for name in pd.unique(files):  # read_raw's order: files sorted by name
+        mine = files == name
+        out[mine] = np.isin(keys[mine], seen)
+        seen = np.union1d(seen, keys[mine])
+    return out
 
 
 def read_csv_text(file: Path, columns: tuple[str, ...]) -> pd.DataFrame:

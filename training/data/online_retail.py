@@ -13,6 +13,9 @@ Rows that cannot become interactions are quarantined, first failing reason wins:
 
 0. ``bad_encoding``, ``bad_row``  the row could not be read: bytes that are not UTF-8, or
                            more fields than the header (see :mod:`training.data.csv_text`).
+   ``overlapping_file``    from a folder, the row repeats a row of an earlier file in every
+                           column (the whole-data file beside its daily slices); it is
+                           not counted twice, as a purchase nor in an item's title or price.
 1. ``bad_type``            Quantity not an integer, UnitPrice not a finite number, or
                            InvoiceDate not a date.
 2. ``missing_id``          empty InvoiceNo or StockCode.
@@ -48,7 +51,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.csv_text import READ_REASON_COLUMN, READ_REASONS, read_raw
+from training.data.csv_text import (
+    OVERLAP_REASON,
+    READ_REASON_COLUMN,
+    READ_REASONS,
+    read_raw,
+    repeats_earlier_file,
+)
 from training.data.validate import (
     EVENT_TS_COLUMN,
     QUARANTINE_REASON_COLUMN,
@@ -78,7 +87,7 @@ PARSE_REASONS: tuple[str, ...] = (
     "bad_type", "missing_id", "missing_user_id", "non_product_code", "missing_description",
     "odd_description", "non_positive_price", "bad_quantity",
 )
-LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, *PARSE_REASONS)
+LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, OVERLAP_REASON, *PARSE_REASONS)
 
 
 def load_online_retail(path: str | Path) -> LoadResult:
@@ -86,6 +95,12 @@ def load_online_retail(path: str | Path) -> LoadResult:
     raw = read_raw(path, RAW_COLUMNS)
     parsed = _parse(raw)
     reason = raw[READ_REASON_COLUMN].to_numpy(dtype=object).copy()
+    repeated = (reason == "") & repeats_earlier_file(raw, RAW_COLUMNS)
+    if repeated.any():
+        logger.warning("online retail %s: %d rows repeat a row of an earlier file (the "
+                       "whole-data file beside its slices?); quarantined as %s", path,
+                       int(repeated.sum()), OVERLAP_REASON)
+    reason[repeated] = OVERLAP_REASON
     unread = reason != ""
     for name, mask in _loader_masks(parsed).items():
         reason[(reason == "") & mask] = name

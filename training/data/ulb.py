@@ -28,7 +28,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from training.data.csv_text import READ_REASON_COLUMN, READ_REASONS, read_raw
+from training.data.csv_text import (
+    OVERLAP_REASON,
+    READ_REASON_COLUMN,
+    READ_REASONS,
+    read_raw,
+    repeats_earlier_file,
+)
 from training.data.validate import (
     EVENT_TS_COLUMN,
     QUARANTINE_REASON_COLUMN,
@@ -46,7 +52,7 @@ logger = logging.getLogger(__name__)
 FEATURE_COLUMNS: tuple[str, ...] = tuple(f"V{i}" for i in range(1, 29))
 RAW_COLUMNS: tuple[str, ...] = ("Time", *FEATURE_COLUMNS, "Amount", "Class")
 DEFAULT_START = "2013-09-01T00:00:00Z"
-LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, "bad_label", "overlapping_file")
+LOADER_REASONS: tuple[str, ...] = (*READ_REASONS, OVERLAP_REASON, "bad_label")
 
 
 def parse_start(start: str) -> pd.Timestamp:
@@ -73,14 +79,14 @@ def load_ulb(path: str | Path, start: str = DEFAULT_START) -> LoadResult:
     ts[finite] = origin + pd.to_timedelta(seconds[finite], unit="s")
     label = raw["Class"].str.strip()
     unread = raw[READ_REASON_COLUMN].to_numpy(dtype=object)
-    repeated = repeats_earlier_file(raw)
+    repeated = repeats_earlier_file(raw, RAW_COLUMNS)
     reason = np.where(unread != "", unread, np.where(
-        repeated, "overlapping_file", np.where(label.isin(("0", "1")), "", "bad_label"))
+        repeated, OVERLAP_REASON, np.where(label.isin(("0", "1")), "", "bad_label"))
                       ).astype(object)
     if repeated.any():
         logger.warning("ulb %s: %d rows repeat a row of an earlier file (overlapping slices "
-                       "of the published file); quarantined as overlapping_file", path,
-                       int(((unread == "") & repeated).sum()))
+                       "of the published file); quarantined as %s", path,
+                       int(((unread == "") & repeated).sum()), OVERLAP_REASON)
     kept = np.flatnonzero(reason == "")
     # NaT sorts last; validate then quarantines those rows as bad_type.
     kept = kept[np.argsort(ts.to_numpy(dtype="datetime64[us]")[kept], kind="stable")]
@@ -111,23 +117,6 @@ def txn_ids(raw: pd.DataFrame) -> pd.Series:
     if raw[SOURCE_COLUMN].nunique() <= 1:
         return "ulb-" + rows
     return "ulb-" + raw[SOURCE_COLUMN].str.removesuffix(".csv") + "-" + rows
-
-
-def repeats_earlier_file(raw: pd.DataFrame) -> np.ndarray:
-    """Rows equal in every published column to a row of an earlier file of the folder: the
-    published file beside a slice of it would otherwise count the same transactions twice.
-    Repeats within one file stay (the published data has exact duplicate rows)."""
-    out = np.zeros(len(raw), dtype=bool)
-    files = raw[SOURCE_COLUMN].to_numpy()
-    if len(set(files)) <= 1:
-        return out
-    keys = pd.util.hash_pandas_object(raw[list(RAW_COLUMNS)], index=False).to_numpy()
-    seen = np.zeros(0, dtype=keys.dtype)
-    for name in pd.unique(files):  # read_raw's order: files sorted by name
-        mine = files == name
-        out[mine] = np.isin(keys[mine], seen)
-        seen = np.union1d(seen, keys[mine])
-    return out
 
 
 def _quarantine(raw: pd.DataFrame, ts: pd.Series, reason: np.ndarray) -> pd.DataFrame:
