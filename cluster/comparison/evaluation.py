@@ -52,9 +52,14 @@ class WindowContext:
     """What every method is scored with on one window (fixed when the window lands)."""
 
     window: WindowData
+    # The purchase history as of the window's start, for the window's own users (the only
+    # ones it scores): a whole snapshot per window would grow with the square of the
+    # number of windows (a year of weekly windows held ~1 GB of them).
     history: PurchaseHistory
     previous: pd.DataFrame
-    seen: pd.DataFrame
+    # Every earlier window's interactions, shared with the other contexts (not copied):
+    # repeat-then-popular fits on them.
+    earlier: tuple[pd.DataFrame, ...]
     pool: list[str]
     titles: dict[str, str]
     queries: RecQueries
@@ -75,6 +80,12 @@ def _add_purchases(bought: dict[str, set[str]], interactions: pd.DataFrame) -> N
         bought.setdefault(user, set()).add(item)
 
 
+def window_users(window: WindowData) -> set[str]:
+    """Every user id of ``window``'s interactions and transactions, as text."""
+    ids = [window.interactions["user_id"], window.transactions.get("user_id")]
+    return {str(u) for col in ids if col is not None for u in col.dropna().unique()}
+
+
 def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowContext]:
     """One context per window, oldest first (cheap: no model involved)."""
     contexts: list[WindowContext] = []
@@ -82,7 +93,7 @@ def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowCo
     pool: list[str] = []
     known: set[str] = set()
     titles: dict[str, str] = {}
-    seen_parts: list[pd.DataFrame] = []
+    earlier: list[pd.DataFrame] = []
     bought: dict[str, set[str]] = {}
     previous = windows[0].interactions.iloc[:0]
     for window in windows:
@@ -98,12 +109,12 @@ def build_contexts(windows: list[WindowData], history_len: int) -> list[WindowCo
                    for t in queries.targets]
         repeat = [_bought_before(bought, u, [i for i in t if i in pos])
                   for u, t in zip(queries.user_ids, queries.targets)]
-        seen = pd.concat(seen_parts, ignore_index=True) if seen_parts else previous.iloc[:0]
-        contexts.append(WindowContext(window, history, previous, seen, list(pool),
-                                      dict(titles), queries, targets, repeat))
+        contexts.append(WindowContext(window, history.of_users(window_users(window)),
+                                      previous, tuple(earlier), list(pool), dict(titles),
+                                      queries, targets, repeat))
         history = history.update(window.interactions)
         _add_purchases(bought, window.interactions)
-        seen_parts.append(window.interactions)
+        earlier.append(window.interactions)
         previous = window.interactions
     return contexts
 
@@ -182,8 +193,8 @@ def baseline_rec(ctx: WindowContext, k: int) -> dict[str, tuple[dict[str, float]
     pos = {item: i for i, item in enumerate(ctx.pool)}
     cold = ctx.queries.cold_baskets.assign(event="purchase")
     columns = ["user_id", "item_id", "event", "ts"]
-    seen = pd.concat([ctx.seen[columns], cold[columns]], ignore_index=True) \
-        if len(ctx.seen) else cold[columns]
+    parts = [part[columns] for part in ctx.earlier if len(part)]
+    seen = pd.concat([*parts, cold[columns]], ignore_index=True) if parts else cold[columns]
     out: dict[str, tuple[dict[str, float], float]] = {}
     for name, factory, data in (("popularity", PopularityRecommender, ctx.previous),
                                 ("repeat_then_popular", RepeatThenPopular, seen)):

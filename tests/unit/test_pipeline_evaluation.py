@@ -25,7 +25,8 @@ from cluster.comparison.evaluation import (
 )
 from training.data.schema import WindowData, empty_frame
 from training.data.synthetic import SyntheticShopConfig, generate
-from training.features.history import history_matrix, purchases
+from training.evaluation.evaluate import fraud_labels_scores, model_rankings
+from training.features.history import PurchaseHistory, history_matrix, purchases
 from training.fit.loop import init_model
 from training.model import ModelConfig, ShopStreamModel
 
@@ -102,16 +103,21 @@ def test_pools_grow_in_first_appearance_order(contexts) -> None:
     assert contexts[0].titles == {i: f"title {i}" for i in "abc"}
 
 
-def test_history_previous_and_seen_hold_only_earlier_windows(contexts) -> None:
+def test_history_previous_and_earlier_hold_only_earlier_windows(contexts) -> None:
+    """Each context keeps the history of its own window's users only (u1..u4 in w1; u2, u4,
+    u5 in w2), and the earlier windows' interactions by reference, not copied."""
     c0, c1, c2 = contexts
-    assert len(c0.history) == 0 and len(c0.previous) == 0 and len(c0.seen) == 0
+    assert len(c0.history) == 0 and len(c0.previous) == 0 and c0.earlier == ()
     assert list(c0.previous.columns) == list(W0.interactions.columns)
     assert _rows(c1.history.frame) == _rows(purchases(W0.interactions))
-    assert _rows(c2.history.frame) == _rows(purchases(pd.concat([W0.interactions,
-                                                                W1.interactions])))
-    assert len(c2.history) == 8
+    both = purchases(pd.concat([W0.interactions, W1.interactions]))
+    assert _rows(c2.history.frame) == _rows(both[both["user_id"].isin(["u2", "u4", "u5"])])
+    assert len(c2.history) == 3  # u1 and u3 (5 purchases) do not buy in w2
+    assert sorted(c2.history.profile.pairs["user_id"]) == ["u2", "u4", "u4"]
+    assert len(c2.history.profile.items) == 5  # every item's popularity: a..e were bought
     assert c1.previous is W0.interactions and c2.previous is W1.interactions
-    assert len(c1.seen) == 4 and len(c2.seen) == 10  # views included
+    assert c2.earlier[0] is W0.interactions and c2.earlier[1] is W1.interactions
+    assert c1.earlier[0] is W0.interactions and len(c1.earlier) == 1
 
 
 def test_queries_and_targets_index_into_the_pool(contexts) -> None:
@@ -175,13 +181,40 @@ def test_synthetic_windows_give_prefix_pools_and_exact_histories() -> None:
             assert len(ctx.pool) > len(ctxs[t - 1].pool)
             assert ctx.previous is windows[t - 1].interactions
         earlier = [w.interactions for w in windows[:t]]
-        want = _rows(purchases(pd.concat(earlier))) if earlier else []
+        users = set(windows[t].interactions["user_id"]) | \
+            set(windows[t].transactions["user_id"].dropna())
+        bought = purchases(pd.concat(earlier)) if earlier else None
+        want = _rows(bought[bought["user_id"].isin(users)]) if earlier else []
         assert _rows(ctx.history.frame) == want
         pos = {item: i for i, item in enumerate(ctx.pool)}
         assert len(ctx.targets) == len(ctx.queries.user_ids) > 0
         for ids, idx in zip(ctx.queries.targets, ctx.targets):
             assert idx.tolist() == [pos.get(i, -1) for i in ids]
     assert len(ctxs[0].history) == 0
+
+
+def test_a_context_scores_as_with_the_whole_history_snapshot() -> None:
+    """The per-window history holds only the window's users, and ranking and fraud scores
+    read nothing else: every ranked list and score equals the whole snapshot's."""
+    shop = generate(SyntheticShopConfig(n_users=40, n_items=30, new_items_per_window=5,
+                                        n_windows=4, interactions_per_window=150,
+                                        transactions_per_window=30, fraud_rate=0.2))
+    windows = shop.windows
+    model = init_model(TINY, windows[0]).eval()
+    # Own items and popularity in the score too (repeat features, item counts).
+    model.set_ranking_terms(repeat_bonus=1.0, count_weight=0.5, cold_count_weight=0.5)
+    whole = PurchaseHistory(TINY.history_len)
+    for ctx, window in zip(build_contexts(windows, TINY.history_len), windows):
+        assert len(ctx.history.profile.pairs) <= len(whole.profile.pairs)
+        matrix = pool_matrix(model, ctx.pool, ctx.titles)
+        got = model_rankings(model, ctx.queries, ctx.history, ctx.pool, matrix, 5)
+        want = model_rankings(model, ctx.queries, whole, ctx.pool, matrix, 5)
+        np.testing.assert_array_equal(got, want)
+        for a, b in zip(fraud_labels_scores(model, ctx.history, window),
+                        fraud_labels_scores(model, whole, window)):
+            np.testing.assert_array_equal(a, b)
+        whole = whole.update(window.interactions)
+    assert len(whole.users()) > len(ctx.history.users())  # the last window: a subset
 
 
 # ---- pool_matrix and model_rec -------------------------------------------------------------

@@ -60,6 +60,15 @@ class PurchaseHistory:
         grouped = self.frame.groupby("user_id", sort=False)["item_id"].agg(list)
         return [list(grouped.get(u, [])) for u in user_ids]
 
+    def of_users(self, user_ids: set[str]) -> PurchaseHistory:
+        """This history for ``user_ids`` only (see :meth:`PurchaseProfile.of_users`): what
+        scoring those users reads, at a fraction of the memory when a snapshot is kept for
+        each of many windows."""
+        keep = self.frame["user_id"].astype(str).isin(user_ids).to_numpy()
+        out = PurchaseHistory(self.max_len, profile=self.profile.of_users(user_ids))
+        out.frame = self.frame[keep].reset_index(drop=True)
+        return out
+
     def all_items(self) -> dict[str, set[str]]:
         return {u: set(items) for u, items in
                 self.frame.groupby("user_id", sort=False)["item_id"]}

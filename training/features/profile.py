@@ -136,6 +136,13 @@ class PurchaseProfile:
         as_of = buys["ts"].max() if self.as_of is None else max(self.as_of, buys["ts"].max())
         return PurchaseProfile(pairs, items, as_of)
 
+    def of_users(self, user_ids: set[str]) -> PurchaseProfile:
+        """The same snapshot for ``user_ids`` only: their (user, item) pairs, every item's
+        popularity and the same ``as_of``, so each of those users' features are unchanged
+        (a user's features read only that user's pairs)."""
+        keep = self.pairs["user_id"].astype(str).isin(user_ids).to_numpy()
+        return PurchaseProfile(self.pairs[keep], self.items, self.as_of)
+
     def item_popularity(self, item_ids: list[str] | np.ndarray) -> np.ndarray:
         """[n, 2] float32: log1p(purchases in the last update), log1p(decayed count);
         zeros for items never bought."""
