@@ -153,6 +153,40 @@ def test_groups_capped_by_rows_give_the_same_features(monkeypatch: pytest.Monkey
     np.testing.assert_array_equal(grouped.features, whole.features)
 
 
+def test_a_heavy_users_baskets_go_in_chunks_with_the_same_features(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """One user alone over the merge budget (each basket pairs with all of the user's rows):
+    their baskets go in runs within the budget, whole baskets, in (user, time) order, and
+    every row's features are those of all at once."""
+    rng = np.random.default_rng(6)
+    days = pd.date_range("2020-01-01", periods=60, freq="D", tz="UTC")
+    profile = PurchaseProfile().update(pd.DataFrame(
+        {"user_id": ["heavy"] * 10 + ["b"] * 3, "item_id": rng.choice(list("xyz"), 13),
+         "ts": rng.choice(days[:5], 13), "event": "purchase"}))
+    window = pd.DataFrame({"user_id": ["a"] * 4 + ["heavy"] * 90 + ["b"] * 6,
+                           "item_id": rng.choice(list("xyzw"), 100),
+                           "ts": np.r_[rng.choice(days[5:], 4), np.sort(rng.choice(days[5:], 90)),
+                                       rng.choice(days[5:], 6)], "event": "purchase"})
+    window = window.sort_values(["user_id", "ts"], kind="stable").reset_index(drop=True)
+    whole = profile.basket_features(window, 3, _lookup)
+    heavy = window[window["user_id"] == "heavy"]
+    chunks = profiles.basket_chunks(heavy, profile.pairs, 500)
+    baskets = heavy.groupby("ts").ngroups
+    assert len(chunks) == -(-baskets * (90 + profile.pairs["user_id"].eq("heavy").sum()) // 500)
+    assert np.concatenate(chunks).tolist() == list(range(90))  # ascending, every row once
+    for part in chunks:  # whole baskets: no timestamp in two runs
+        assert not set(heavy["ts"].iloc[part]) & set(heavy["ts"].drop(heavy.index[part]))
+    assert profiles.basket_chunks(heavy, profile.pairs, 10**9)[0].tolist() == list(range(90))
+    monkeypatch.setattr(profiles, "MERGE_ROWS", 500)
+    parts = list(profile.basket_feature_groups(window, 3, _lookup))
+    assert len(parts) > len(chunks)  # a, b and the heavy user's runs
+    assert np.concatenate([at for at, _ in parts]).tolist() == list(range(len(window)))
+    chunked = profile.basket_features(window, 3, _lookup)
+    assert whole.items.any()
+    np.testing.assert_array_equal(chunked.items, whole.items)
+    np.testing.assert_array_equal(chunked.features, whole.features)
+
+
 def test_features_written_in_place_land_at_the_given_rows(
         monkeypatch: pytest.MonkeyPatch) -> None:
     """The in-place form (no full-size copy of a window's repeat arrays) fills exactly the

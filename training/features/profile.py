@@ -214,8 +214,11 @@ class PurchaseProfile:
         pair_rows = pair_group.groupby(pair_group).indices
         row_group = rows["user_id"].map(group)
         for g, at in sorted(row_group.groupby(row_group).indices.items()):
-            yield at, basket_group(rows.iloc[at], pairs.iloc[pair_rows.get(g, [])], per_user,
-                                   lookup)
+            group_rows, group_pairs = rows.iloc[at], pairs.iloc[pair_rows.get(g, [])]
+            for part in basket_chunks(group_rows, group_pairs, MERGE_ROWS):
+                whole = len(part) == len(at)
+                yield at[part], basket_group(group_rows, group_pairs, per_user, lookup,
+                                             None if whole else part)
 
     def save(self, directory: Path) -> list[Path]:
         """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""
@@ -267,14 +270,36 @@ def user_groups(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int,
     return pd.Series(group, index=cost.index, dtype=np.int64)
 
 
+def basket_chunks(rows: pd.DataFrame, pairs: pd.DataFrame, budget: int) -> list[np.ndarray]:
+    """Positions in ``rows`` (one group of users) split into runs of whole baskets, in
+    (user, time) order, whose merge in :func:`basket_group` (each basket times its user's
+    rows and snapshot pairs) stays within about ``budget`` rows; one run of every row when
+    the group's does. A group over the budget is one heavy user (a few thousand purchases
+    in hundreds of baskets: the square of that, 2M rows, held 0.5 GB at once); a single
+    basket over it still goes alone."""
+    cost_of = rows["user_id"].value_counts().add(pairs["user_id"].value_counts(), fill_value=0)
+    keys = rows[["user_id", "ts"]]
+    baskets = keys.drop_duplicates().sort_values(["user_id", "ts"], kind="stable")
+    cost = baskets["user_id"].map(cost_of).to_numpy(dtype=np.int64)
+    if cost.sum() <= budget:
+        return [np.arange(len(rows))]
+    baskets["chunk"] = (np.cumsum(cost) - 1) // max(1, budget)
+    row_chunk = keys.merge(baskets, on=["user_id", "ts"], how="left")["chunk"].to_numpy()
+    order = np.argsort(row_chunk, kind="stable")
+    return np.split(order, np.flatnonzero(np.diff(row_chunk[order])) + 1)
+
+
 def basket_group(rows: pd.DataFrame, pairs: pd.DataFrame, per_user: int,
-                 lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:
+                 lookup: Callable[[np.ndarray], np.ndarray],
+                 wanted: np.ndarray | None = None) -> RepeatFeatures:
     """:meth:`PurchaseProfile.basket_features` for the users of ``rows`` (``pairs``: their
-    snapshot pairs); ids already strings."""
-    n = len(rows)
+    snapshot pairs); ids already strings. With ``wanted`` (positions in ``rows``, whole
+    baskets), the features of those rows only, every row of ``rows`` still their history."""
+    asked = rows if wanted is None else rows.iloc[wanted]
+    n = len(asked)
     items = np.zeros((n, per_user), dtype=np.int64)
     feats = np.zeros((n, per_user, len(REPEAT_FEATURES)), dtype=np.float32)
-    baskets = rows[["user_id", "ts"]].drop_duplicates().rename(columns={"ts": "ref"})
+    baskets = asked[["user_id", "ts"]].drop_duplicates().rename(columns={"ts": "ref"})
     baskets["key"] = np.arange(len(baskets))
     earlier = rows.merge(baskets, on="user_id")
     earlier = earlier[earlier["ts"] < earlier["ref"]]
@@ -296,8 +321,8 @@ def basket_group(rows: pd.DataFrame, pairs: pd.DataFrame, per_user: int,
     keys = chosen["user_id"].to_numpy(dtype=np.int64)
     by_key[keys, cols] = lookup(chosen["item_id"].to_numpy(dtype=object))
     by_key_f[keys, cols] = chosen[list(REPEAT_FEATURES)].to_numpy(dtype=np.float32)
-    row_key = rows.merge(baskets, left_on=["user_id", "ts"], right_on=["user_id", "ref"],
-                         how="left")["key"].to_numpy(dtype=np.int64)
+    row_key = asked.merge(baskets, left_on=["user_id", "ts"], right_on=["user_id", "ref"],
+                          how="left")["key"].to_numpy(dtype=np.int64)
     return RepeatFeatures(by_key[row_key], by_key_f[row_key])
 
 
