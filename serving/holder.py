@@ -23,8 +23,6 @@ pointer error, or the same permanently bad latest version, at its first check.
 
 from __future__ import annotations
 
-import ctypes
-import gc
 import logging
 import re
 import threading
@@ -33,6 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
+
+from training.fit.memory import release_memory
 
 logger = logging.getLogger(__name__)
 
@@ -77,16 +77,6 @@ def describe_error(exc: BaseException, root: str = "") -> str:
     if len(reason) > MAX_REASON_CHARS:
         reason = reason[:MAX_REASON_CHARS - 3] + "..."
     return reason
-
-
-def release_memory() -> None:
-    """Free a dropped version now: torch modules hold reference cycles (so only the cyclic
-    GC frees them), and glibc keeps freed heap pages unless asked to return them."""
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the allocator keeps its pages
-        pass
 
 
 class VersionHolder(Generic[T]):
