@@ -78,17 +78,13 @@ def repeats_earlier_file(raw: pd.DataFrame, columns: tuple[str, ...]) -> np.ndar
     """[rows] bool: rows of :func:`read_raw`'s frame equal in every one of ``columns`` to a
     row of an earlier file (files in name order). Repeats within one file stay unflagged:
     published data has exact duplicate rows, and a folder of slices keeps them."""
-    out = np.zeros(len(raw), dtype=bool)
-    files = raw[SOURCE_COLUMN].to_numpy()
-    if len(set(files)) <= 1:
-        return out
+    file_no = pd.factorize(raw[SOURCE_COLUMN])[0]  # read_raw's order: files sorted by name
+    if len(raw) == 0 or file_no.max() == 0:
+        return np.zeros(len(raw), dtype=bool)
     keys = pd.util.hash_pandas_object(raw[list(columns)], index=False).to_numpy()
-    seen = np.zeros(0, dtype=keys.dtype)
-    for name in pd.unique(files):  # read_raw's order: files sorted by name
-        mine = files == name
-        out[mine] = np.isin(keys[mine], seen)
-        seen = np.union1d(seen, keys[mine])
-    return out
+    first = pd.Series(file_no).groupby(keys).transform("min").to_numpy()
+    result: np.ndarray = file_no > first
+    return result
 
 
 def read_csv_text(file: Path, columns: tuple[str, ...]) -> pd.DataFrame:
