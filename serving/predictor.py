@@ -8,7 +8,9 @@ Everything a request needs is computed when the version loads, never per request
   their titles alone (as ``item_vectors_from_titles``). Serving index ``i`` is table row
   ``i``; known items keep the model's own indices, so ids, histories and embeddings agree;
 * each user's recent purchases (``history.parquet`` of the version), as table indices;
-* popularity over those purchases, the answer for users with nothing to go on.
+* the popularity baseline's list (purchases in the version's last update, equal counts by
+  the smaller item id: the list an update's cold users get without evidence, see
+  training.model.ranking), the answer for users with nothing to go on.
 
 Requests then run only the small parts of the model: the user tower over table rows, one
 matrix product against the table, and the fraud MLP. The text encoder is never called on
@@ -53,6 +55,7 @@ from serving.schemas import Thresholds as ThresholdsBody
 from training.features.history import PurchaseHistory, history_matrix
 from training.model import FraudBatch, ShopStreamModel
 from training.model.item_table import ItemTable
+from training.model.ranking import id_ranks
 
 logger = logging.getLogger(__name__)
 
@@ -131,9 +134,14 @@ class Predictor:
         self.table = ItemTable(torch.arange(len(self.item_ids)), vectors, text)
         self.candidates = vectors[1:]
         drop_item_side(model)
-        self.histories, self.popular, self.popular_share = self._purchases(history)
+        self.histories = self._purchases(history)
         self.profile = history.profile
-        self.item_pop = torch.from_numpy(self.profile.item_popularity(self.item_ids[1:]))
+        counts = self.profile.item_counts(self.item_ids[1:])
+        self.item_pop = torch.from_numpy(np.log1p(counts).astype(np.float32))
+        self.item_rank = id_ranks(self.item_ids[1:])
+        # Table indices, most bought in the last update first, equal counts by item id.
+        self.popular = np.lexsort((self.item_rank.numpy(), -counts[:, 0])) + 1
+        self.popular_share = np.r_[0.0, counts[:, 0] / max(float(counts[:, 0].sum()), 1.0)]
         self._positions = pd.Index(self.item_ids[1:], dtype=object)
         # Once per version, so a request gathers its user's rows instead of a pandas pass.
         self.repeats = self.profile.repeat_index(model.cfg.repeat_items, self._table_index)
@@ -142,10 +150,8 @@ class Predictor:
     def n_items(self) -> int:
         return len(self.item_ids) - 1
 
-    def _purchases(self, history: PurchaseHistory
-                   ) -> tuple[dict[str, list[int]], np.ndarray, np.ndarray]:
-        """(each user's recent purchases as table indices, oldest first; items by
-        popularity, most bought first with ties in index order; each item's share)."""
+    def _purchases(self, history: PurchaseHistory) -> dict[str, list[int]]:
+        """Each user's recent purchases as table indices, oldest first."""
         frame = history.frame
         idx = pd.Index(self.item_ids[1:], dtype=object).get_indexer(
             frame["item_id"].to_numpy(dtype=object)) + 1  # -1 (unknown) becomes 0
@@ -160,11 +166,7 @@ class Predictor:
             ids, items = users.tolist(), runs.tolist()
             for start, stop in zip(starts, starts[1:] + [len(items)]):
                 histories[str(ids[start])] = items[max(start, stop - self.history_len):stop]
-        counts = np.bincount(idx, minlength=len(self.item_ids)).astype(np.float64)
-        counts[0] = -1.0
-        order = np.lexsort((np.arange(len(counts)), -counts))[:-1]
-        share = counts / max(float(counts[1:].sum()), 1.0)
-        return histories, order, share
+        return histories
 
     # ---- recommendation -------------------------------------------------------------------
 
@@ -193,7 +195,7 @@ class Predictor:
             # The same ranking score as evaluation (training.evaluation.evaluate.rank_pool).
             scores = self.model.pool_scores(vec, self.candidates, self.item_pop,
                                             torch.from_numpy(rep.items - 1),
-                                            torch.from_numpy(rep.features))
+                                            torch.from_numpy(rep.features), self.item_rank)
             for row, i in enumerate(rows):
                 excluded = [j - 1 for j in queries[i].exclude]
                 if excluded:

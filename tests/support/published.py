@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from training.evaluation.baselines import PopularityRecommender
 from training.evaluation.evaluate import fraud_scores, rank_pool
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
@@ -116,10 +117,15 @@ class Reference:
 
     def __init__(self, version: str, model: ShopStreamModel, history: PurchaseHistory,
                  thresholds: tuple[float, float],
-                 new_items: list[tuple[str, str]] | None = None) -> None:
+                 new_items: list[tuple[str, str]] | None = None,
+                 last_update: pd.DataFrame | None = None) -> None:
         self.version = version
         self.model = model.eval()
         self.history = history
+        # The purchases of the history's last update (what popularity counts); its whole
+        # frame for a history built in one update, as :func:`shop_history` builds it.
+        self.last_update = history.frame.assign(event="purchase") if last_update is None \
+            else last_update
         self.thresholds = thresholds
         new = list(new_items or [])
         self.item_ids = model.items.ids + [i for i, _ in new]
@@ -135,11 +141,12 @@ class Reference:
         query = (past + list(recent or []))[-self.model.cfg.history_len:]
         banned = set(past) | set(recent or []) if exclude else set()
         if not known and not query:
-            counts = self.history.frame["item_id"].value_counts()
-            order = sorted(range(len(self.item_ids)),
-                           key=lambda i: (-int(counts.get(self.item_ids[i], 0)), i))
-            return "popularity", [self.item_ids[i] for i in order
-                                  if self.item_ids[i] not in banned][:k]
+            # The popularity baseline fitted on the version's last update, then every item it
+            # never saw bought, by id (the baseline's tie rule).
+            popular = PopularityRecommender().fit(self.last_update).recommend(
+                [user_id], len(self.item_ids))[0]
+            order = popular + sorted(set(self.item_ids) - set(popular))
+            return "popularity", [i for i in order if i not in banned][:k]
         # Ranked by evaluation's own function: serving must agree with it exactly.
         order = rank_pool(self.model, [user_id], [query], self.history, self.item_ids,
                           self.matrix, len(self.item_ids))[0].tolist()

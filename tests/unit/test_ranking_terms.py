@@ -27,6 +27,7 @@ from training.model import (
     load_model,
     save_model,
 )
+from training.model.ranking import id_ranks
 from training.update.ranking_terms import COLD_FALLBACK_WEIGHT, MIN_COLD_USERS, choose_ranking_terms
 
 pytestmark = pytest.mark.unit
@@ -83,49 +84,73 @@ def test_the_terms_lift_own_items_and_counts_only() -> None:
     assert lift[1].tolist() == pytest.approx([0.0, 0.4, 0.2])
 
 
-def _strict_case(cold_weight: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scores of a cold and a warm user over 4 items bought 200, 199, 5 and 5 times in the
-    last update, whose towers prefer the second of each pair by their whole range (2)."""
+def _strict_case(cold_weight: float, pool_rank: torch.Tensor | None = None,
+                 counts: tuple[float, ...] = (200.0, 199.0, 5.0, 5.0),
+                 cold_ties: str = "item_id") -> tuple[torch.Tensor, torch.Tensor]:
+    """Scores of a cold and a warm user over 4 items bought ``counts`` times in the last
+    update, whose towers prefer the second of each pair by their whole range (2)."""
     model = _model()
-    model.set_ranking_terms(10.0, 1.0, cold_weight)
+    model.set_ranking_terms(10.0, 1.0, cold_weight, cold_ties)
     pool = torch.zeros(4, 8)
     pool[:, 0] = torch.tensor([-1.0, 1.0, -1.0, 1.0])
     users = torch.zeros(2, 8)
     users[:, 0] = 1.0
-    pop = torch.log1p(torch.tensor([200.0, 199.0, 5.0, 5.0]))[:, None].repeat(
+    pop = torch.log1p(torch.tensor(counts))[:, None].repeat(
         1, len(POPULARITY_FEATURES))
     rep_pos = torch.tensor([[-1], [2]])  # the warm user (row 1) bought the third item
     feats = torch.zeros(2, 1, len(REPEAT_FEATURES))
     feats[1, 0, REPEAT_FEATURES.index("log_count")] = 1.0
-    scores = model.pool_scores(users, pool, pop, rep_pos, feats)
+    scores = model.pool_scores(users, pool, pop, rep_pos, feats, pool_rank)
     return scores.argsort(dim=1, descending=True), scores
 
 
-def test_the_cold_weights_bound_is_the_popularity_order_the_model_ordering_equal_counts(
-        ) -> None:
+def test_the_cold_weights_bound_is_the_popularity_order_ties_by_item_id_not_towers() -> None:
     order, scores = _strict_case(COLD_FALLBACK_WEIGHT)
     assert torch.isfinite(scores).all()
     # Cold user: 200 before 199 although the towers prefer 199 by 2 (a count gap of 0.005
     # in log count, which no finite weight under 400 outweighs); the equal counts (5, 5)
-    # ordered by the towers.
-    assert order[0].tolist() == [0, 1, 3, 2]
+    # in pool order although the towers prefer the fourth item...
+    assert order[0].tolist() == [0, 1, 2, 3]
+    # ... or by item id, the popularity baseline's rule, when the pool's ids are given:
+    # ids "d", "c", "b", "a" put the fourth item (id "a") first of the tie.
+    by_id = _strict_case(COLD_FALLBACK_WEIGHT, id_ranks(["d", "c", "b", "a"]))[0]
+    assert by_id[0].tolist() == [0, 1, 3, 2]
+    assert _strict_case(COLD_FALLBACK_WEIGHT, id_ranks(["a", "b", "c", "d"]))[0][0].tolist() \
+        == [0, 1, 2, 3]
+    # With cold_ties=model the towers break the tie, whatever the ids.
+    assert _strict_case(COLD_FALLBACK_WEIGHT, id_ranks(["a", "b", "c", "d"]),
+                        cold_ties="model")[0][0].tolist() == [0, 1, 3, 2]
+    # Items nobody bought have no place in the baseline's list: the towers order them, and
+    # with nothing bought at all the whole list is the towers'.
+    unbought = _strict_case(COLD_FALLBACK_WEIGHT, id_ranks(["a", "b", "c", "d"]),
+                            (200.0, 199.0, 0.0, 0.0))[0]
+    assert unbought[0].tolist() == [0, 1, 3, 2]
+    nothing = _strict_case(COLD_FALLBACK_WEIGHT, id_ranks(["a", "b", "c", "d"]),
+                           (0.0, 0.0, 0.0, 0.0))[0]
+    assert nothing[0].tolist()[:2] in ([1, 3], [3, 1])
     # The warm user keeps the blend: own item (bonus 10) first, then the towers' pick.
     assert order[1].tolist()[:2] == [2, 1]
     # Below the bound the towers move the near-tie: the blend, not the strict order.
     assert _strict_case(COUNT_WEIGHT_GRID[-1])[0][0].tolist()[:2] == [1, 0]
 
 
-def test_a_cold_user_at_the_fallback_gets_the_popularity_baselines_list() -> None:
+@pytest.mark.parametrize("tied", [False, True])
+def test_a_cold_user_at_the_fallback_gets_the_popularity_baselines_list(tied: bool) -> None:
+    # Tied: w and y are bought once each; the model's table holds y before w, the baseline
+    # puts the smaller id (w) first, and so must the fallback.
+    last = [("d", "w" if tied else "z", "2020-01-06"), ("e", "y", "2020-01-06")]
+    if not tied:
+        last.append(("c", "z", "2020-01-06"))
     buys = _buys([("c", "x", "2020-01-05"), ("d", "x", "2020-01-05"), ("e", "x", "2020-01-06"),
-                  ("c", "z", "2020-01-06"), ("d", "z", "2020-01-06"), ("e", "y", "2020-01-06")])
+                  *last])
     model = _model()
     model.set_ranking_terms(0.0, 0.0, COLD_FALLBACK_WEIGHT)
     history = PurchaseHistory(3).update(buys)
     candidates, matrix = candidate_matrix(model, _window([("new", "y", "2020-02-01")]))
     ranked = rank_pool(model, ["new"], [["w"]], history, candidates, matrix, k=4)
     popular = PopularityRecommender().fit(buys).recommend(["new"], 4)[0]
-    assert popular == ["x", "z", "y"]  # only bought items
-    assert [candidates[i] for i in ranked[0]] == [*popular, "w"]
+    assert popular == (["x", "w", "y"] if tied else ["x", "z", "y"])  # only bought items
+    assert [candidates[i] for i in ranked[0]] == [*popular, "z" if tied else "w"]
 
 
 def test_the_large_end_ranks_own_items_in_repeat_then_populars_order() -> None:
@@ -201,6 +226,8 @@ def test_too_few_users_as_cold_give_cold_users_the_popularity_order() -> None:
     out = _choose(model, _two_baskets(MIN_COLD_USERS - 1))
     assert out["n_as_cold"] == MIN_COLD_USERS - 1 and out["cold_ndcg"] == {}
     assert out["cold_count_weight"] == model.cfg.cold_count_weight == COLD_FALLBACK_WEIGHT
+    # Without evidence the towers do not break the baseline's ties either.
+    assert out["cold_ties"] == model.cfg.cold_ties == "item_id"
 
 
 def test_the_cold_weight_is_chosen_on_users_ranked_as_cold() -> None:
@@ -209,23 +236,39 @@ def test_the_cold_weight_is_chosen_on_users_ranked_as_cold() -> None:
     # popularity order puts z ahead of the target x, so the largest weight scores worst.
     out = _choose(model, _two_baskets(MIN_COLD_USERS))
     assert out["n_as_cold"] == MIN_COLD_USERS and out["n_warm"] == 0
-    # The popularity baseline's list (the fallback) competes with the grid.
+    # The popularity baseline's list (the fallback), with either tie rule, competes with
+    # the grid.
     weights = (*COUNT_WEIGHT_GRID, COLD_FALLBACK_WEIGHT)
-    assert set(out["cold_ndcg"]) == {str(w) for w in weights}
+    assert set(out["cold_ndcg"]) == {str(w) for w in weights} | {f"{COLD_FALLBACK_WEIGHT}/model"}
     best = max(out["cold_ndcg"].values())
     assert out["cold_ndcg"][str(COLD_FALLBACK_WEIGHT)] < best
     assert out["cold_count_weight"] == min(w for w in weights
                                            if out["cold_ndcg"][str(w)] == best)
     assert model.cfg.cold_count_weight == out["cold_count_weight"]
+    assert out["cold_ties"] == "item_id"  # a grid weight: the tie rule does not apply
+
+
+def test_equal_held_out_scores_keep_the_baselines_tie_rule() -> None:
+    # No tie the two rules order apart (only z was bought; the target x, bought by nobody,
+    # goes where the towers put it under both): the bound scores alike under both rules,
+    # and the baseline's own rule is kept.
+    model = _model()
+    history = PurchaseHistory(3).update(_buys([("a", "z", "2020-01-01")]))
+    window = _window(_two_baskets(MIN_COLD_USERS))
+    chosen = choose_ranking_terms(model, history, window, (0.0,), (COLD_FALLBACK_WEIGHT,), 4)
+    scores = chosen["cold_ndcg"]
+    assert scores[str(COLD_FALLBACK_WEIGHT)] == scores[f"{COLD_FALLBACK_WEIGHT}/model"]
+    assert (chosen["cold_count_weight"], chosen["cold_ties"]) == (COLD_FALLBACK_WEIGHT,
+                                                                   "item_id")
 
 
 def test_the_terms_are_saved_with_the_model(tmp_path) -> None:
     model = _model()
-    model.set_ranking_terms(1.0, 0.03, 3.0)
+    model.set_ranking_terms(1.0, 0.03, 3.0, "model")
     save_model(model, tmp_path)
     loaded = load_model(tmp_path).cfg
-    assert (loaded.repeat_bonus, loaded.count_weight, loaded.cold_count_weight) == \
-        (1.0, 0.03, 3.0)
+    assert (loaded.repeat_bonus, loaded.count_weight, loaded.cold_count_weight,
+            loaded.cold_ties) == (1.0, 0.03, 3.0, "model")
 
 
 def test_bad_settings_name_the_field() -> None:
@@ -235,6 +278,8 @@ def test_bad_settings_name_the_field() -> None:
         ModelConfig(count_weight=1e9)
     with pytest.raises(ConfigError, match="cold_count_weight"):
         ModelConfig(cold_count_weight=-0.5)
+    with pytest.raises(ConfigError, match="cold_ties"):
+        ModelConfig(cold_ties="towers")
     with pytest.raises(ConfigError, match="repeat_bonus_grid"):
         IncrementalConfig.of(repeat_bonus_grid=(0.0, 1e9))
     with pytest.raises(ConfigError, match="count_weight_grid"):

@@ -29,6 +29,7 @@ from training.model import (
 )
 from training.store import CheckpointCorruptError, LocalStore
 from training.update.bundle import ITEM_TEXT_FILE, ITEM_TEXT_TENSOR, read_item_text
+from training.update.ranking_terms import COLD_FALLBACK_WEIGHT
 
 pytestmark = pytest.mark.unit
 
@@ -62,8 +63,9 @@ def catalogue_file(tmp_path: Path) -> str:
     return str(path)
 
 
-@pytest.mark.parametrize("terms", [(0.0, 0.0, 0.0), (0.3, 1.0, 3.0)],
-                         ids=["model", "ranking_terms"])
+@pytest.mark.parametrize("terms", [(0.0, 0.0, 0.0), (0.3, 1.0, 3.0),
+                                   (0.3, 1.0, COLD_FALLBACK_WEIGHT)],
+                         ids=["model", "ranking_terms", "cold_fallback"])
 def test_rankings_match_the_model_for_every_strategy(model: ShopStreamModel, store: LocalStore,
                                                      tmp_path: Path,
                                                      terms: tuple[float, float, float]) -> None:

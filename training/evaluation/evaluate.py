@@ -27,6 +27,7 @@ from training.evaluation.rec_split import split_rec_metrics
 from training.features.examples import FraudExamples, fraud_examples
 from training.features.history import PurchaseHistory, history_matrix, purchases
 from training.model import FraudBatch, ShopStreamModel
+from training.model.ranking import id_ranks
 
 SCORE_CHUNK = 1024
 
@@ -112,6 +113,8 @@ class PoolQuery:
     rep_pos: torch.Tensor
     rep_feats: torch.Tensor
     skip: list[np.ndarray] | None
+    # The pool's item-id order [n], the popularity baseline's tie rule (id_ranks).
+    pool_rank: torch.Tensor | None = None
 
 
 @torch.no_grad()
@@ -143,7 +146,8 @@ def pool_query(model: ShopStreamModel, user_ids: list[str], query_items: list[li
         torch.cat(vectors) if vectors else torch.zeros(0, model.cfg.dim, device=device),
         matrix.to(device), torch.from_numpy(history.profile.item_popularity(pool)).to(device),
         torch.from_numpy(rep.items - 1).to(device), torch.from_numpy(rep.features).to(device),
-        None if exclude is None else [pool_at(items) for items in exclude])
+        None if exclude is None else [pool_at(items) for items in exclude],
+        id_ranks(pool).to(device))
 
 
 @torch.no_grad()
@@ -155,7 +159,7 @@ def rank_query(model: ShopStreamModel, query: PoolQuery, k: int) -> np.ndarray:
     for start in range(0, len(query.user_vectors), SCORE_CHUNK):
         sl = slice(start, start + SCORE_CHUNK)
         scores = model.pool_scores(query.user_vectors[sl], query.pool_vectors, query.pool_pop,
-                                   query.rep_pos[sl], query.rep_feats[sl])
+                                   query.rep_pos[sl], query.rep_feats[sl], query.pool_rank)
         skip = None if query.skip is None else query.skip[sl]
         out.append(top_k(scores.cpu().numpy(), min(k, n_pool), skip))
     return np.concatenate(out) if out else np.zeros((0, k), dtype=np.int64)

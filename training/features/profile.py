@@ -143,13 +143,17 @@ class PurchaseProfile:
         keep = self.pairs["user_id"].astype(str).isin(user_ids).to_numpy()
         return PurchaseProfile(self.pairs[keep], self.items, self.as_of)
 
-    def item_popularity(self, item_ids: list[str] | np.ndarray) -> np.ndarray:
-        """[n, 2] float32: log1p(purchases in the last update), log1p(decayed count);
-        zeros for items never bought."""
+    def item_counts(self, item_ids: list[str] | np.ndarray) -> np.ndarray:
+        """[n, 2] float64: purchases in the last update, decayed count; zeros for items
+        never bought."""
         table = self.items.set_index("item_id")
         found = table.reindex(pd.Index(np.asarray(item_ids, dtype=object)))
         values = found[["last_update", "decayed"]].fillna(0.0).to_numpy(dtype=np.float64)
-        return np.log1p(values).astype(np.float32).reshape(len(item_ids), 2)
+        return values.reshape(len(item_ids), 2)
+
+    def item_popularity(self, item_ids: list[str] | np.ndarray) -> np.ndarray:
+        """[n, 2] float32: log1p of :meth:`item_counts`, the model's popularity features."""
+        return np.log1p(self.item_counts(item_ids)).astype(np.float32)
 
     def repeat_features(self, user_ids: list[str] | np.ndarray, per_user: int,
                         lookup: Callable[[np.ndarray], np.ndarray]) -> RepeatFeatures:

@@ -14,6 +14,9 @@ from training.data.schema import TRANSACTION_BASE_COLUMNS
 
 EncoderInit = Literal["pretrained", "tiny_random"]
 ENCODER_INITS: tuple[str, ...] = ("pretrained", "tiny_random")
+# How cold users' lists order items of equal last-update count at the cold weight's bound:
+# by item id (the popularity baseline's own rule) or by the towers.
+COLD_TIES: tuple[str, ...] = ("item_id", "model")
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,13 @@ class ModelConfig:
                           "every item's count in the last update; chosen per update on "
                           "held-out users ranked as cold (see training.update.ranking_terms); "
                           "at the bound (100) the count order is strict: the popularity "
-                          "baseline's list, the model ordering equal counts only"})
+                          "baseline's list, equal counts as cold_ties says"})
+    cold_ties: str = field(
+        default="item_id",
+        metadata={"help": "at the cold weight's bound, the order of items of equal count in "
+                          "the last update: item_id (the popularity baseline's own rule) or "
+                          "model (the towers); chosen per update with cold_count_weight, "
+                          "item_id without held-out evidence"})
     fraud_tree_weight: float = field(
         default=0.0,
         metadata={"help": "weight of the gradient-boosted trees' logit in the served fraud "
@@ -117,6 +126,8 @@ class ModelConfig:
                 f"must be in [0, 100], got {self.count_weight}")
         require(0.0 <= self.cold_count_weight <= 100.0, "cold_count_weight",
                 f"must be in [0, 100], got {self.cold_count_weight}")
+        require(self.cold_ties in COLD_TIES, "cold_ties",
+                f"must be one of {COLD_TIES}, got {self.cold_ties!r}")
         require(0.0 <= self.fraud_tree_weight <= 1.0, "fraud_tree_weight",
                 f"must be in [0, 1], got {self.fraud_tree_weight}")
         require(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")

@@ -38,6 +38,7 @@ from training.model.item_table import ItemTable
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 from training.model.ranking import (
     LAST_COUNT,
+    cold_tie_rank,
     own_order,
     row_count_weights,
     strict_cold_rows,
@@ -186,7 +187,8 @@ class ShopStreamModel(FraudHead, nn.Module):
 
     def pool_scores(self, user_vec: Tensor, pool_vectors: Tensor,
                     pool_pop: Tensor | None = None, rep_pos: Tensor | None = None,
-                    rep_feats: Tensor | None = None) -> Tensor:
+                    rep_feats: Tensor | None = None, pool_rank: Tensor | None = None
+                    ) -> Tensor:
         """THE ranking score [B, n] of users against a pool of items, as trained:
         two-tower similarity / temperature + popularity term + repeat term, plus the
         ranking-time terms that are not trained (chosen per update on held-out rows, see
@@ -195,8 +197,10 @@ class ShopStreamModel(FraudHead, nn.Module):
         count and count rank (repeat-then-popular's own order), every other item by its
         count in the last update. Users with own items (warm) use ``count_weight``, users
         without (cold) ``cold_count_weight``; at its bound cold users rank by the
-        last-update count strictly, the model ordering equal counts only
-        (training.model.ranking.strict_count_order).
+        last-update count strictly, equal counts as ``cold_ties`` says (``item_id``: by
+        ``pool_rank`` [n], the pool's :func:`~training.model.ranking.id_ranks`, which makes
+        it the popularity baseline's list; pool order without it), the items nobody bought
+        by the model (training.model.ranking.strict_count_order).
 
         ``pool_pop`` [n, P] popularity features of the pool; ``rep_pos`` [B, R] the pool
         positions of each user's own past items (-1 = none) with ``rep_feats`` [B, R, F].
@@ -226,15 +230,18 @@ class ShopStreamModel(FraudHead, nn.Module):
         strict = None if last is None else \
             strict_cold_rows(self.cfg, own, len(user_vec), scores.device)
         if strict is not None and last is not None:  # (both: for the type checker)
-            scores = strict_count_order(scores, last, strict)
+            scores = strict_count_order(scores, last, strict, cold_tie_rank(
+                self.cfg, pool_rank, scores.shape[1], scores.device))
         return scores / self.cfg.temperature
 
     def set_ranking_terms(self, repeat_bonus: float, count_weight: float,
-                          cold_count_weight: float) -> None:
-        """Rank with these ranking-time terms from now on (recorded in the config)."""
+                          cold_count_weight: float, cold_ties: str | None = None) -> None:
+        """Rank with these ranking-time terms from now on (recorded in the config;
+        ``cold_ties`` None keeps the current one)."""
         self.cfg = dataclasses.replace(self.cfg, repeat_bonus=float(repeat_bonus),
                                        count_weight=float(count_weight),
-                                       cold_count_weight=float(cold_count_weight))
+                                       cold_count_weight=float(cold_count_weight),
+                                       cold_ties=cold_ties or self.cfg.cold_ties)
 
     @torch.no_grad()
     def catalogue_matrix(self, batch_size: int = 512, progress: bool = False) -> Tensor:

@@ -25,8 +25,11 @@ few in a tail to choose from (0-12 a month on Online Retail), so the cold weight
 on every held-out user with a later basket, ranked *as if cold* — id hidden, no own items,
 the first basket in the tail as the query (the evaluation's cold protocol). With fewer than
 :data:`MIN_COLD_USERS` such users there is no evidence to blend on, and cold users get
-:data:`COLD_FALLBACK_WEIGHT`: the popularity baseline's list, the model ordering only equal
-counts.
+:data:`COLD_FALLBACK_WEIGHT`: the popularity baseline's list, equal counts included (the
+smaller item id first, as the baseline breaks them): without evidence the towers order
+only what the baseline cannot, the items nobody bought in the last update. With evidence,
+that list and the same with the towers breaking its ties (``cold_ties``) compete with the
+grid's weights.
 The values travel with the version (``ModelConfig``), so evaluation and serving rank with
 them alike.
 
@@ -60,8 +63,8 @@ from training.model.ranking import STRICT_COLD_WEIGHT
 # users give the mean a standard error near 0.025, the size of the differences in question.
 MIN_COLD_USERS = 100
 # Cold users' weight without evidence: the bound, where their lists are the popularity
-# baseline's (last-update counts, strictly) and the model orders only equal counts
-# (training.model.ranking.strict_count_order). The grid's own top (10) lets the towers
+# baseline's (last-update counts strictly, equal counts by item id:
+# training.model.ranking.strict_count_order). The grid's own top (10) lets the towers
 # reorder items whose counts differ by under ~20%.
 COLD_FALLBACK_WEIGHT = STRICT_COLD_WEIGHT
 # Stands for every user ranked as cold: an id no real user has (it looks up to unknown).
@@ -78,9 +81,10 @@ def choose_ranking_terms(model: ShopStreamModel, history: PurchaseHistory, windo
     "cold_ndcg": {"weight": metric}, "n_as_cold"}; keeps the model's terms when a grid is
     empty, and its warm terms when the window has no warm user."""
     cfg = model.cfg
-    previous = (cfg.repeat_bonus, cfg.count_weight, cfg.cold_count_weight)
+    previous = (cfg.repeat_bonus, cfg.count_weight, cfg.cold_count_weight, cfg.cold_ties)
     out: dict[str, Any] = {"repeat_bonus": previous[0], "count_weight": previous[1],
-                           "cold_count_weight": previous[2], "previous": list(previous),
+                           "cold_count_weight": previous[2], "cold_ties": previous[3],
+                           "previous": list(previous),
                            "warm_ndcg": {}, "n_warm": 0, "cold_ndcg": {}, "n_as_cold": 0}
     if not bonuses or not weights or not len(window.interactions):
         return out
@@ -92,7 +96,7 @@ def choose_ranking_terms(model: ShopStreamModel, history: PurchaseHistory, windo
                             bonuses, weights, k))
     out.update(_choose_cold(model, history, window, candidates, matrix, pool, weights, k))
     model.set_ranking_terms(out["repeat_bonus"], out["count_weight"],
-                            out["cold_count_weight"])
+                            out["cold_count_weight"], out["cold_ties"])
     out["seconds"] = round(time.perf_counter() - began, 2)
     return out
 
@@ -125,26 +129,39 @@ def _choose_warm(model: ShopStreamModel, history: PurchaseHistory, window: Windo
 def _choose_cold(model: ShopStreamModel, history: PurchaseHistory, window: WindowData,
                  candidates: list[str], matrix: torch.Tensor, pool: dict[str, int],
                  weights: tuple[float, ...], k: int) -> dict[str, Any]:
-    """The cold weight (the grid's or :data:`COLD_FALLBACK_WEIGHT`) with the best NDCG@k of
-    the window's users ranked as cold (every user is cold against an empty history);
-    :data:`COLD_FALLBACK_WEIGHT` with too few."""
+    """The cold weight (the grid's or :data:`COLD_FALLBACK_WEIGHT`, the latter with either
+    tie rule) with the best NDCG@k of the window's users ranked as cold (every user is cold
+    against an empty history); :data:`COLD_FALLBACK_WEIGHT` with ``item_id`` ties, the
+    popularity baseline's list, with too few."""
     queries = rec_queries(PurchaseHistory(model.cfg.history_len), window)
     n_users = len(queries.user_ids)
-    out: dict[str, Any] = {"n_as_cold": n_users, "cold_count_weight": COLD_FALLBACK_WEIGHT}
+    out: dict[str, Any] = {"n_as_cold": n_users, "cold_count_weight": COLD_FALLBACK_WEIGHT,
+                           "cold_ties": "item_id"}
     if n_users < MIN_COLD_USERS:
         return out
     targets = pool_positions(queries.targets, pool)
     query = pool_query(model, [AS_COLD] * n_users, queries.query_items, history, candidates,
                        matrix, queries.exclusions())
     cfg = model.cfg
-    scored: dict[float, float] = {}
-    # The popularity baseline's list (the fallback) competes with the blends.
-    for weight in sorted(set(weights) | {COLD_FALLBACK_WEIGHT}):
-        model.set_ranking_terms(cfg.repeat_bonus, cfg.count_weight, weight)
+    scored: dict[tuple[float, str], float] = {}
+    # The popularity baseline's list (the fallback), and the same with the towers breaking
+    # its ties, compete with the blends (where ties do not arise: "item_id" stands for any).
+    options = [(w, "item_id") for w in sorted(set(weights) | {COLD_FALLBACK_WEIGHT})]
+    for weight, ties in [*options, (COLD_FALLBACK_WEIGHT, "model")]:
+        model.set_ranking_terms(cfg.repeat_bonus, cfg.count_weight, weight, ties)
         ranked = rank_query(model, query, k)
-        scored[weight] = float(
+        scored[(weight, ties)] = float(
             split_rec_metrics(ranked, targets, queries.is_warm, k)[f"cold/ndcg@{k}"])
     best = max(scored.values())
-    out.update(cold_count_weight=min(w for w, metric in scored.items() if metric >= best),
-               cold_ndcg={str(w): v for w, v in scored.items()})
+    # Ties of the metric: the smaller weight, then the baseline's own tie rule.
+    weight, ties = min((option for option, metric in scored.items() if metric >= best),
+                       key=lambda option: (option[0], option[1] != "item_id"))
+    out.update(cold_count_weight=weight, cold_ties=ties,
+               cold_ndcg={cold_key(w, t): v for (w, t), v in scored.items()})
     return out
+
+
+def cold_key(weight: float, ties: str) -> str:
+    """The key of a cold option in the meta's ``cold_ndcg``: the weight, and ``/model``
+    for the bound with the towers breaking ties."""
+    return f"{weight}/model" if ties == "model" else str(weight)

@@ -288,7 +288,7 @@ def _publish(store: Any, inc: IncrementalConfig, directory: Path, fit: Any,
             "config_used": config_used, "retention_deleted": deleted,
             "ranking_terms": {key: evaluation["ranking_terms"][key]
                               for key in ("repeat_bonus", "count_weight",
-                                          "cold_count_weight")},
+                                          "cold_count_weight", "cold_ties")},
             "fraud_tree_weight": evaluation["fraud_blend"]["tree_weight"],
             "fraud_calibration": evaluation["fraud_calibration"]["kind"]}
 
