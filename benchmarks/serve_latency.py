@@ -273,6 +273,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--overload-clients", type=int, default=200,
                         help="closed-loop clients of the overload phase, more than the apps "
                              "admit (max_inflight per replica; 0 skips the phase)")
+    parser.add_argument("--overload-live-too", action="store_true",
+                        help="also run the overload phase with each body drawn and encoded "
+                             "when sent (the generator before 2026-12-05), to compare")
     parser.add_argument("--max-inflight", type=int, default=ServeConfig.max_inflight,
                         help="the apps' max_inflight (requests one replica works on)")
     parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per phase")
@@ -298,11 +301,13 @@ def table(result: dict[str, Any]) -> str:
                          f"{s['rps']:>11} {s['p50_ms']:>8}/{s['p99_ms']:<9}  "
                          f"{h.get('proxy_and_network')} / {h.get('app_outside_model')} / "
                          f"{h.get('model_call')}")
-            over = result[app][path].get("overload")
-            if over:
-                lines.append(f"{'':6} {'':11} overload, {over['clients']} clients: " + ", ".join(
-                    f"{n['requests']} x {code} p50/p99 {n['p50_ms']}/{n['p99_ms']} ms"
-                    for code, n in over["by_status"].items()))
+            for phase, label in (("overload", "overload"), ("overload_live", "live bodies")):
+                over = result[app][path].get(phase)
+                if over:
+                    lines.append(f"{'':6} {'':11} {label}, {over['clients']} clients: " +
+                                 ", ".join(f"{n['requests']} x {code} p50/p99 "
+                                           f"{n['p50_ms']}/{n['p99_ms']} ms"
+                                           for code, n in over["by_status"].items()))
     return "\n".join(lines)
 
 

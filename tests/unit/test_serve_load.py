@@ -3,6 +3,8 @@ phase summary, on constructed answers."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -50,3 +52,15 @@ def test_overload_verdict_takes_the_worse_endpoint_and_counts_other_answers() ->
     app["/fraud"]["overload"] = phase(300.0, None, {}, 0)
     assert latency.overload_p99(app) == {"200": 900.0, "503": 40.0, "other": 0.0}
     assert latency.overload_p99({"/recommend": {}, "/fraud": {}}) is None
+
+
+def test_closed_loop_bodies_are_drawn_and_encoded_before_the_clock() -> None:
+    load = load_script("serve_load")
+    bodies = load.encoded_bodies(load.fraud_payload(10, 20), 3, 4)
+    assert len(bodies) == 4 and all(isinstance(b, bytes) for b in bodies)
+    decoded = [json.loads(b) for b in bodies]
+    assert {"txn_id", "user_id", "item_id", "amount", "features"} <= set(decoded[0])
+    assert len({d["txn_id"] for d in decoded}) == 4  # distinct bodies, reused in turn
+    # A client's bodies depend on its seed only, so runs and apps get the same load.
+    assert load.encoded_bodies(load.fraud_payload(10, 20), 3, 4) == bodies
+    assert load.encoded_bodies(load.fraud_payload(10, 20), 4, 4) != bodies
