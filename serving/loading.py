@@ -45,6 +45,7 @@ from training.store import (
 )
 from training.update.bundle import HISTORY_FILE, read_item_text
 from training.update.gate import DEFAULT_THRESHOLDS
+from training.update.phases import Laps
 
 logger = logging.getLogger(__name__)
 
@@ -93,14 +94,19 @@ def read_catalogue(path: str, known: IdMap) -> tuple[list[str], list[str]]:
 
 def load_version(store: CheckpointStore, version: str, config: ServeConfig,
                  cache: ItemVectorCache) -> Predictor:
-    """Download, verify and precompute ``version``; raises on anything wrong with it."""
+    """Download, verify and precompute ``version``; raises on anything wrong with it. Logs
+    where the load's time went (a replica serves the old version meanwhile, so this is the
+    freshness an operator waits for)."""
+    laps = Laps()
     with tempfile.TemporaryDirectory(prefix="shopstream-serve-") as tmp:
         folder = Path(tmp)
         info = store.load(version, folder)
         meta = info.user_meta
         thresholds = Thresholds.from_meta(meta, DEFAULT_THRESHOLDS)
+        laps.lap("files")
         model = load_model(folder)
         published = read_item_text(folder, model)
+        laps.lap("model")
         history_path = folder / HISTORY_FILE
         try:
             history = PurchaseHistory.load(history_path, model.cfg.history_len) \
@@ -113,10 +119,15 @@ def load_version(store: CheckpointStore, version: str, config: ServeConfig,
             new_items = read_catalogue(config.catalogue, model.items)
         except CatalogueError as exc:  # a config problem, not the version's: serve without
             logger.error("%s; serving the version's own items only", exc)
+    laps.lap("history")
     window = meta.get("window")
     predictor = Predictor(version, model, thresholds, history, new_items, cache,
                           None if window is None else str(window), published)
+    laps.lap("predictor")
     predictor.verify()
+    laps.lap("verify")
+    logger.info("version %s loaded in %.2f s: %s", version, laps.total(),
+                ", ".join(f"{name} {s:.2f} s" for name, s in laps.seconds.items()))
     return predictor
 
 

@@ -299,3 +299,16 @@ def test_a_version_with_fraud_trees_serves_the_blended_score(model: ShopStreamMo
     neural = Reference("", model, history, (0.5, 0.9)).fraud(TXNS)
     assert [r.fraud_probability for r in answer.results] == pytest.approx(expected, abs=1e-6)
     assert max(abs(a - b) for a, b in zip(expected, neural)) > 0.05
+
+
+def test_a_load_logs_where_its_time_went(model: ShopStreamModel, store: LocalStore,
+                                         tmp_path: Path, caplog: pytest.LogCaptureFixture
+                                         ) -> None:
+    version = publish(store, model, shop_history(model), tmp_path)
+    with caplog.at_level("INFO", logger="serving.loading"):
+        load(store, version, tmp_path)
+    (line,) = [r.getMessage() for r in caplog.records if "loaded in" in r.getMessage()]
+    phases = dict(part.rsplit(" ", 2)[:2] for part in line.split(": ", 1)[1].split(", "))
+    assert list(phases) == ["files", "model", "history", "predictor", "verify"]
+    total = float(line.split("loaded in ")[1].split(" s")[0])
+    assert 0.0 < sum(float(v) for v in phases.values()) <= total + 0.05
