@@ -75,11 +75,11 @@ def choose_ranking_terms(model: ShopStreamModel, history: PurchaseHistory, windo
                          bonuses: tuple[float, ...], weights: tuple[float, ...], k: int
                          ) -> dict[str, Any]:
     """Set ``model``'s ranking terms to the grid pair with the best warm NDCG@k on
-    ``window`` (ranked against ``history``) and the cold weight with the best NDCG@k of
-    ``window``'s users ranked as cold. Returns {"repeat_bonus", "count_weight",
-    "cold_count_weight", "previous", "warm_ndcg": {"bonus,weight": metric}, "n_warm",
-    "cold_ndcg": {"weight": metric}, "n_as_cold"}; keeps the model's terms when a grid is
-    empty, and its warm terms when the window has no warm user."""
+    ``window`` (ranked against ``history``) and the cold weight and tie rule with the best
+    NDCG@k of ``window``'s users ranked as cold. Returns {"repeat_bonus", "count_weight",
+    "cold_count_weight", "cold_ties", "previous", "warm_ndcg": {"bonus,weight": metric},
+    "n_warm", "cold_ndcg": {:func:`cold_key`: metric}, "n_as_cold"}; keeps the model's terms
+    when a grid is empty, and its warm terms when the window has no warm user."""
     cfg = model.cfg
     previous = (cfg.repeat_bonus, cfg.count_weight, cfg.cold_count_weight, cfg.cold_ties)
     out: dict[str, Any] = {"repeat_bonus": previous[0], "count_weight": previous[1],
