@@ -136,12 +136,12 @@ class Predictor:
         drop_item_side(model)
         self.histories = self._purchases(history)
         self.profile = history.profile
-        counts = self.profile.item_counts(self.item_ids[1:])
-        self.item_pop = torch.from_numpy(np.log1p(counts).astype(np.float32))
+        self.item_pop = torch.from_numpy(self.profile.item_popularity(self.item_ids[1:]))
         self.item_rank = id_ranks(self.item_ids[1:])
+        bought = self.profile.item_counts(self.item_ids[1:])[:, 0]
         # Table indices, most bought in the last update first, equal counts by item id.
-        self.popular = np.lexsort((self.item_rank.numpy(), -counts[:, 0])) + 1
-        self.popular_share = np.r_[0.0, counts[:, 0] / max(float(counts[:, 0].sum()), 1.0)]
+        self.popular = np.lexsort((self.item_rank.numpy(), -bought)) + 1
+        self.popular_share = np.r_[0.0, bought / max(float(bought.sum()), 1.0)]
         self._positions = pd.Index(self.item_ids[1:], dtype=object)
         # Once per version, so a request gathers its user's rows instead of a pandas pass.
         self.repeats = self.profile.repeat_index(model.cfg.repeat_items, self._table_index)
