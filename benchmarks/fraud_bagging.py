@@ -36,7 +36,7 @@ from sklearn.model_selection import StratifiedKFold
 from training.data.schema import transaction_feature_columns
 from training.data.sources import load_windows
 from training.data.synthetic import SyntheticShopConfig
-from training.evaluation.metrics import average_precision
+from training.evaluation.fraud_metrics import average_precision
 from training.model.fraud_trees import FraudTrees, tree_inputs
 
 SHOPS = {  # the recorded synthetic reports' settings (reports/README.md)

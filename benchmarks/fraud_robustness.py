@@ -46,7 +46,7 @@ from training.data.labels import known_at
 from training.data.schema import WindowData
 from training.data.sources import load_windows, merge_windows
 from training.evaluation.evaluate import fraud_labels_scores
-from training.evaluation.metrics import fraud_metrics
+from training.evaluation.fraud_metrics import fraud_metrics
 from training.model import ShopStreamModel, load_model
 from training.model.calibration import FraudCalibration
 from training.store import open_store

@@ -36,7 +36,8 @@ from training.evaluation.evaluate import (
     model_rankings,
     rec_queries,
 )
-from training.evaluation.metrics import PerUserRanking, fraud_metrics
+from training.evaluation.fraud_metrics import fraud_metrics
+from training.evaluation.metrics import PerUserRanking
 from training.evaluation.rec_split import split_rec_per_user
 from training.features.history import PurchaseHistory, purchases
 from training.model import ShopStreamModel

@@ -37,7 +37,7 @@ import pandas as pd
 from cluster.comparison.report_data import NOT_MEASURED, interval_verdict, number
 from cluster.comparison.tables import fmt
 from cluster.investigations import investigated_lines
-from training.evaluation.metrics import fraud_metrics
+from training.evaluation.fraud_metrics import fraud_metrics
 from training.evaluation.reliability import (
     brier_score,
     expected_calibration_error,

@@ -13,7 +13,7 @@ import pytest
 
 from tests.support.published import shop_history, shop_model
 from training.evaluation.evaluate import fraud_scores
-from training.evaluation.metrics import fraud_metrics
+from training.evaluation.fraud_metrics import fraud_metrics
 from training.features.examples import fraud_examples
 from training.model import ModelConfig, ModelFormatError, ShopStreamModel, load_model, save_model
 from training.update.fraud_blend import (

@@ -1,4 +1,4 @@
-"""training.evaluation.metrics: ranking metrics, top_k, and fraud metrics (checked against
+"""training.evaluation.metrics (ranking metrics, top_k) and fraud_metrics (checked against
 sklearn)."""
 
 from __future__ import annotations
@@ -9,16 +9,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score, roc_curve
 
-from training.evaluation.metrics import (
-    MetricInputError,
+from training.evaluation.fraud_metrics import (
     average_precision,
     fraud_metrics,
-    ranking_metrics,
     recall_at_fpr,
     roc_auc,
     threshold_for_fpr,
-    top_k,
 )
+from training.evaluation.metrics import MetricInputError, ranking_metrics, top_k
 
 pytestmark = pytest.mark.unit
 

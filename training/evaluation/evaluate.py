@@ -22,7 +22,8 @@ import torch
 
 from training.data.schema import WindowData
 from training.evaluation.baselines import PopularityRecommender, RepeatThenPopular
-from training.evaluation.metrics import fraud_metrics, per_user_ranking_metrics, top_k
+from training.evaluation.fraud_metrics import fraud_metrics
+from training.evaluation.metrics import per_user_ranking_metrics, top_k
 from training.evaluation.rec_split import split_rec_metrics
 from training.features.examples import FraudExamples, fraud_examples
 from training.features.history import PurchaseHistory, history_matrix, purchases

@@ -27,7 +27,7 @@ from typing import Any
 import pandas as pd
 
 from training.evaluation.evaluate import fraud_scores
-from training.evaluation.metrics import fraud_metrics
+from training.evaluation.fraud_metrics import fraud_metrics
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
 from training.model import ShopStreamModel

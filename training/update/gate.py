@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from training.evaluation.bootstrap import paired_bootstrap_diff
-from training.evaluation.metrics import average_precision, threshold_for_fpr
+from training.evaluation.fraud_metrics import average_precision, threshold_for_fpr
 from training.incremental_config import DECLINE_FPR, REVIEW_FPR
 
 # Main metric per task, as keys of the evaluation dicts.
