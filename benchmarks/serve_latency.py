@@ -18,9 +18,10 @@ next to the bare FastAPI/uvicorn app serving the same version with the same code
   ``Server-Timing`` header): the proxy and network (client latency - app), the app outside
   the model call (routing, validation, middleware), and the model call (in ``split`` the
   hop to the model deployment included);
-* publish -> served freshness (target <= 2 s, both cases): seconds from ``store.publish``
-  returning to the first response naming the new version (with two replicas, the first
-  replica to load it), for a version that keeps the text
+* publish -> served freshness (target <= 2 s, both cases, judged on the worst of
+  ``--freshness-repeats`` publishes; the median is recorded too): seconds from
+  ``store.publish`` returning to the first response naming the new version (with two
+  replicas, the first replica to load it), for a version that keeps the text
   tower and for one that changes it; each version carries its title vectors
   (``item_text.safetensors``), so neither re-encodes titles in the replicas. Each app
   watches its own store (a shop runs one topology), so its freshness is timed while only
@@ -56,6 +57,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import httpx
+import numpy as np
 import repo_path  # noqa: F401  (tests.support below is not installed)
 import torch
 from serve_load import measure
@@ -107,6 +109,31 @@ def freshness(url: str, publish_next: Callable[[], str], timeout_s: float) -> di
                     seen[path] = round(time.monotonic() - published, 3)
             time.sleep(0.02)
     return {"version": version, "seconds": seen, "timed_out": len(seen) < 2}
+
+
+def freshness_runs(urls: dict[str, str], publisher: Publisher, args: argparse.Namespace
+                   ) -> dict[str, dict[str, Any]]:
+    """:func:`freshness` ``--freshness-repeats`` times per case and app (cases and apps
+    interleaved, so a busy spell of the machine hits all alike); per endpoint the worst
+    run (``seconds``, what the target is judged on) and the median, with every run."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    for _ in range(args.freshness_repeats):
+        for case, retrain, timeout in (("same_text_tower", False, 120.0),
+                                       ("new_text_tower", True, args.max_seconds)):
+            for app in SERVE_APPS:
+                runs.setdefault(case, {}).setdefault(app, []).append(freshness(
+                    urls[app], functools.partial(publisher.next, app, retrain), timeout))
+    out: dict[str, dict[str, Any]] = {}
+    for case, apps in runs.items():
+        for name, done in apps.items():
+            paths = sorted({p for run in done for p in run["seconds"]})
+            seen = {p: [run["seconds"][p] for run in done if p in run["seconds"]]
+                    for p in paths}
+            out.setdefault(case, {})[name] = {
+                "seconds": {p: max(v) for p, v in seen.items()},
+                "median_s": {p: float(np.median(v)) for p, v in seen.items()},
+                "timed_out": any(run["timed_out"] for run in done), "runs": done}
+    return out
 
 
 def new_text_tower(model: ShopStreamModel, seed: int) -> ShopStreamModel:
@@ -246,12 +273,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                                                       600), 1)
         result.update(measure(urls, args))
         result["replicas"] = {app: replicas(url) for app, url in urls.items()}
-        result["freshness"] = {
-            case: {app: freshness(urls[app], functools.partial(publisher.next, app, retrain),
-                                  timeout)
-                   for app in SERVE_APPS}
-            for case, retrain, timeout in (("same_text_tower", False, 120.0),
-                                           ("new_text_tower", True, args.max_seconds))}
+        result["freshness"] = freshness_runs(urls, publisher, args)
     finally:
         if bare is not None:
             bare.terminate()
@@ -281,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--duration-s", type=float, default=8.0, help="seconds per phase")
     parser.add_argument("--poll-interval-s", type=float, default=0.5,
                         help="replicas' store poll interval")
+    parser.add_argument("--freshness-repeats", type=int, default=3,
+                        help="publishes timed per case and app (the target is judged on "
+                             "the worst)")
     parser.add_argument("--ingress", choices=("haproxy", "proxy"), default="haproxy",
                         help="HTTP entry of the Serve apps: haproxy (the default, "
                              "serving.config.SERVE_START_ENV) or Serve's Python proxy actor")

@@ -67,16 +67,25 @@ def item_table(model: ShopStreamModel, new_titles: list[str], cache: ItemVectorC
         source = "cached title vectors" if hit else "titles encoded"
     else:
         extra, hit = cached_projection(model, list(new_titles), cache)
-        projected = torch.cat([published.float(), extra])
+        projected = torch.cat([published.float(), extra]) if new_titles else published.float()
         source = "published title vectors" + ("" if not new_titles else
                                               ", new titles cached" if hit else
                                               ", new titles encoded")
     logger.info("item table: %d known + %d new items (%s)", known - 1, len(new_titles), source)
+    return _normalised(model, projected, known)
+
+
+def _normalised(model: ShopStreamModel, projected: Tensor, known: int) -> tuple[Tensor, Tensor]:
+    """(item vectors, title vectors) from ``projected`` (this load's own tensor, normalised
+    in place): one new [n, dim] tensor, no temporaries. Each temporary is fresh memory the
+    kernel must zero, and a replica reloads beside live traffic (the same arithmetic as
+    ``ShopStreamModel.catalogue_matrix``)."""
     with torch.inference_mode():
-        text = F.normalize(projected, dim=-1)
-        ids = torch.arange(known)
-        vectors = text.clone()
-        vectors[:known] = F.normalize(projected[:known] + model.item_emb(ids).float(), dim=-1)
+        vectors = torch.empty_like(projected)
+        torch.add(projected[:known], model.item_emb.weight.float(), out=vectors[:known])
+        F.normalize(vectors[:known], dim=-1, out=vectors[:known])
+        text = F.normalize(projected, dim=-1, out=projected)
+        vectors[known:] = text[known:]  # new catalogue items: their titles alone
         vectors[0] = 0.0  # index 0 is "no item": never a candidate, masked in histories
         text[0] = 0.0
     return vectors, text

@@ -1,8 +1,9 @@
 """Loading one published version into a :class:`~serving.predictor.Predictor`, and the
 watcher that keeps a replica on the newest good one.
 
-A load downloads the version into a temporary folder with ``CheckpointStore.load`` (every
-file's sha256 checked), reads its thresholds, model, published title vectors and purchase
+A load opens the version with ``CheckpointStore.opened`` (every file's sha256 checked; a
+local store's files are read in place, a remote store's downloaded into a temporary
+folder), reads its thresholds, model, published title vectors and purchase
 history, adds the new catalogue items (only their titles are encoded), precomputes the item
 table and probes the result; only a predictor that
 passed all of that is handed to the holder to swap in.
@@ -17,7 +18,6 @@ traversal version id, a missing version and an invalid ``meta.json`` all raise o
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
@@ -98,9 +98,7 @@ def load_version(store: CheckpointStore, version: str, config: ServeConfig,
     where the load's time went (a replica serves the old version meanwhile, so this is the
     freshness an operator waits for)."""
     laps = Laps()
-    with tempfile.TemporaryDirectory(prefix="shopstream-serve-") as tmp:
-        folder = Path(tmp)
-        info = store.load(version, folder)
+    with store.opened(version, prefix="shopstream-serve-") as (info, folder):
         meta = info.user_meta
         thresholds = Thresholds.from_meta(meta, DEFAULT_THRESHOLDS)
         laps.lap("files")

@@ -4,6 +4,7 @@ phase summary, on constructed answers."""
 from __future__ import annotations
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -64,3 +65,30 @@ def test_closed_loop_bodies_are_drawn_and_encoded_before_the_clock() -> None:
     # A client's bodies depend on its seed only, so runs and apps get the same load.
     assert load.encoded_bodies(load.fraud_payload(10, 20), 3, 4) == bodies
     assert load.encoded_bodies(load.fraud_payload(10, 20), 4, 4) != bodies
+
+
+def test_freshness_is_judged_on_the_worst_of_the_repeats(monkeypatch: pytest.MonkeyPatch
+                                                          ) -> None:
+    latency = load_script("serve_latency")
+    times = iter([1.2, 2.5, 0.9, 1.0,  # run 1: same (split, fused), new (split, fused)
+                  1.4, 1.1, 1.3, 0.8,
+                  1.3, 1.6, 0.7, 3.0])
+    calls: list[str] = []
+
+    def fake(url: str, publish_next: object, timeout_s: float) -> dict[str, object]:
+        calls.append(url)
+        s = next(times)
+        return {"version": "v", "seconds": {"/recommend": s, "/fraud": s + 0.1},
+                "timed_out": False}
+
+    monkeypatch.setattr(latency, "freshness", fake)
+    args = latency.build_parser().parse_args(["--freshness-repeats", "3"])
+    publisher = types.SimpleNamespace(next=lambda app, retrain: "v")
+    out = latency.freshness_runs({"split": "S", "fused": "F"}, publisher, args)
+    assert calls == ["S", "F"] * 6  # apps and cases interleaved in every repeat
+    assert out["same_text_tower"]["fused"]["seconds"] == {"/recommend": 2.5, "/fraud": 2.6}
+    assert out["same_text_tower"]["fused"]["median_s"]["/recommend"] == pytest.approx(1.6)
+    assert out["new_text_tower"]["fused"]["seconds"]["/recommend"] == 3.0
+    assert out["new_text_tower"]["split"]["median_s"]["/fraud"] == pytest.approx(1.0)
+    assert len(out["new_text_tower"]["split"]["runs"]) == 3
+    assert not out["same_text_tower"]["split"]["timed_out"]

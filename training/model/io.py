@@ -102,8 +102,13 @@ def model_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> ShopSt
         items = IdMap.from_json(meta["items"])
     except IdMapError as err:
         raise ModelFormatError(f"users/items: {err}") from err
-    model = ShopStreamModel(config_from_json(meta["model_config"]), users, items,
-                            meta["item_titles"], encoder_config=meta["encoder_config"])
+    # Every weight is loaded below (strict), so skip the random init: at 100k items it is a
+    # tenth of a serving replica's reload, and the pages it touches are written twice.
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        model = ShopStreamModel(config_from_json(meta["model_config"]), users, items,
+                                meta["item_titles"], encoder_config=meta["encoder_config"])
     if meta.get(TREES_KEY) is not None:
         try:
             trees = FraudTrees.from_json(meta[TREES_KEY])

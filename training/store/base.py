@@ -24,10 +24,11 @@ its version stays under ``versions/``, listed and promotable.
 
 from __future__ import annotations
 
-import hashlib
+import contextlib
 import logging
 import os
 import secrets
+import tempfile
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
@@ -44,6 +45,7 @@ from training.store.errors import (
     InvalidMetaError,
 )
 from training.store.keys import (
+    ANY_LATEST,
     LATEST_KEY,
     PUBLISHED_AREA,
     REJECTED_AREA,
@@ -59,6 +61,7 @@ from training.store.meta import (
     VersionInfo,
     build_meta,
     check_sources,
+    check_stream,
     check_user_meta,
     digest_bytes,
     digest_file,
@@ -73,17 +76,6 @@ logger = logging.getLogger(__name__)
 
 
 _Store = TypeVar("_Store", bound="CheckpointStore")
-
-
-class _Any:
-    """``expect_latest`` default: any current ``latest`` will do (only that it not change
-    while publishing)."""
-
-    def __repr__(self) -> str:
-        return "ANY_LATEST"
-
-
-ANY_LATEST: Any = _Any()
 
 
 class CheckpointStore(Retention, ConfigDocuments, ABC):
@@ -181,7 +173,7 @@ class CheckpointStore(Retention, ConfigDocuments, ABC):
         info = self._find(version)
         dest_dir = Path(dest_dir)
         dest_dir.mkdir(parents=True, exist_ok=True)
-        area = PUBLISHED_AREA if info.status == "published" else REJECTED_AREA
+        area = self._area(info)
         staged: list[tuple[Path, Path]] = []
         try:
             for name, entry in tqdm(sorted(info.files.items()), desc=f"load {version}",
@@ -247,13 +239,38 @@ class CheckpointStore(Retention, ConfigDocuments, ABC):
     def verify(self, version: str) -> VersionInfo:
         """Read every file of a published or rejected version back and check its size and
         sha256 (:class:`CheckpointCorruptError` / :class:`CheckpointMissingError` if not)."""
+        return self._verify_files(self._find(version))
+
+    @contextlib.contextmanager
+    def opened(self, version: str, prefix: str = "shopstream-load-"
+               ) -> Iterator[tuple[VersionInfo, Path]]:
+        """A folder of ``version``'s files, each verified, to read inside the block. A store
+        of local files (:class:`LocalStore`) yields its own folder, verified in place (a
+        replica's reload writes no 65 MB copy); others download to a temporary folder.
+        Published files are never rewritten, so what was verified is what is read."""
         info = self._find(version)
-        area = PUBLISHED_AREA if info.status == "published" else REJECTED_AREA
-        for name, entry in sorted(info.files.items()):
-            self._verify(f"{area}/{version}/{name}", entry)
-        return info
+        folder = self._folder(f"{self._area(info)}/{version}")
+        if folder is not None:
+            yield self._verify_files(info), folder
+            return
+        with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+            yield self.load(version, Path(tmp)), Path(tmp)
 
     # ---- internals ----------------------------------------------------------------------
+
+    def _folder(self, prefix: str) -> Path | None:
+        """The local folder holding the objects under ``prefix``, for a store whose objects
+        are files (:meth:`opened` reads them in place); None here."""
+        return None
+
+    @staticmethod
+    def _area(info: VersionInfo) -> str:
+        return PUBLISHED_AREA if info.status == "published" else REJECTED_AREA
+
+    def _verify_files(self, info: VersionInfo) -> VersionInfo:
+        for name, entry in sorted(info.files.items()):
+            self._verify(f"{self._area(info)}/{info.version}/{name}", entry)
+        return info
 
     def _read_bytes(self, key: str) -> bytes:
         return b"".join(self.iter_object(key))
@@ -305,20 +322,7 @@ class CheckpointStore(Retention, ConfigDocuments, ABC):
         return sorted(v for v, keys in groups.items() if f"{area}/{v}/{META_NAME}" in keys)
 
     def _verify(self, key: str, entry: FileEntry, sink: BinaryIO | None = None) -> None:
-        """Stream one object, checking size and sha256 against ``entry``."""
-        sha = hashlib.sha256()
-        size = 0
-        for chunk in self.iter_object(key):
-            sha.update(chunk)
-            size += len(chunk)
-            if sink is not None:
-                sink.write(chunk)
-        if size != entry.size:
-            raise CheckpointCorruptError(
-                f"{self._location(key)}: {size} bytes, expected {entry.size} (truncated?)")
-        if sha.hexdigest() != entry.sha256:
-            raise CheckpointCorruptError(
-                f"{self._location(key)}: sha256 {sha.hexdigest()} != expected {entry.sha256}")
+        check_stream(self.iter_object(key), entry, self._location(key), sink)
 
     def _swap_latest(self, info: VersionInfo, seen: tuple[bytes, str] | None,
                      expect_latest: str | None) -> None:

@@ -347,7 +347,31 @@ def check_verify(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
     _raises(CheckpointMissingError, lambda: store.verify(v1.version), key)
 
 
+def check_opened(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
+    """``opened`` yields every file verified; a damaged one raises before the block runs;
+    a temporary copy (remote stores) is gone after it."""
+    v1 = store.publish({"model.safetensors": MODEL, "nested/opt.bin": b"opt"}, {"w": 1}, None)
+    with store.opened(v1.version) as (info, folder):
+        got = _files_under(folder)
+        _expect(info.user_meta == {"w": 1}, f"user_meta {info.user_meta}")
+        _expect(got["model.safetensors"] == MODEL and got["nested/opt.bin"] == b"opt",
+                f"opened files {sorted(got)}")
+    _expect(folder.is_dir() == (store.uri.startswith("file:")),
+            f"{folder}: kept after the block (only a local store's own folder is)")
+    key = f"versions/{v1.version}/nested/opt.bin"
+    tamper(key, b"opt!")
+    entered: list[Path] = []
+
+    def open_damaged() -> None:
+        with store.opened(v1.version) as (_, damaged):
+            entered.append(damaged)
+
+    _raises(CheckpointCorruptError, open_damaged, key)
+    _expect(not entered, f"a damaged version was opened: {entered}")
+
+
 CHECKS: tuple[Check, ...] = (check_round_trip, check_ordering, check_retention,
                              check_atomic_publish, check_load_detects_tampering,
                              check_broken_metadata, check_rejected, check_configs,
-                             check_key_validation, check_racing_publishers, check_verify)
+                             check_key_validation, check_racing_publishers, check_verify,
+                             check_opened)

@@ -11,6 +11,7 @@ import re
 import secrets
 import threading
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
 from training.store.errors import InvalidKeyError
 
@@ -83,3 +84,14 @@ def new_version_id(after: str | None = None,
         stamp = max([stamp, *floors])
         _last_time = stamp
     return f"v{stamp.strftime(_TIME_FORMAT)}Z-{secrets.token_hex(4)}", stamp
+
+
+class _Any:
+    """``expect_latest`` default: any current ``latest`` will do (only that it not change
+    while publishing)."""
+
+    def __repr__(self) -> str:
+        return "ANY_LATEST"
+
+
+ANY_LATEST: Any = _Any()

@@ -36,6 +36,9 @@ class LocalStore(CheckpointStore):
     def _path(self, key: str) -> Path:
         return self.root.joinpath(*key.split("/"))
 
+    def _folder(self, prefix: str) -> Path | None:
+        return self._path(prefix)
+
     def _atomic_write(self, key: str, write: Callable[[BinaryIO], None]) -> None:
         target = self._path(key)
         try:

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from training.store.errors import (
     CheckpointCorruptError,
@@ -92,6 +92,25 @@ def digest_file(path: Path) -> FileEntry:
             sha.update(chunk)
             size += len(chunk)
     return FileEntry(sha.hexdigest(), size)
+
+
+def check_stream(chunks: Iterable[bytes], entry: FileEntry, where: str,
+                 sink: BinaryIO | None = None) -> None:
+    """Consume an object's ``chunks`` (copying them to ``sink``), checking size and sha256
+    against ``entry``; :class:`CheckpointCorruptError` naming ``where`` if they differ."""
+    sha = hashlib.sha256()
+    size = 0
+    for chunk in chunks:
+        sha.update(chunk)
+        size += len(chunk)
+        if sink is not None:
+            sink.write(chunk)
+    if size != entry.size:
+        raise CheckpointCorruptError(f"{where}: {size} bytes, expected {entry.size} "
+                                     "(truncated?)")
+    if sha.hexdigest() != entry.sha256:
+        raise CheckpointCorruptError(
+            f"{where}: sha256 {sha.hexdigest()} != expected {entry.sha256}")
 
 
 def validate_file_names(names: list[str]) -> None:
