@@ -65,9 +65,8 @@ class Arm:
         if info is None:
             return None
         if self._cached is None or self._cached[0] != info.version:
-            with tempfile.TemporaryDirectory(prefix="shopstream-arm-") as tmp:
-                self.store.load(info.version, Path(tmp))
-                model = load_model(Path(tmp)).eval()
+            with self.store.opened(info.version, prefix="shopstream-arm-") as (_, folder):
+                model = load_model(folder).eval()
                 model.text.use_shared_cache()  # every arm encodes a title once
                 self._cached = (info.version, model)
         return self._cached[1]

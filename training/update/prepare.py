@@ -6,7 +6,6 @@ begin with :func:`prepare_update`, so a sweep tunes exactly the update it will f
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -149,9 +148,8 @@ def load_incumbent(store: CheckpointStore, start: StartPoint) -> ShopStreamModel
     """The live model the candidate must not fall behind."""
     if start.live is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="shopstream-incumbent-") as tmp:
-        store.load(start.live.version, Path(tmp))
-        return load_model(Path(tmp)).eval()
+    with store.opened(start.live.version, prefix="shopstream-incumbent-") as (_, folder):
+        return load_model(folder).eval()
 
 
 def full_retrain_start(model_cfg: ModelConfig, windows: Sequence[WindowData]
