@@ -84,20 +84,8 @@ def digest_bytes(data: bytes) -> FileEntry:
     return FileEntry(hashlib.sha256(data).hexdigest(), len(data))
 
 
-def digest_file(path: Path) -> FileEntry:
-    sha = hashlib.sha256()
-    size = 0
-    with open(path, "rb") as fh:
-        while chunk := fh.read(CHUNK):
-            sha.update(chunk)
-            size += len(chunk)
-    return FileEntry(sha.hexdigest(), size)
-
-
-def check_stream(chunks: Iterable[bytes], entry: FileEntry, where: str,
-                 sink: BinaryIO | None = None) -> None:
-    """Consume an object's ``chunks`` (copying them to ``sink``), checking size and sha256
-    against ``entry``; :class:`CheckpointCorruptError` naming ``where`` if they differ."""
+def digest_chunks(chunks: Iterable[bytes], sink: BinaryIO | None = None) -> FileEntry:
+    """sha256 and size of an object streamed as ``chunks`` (each copied to ``sink``)."""
     sha = hashlib.sha256()
     size = 0
     for chunk in chunks:
@@ -105,12 +93,24 @@ def check_stream(chunks: Iterable[bytes], entry: FileEntry, where: str,
         size += len(chunk)
         if sink is not None:
             sink.write(chunk)
-    if size != entry.size:
-        raise CheckpointCorruptError(f"{where}: {size} bytes, expected {entry.size} "
+    return FileEntry(sha.hexdigest(), size)
+
+
+def digest_file(path: Path) -> FileEntry:
+    with open(path, "rb") as fh:
+        return digest_chunks(iter(lambda: fh.read(CHUNK), b""))
+
+
+def check_stream(chunks: Iterable[bytes], entry: FileEntry, where: str,
+                 sink: BinaryIO | None = None) -> None:
+    """Consume an object's ``chunks`` (copying them to ``sink``), checking size and sha256
+    against ``entry``; :class:`CheckpointCorruptError` naming ``where`` if they differ."""
+    got = digest_chunks(chunks, sink)
+    if got.size != entry.size:
+        raise CheckpointCorruptError(f"{where}: {got.size} bytes, expected {entry.size} "
                                      "(truncated?)")
-    if sha.hexdigest() != entry.sha256:
-        raise CheckpointCorruptError(
-            f"{where}: sha256 {sha.hexdigest()} != expected {entry.sha256}")
+    if got.sha256 != entry.sha256:
+        raise CheckpointCorruptError(f"{where}: sha256 {got.sha256} != expected {entry.sha256}")
 
 
 def validate_file_names(names: list[str]) -> None:
