@@ -11,6 +11,7 @@ import pandas as pd
 import pyarrow.fs
 import pyarrow.ipc
 import pytest
+import torch
 
 from tests.unit.tiny_shop import TINY, tiny_examples, tiny_window
 from training.data.schema import WindowData
@@ -209,3 +210,34 @@ def test_arrays_with_empty_rows_round_trip(examples: WindowExamples, tmp_path: P
     for rank in range(2):
         spill = ShardSpill(str(tmp_path)) if spilled else None
         _same(read_example_shard(root, fs, rank, 2, manifest, spill), bare.shard(rank, 2))
+
+
+INDEX_FIELDS = {"rec": ("user_idx", "hist_idx", "target_idx", "rep_items"),
+                "fraud": ("user_idx", "hist_idx", "item_idx")}
+
+
+def test_index_arrays_are_int32_and_batches_widen_them_to_the_same_int64_values() -> None:
+    examples = tiny_examples(5)  # later purchases see earlier ones: repeat items are set
+    for task, names in INDEX_FIELDS.items():
+        for name in names:
+            assert getattr(getattr(examples, task), name).dtype == np.int32, (task, name)
+    assert examples.rec.rep_items.any() and examples.rec.hist_idx.any()
+    batch = next(example_module.iter_batches(examples, 1, 8, 2, np.random.default_rng(0)))
+    assert batch.rec is not None and batch.fraud is not None
+    rng = np.random.default_rng(0)  # one step: every row, in iter_batches' shuffled order
+    rec_rows, fraud_rows = rng.permutation(len(examples.rec)), rng.permutation(len(examples.fraud))
+    for task, rows, names in (("rec", rec_rows, INDEX_FIELDS["rec"]),
+                              ("fraud", fraud_rows, INDEX_FIELDS["fraud"])):
+        for name in names:
+            tensor = getattr(getattr(batch, task), name)
+            assert tensor.dtype == torch.int64, (task, name)
+            np.testing.assert_array_equal(tensor.numpy(),
+                                          getattr(getattr(examples, task), name)[rows])
+
+
+def test_an_index_past_the_int32_range_is_refused() -> None:
+    from training.features.repeat_plan import as_index
+
+    assert as_index(np.asarray([0, 2 ** 31 - 1])).dtype == np.int32
+    with pytest.raises(ValueError, match="vocabulary: index 2147483648 exceeds"):
+        as_index(np.asarray([1, 2 ** 31]))

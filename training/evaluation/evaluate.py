@@ -25,9 +25,9 @@ from training.evaluation.baselines import PopularityRecommender, RepeatThenPopul
 from training.evaluation.fraud_metrics import fraud_metrics
 from training.evaluation.metrics import per_user_ranking_metrics, top_k
 from training.evaluation.rec_split import split_rec_metrics
-from training.features.examples import FraudExamples, fraud_examples
+from training.features.examples import FraudExamples, fraud_batch, fraud_examples
 from training.features.history import PurchaseHistory, history_matrix, purchases
-from training.model import FraudBatch, ShopStreamModel
+from training.model import ShopStreamModel
 from training.model.ranking import id_ranks
 
 SCORE_CHUNK = 1024
@@ -229,11 +229,8 @@ def fraud_scores(model: ShopStreamModel, examples: FraudExamples) -> np.ndarray:
     device = next(model.parameters()).device
     out = []
     for start in range(0, len(examples), 4096):
-        part = examples.take(np.arange(start, min(start + 4096, len(examples))))
-        batch = FraudBatch(*(torch.from_numpy(a).to(device) for a in (
-            part.features, part.amount, part.user_idx, part.hist_idx, part.item_idx,
-            part.label)))
-        out.append(model.fraud_probability(batch).cpu().numpy())
+        batch = fraud_batch(examples, np.arange(start, min(start + 4096, len(examples))))
+        out.append(model.fraud_probability(batch.to(device)).cpu().numpy())
     return np.concatenate(out) if out else np.zeros(0, dtype=np.float64)
 
 

@@ -17,7 +17,13 @@ import torch
 from training.data.schema import WindowData
 from training.features.history import COLUMNS, PurchaseHistory, history_matrix, purchases
 from training.features.profile import REPEAT_FEATURES
-from training.features.repeat_plan import RepeatPlan, empty_repeat, repeat_blocks
+from training.features.repeat_plan import (
+    INDEX_DTYPE,
+    RepeatPlan,
+    as_index,
+    empty_repeat,
+    repeat_blocks,
+)
 from training.model import FraudBatch, MultiTaskBatch, RecBatch, ShopStreamModel
 
 
@@ -135,8 +141,8 @@ def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     plan = repeat_plan(model, history, new_rows)
     rep = empty_repeat(len(new_rows), 0)
     pop = item_popularity(model, history)
-    user_idx = model.users.lookup(new_rows["user_id"])
-    targets = items[keep]
+    user_idx = as_index(model.users.lookup(new_rows["user_id"]))
+    targets = as_index(items[keep])
     return RecExamples(user_idx, hist, targets, rep.items, rep.features, pop[targets], pop,
                        target_frequency(targets, len(model.items))), plan
 
@@ -155,7 +161,7 @@ def history_rows(both: pd.DataFrame, items: np.ndarray, length: int, rows: np.nd
     row = np.arange(len(both))
     basket = (row - both.groupby(["user_id", "ts"], sort=False).cumcount().to_numpy())[rows]
     first = (row - both.groupby("user_id", sort=False).cumcount().to_numpy())[rows]
-    hist = np.zeros((len(rows), length), dtype=np.int64)
+    hist = np.zeros((len(rows), length), dtype=INDEX_DTYPE)
     for lag in range(1, length + 1):
         src = basket - lag
         hist[:, length - lag] = np.where(src >= first, items[np.maximum(src, 0)], 0)
@@ -193,9 +199,9 @@ def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
     return FraudExamples(
         features=labelled[names].to_numpy(dtype=np.float32).reshape(len(labelled), len(names)),
         amount=labelled["amount"].to_numpy(dtype=np.float32),
-        user_idx=model.users.lookup(user_ids),
-        hist_idx=history_matrix(hist_lists, model.cfg.history_len),
-        item_idx=model.items.lookup(item_ids.to_numpy()),
+        user_idx=as_index(model.users.lookup(user_ids)),
+        hist_idx=as_index(history_matrix(hist_lists, model.cfg.history_len)),
+        item_idx=as_index(model.items.lookup(item_ids.to_numpy())),
         label=labelled["is_fraud"].astype(bool).to_numpy(dtype=np.float32),
     )
 
@@ -275,8 +281,9 @@ class WindowExamples:
         """The bytes of every array once built (deferred repeat arrays included)."""
         size = sum(getattr(task, f.name).nbytes for task in (self.rec, self.fraud)
                    for f in fields(task))
-        if self.repeat:  # int64 items and float32 features per repeat slot
-            size += len(self.rec) * self.repeat[0].per_user * (8 + 4 * len(REPEAT_FEATURES))
+        if self.repeat:  # an index and float32 features per repeat slot
+            size += len(self.rec) * self.repeat[0].per_user * (
+                np.dtype(INDEX_DTYPE).itemsize + 4 * len(REPEAT_FEATURES))
         return size
 
     def shard(self, rank: int, world_size: int) -> WindowExamples:
@@ -304,10 +311,10 @@ def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None,
     targets = ex.target_idx[rows]
     n_neg = 0 if negatives is None else len(negatives)
     neg = None if negatives is None else torch.from_numpy(negatives)
-    return RecBatch(user_idx=torch.from_numpy(ex.user_idx[rows]),
-                    hist_idx=torch.from_numpy(ex.hist_idx[rows]),
-                    target_idx=torch.from_numpy(targets), neg_idx=neg,
-                    rep_items=torch.from_numpy(ex.rep_items[rows]),
+    return RecBatch(user_idx=index_tensor(ex.user_idx[rows]),
+                    hist_idx=index_tensor(ex.hist_idx[rows]),
+                    target_idx=index_tensor(targets), neg_idx=neg,
+                    rep_items=index_tensor(ex.rep_items[rows]),
                     rep_feats=torch.from_numpy(ex.rep_feats[rows]),
                     target_pop=torch.from_numpy(ex.target_pop[rows]),
                     neg_pop=None if negatives is None else torch.from_numpy(
@@ -318,12 +325,18 @@ def _rec_batch(ex: RecExamples, rows: np.ndarray, negatives: np.ndarray | None,
                     drop_id=None if drop_id is None else torch.from_numpy(drop_id))
 
 
-def _fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
+def index_tensor(indices: np.ndarray) -> torch.Tensor:
+    """An example index array as the int64 tensor the model's lookups take."""
+    return torch.from_numpy(indices).long()
+
+
+def fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
+    """Fraud rows ``rows`` of ``ex`` as a batch (indices widened to int64)."""
     return FraudBatch(features=torch.from_numpy(ex.features[rows]),
                       amount=torch.from_numpy(ex.amount[rows]),
-                      user_idx=torch.from_numpy(ex.user_idx[rows]),
-                      hist_idx=torch.from_numpy(ex.hist_idx[rows]),
-                      item_idx=torch.from_numpy(ex.item_idx[rows]),
+                      user_idx=index_tensor(ex.user_idx[rows]),
+                      hist_idx=index_tensor(ex.hist_idx[rows]),
+                      item_idx=index_tensor(ex.item_idx[rows]),
                       label=torch.from_numpy(ex.label[rows]))
 
 
@@ -352,5 +365,5 @@ def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives
             negatives = rng.integers(1, n_items, size=n_negatives, dtype=np.int64)
         yield MultiTaskBatch(
             rec=_rec_batch(examples.rec, rec_rows, negatives, drop) if len(rec_rows) else None,
-            fraud=_fraud_batch(examples.fraud, fraud_rows) if len(fraud_rows) else None,
+            fraud=fraud_batch(examples.fraud, fraud_rows) if len(fraud_rows) else None,
         )

@@ -17,10 +17,26 @@ import pandas as pd
 
 from training.features.profile import REPEAT_FEATURES, PurchaseProfile, RepeatFeatures
 
+# The dtype of every item/user index array a fit's examples hold (rows, repeat items,
+# histories): int32, half the bytes of the int64 that lookups return, on the driver, in
+# the rank files and in each worker; batches widen them to int64 (``index_tensor``).
+# ``as_index`` refuses a vocabulary past its range.
+INDEX_DTYPE = np.int32
+
+
+def as_index(indices: np.ndarray) -> np.ndarray:
+    """``indices`` as :data:`INDEX_DTYPE` (ValueError past its range)."""
+    indices = np.asarray(indices)
+    limit = np.iinfo(INDEX_DTYPE).max
+    if indices.size and int(indices.max()) > limit:
+        raise ValueError(f"vocabulary: index {int(indices.max())} exceeds {limit}, the largest "
+                         "an example index array holds")
+    return indices.astype(INDEX_DTYPE, copy=False)
+
 
 def empty_repeat(n: int, width: int) -> RepeatFeatures:
     """Zero repeat arrays for ``n`` rows, ``width`` items each."""
-    return RepeatFeatures(np.zeros((n, width), dtype=np.int64),
+    return RepeatFeatures(np.zeros((n, width), dtype=INDEX_DTYPE),
                           np.zeros((n, width, len(REPEAT_FEATURES)), dtype=np.float32))
 
 
