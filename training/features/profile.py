@@ -39,7 +39,7 @@ SECONDS_PER_DAY = 86_400.0
 # the merges that make them hold a few copies, so 2M pairs cost ~0.35 GB more at the
 # driver's peak than 0.5M did (measured while writing a 260k-purchase window's shards).
 MERGE_ROWS = 500_000
-# Window rows whose features a group builds at once (about 1.4 kB each at 40 items a row):
+# Window rows whose features a group builds at once (about 1.3 kB each at 40 items a row):
 # without it a group of users with few pairs each held every row's features of a small
 # window (0.36 GB at 260k purchases).
 GROUP_ROWS = 65_536
