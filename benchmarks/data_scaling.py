@@ -7,7 +7,8 @@ interactions to a folder (as a user's windows sit on disk), and a child process 
 driver and a fresh local Ray) prepares the first update from it on the driver (the window
 read, examples built there) and fits it on the Ray Train trainer across
 ``--num-workers`` workers for ``--max-steps`` steps. Measured per child: the driver's peak
-RSS (its own ``ru_maxrss``) and the split before the fit; every Ray Train worker's peak
+RSS (its own ``ru_maxrss``), the split before the fit, and its RSS through each step of the
+update (:class:`DriverStages`); every Ray Train worker's peak
 RSS (the kernel's high-water mark, read every 0.2 s); the bytes of all examples and of one
 rank's share; the loop's samples/s (steady state) and the fit's wall time.
 
@@ -67,6 +68,54 @@ class PeakRss(threading.Thread):
                                               int(line.split()[1]) * 1024)
 
 
+class DriverStages(threading.Thread):
+    """The driver's RSS through the update's steps: each step's RSS when it began and its
+    peak (sampled every ``every_s``). A step is a call of one of the functions
+    :meth:`wrap` names (or ``after <name>`` until the next one begins), so the figures say
+    which part of ``prepare_update`` + ``fit_window`` holds what."""
+
+    def __init__(self, every_s: float = 0.02) -> None:
+        super().__init__(daemon=True)
+        self.every_s, self.current = every_s, "start"
+        self.steps: dict[str, dict[str, float]] = {}
+        self.done = threading.Event()
+        self.enter("start")
+
+    @staticmethod
+    def rss_mib() -> float:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def enter(self, name: str) -> None:
+        rss = self.rss_mib()
+        self.current = name
+        step = self.steps.setdefault(name, {"start_mib": rss, "peak_mib": rss})
+        step["peak_mib"] = max(step["peak_mib"], rss)
+
+    def run(self) -> None:
+        while not self.done.wait(self.every_s):
+            step = self.steps[self.current]
+            step["peak_mib"] = max(step["peak_mib"], self.rss_mib())
+
+    def wrap(self, owner: Any, name: str, label: str | None = None) -> None:
+        """Time ``owner.name`` as a step (skipped where a checkout lacks it)."""
+        fn = getattr(owner, name, None)
+        if fn is None:
+            return
+        label = label or name
+
+        def stepped(*args: Any, **kwargs: Any) -> Any:
+            self.enter(label)
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                self.enter(f"after {label}")
+
+        setattr(owner, name, stepped)
+
+
 def nbytes(examples: Any) -> int:
     """The examples' bytes once built (``WindowExamples.nbytes``; summed here for a
     baseline checkout that predates it)."""
@@ -101,6 +150,7 @@ def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> N
     import ray
 
     import training
+    import training.fit.raytrain as raytrain
     from training.config import TrainConfig
     from training.fit.raytrain import fit_window
     from training.incremental_config import IncrementalConfig
@@ -110,22 +160,32 @@ def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> N
     ray.init(address="local", num_cpus=workers, include_dashboard=False, log_to_driver=False)
     watch = PeakRss("RayTrainWorker")
     watch.start()
+    stages = DriverStages()
+    for name in ("write_start_state", "upload_start", "write_shards", "release_memory",
+                 "fit_result"):
+        stages.wrap(raytrain, name)
+    stages.wrap(raytrain.TorchTrainer, "fit", "TorchTrainer.fit")
+    stages.start()
     with tempfile.TemporaryDirectory(prefix="data-scaling-") as tmp:
         inc = IncrementalConfig.of(source="windows", path=str(folder), store=f"{tmp}/store",
                                    storage_path=f"{tmp}/ray", num_workers=workers,
                                    trainer="ray")
         train_cfg = TrainConfig(epochs=1, max_steps=max_steps)
         began = time.perf_counter()
+        stages.enter("prepare_update")
         up = prepare_update(inc.store.open(), inc, train_cfg, ModelConfig(finetune_layers=0),
                             None, Path(tmp) / "prepare")
         prepare_s = time.perf_counter() - began
         before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        # Until the start state is written: the trainer chosen, the titles encoded.
+        stages.enter("fit_window start")
         began = time.perf_counter()
         fit = fit_window(inc, train_cfg, up.model, None, None, up.examples, up.window.window_id)
         # Ray Train's fit() plus writing the rank files (where deferred repeat features are
         # built): prepare_s + fit_window_s is the update's cost up to its gate.
         fit_window_s = time.perf_counter() - began
     watch.done.set()
+    stages.done.set()
     watch.join()
     ray.shutdown()
     total = nbytes(up.examples)
@@ -138,7 +198,8 @@ def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> N
         "steps": fit.steps, "samples_per_s": fit.samples_per_s,
         "driver_peak_before_fit_mib": before_fit / MIB,
         "driver_peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / MIB,
-        "worker_peak_mib": sorted(v / MIB for v in watch.peaks.values())}))
+        "worker_peak_mib": sorted(v / MIB for v in watch.peaks.values()),
+        "driver_steps": stages.steps}))
 
 
 def measure(code: Path, rows: int, folder: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -171,6 +232,22 @@ def table(runs: list[dict[str, Any]]) -> list[str]:
             f"({r['driver_peak_before_fit_mib']:.0f}) | {max(r['worker_peak_mib'] or [0]):.0f} | "
             f"{r['samples_per_s']:.0f} | {r['fit_s']:.1f} | {r['prepare_s']:.1f} | "
             f"{r['prepare_s'] + r['fit_window_s']:.1f} |")
+    return lines
+
+
+def steps_table(runs: list[dict[str, Any]]) -> list[str]:
+    """The driver's RSS by step (:class:`DriverStages`), one column per run."""
+    runs = [r for r in runs if r.get("driver_steps")]
+    if not runs:
+        return []
+    names = list(dict.fromkeys(n for r in runs for n in r["driver_steps"]))
+    lines = ["Driver RSS by step, MiB (at its start / its peak):", "",
+             "| step | " + " | ".join(f"{r['path']} {r['scale']}x" for r in runs) + " |",
+             "|---|" + "---|" * len(runs)]
+    for name in names:
+        cells = [r["driver_steps"].get(name) for r in runs]
+        lines.append(f"| {name} | " + " | ".join(
+            f"{c['start_mib']:.0f} / {c['peak_mib']:.0f}" if c else "-" for c in cells) + " |")
     return lines
 
 
@@ -241,7 +318,8 @@ def main(argv: list[str] | None = None) -> int:
     load.append(os.getloadavg()[0])
     report = [f"# data_scaling: base {args.base:,} interactions per window, scales {args.scales}, "
               f"{args.num_workers} workers, {args.max_steps} steps (load {load[0]:.2f} -> "
-              f"{load[1]:.2f})", "", *table(runs), "", *ratios(runs, args.scales)]
+              f"{load[1]:.2f})", "", *table(runs), "", *ratios(runs, args.scales), "",
+              *steps_table(runs)]
     print("\n".join(report))
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "data_scaling.json").write_text(json.dumps(
