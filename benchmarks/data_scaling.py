@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from git_worktree import worktrees
+from pipeline_contexts import rss_mib
 
 from training.cli import LOCAL_RAY_ENV
 
@@ -81,15 +82,8 @@ class DriverStages(threading.Thread):
         self.done = threading.Event()
         self.enter("start")
 
-    @staticmethod
-    def rss_mib() -> float:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-        return 0.0
-
     def enter(self, name: str) -> None:
-        rss = self.rss_mib()
+        rss = float(rss_mib())
         self.current = name
         step = self.steps.setdefault(name, {"start_mib": rss, "peak_mib": rss})
         step["peak_mib"] = max(step["peak_mib"], rss)
@@ -97,7 +91,7 @@ class DriverStages(threading.Thread):
     def run(self) -> None:
         while not self.done.wait(self.every_s):
             step = self.steps[self.current]
-            step["peak_mib"] = max(step["peak_mib"], self.rss_mib())
+            step["peak_mib"] = max(step["peak_mib"], rss_mib())
 
     def wrap(self, owner: Any, name: str, label: str | None = None) -> None:
         """Time ``owner.name`` as a step (skipped where a checkout lacks it)."""
