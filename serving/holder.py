@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any, Generic, TypeVar
 
-from training.fit.memory import release_memory
+from training.memory import release_memory
 
 logger = logging.getLogger(__name__)
 

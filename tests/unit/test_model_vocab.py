@@ -45,6 +45,24 @@ def test_idmap_lookup_sees_ids_added_later():
     assert ids.lookup(["b", "a"]).tolist() == [2, 1]
 
 
+def test_idmap_lookup_of_arrow_strings_matches_the_object_path_and_sees_new_ids():
+    """A window's Arrow-backed id column is looked up in Arrow (no Python string per row):
+    same indices as the object path, across chunks, missing values and ids added later."""
+    ids = IdMap([f"u{i}" for i in range(50)])
+    rng = np.random.default_rng(0)
+    raw = [f"u{i}" for i in rng.integers(0, 80, 500)] + [None, "", " u1", "U1"]
+    for dtype in ("str", "string[pyarrow]"):
+        arrow = pd.concat([pd.Series(raw, dtype=dtype)] * 2, ignore_index=True)
+        assert arrow.array._pa_array.num_chunks == 2 or dtype == "str"
+        expected = ids.lookup(np.asarray(raw * 2, dtype=object))
+        assert (expected[-4:] == 0).all() and (expected > 0).sum() > 300
+        got = ids.lookup(arrow)
+        assert got.dtype == np.int64 and got.tolist() == expected.tolist()
+    ids.add(["u70", "u75"])
+    arrow = pd.Series(["u75", "u70", "u1", "u79"], dtype="str")
+    assert ids.lookup(arrow).tolist() == [52, 51, 2, 0]
+
+
 def test_idmap_json_round_trip_and_bad_input():
     ids = IdMap(["x", "y", "z"])
     again = IdMap.from_json(json.loads(json.dumps(ids.to_json())))

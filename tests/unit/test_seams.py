@@ -18,9 +18,10 @@ CONVENTIONAL = {"_replace", "_asdict", "_fields", "_make", "_exit", "_getframe"}
 # Which part may import which. training/ is grouped in rooms that read as the stage's steps
 # (data -> model -> features -> evaluation -> fit -> update); its settings modules sit beside
 # them, and the entry points (training.incremental, training.train) on top. Every room shares
-# the setting/error helpers of training.cli and the feature names of training.features.profile,
-# and training never reaches the stages built on it.
-CORE = {"training.cli", "training.features.profile"}
+# the setting/error helpers of training.cli, the feature names of training.features.profile and
+# the process memory helpers of training.memory, and training never reaches the stages built
+# on it.
+CORE = {"training.cli", "training.features.profile", "training.memory"}
 ROOMS = ("data", "store", "model", "features", "evaluation", "fit", "update")
 SETTINGS = {"training.config", "training.incremental_config", "training.epoch_schedule",
             "training.scaling_config"}

@@ -290,9 +290,17 @@ def _text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
         text = raw.astype("str")
         text[whole] = raw[whole].astype("int64").astype("str")
     else:
-        text = raw.astype("str").str.strip()
+        text = unchanged_or(raw.astype("str"), raw.astype("str").str.strip())
     blank = (text.isna() | (text == "")).to_numpy()
-    return text.where(~blank), blank
+    return (text.where(~blank) if blank.any() else text), blank
+
+
+def unchanged_or(text: pd.Series, stripped: pd.Series) -> pd.Series:
+    """``text`` itself where stripping changed nothing (the common case: a window written
+    by this package), else ``stripped``: a window of millions of rows is then not held
+    twice while it is validated."""
+    same = (text == stripped) | text.isna()
+    return text if bool(same.all()) else stripped
 
 
 def _numbers(raw: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -348,12 +356,15 @@ def _out_of_order(ts: pd.Series, candidates: np.ndarray) -> np.ndarray:
 
 def _valid_frame(cols: dict[str, pd.Series], ok: np.ndarray, schema: pa.Schema) -> pd.DataFrame:
     data: dict[str, pd.Series] = {}
+    every_row = bool(ok.all())  # no copy of each column to drop no row
     for fld in schema:
-        col = cols[fld.name][ok].reset_index(drop=True)
+        col = cols[fld.name] if every_row else cols[fld.name][ok].reset_index(drop=True)
         if pa.types.is_integer(fld.type):
             col = col.astype(np.int64)
         data[fld.name] = col
     frame = pd.DataFrame(data, columns=schema.names)
+    if frame.dtypes.equals(schema.empty_table().to_pandas().dtypes):
+        return frame  # already exact (a window this package wrote): no copy of every column
     # The arrow round trip makes dtypes exactly what a parquet read of the schema gives.
     table = pa.Table.from_pandas(frame, schema=schema, preserve_index=False)
     return table.to_pandas()

@@ -33,12 +33,12 @@ from training.features.examples import WindowExamples
 from training.fit.engine import PEAK_LR_KEY, WorkerSettings, total_steps
 from training.fit.example_shards import write_example_shards
 from training.fit.local import fit_local
-from training.fit.memory import release_memory
 from training.fit.optim_state import OPTIMIZER_FILE
 from training.fit.result import FitResult, OptimizerState
 from training.fit.start_state import write_start_state
 from training.fit.worker import STATE_FILE, train_loop_per_worker
 from training.incremental_config import IncrementalConfig
+from training.memory import release_memory
 from training.model import ShopStreamModel, load_model
 
 logger = logging.getLogger(__name__)
