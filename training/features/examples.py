@@ -15,7 +15,12 @@ import pandas as pd
 import torch
 
 from training.data.schema import WindowData
-from training.features.history import COLUMNS, PurchaseHistory, history_matrix, purchases
+from training.features.history import (
+    PurchaseHistory,
+    history_matrix,
+    purchases,
+)
+from training.features.point_in_time import point_in_time
 from training.features.profile import REPEAT_FEATURES
 from training.features.repeat_plan import (
     INDEX_DTYPE,
@@ -124,48 +129,24 @@ def deferred_rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
     before its basket (not the basket's other lines), so replayed old rows mixed into a
     window are point-in-time correct too.
     """
-    length = model.cfg.history_len
-    new = purchases(interactions)
-    prior = history.frame[history.frame["user_id"].isin(new["user_id"].unique())]
-    # Replayed rows are old purchases that may also sit in the stored history: drop those
-    # copies and order by time, so every row sees only purchases made before it.
-    prior = prior.merge(new[["user_id", "item_id", "ts"]].drop_duplicates(), how="left",
-                        indicator=True)
-    prior = prior[prior["_merge"] == "left_only"].drop(columns="_merge")
-    both = pd.concat([prior.assign(_new=False), new.assign(_new=True)], ignore_index=True)
-    both = both.sort_values(["user_id", "ts", "_new"], kind="stable").reset_index(drop=True)
-    items = model.items.lookup(both["item_id"])
-    keep = both["_new"].to_numpy()
-    hist = history_rows(both, items, length, np.flatnonzero(keep))
-    new_rows = both.loc[keep, COLUMNS]
+    return purchase_examples(model, purchases(interactions), history)
+
+
+def purchase_examples(model: ShopStreamModel, new: pd.DataFrame, history: PurchaseHistory
+                      ) -> tuple[RecExamples, RepeatPlan]:
+    """:func:`deferred_rec_examples` of a window's purchases ``new`` (:func:`purchases`:
+    sorted by user and time)."""
+    hist, targets, rows = point_in_time(new, history, model.items.lookup,
+                                        model.cfg.history_len)
+    # ``new`` is sorted by user and time: its rows are the examples' rows, labelled by
+    # their positions among the buyers' earlier purchases.
+    new_rows = new.set_axis(rows)
     plan = repeat_plan(model, history, new_rows)
     rep = empty_repeat(len(new_rows), 0)
     pop = item_popularity(model, history)
     user_idx = as_index(model.users.lookup(new_rows["user_id"]))
-    targets = as_index(items[keep])
     return RecExamples(user_idx, hist, targets, rep.items, rep.features, pop[targets], pop,
                        target_frequency(targets, len(model.items))), plan
-
-
-def history_rows(both: pd.DataFrame, items: np.ndarray, length: int, rows: np.ndarray
-                 ) -> np.ndarray:
-    """[len(rows), length] item indices (0 = padding): for each of ``rows`` of ``both``
-    (purchases sorted by user and time, item indices ``items``), the ``length`` purchases
-    its user made before its basket, most recent last.
-
-    A basket's lines share a timestamp: each line's query is what the user bought before
-    the basket, as at evaluation and serving time (not the basket's other lines). Only the
-    asked rows are built, from integer positions: at millions of purchases a matrix over
-    every row, or the user ids as Python strings, would each cost hundreds of MB.
-    """
-    row = np.arange(len(both))
-    basket = (row - both.groupby(["user_id", "ts"], sort=False).cumcount().to_numpy())[rows]
-    first = (row - both.groupby("user_id", sort=False).cumcount().to_numpy())[rows]
-    hist = np.zeros((len(rows), length), dtype=INDEX_DTYPE)
-    for lag in range(1, length + 1):
-        src = basket - lag
-        hist[:, length - lag] = np.where(src >= first, items[np.maximum(src, 0)], 0)
-    return hist
 
 
 def repeat_plan(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataFrame
@@ -223,8 +204,20 @@ class WindowExamples:
     @classmethod
     def build(cls, model: ShopStreamModel, window: WindowData, history: PurchaseHistory,
               defer_repeat: bool = False) -> WindowExamples:
-        rec, plan = deferred_rec_examples(model, window.interactions, history)
-        examples = cls(rec, fraud_examples(model, window.transactions, history), (plan,))
+        # Fraud rows first: their transient then sits on a few bytes a transaction, not on
+        # the rec rows and their plan (~100 MB a million purchases).
+        fraud = fraud_examples(model, window.transactions, history)
+        return cls.from_purchases(model, purchases(window.interactions), fraud, history,
+                                  defer_repeat)
+
+    @classmethod
+    def from_purchases(cls, model: ShopStreamModel, bought: pd.DataFrame,
+                       fraud: FraudExamples, history: PurchaseHistory,
+                       defer_repeat: bool = False) -> WindowExamples:
+        """:meth:`build` from a window's purchases (:func:`purchases`) and its fraud rows,
+        taken out beforehand so that the caller can let the window go first."""
+        rec, plan = purchase_examples(model, bought, history)
+        examples = cls(rec, fraud, (plan,))
         return examples if defer_repeat else examples.materialized()
 
     @classmethod

@@ -60,9 +60,14 @@ class TrainStats:
 def prepare_window(model: ShopStreamModel, window: WindowData) -> dict[str, int]:
     """Grow the model's vocabularies with the window's new users and items."""
     titles = dict(zip(window.items["item_id"], window.items["title"]))
-    users = pd.concat([window.interactions["user_id"],
-                       window.transactions["user_id"].dropna()]).unique()
-    items = pd.concat([window.items["item_id"], window.interactions["item_id"]]).unique()
+    # Each column's distinct ids first, then those of both in first-seen order (the order
+    # ids get their rows): no concatenated copy of millions of ids.
+    users = pd.unique(np.concatenate([
+        np.asarray(window.interactions["user_id"].unique(), dtype=object),
+        np.asarray(window.transactions["user_id"].dropna().unique(), dtype=object)]))
+    items = pd.unique(np.concatenate([
+        np.asarray(window.items["item_id"].unique(), dtype=object),
+        np.asarray(window.interactions["item_id"].unique(), dtype=object)]))
     return model.extend_vocab(users, items, titles)
 
 
