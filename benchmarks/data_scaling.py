@@ -169,12 +169,18 @@ def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> N
         stages.enter("prepare_update")
         up = prepare_update(inc.store.open(), inc, train_cfg, ModelConfig(finetune_layers=0),
                             None, Path(tmp) / "prepare")
+        window_id = getattr(up, "window_id", None) or up.window.window_id
+        # As training.update.run does: the window's tables go while the model trains (a
+        # checkout before that step keeps them).
+        if hasattr(up, "drop_tables"):
+            stages.enter("drop_tables")
+            up.drop_tables()
         prepare_s = time.perf_counter() - began
         before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         # Until the start state is written: the trainer chosen, the titles encoded.
         stages.enter("fit_window start")
         began = time.perf_counter()
-        fit = fit_window(inc, train_cfg, up.model, None, None, up.examples, up.window.window_id)
+        fit = fit_window(inc, train_cfg, up.model, None, None, up.examples, window_id)
         # Ray Train's fit() plus writing the rank files (where deferred repeat features are
         # built): prepare_s + fit_window_s is the update's cost up to its gate.
         fit_window_s = time.perf_counter() - began

@@ -87,9 +87,12 @@ def test_an_update_reads_its_window_and_its_parents_only(folder: Path,
         run_incremental(inc, TRAIN, MODEL)
     ids = list_of(folder)
     up = prepare_update(open_store(inc.store.uri), inc, TRAIN, MODEL, None, tmp_path / "up")
-    assert up.window.window_id == ids[2] and up.parent is not None
+    assert up.window_id == ids[2] and up.parent is not None
     # The new window and the parent's (its held-out tail is carried); never 0, 3 or 4.
     assert up.windows.reads == [ids[2], ids[1]]
+    # The tables went before the examples were built: asked for, the same two are read again.
+    assert up.window.window_id == ids[2]
+    assert up.windows.reads == [ids[2], ids[1]] * 2
     assert up.next_window() is not None and up.windows.reads[-1] == ids[3]
 
 

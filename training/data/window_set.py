@@ -93,6 +93,11 @@ class WindowSet(Sequence[WindowData]):
             return list(self.get(window_id).transactions.columns)
         return self.columns(window_id)
 
+    def forget(self) -> None:
+        """Drop the windows kept in memory (read again on next use); windows held by
+        :meth:`of` stay where they are."""
+        self.cache.clear()
+
     def get(self, window_id: str) -> WindowData:
         """The window, read now unless it is among the last few used."""
         if window_id in self.cache:

@@ -6,8 +6,8 @@ begin with :func:`prepare_update`, so a sweep tunes exactly the update it will f
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -19,11 +19,12 @@ from training.data.sources import merge_windows
 from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig
 from training.data.window_set import WindowSet, window_ids
-from training.features.examples import WindowExamples
-from training.features.history import PurchaseHistory
+from training.features.examples import WindowExamples, fraud_examples
+from training.features.history import PurchaseHistory, purchases
 from training.features.replay import ReplayBuffer
 from training.fit.loop import init_model, prepare_window
 from training.incremental_config import IncrementalConfig
+from training.memory import release_arrow_pool, release_memory, use_returning_pool
 from training.model import (
     ModelConfig,
     ShopStreamModel,
@@ -37,29 +38,84 @@ from training.update.head import FALLBACK, START_HEAD, StartPoint, plan_start
 
 
 @dataclass
+class WindowTables:
+    """The new window as the update sees it (labels that have arrived), its training part
+    and held-out tail, and what the fit trains on (the training part, replay and carried
+    rows mixed in)."""
+
+    window: WindowData
+    train_part: WindowData
+    holdout: WindowData
+    mixed: WindowData
+
+
+@dataclass
 class Update:
     """The parent version, the new window split for training/gate, and the start model."""
 
     parent: Parent | None
     windows: WindowSet
-    window: WindowData
-    train_part: WindowData
-    holdout: WindowData
     replay: ReplayBuffer
     history: PurchaseHistory
     model: ShopStreamModel
     teacher: ShopStreamModel | None
-    mixed: WindowData
     vocab: dict[str, int]
     examples: WindowExamples
     # Where the state came from (the head, latest, or nothing: a fallback retrain) and the
     # live model the gate compares against (None for the very first version).
     start: StartPoint
     incumbent: ShopStreamModel | None
+    window_id: str
+    # The tables while held (None between a drop and the next use).
+    held: WindowTables | None
+    # Builds the same tables again after :meth:`drop_tables` (None: they are kept).
+    rebuild: Callable[[], WindowTables] | None = None
+    # The replay buffer's counts the tables were mixed from: a rebuild after the buffer
+    # took the window would mix another sample.
+    replay_seen: dict[str, int] = field(default_factory=dict)
 
     @property
     def kind(self) -> str:
         return self.start.kind
+
+    @property
+    def tables(self) -> WindowTables:
+        """The window's tables, read again if :meth:`drop_tables` let them go."""
+        if self.held is None:
+            if self.rebuild is None:
+                raise RuntimeError("update: window tables dropped and nothing rebuilds them")
+            if self.replay.seen != self.replay_seen:
+                raise RuntimeError("update: the replay buffer changed since the tables were "
+                                   "mixed; rebuilding them would mix another sample")
+            self.held = self.rebuild()
+        return self.held
+
+    @property
+    def window(self) -> WindowData:
+        return self.tables.window
+
+    @property
+    def train_part(self) -> WindowData:
+        return self.tables.train_part
+
+    @property
+    def holdout(self) -> WindowData:
+        return self.tables.holdout
+
+    @property
+    def mixed(self) -> WindowData:
+        return self.tables.mixed
+
+    def drop_tables(self) -> None:
+        """Let go of the window's tables while the model trains: the fit needs only the
+        examples, and at millions of rows the tables are most of what the driver holds
+        (issue #13). The gate reads them again (:attr:`tables`), from the same files and
+        the same replay sample. A fallback retrain's merged windows are kept."""
+        if self.rebuild is None or self.held is None:
+            return
+        self.held = None
+        self.windows.forget()
+        release_memory()
 
     def unlabelled_transactions(self) -> pd.DataFrame:
         """The new window's own transactions, labels removed: under a label delay the
@@ -111,37 +167,63 @@ def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
                       merged.transactions)
 
 
+def window_tables(windows: WindowSet, window_id: str, inc: IncrementalConfig, seed: int,
+                  parent: Parent | None, replay: ReplayBuffer) -> WindowTables:
+    """Window ``window_id`` as an update at its end sees it, split, and mixed with the
+    replay sample (and the parent's carried tail); the same tables every time it is called
+    with the same buffer."""
+    cont = inc.continual
+    window = labels_arrived(windows, windows[windows.position(window_id)], cont.label_delay,
+                            tail_frac=cont.holdout_frac)
+    train_part, holdout = split_arrived(windows, window, cont.label_delay, cont.holdout_frac)
+    mixed = replay.mix(train_part, cont.replay_ratio, seed)
+    if cont.carry_holdout:
+        mixed = with_rows(mixed, carried_tail(windows, parent, window, cont.holdout_frac,
+                                              cont.label_delay))
+    return WindowTables(window, train_part, holdout, mixed)
+
+
 def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
                    model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
                    directory: Path) -> Update:
     """Load the training head (or latest, or start fresh), pick and split the window after
     it, mix replay, build examples; a fallback retrain after too many rejections."""
+    use_returning_pool()  # the driver reads the window and builds its examples here
     windows = inc.source.load(synthetic)
     start = plan_start(store, inc)
-    window = labels_arrived(windows, choose_window(windows, inc.window, start.after),
-                            inc.continual.label_delay, tail_frac=inc.continual.holdout_frac)
+    window_id = choose_window(windows, inc.window, start.after).window_id
     if start.kind == FALLBACK:
+        window = labels_arrived(windows, windows[windows.position(window_id)],
+                                inc.continual.label_delay, tail_frac=inc.continual.holdout_frac)
         return prepare_fallback(store, inc, train_cfg, model_cfg, windows, window, start)
-    train_part, holdout = split_arrived(windows, window, inc.continual.label_delay,
-                                        inc.continual.holdout_frac)
     parent = None if start.version is None else load_parent(
         store, directory / "parent", model_cfg.history_len, inc.continual.replay_capacity,
         train_cfg.seed, start.version)
     replay = parent.replay if parent else \
         ReplayBuffer(inc.continual.replay_capacity, train_cfg.seed)
     history = parent.history if parent else PurchaseHistory(model_cfg.history_len)
-    model, teacher = start_model(parent, model_cfg, train_part)
-    mixed = replay.mix(train_part, inc.continual.replay_ratio, train_cfg.seed)
-    if inc.continual.carry_holdout:
-        mixed = with_rows(mixed, carried_tail(windows, parent, window, inc.continual.holdout_frac,
-                                              inc.continual.label_delay))
-    vocab = prepare_window(model, mixed)
+
+    def rebuild() -> WindowTables:
+        return window_tables(windows, window_id, inc, train_cfg.seed, parent, replay)
+
+    tables = rebuild()
+    model, teacher = start_model(parent, model_cfg, tables.train_part)
+    vocab = prepare_window(model, tables.mixed)
+    fraud = fraud_examples(model, tables.mixed.transactions, history)
+    bought = purchases(tables.mixed.interactions)
+    # The window's tables go before its rec rows are built, and are read again when the
+    # gate needs them: at millions of interactions the tables and the examples would
+    # otherwise be the driver's peak together (issue #13).
+    del tables
+    windows.forget()
+    release_arrow_pool()
     # Repeat features are built when the fit needs them: whole for an in-process fit, a
     # group of users at a time while the Ray path writes each rank's file.
-    examples = WindowExamples.build(model, mixed, history, defer_repeat=True)
+    examples = WindowExamples.from_purchases(model, bought, fraud, history, defer_repeat=True)
+    del bought
     incumbent = load_incumbent(store, start) if start.source == START_HEAD else teacher
-    return Update(parent, windows, window, train_part, holdout, replay, history, model,
-                  teacher, mixed, vocab, examples, start, incumbent)
+    return Update(parent, windows, replay, history, model, teacher, vocab, examples, start,
+                  incumbent, window_id, None, rebuild, replay.seen)
 
 
 def load_incumbent(store: CheckpointStore, start: StartPoint) -> ShopStreamModel | None:
@@ -181,5 +263,6 @@ def prepare_fallback(store: CheckpointStore, inc: IncrementalConfig, train_cfg: 
     for old in prior:
         replay.add_window(old)
         history = history.update(old.interactions)
-    return Update(None, windows, window, train_part, holdout, replay, history, model, None,
-                  mixed, {}, examples, start, load_incumbent(store, start))
+    return Update(None, windows, replay, history, model, None, {}, examples, start,
+                  load_incumbent(store, start), window.window_id,
+                  WindowTables(window, train_part, holdout, mixed))

@@ -165,12 +165,15 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
     train_cfg, inc, config_used = apply_best_config(store, inc, train_cfg, explicit)
     with tempfile.TemporaryDirectory(prefix="shopstream-") as tmp:
         up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
-        window, replay = up.window, up.replay
-        label = window.window_id if up.kind == INCREMENTAL else f"fallback-{window.window_id}"
+        replay, window_id = up.replay, up.window_id
+        label = window_id if up.kind == INCREMENTAL else f"fallback-{window_id}"
+        up.drop_tables()  # (if held) read again for the gate: the fit needs only examples
         laps.lap("prepare")
         fit = fit_window(inc, train_cfg, up.model, up.teacher,
                          up.parent.optimizer if up.parent else None, up.examples, label)
         laps.lap("fit")
+        window = up.window
+        laps.lap("reread")
         evaluation, decision = judge(up, fit, inc, train_cfg, laps)
         if window.window_id in replay.windows:
             logger.info("window %s retrained: its rows are already in the replay buffer",
