@@ -169,12 +169,9 @@ def child(rows: int, folder: Path, workers: int, max_steps: int, out: Path) -> N
         stages.enter("prepare_update")
         up = prepare_update(inc.store.open(), inc, train_cfg, ModelConfig(finetune_layers=0),
                             None, Path(tmp) / "prepare")
+        # An update prepared by a checkout with Update.window_id no longer holds its window
+        # (asking for .window would read it again).
         window_id = getattr(up, "window_id", None) or up.window.window_id
-        # As training.update.run does: the window's tables go while the model trains (a
-        # checkout before that step keeps them).
-        if hasattr(up, "drop_tables"):
-            stages.enter("drop_tables")
-            up.drop_tables()
         prepare_s = time.perf_counter() - began
         before_fit = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         # Until the start state is written: the trainer chosen, the titles encoded.

@@ -290,7 +290,8 @@ def _text(raw: pd.Series) -> tuple[pd.Series, np.ndarray]:
         text = raw.astype("str")
         text[whole] = raw[whole].astype("int64").astype("str")
     else:
-        text = unchanged_or(raw.astype("str"), raw.astype("str").str.strip())
+        text = raw.astype("str")
+        text = unchanged_or(text, text.str.strip())
     blank = (text.isna() | (text == "")).to_numpy()
     return (text.where(~blank) if blank.any() else text), blank
 

@@ -24,7 +24,7 @@ from training.features.history import PurchaseHistory, purchases
 from training.features.replay import ReplayBuffer
 from training.fit.loop import init_model, prepare_window
 from training.incremental_config import IncrementalConfig
-from training.memory import release_arrow_pool, release_memory, use_returning_pool
+from training.memory import release_arrow_pool, use_returning_pool
 from training.model import (
     ModelConfig,
     ShopStreamModel,
@@ -107,15 +107,15 @@ class Update:
         return self.tables.mixed
 
     def drop_tables(self) -> None:
-        """Let go of the window's tables while the model trains: the fit needs only the
-        examples, and at millions of rows the tables are most of what the driver holds
-        (issue #13). The gate reads them again (:attr:`tables`), from the same files and
-        the same replay sample. A fallback retrain's merged windows are kept."""
+        """Let go of the window's tables again after something asked for them
+        (:func:`prepare_update` returns without them): at millions of rows they are most of
+        what the driver holds (issue #13). The next use reads them again (:attr:`tables`),
+        from the same files and the same replay sample. A fallback retrain's merged windows
+        are kept."""
         if self.rebuild is None or self.held is None:
             return
         self.held = None
-        self.windows.forget()
-        release_memory()
+        forget_tables(self.windows)
 
     def unlabelled_transactions(self) -> pd.DataFrame:
         """The new window's own transactions, labels removed: under a label delay the
@@ -167,6 +167,13 @@ def with_rows(window: WindowData, extra: WindowData | None) -> WindowData:
                       merged.transactions)
 
 
+def forget_tables(windows: WindowSet) -> None:
+    """Drop the windows the set keeps and return Arrow's freed pages: once no update holds
+    their tables, the window's memory goes back to the machine."""
+    windows.forget()
+    release_arrow_pool()
+
+
 def window_tables(windows: WindowSet, window_id: str, inc: IncrementalConfig, seed: int,
                   parent: Parent | None, replay: ReplayBuffer) -> WindowTables:
     """Window ``window_id`` as an update at its end sees it, split, and mixed with the
@@ -215,8 +222,7 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     # gate needs them: at millions of interactions the tables and the examples would
     # otherwise be the driver's peak together (issue #13).
     del tables
-    windows.forget()
-    release_arrow_pool()
+    forget_tables(windows)
     # Repeat features are built when the fit needs them: whole for an in-process fit, a
     # group of users at a time while the Ray path writes each rank's file.
     examples = WindowExamples.from_purchases(model, bought, fraud, history, defer_repeat=True)

@@ -167,7 +167,6 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         up = prepare_update(store, inc, train_cfg, model_cfg, synthetic, Path(tmp))
         replay, window_id = up.replay, up.window_id
         label = window_id if up.kind == INCREMENTAL else f"fallback-{window_id}"
-        up.drop_tables()  # (if held) read again for the gate: the fit needs only examples
         laps.lap("prepare")
         fit = fit_window(inc, train_cfg, up.model, up.teacher,
                          up.parent.optimizer if up.parent else None, up.examples, label)
