@@ -52,6 +52,7 @@ from serving.schemas import (
     Strategy,
 )
 from serving.schemas import Thresholds as ThresholdsBody
+from training.features.bought_before import BoughtBefore
 from training.features.history import PurchaseHistory, history_matrix
 from training.model import FraudBatch, ShopStreamModel
 from training.model.item_table import ItemTable
@@ -136,6 +137,8 @@ class Predictor:
         drop_item_side(model)
         self.histories = self._purchases(history)
         self.profile = history.profile
+        # The fraud trees' history flags, as of this version (built once: requests read it).
+        self.bought = BoughtBefore.of(history.profile)
         self.item_pop = torch.from_numpy(self.profile.item_popularity(self.item_ids[1:]))
         self.item_rank = id_ranks(self.item_ids[1:])
         bought = self.profile.item_counts(self.item_ids[1:])[:, 0]
@@ -311,7 +314,10 @@ class Predictor:
             hist_idx=torch.from_numpy(history_matrix(hists, self.history_len)),
             item_idx=torch.tensor([self.index.get(t.item_id, 0) if t.item_id else 0
                                    for t in txns], dtype=torch.long),
-            label=torch.zeros(len(txns)))
+            label=torch.zeros(len(txns)),
+            bought=torch.from_numpy(self.bought.flags(
+                np.asarray([t.user_id or "" for t in txns], dtype=object),
+                np.asarray([t.item_id or "" for t in txns], dtype=object))))
         batch.validate(len(self.fraud_features))
         probs = self.model.fraud_probability(batch, self.table)
         return [float(p) for p in probs.tolist()]

@@ -16,6 +16,7 @@ from training.evaluation.evaluate import fraud_scores
 from training.evaluation.fraud_metrics import fraud_metrics
 from training.features.examples import fraud_examples
 from training.model import ModelConfig, ModelFormatError, ShopStreamModel, load_model, save_model
+from training.model.fraud_trees import AMOUNT_COLUMN, HISTORY_COLUMNS, FraudTrees, tree_inputs
 from training.update.fraud_blend import (
     BLEND_GRID,
     FALLBACK_TREE_WEIGHT,
@@ -76,8 +77,48 @@ def test_trees_learn_a_tabular_rule_and_survive_a_checkpoint(model: ShopStreamMo
     model.set_fraud_trees(None, 0.5)
     assert model.cfg.fraud_tree_weight == 0.0
     logit = np.log(fraud_scores(model, examples)) - np.log1p(-fraud_scores(model, examples))
-    tree_logit = trees.logits(np.column_stack([examples.amount, examples.features]))
+    tree_logit = trees.logits(tree_inputs(examples.amount, examples.features, examples.bought))
     np.testing.assert_allclose(blended, 1 / (1 + np.exp(-(logit + tree_logit) / 2)), rtol=1e-4)
+
+
+def test_tree_inputs_append_the_history_flags_unknown_as_nan() -> None:
+    bought = np.array([[1.0, 0.0], [np.nan, np.nan]], dtype=np.float32)
+    rows = tree_inputs(np.ones(2), np.zeros((2, 3)), bought)
+    assert rows.shape == (2, 6) and rows.dtype == np.float64 and np.isnan(rows[1, 4:]).all()
+    assert tree_inputs(np.ones(2), np.zeros((2, 3))).shape == (2, 4)
+
+
+def no_history_fraud(n: int, seed: int) -> pd.DataFrame:
+    """Fraud iff the paying account has no purchase history (``x..`` users); every other
+    column is noise, so only the history columns can tell."""
+    frame = txns(n, seed, fraud_rate=0.0)
+    stranger = np.random.default_rng(seed + 100).random(n) < 0.2
+    users = np.where(stranger, [f"x{i}" for i in range(n)], frame["user_id"])
+    return frame.assign(user_id=users, is_fraud=stranger)
+
+
+def test_the_trees_learn_from_the_users_purchase_history(model: ShopStreamModel,
+                                                         tmp_path: Path) -> None:
+    history, train, test = shop_history(model), no_history_fraud(600, 0), no_history_fraud(400, 1)
+    trees = fit_trees(model, train, history, seed=0)
+    assert trees is not None and trees.uses_history
+    assert trees.columns == (AMOUNT_COLUMN, *model.cfg.fraud_features, *HISTORY_COLUMNS)
+    model.set_fraud_trees(trees, 1.0)
+    assert ap(model, test) > 0.99
+    # The same rows without the history columns (the trees before them) rank at chance.
+    examples = fraud_examples(model, train, history)
+    blind = FraudTrees.fit(tree_inputs(examples.amount, examples.features),
+                           examples.label.astype(bool), trees.columns[:-2], seed=0)
+    assert blind is not None and not blind.uses_history
+    model.set_fraud_trees(blind, 1.0)
+    assert ap(model, test) < 0.4
+    # Trees stored before the history columns load and score on the inputs they know.
+    save_model(model, tmp_path)
+    back = load_model(tmp_path)
+    assert back.fraud_trees is not None and not back.fraud_trees.uses_history
+    held = fraud_examples(back, test, history)
+    expected = 1 / (1 + np.exp(-blind.logits(tree_inputs(held.amount, held.features))))
+    np.testing.assert_allclose(fraud_scores(back, held), expected, rtol=1e-5)
 
 
 def test_damaged_trees_are_a_named_format_error(model: ShopStreamModel, tmp_path: Path) -> None:

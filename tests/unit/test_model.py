@@ -50,7 +50,8 @@ def fraud_batch(rows: int = 3) -> FraudBatch:
                       user_idx=torch.tensor([1, 0, 2])[:rows],
                       hist_idx=torch.tensor([[1, 0], [0, 0], [2, 3]])[:rows],
                       item_idx=torch.tensor([1, 0, 3])[:rows],
-                      label=torch.tensor([1.0, 0.0, 0.0])[:rows])
+                      label=torch.tensor([1.0, 0.0, 0.0])[:rows],
+                      bought=torch.tensor([[1.0, 0.0], [0.0, 0.0], [1.0, 1.0]])[:rows])
 
 
 WEIGHTS = {"rec": 1.0, "fraud": 0.5}
@@ -220,7 +221,7 @@ def test_bad_batches_and_weights_are_named():
     with pytest.raises(BatchError, match="^features:"):
         model.fraud_logits(FraudBatch(torch.zeros(2, 2), torch.zeros(2), torch.zeros(2).long(),
                                       torch.zeros(2, 1).long(), torch.zeros(2).long(),
-                                      torch.zeros(2)))
+                                      torch.zeros(2), torch.zeros(2, 2)))
     with pytest.raises(BatchError, match="item index out of range"):
         model.item_vectors(torch.tensor([7]))
     with pytest.raises(ValueError, match="weights: unknown task"):

@@ -47,7 +47,7 @@ def outputs(model: ShopStreamModel) -> list[torch.Tensor]:
                    torch.tensor([5, 3, 4]), torch.tensor([1]))
     fraud = FraudBatch(torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.tensor([9.0, 1.0]),
                        torch.tensor([3, 0]), torch.tensor([[1, 5], [0, 0]]),
-                       torch.tensor([5, 0]), torch.tensor([1.0, 0.0]))
+                       torch.tensor([5, 0]), torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
     with torch.no_grad():
         return [model.catalogue_matrix(), model.rec_loss(rec), model.fraud_logits(fraud),
                 model.item_vectors_from_titles(["never seen before"])]

@@ -62,7 +62,7 @@ def fraud_batch(rows: int = 8) -> FraudBatch:
                       amount=torch.rand(rows, generator=gen) * 100,
                       user_idx=torch.arange(rows) % 4, hist_idx=torch.arange(rows * 2)
                       .reshape(rows, 2) % 7, item_idx=torch.arange(rows) % 7,
-                      label=(torch.arange(rows) % 3 == 0).float())
+                      label=(torch.arange(rows) % 3 == 0).float(), bought=torch.zeros(rows, 2))
 
 
 def batch() -> MultiTaskBatch:
@@ -144,7 +144,7 @@ def test_teacher_sees_ids_added_after_it_as_unknown(base):
                    torch.tensor([7, 2]))
     fraud = FraudBatch(torch.zeros(2, 3), torch.tensor([5.0, 50.0]), torch.tensor([4, 2]),
                        torch.tensor([[8, 2], [0, 7]]), torch.tensor([7, 1]),
-                       torch.tensor([1.0, 0.0]))
+                       torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
     view = teacher_view(MultiTaskBatch(rec, fraud), len(teacher.users), len(teacher.items))
     assert view.rec is not None and view.fraud is not None
     assert view.rec.user_idx.tolist() == [0, 1] and view.rec.target_idx.tolist() == [0, 3]

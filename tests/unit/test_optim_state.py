@@ -51,7 +51,7 @@ def batch(users: tuple[int, ...] = (1, 2, 3), items: tuple[int, ...] = (2, 3, 4)
                    torch.tensor(items), torch.tensor([1]))
     fraud = FraudBatch(torch.tensor([[0.5], [-1.0]]), torch.tensor([9.0, 100.0]),
                        torch.tensor([users[0], 0]), torch.tensor([[1, 2], [0, 0]]),
-                       torch.tensor([items[0], 0]), torch.tensor([1.0, 0.0]))
+                       torch.tensor([items[0], 0]), torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
     return MultiTaskBatch(rec, fraud)
 
 

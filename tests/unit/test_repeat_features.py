@@ -228,7 +228,8 @@ def test_log_q_counts_in_batch_targets_and_uniform_negatives() -> None:
                     ("a", "y", "2020-02-03"), ("b", "z", "2020-02-04")])
     none = np.zeros(0, dtype=np.float32)
     fraud = FraudExamples(np.zeros((0, 0), np.float32), none, none.astype(np.int64),
-                          np.zeros((0, 3), np.int64), none.astype(np.int64), none)
+                          np.zeros((0, 3), np.int64), none.astype(np.int64), none,
+                          np.zeros((0, 2), np.float32))
     examples = WindowExamples(rec_examples(model, window, PurchaseHistory(3)), fraud)
     (batch,) = list(iter_batches(examples, 1, len(model.items), 6, np.random.default_rng(0)))
     rec = batch.rec

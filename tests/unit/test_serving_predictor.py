@@ -301,6 +301,37 @@ def test_a_version_with_fraud_trees_serves_the_blended_score(model: ShopStreamMo
     assert max(abs(a - b) for a, b in zip(expected, neural)) > 0.05
 
 
+def test_served_trees_read_the_users_purchase_history_like_evaluation(
+        model: ShopStreamModel, store: LocalStore, tmp_path: Path) -> None:
+    """Fraud iff the account never bought anything: only the history flags tell, and the
+    replica (its own index over the version's profile) scores as evaluation does."""
+    from training.update.fraud_blend import fit_trees
+
+    rng = np.random.default_rng(1)
+    stranger = rng.random(400) < 0.25
+    rows = pd.DataFrame({"txn_id": [f"x{i}" for i in range(400)],
+                         "user_id": np.where(stranger, [f"new{i}" for i in range(400)],
+                                             [f"u{i % 12}" for i in range(400)]),
+                         "item_id": None, "ts": pd.Timestamp("2024-01-01", tz="UTC"),
+                         "amount": rng.uniform(1, 80, 400), "night": rng.integers(0, 2, 400),
+                         "new_device": 1.0, "distance": rng.uniform(0, 8, 400),
+                         "is_fraud": stranger})
+    with_trees = model_from_state(*model_state(model))
+    history = shop_history(with_trees)
+    trees = fit_trees(with_trees, rows, history, 0)
+    assert trees is not None and trees.uses_history
+    with_trees.set_fraud_trees(trees, 1.0)
+    predictor = load(store, publish(store, with_trees, history, tmp_path), tmp_path)
+    (answer,) = predictor.fraud([FraudRequest.model_validate(TXNS)])
+    assert not isinstance(answer, ErrorInfo)
+    served = [r.fraud_probability for r in answer.results]
+    assert served == pytest.approx(Reference("", with_trees, history, (0.5, 0.9)).fraud(TXNS),
+                                   abs=1e-6)
+    known = [bool(t["user_id"]) for t in TXNS]  # odd rows name a user of the history
+    assert max(p for p, k in zip(served, known) if k) < 0.2 < min(
+        p for p, k in zip(served, known) if not k)
+
+
 def test_a_load_logs_where_its_time_went(model: ShopStreamModel, store: LocalStore,
                                          tmp_path: Path, caplog: pytest.LogCaptureFixture
                                          ) -> None:

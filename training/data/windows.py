@@ -92,7 +92,13 @@ def _utc(ts: pd.Series) -> pd.Series:
     return pd.to_datetime(ts, utc=True, format="ISO8601")
 
 
-def _window_start(ts: pd.Series, freq: str) -> pd.Series:
+def window_start(ts: pd.Series, freq: str) -> pd.Series:
+    """The start (UTC) of the window each timestamp falls in, same index."""
+    _check_freq(freq)
+    return _start(_utc(ts), freq)
+
+
+def _start(ts: pd.Series, freq: str) -> pd.Series:
     if freq == "hour":
         return ts.dt.floor("h")
     day = ts.dt.floor("D")
@@ -105,7 +111,7 @@ def _window_start(ts: pd.Series, freq: str) -> pd.Series:
 def window_id_for(ts: pd.Series, freq: Freq) -> pd.Series:
     """The id of the window each timestamp falls in (text, NaN for NaT), same index."""
     _check_freq(freq)
-    codes, uniques = pd.factorize(_window_start(_utc(ts), freq))
+    codes, uniques = pd.factorize(_start(_utc(ts), freq))
     labels = np.asarray(pd.DatetimeIndex(uniques).strftime(_FORMATS[freq]), dtype=object)
     values = labels[codes] if len(labels) else np.full(len(codes), None, dtype=object)
     out = pd.Series(values, index=ts.index, dtype="str")

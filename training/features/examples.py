@@ -95,13 +95,17 @@ class FraudExamples:
     hist_idx: np.ndarray
     item_idx: np.ndarray
     label: np.ndarray
+    # [n, 2] float32: bought anything / this item before the payment's window (NaN:
+    # unknown; PurchaseHistory.bought_before). The fraud trees read it, the head does not.
+    bought: np.ndarray
 
     def __len__(self) -> int:
         return len(self.label)
 
     def take(self, rows: np.ndarray) -> FraudExamples:
         return FraudExamples(self.features[rows], self.amount[rows], self.user_idx[rows],
-                             self.hist_idx[rows], self.item_idx[rows], self.label[rows])
+                             self.hist_idx[rows], self.item_idx[rows], self.label[rows],
+                             self.bought[rows])
 
 
 def rec_examples(model: ShopStreamModel, interactions: pd.DataFrame,
@@ -161,8 +165,10 @@ def repeat_plan(model: ShopStreamModel, history: PurchaseHistory, rows: pd.DataF
 
 
 def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
-                   history: PurchaseHistory) -> FraudExamples:
-    """Labelled transactions with the features the model was built on, in its order."""
+                   history: PurchaseHistory, bought: bool = True) -> FraudExamples:
+    """Labelled transactions with the features the model was built on, in its order;
+    ``bought=False`` leaves the trees' history flags at 0 (rows the neural head trains on:
+    it does not read them)."""
     labelled = transactions[transactions["is_fraud"].notna()] if len(transactions) else transactions
     names = list(model.cfg.fraud_features)
     missing = [n for n in names if n not in labelled.columns]
@@ -177,6 +183,9 @@ def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
     hist_lists = [list(flat[end - len(items):end]) for items, end in zip(last, ends)]
     item_ids = labelled["item_id"].fillna("").astype(str) if "item_id" in labelled else \
         pd.Series([""] * len(labelled))
+    flags = history.bought_before(user_ids, item_ids.to_numpy(dtype=object),
+                                  labelled["ts"] if "ts" in labelled else None) if bought \
+        else np.zeros((len(labelled), 2), dtype=np.float32)
     return FraudExamples(
         features=labelled[names].to_numpy(dtype=np.float32).reshape(len(labelled), len(names)),
         amount=labelled["amount"].to_numpy(dtype=np.float32),
@@ -184,11 +193,12 @@ def fraud_examples(model: ShopStreamModel, transactions: pd.DataFrame,
         hist_idx=as_index(history_matrix(hist_lists, model.cfg.history_len)),
         item_idx=as_index(model.items.lookup(item_ids.to_numpy())),
         label=labelled["is_fraud"].astype(bool).to_numpy(dtype=np.float32),
+        bought=flags,
     )
 
 
 FRAUD_FIELDS: tuple[str, ...] = ("features", "amount", "user_idx", "hist_idx", "item_idx",
-                                 "label")
+                                 "label", "bought")
 
 
 @dataclass
@@ -206,7 +216,7 @@ class WindowExamples:
               defer_repeat: bool = False) -> WindowExamples:
         # Fraud rows first: their transient then sits on a few bytes a transaction, not on
         # the rec rows and their plan (~100 MB a million purchases).
-        fraud = fraud_examples(model, window.transactions, history)
+        fraud = fraud_examples(model, window.transactions, history, bought=False)
         return cls.from_purchases(model, purchases(window.interactions), fraud, history,
                                   defer_repeat)
 
@@ -330,7 +340,8 @@ def fraud_batch(ex: FraudExamples, rows: np.ndarray) -> FraudBatch:
                       user_idx=index_tensor(ex.user_idx[rows]),
                       hist_idx=index_tensor(ex.hist_idx[rows]),
                       item_idx=index_tensor(ex.item_idx[rows]),
-                      label=torch.from_numpy(ex.label[rows]))
+                      label=torch.from_numpy(ex.label[rows]),
+                      bought=torch.from_numpy(ex.bought[rows]))
 
 
 def iter_batches(examples: WindowExamples, steps: int, n_items: int, n_negatives: int,

@@ -18,6 +18,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from training.data.schema import TS_TYPE
+from training.data.windows import window_start
+from training.features.bought_before import BoughtBefore, micros
 from training.features.profile import PurchaseProfile
 
 COLUMNS = ["user_id", "item_id", "ts"]
@@ -46,14 +48,19 @@ def stable_order(frame: pd.DataFrame, keys: list[str]) -> np.ndarray:
 
 
 class PurchaseHistory:
-    """The last ``max_len`` purchases of every user seen so far."""
+    """The last ``max_len`` purchases of every user seen so far.
+
+    ``freq`` (:meth:`windowed`): when set, :meth:`bought_before` reads each transaction as
+    of the start of its own window, as the update needs for rows of earlier windows.
+    """
 
     def __init__(self, max_len: int, frame: pd.DataFrame | None = None,
-                 profile: PurchaseProfile | None = None) -> None:
+                 profile: PurchaseProfile | None = None, freq: str | None = None) -> None:
         if max_len < 1:
             raise ValueError(f"history max_len must be >= 1, got {max_len}")
         self.max_len = max_len
         self.profile = PurchaseProfile() if profile is None else profile
+        self.freq = freq
         empty = pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
                               "ts": pd.Series(dtype="datetime64[us, UTC]")})
         self.frame = empty if frame is None else self._trim(frame[COLUMNS])
@@ -66,9 +73,28 @@ class PurchaseHistory:
         """A new history with the window's purchases appended (self is unchanged)."""
         new = purchases(interactions)
         if new.empty:
-            return PurchaseHistory(self.max_len, self.frame, self.profile)
+            return PurchaseHistory(self.max_len, self.frame, self.profile, self.freq)
         merged = pd.concat([self.frame, new], ignore_index=True) if len(self.frame) else new
-        return PurchaseHistory(self.max_len, merged, self.profile.update(new))
+        return PurchaseHistory(self.max_len, merged, self.profile.update(new), self.freq)
+
+    def windowed(self, freq: str | None) -> PurchaseHistory:
+        """The same purchases, read by :meth:`bought_before` as of each transaction's own
+        ``freq`` window (None: after every stored purchase, what serving knows)."""
+        out = PurchaseHistory(self.max_len, profile=self.profile, freq=freq)
+        out.frame = self.frame
+        return out
+
+    def bought_before(self, user_ids: np.ndarray, item_ids: np.ndarray,
+                      ts: pd.Series | None = None) -> np.ndarray:
+        """[n, 2] float32 (:class:`~training.features.bought_before.BoughtBefore`): had each
+        user bought anything, and the item, before the payment's window (``ts`` with
+        ``freq`` set), or before now (otherwise)."""
+        # Indexed over these users' pairs only: the whole profile (millions of pairs at
+        # scale) would be a transient of its own on the driver.
+        index = BoughtBefore.of(self.profile.of_users({str(u) for u in user_ids}))
+        reference = None if ts is None or self.freq is None \
+            else micros(window_start(ts, self.freq))
+        return index.flags(user_ids, item_ids, reference)
 
     def users(self) -> np.ndarray:
         return np.asarray(self.frame["user_id"].unique())
@@ -83,7 +109,8 @@ class PurchaseHistory:
         scoring those users reads, at a fraction of the memory when a snapshot is kept for
         each of many windows."""
         keep = self.frame["user_id"].astype(str).isin(user_ids).to_numpy()
-        out = PurchaseHistory(self.max_len, profile=self.profile.of_users(user_ids))
+        out = PurchaseHistory(self.max_len, profile=self.profile.of_users(user_ids),
+                              freq=self.freq)
         out.frame = self.frame[keep].reset_index(drop=True)
         return out
 

@@ -48,7 +48,8 @@ GROUP_ROWS = 65_536
 def _empty_pairs() -> pd.DataFrame:
     return pd.DataFrame({"user_id": pd.Series(dtype=str), "item_id": pd.Series(dtype=str),
                          "n": pd.Series(dtype=np.int64),
-                         "last": pd.Series(dtype="datetime64[us, UTC]")})
+                         "last": pd.Series(dtype="datetime64[us, UTC]"),
+                         "first": pd.Series(dtype="datetime64[us, UTC]")})
 
 
 def _empty_items() -> pd.DataFrame:
@@ -107,11 +108,14 @@ class RepeatIndex:
 
 
 class PurchaseProfile:
-    """Per (user, item): purchase count and last purchase time; per item: popularity."""
+    """Per (user, item): purchase count, last and first purchase time; per item: popularity."""
 
     def __init__(self, pairs: pd.DataFrame | None = None, items: pd.DataFrame | None = None,
                  as_of: pd.Timestamp | None = None) -> None:
         self.pairs = _empty_pairs() if pairs is None else pairs.reset_index(drop=True)
+        if "first" not in self.pairs.columns:  # pairs from before first purchases were kept
+            self.pairs["first"] = pd.Series(pd.NaT, index=self.pairs.index,
+                                            dtype="datetime64[us, UTC]")
         self.items = _empty_items() if items is None else items.reset_index(drop=True)
         self.as_of = as_of
 
@@ -123,10 +127,17 @@ class PurchaseProfile:
         if buys.empty:
             return self
         new = buys.groupby(["user_id", "item_id"], sort=False).agg(
-            n=("ts", "size"), last=("ts", "max")).reset_index()
+            n=("ts", "size"), last=("ts", "max"), first=("ts", "min")).reset_index()
         pairs = pd.concat([self.pairs, new], ignore_index=True) if len(self.pairs) else new
         pairs = pairs.groupby(["user_id", "item_id"], sort=False).agg(
-            n=("n", "sum"), last=("last", "max")).reset_index()
+            n=("n", "sum"), last=("last", "max"), first=("first", "min")).reset_index()
+        if self.pairs["first"].isna().any():
+            # Pairs from a profile saved before first purchases were kept stay unknown
+            # (NaT) when bought again: min() would skip NaT and date them from now.
+            stale = self.pairs.loc[self.pairs["first"].isna(), ["user_id", "item_id"]]
+            unknown = pairs.merge(stale.assign(_stale=1.0), on=["user_id", "item_id"],
+                                  how="left")["_stale"].notna().to_numpy()
+            pairs.loc[unknown, "first"] = pd.NaT
         counts = buys.groupby("item_id", sort=False).size().rename("last_update").reset_index()
         items = self.items.merge(counts, on="item_id", how="outer", suffixes=("_old", ""))
         items["last_update"] = items["last_update"].fillna(0.0).astype(float)
@@ -226,7 +237,8 @@ class PurchaseProfile:
 
     def save(self, directory: Path) -> list[Path]:
         """Write :data:`PROFILE_FILE` and :data:`POPULARITY_FILE`; returns their paths."""
-        pairs = pa.Table.from_pandas(self.pairs.astype({"last": "datetime64[us, UTC]"}),
+        pairs = pa.Table.from_pandas(self.pairs.astype({"last": "datetime64[us, UTC]",
+                                                        "first": "datetime64[us, UTC]"}),
                                      preserve_index=False)
         as_of = "" if self.as_of is None else pd.Timestamp(self.as_of).isoformat()
         pairs = pairs.replace_schema_metadata({**(pairs.schema.metadata or {}),
@@ -248,8 +260,11 @@ class PurchaseProfile:
         missing = [c for c in ("user_id", "item_id", "n", "last") if c not in pairs.columns]
         if missing:
             raise ValueError(f"profile file {path} lacks column(s) {missing}")
-        pairs["last"] = pd.to_datetime(pairs["last"], utc=True).astype(
-            TS_TYPE.to_pandas_dtype())
+        if "first" not in pairs.columns:  # saved before first purchases were kept: unknown
+            pairs["first"] = pd.NaT
+        for column in ("last", "first"):
+            pairs[column] = pd.to_datetime(pairs[column], utc=True).astype(
+                TS_TYPE.to_pandas_dtype())
         pop_path = directory / POPULARITY_FILE
         items = pd.read_parquet(pop_path) if pop_path.exists() else None
         return cls(pairs, items, pd.Timestamp(stamp) if stamp else None)

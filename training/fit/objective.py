@@ -92,7 +92,7 @@ def teacher_view(batch: MultiTaskBatch, n_users: int, n_items: int) -> MultiTask
     if batch.fraud is not None:
         f = batch.fraud
         fraud = FraudBatch(f.features, f.amount, users(f.user_idx), items(f.hist_idx),
-                           items(f.item_idx), f.label)
+                           items(f.item_idx), f.label, f.bought)
     return MultiTaskBatch(rec, fraud)
 
 

@@ -96,7 +96,9 @@ class RecBatch:
 class FraudBatch:
     """Transactions: ``features`` [B, F] raw feature columns (``cfg.fraud_features`` order),
     ``amount`` [B], ``user_idx`` [B] (0 = unknown), ``hist_idx`` [B, H] (the user's recent
-    items, 0 = padding), ``item_idx`` [B] (0 = none/unknown), ``label`` [B] (1.0 = fraud)."""
+    items, 0 = padding), ``item_idx`` [B] (0 = none/unknown), ``label`` [B] (1.0 = fraud),
+    ``bought`` [B, 2] (had the user bought anything / this item before the payment's
+    window: 1.0, 0.0 or NaN = unknown; the fraud trees' history inputs)."""
 
     features: Tensor
     amount: Tensor
@@ -104,6 +106,7 @@ class FraudBatch:
     hist_idx: Tensor
     item_idx: Tensor
     label: Tensor
+    bought: Tensor
 
     def __len__(self) -> int:
         return int(self.label.shape[0])
@@ -118,11 +121,14 @@ class FraudBatch:
             _check(shape == (rows,), name, f"expected shape ({rows},), got {shape}")
         _check(self.hist_idx.dim() == 2 and self.hist_idx.shape[0] == rows, "hist_idx",
                f"expected shape ({rows}, H), got {tuple(self.hist_idx.shape)}")
+        _check(tuple(self.bought.shape) == (rows, 2), "bought",
+               f"expected shape ({rows}, 2), got {tuple(self.bought.shape)}")
 
     def to(self, device: torch.device | str) -> FraudBatch:
         return FraudBatch(self.features.to(device), self.amount.to(device),
                           self.user_idx.to(device), self.hist_idx.to(device),
-                          self.item_idx.to(device), self.label.to(device))
+                          self.item_idx.to(device), self.label.to(device),
+                          self.bought.to(device))
 
 
 @dataclass

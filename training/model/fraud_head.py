@@ -113,7 +113,9 @@ class FraudHead:
         logits = self.fraud_head(self.fraud_inputs(batch, table)).float()
         weight = self.cfg.fraud_tree_weight
         if self.fraud_trees is not None and weight > 0.0:
-            inputs = tree_inputs(batch.amount.cpu().numpy(), batch.features.cpu().numpy())
+            bought = batch.bought.cpu().numpy() if self.fraud_trees.uses_history else None
+            inputs = tree_inputs(batch.amount.cpu().numpy(), batch.features.cpu().numpy(),
+                                 bought)
             trees = torch.from_numpy(self.fraud_trees.logits(inputs)).to(logits)
             logits = (1.0 - weight) * logits + weight * trees
         return torch.sigmoid(logits)

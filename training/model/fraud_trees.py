@@ -10,7 +10,16 @@ The trees are LightGBM's, stored as LightGBM's own text model format inside the 
 JSON (``model.json``), never pickled; parameters mirror the report's
 ``HistGradientBoostingClassifier(l2_regularization=1.0)`` baseline (100 rounds of 31
 leaves at learning rate 0.1, 20 rows per leaf, L2 1.0, early stopping on a 10% split from
-10,000 rows), so the comparison is of data and blending, not of tree settings.
+10,000 rows), so the comparison is of inputs and blending, not of tree settings.
+
+Their inputs are the amount, the shop's fraud features and two flags from the user's
+purchase history (:data:`HISTORY_COLUMNS`, ``FraudBatch.bought``): had the user bought
+anything, and this item, before the payment's window
+(``training.features.bought_before``). A payment from an account with no purchase
+history is the classic profile signal of fraud (the Fraud Detection Handbook's customer
+features); the baseline, fitted on the table's columns alone, lacks it. Trees stored
+before these columns score with the inputs they were fitted on
+(:attr:`FraudTrees.uses_history`).
 """
 
 from __future__ import annotations
@@ -21,8 +30,10 @@ from typing import Any
 
 import numpy as np
 
-# The order of the trees' input columns: the amount, then ModelConfig.fraud_features.
+# The order of the trees' input columns: the amount, then ModelConfig.fraud_features, then
+# HISTORY_COLUMNS (FraudBatch.bought).
 AMOUNT_COLUMN = "amount"
+HISTORY_COLUMNS: tuple[str, ...] = ("bought_before", "bought_item_before")
 EARLY_STOPPING_FROM = 10_000
 PARAMS: dict[str, Any] = {
     "objective": "binary", "learning_rate": 0.1, "num_leaves": 31, "min_data_in_leaf": 20,
@@ -36,12 +47,18 @@ class FraudTreesError(ValueError):
     """Stored trees that cannot be read, or inputs of the wrong width; names the field."""
 
 
-def tree_inputs(amount: np.ndarray, features: np.ndarray) -> np.ndarray:
-    """[n, 1 + F] float64: the amount, then the fraud features (raw units: trees need no
-    scaling, and an extreme but finite value just falls in the last bin)."""
+def tree_inputs(amount: np.ndarray, features: np.ndarray,
+                bought: np.ndarray | None = None) -> np.ndarray:
+    """[n, 1 + F (+ 2)] float64: the amount, the fraud features (raw units: trees need no
+    scaling, and an extreme but finite value just falls in the last bin), then the
+    :data:`HISTORY_COLUMNS` flags ``bought`` [n, 2] when given (NaN: unknown, which the
+    trees treat as missing)."""
     amount = np.asarray(amount, dtype=np.float64).reshape(-1, 1)
     features = np.asarray(features, dtype=np.float64).reshape(len(amount), -1)
-    return np.concatenate([amount, features], axis=1)
+    parts = [amount, features]
+    if bought is not None:
+        parts.append(np.asarray(bought, dtype=np.float64).reshape(len(amount), 2))
+    return np.concatenate(parts, axis=1)
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,12 @@ class FraudTrees:
     columns: tuple[str, ...]
     rows: int
     frauds: int
+
+    @property
+    def uses_history(self) -> bool:
+        """Whether the trees were fitted with :data:`HISTORY_COLUMNS` (versions before them
+        were not, and keep scoring on the amount and features alone)."""
+        return self.columns[-len(HISTORY_COLUMNS):] == HISTORY_COLUMNS
 
     @classmethod
     def fit(cls, inputs: np.ndarray, labels: np.ndarray, columns: tuple[str, ...],

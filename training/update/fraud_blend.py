@@ -31,7 +31,7 @@ from training.evaluation.fraud_metrics import fraud_metrics
 from training.features.examples import fraud_examples
 from training.features.history import PurchaseHistory
 from training.model import ShopStreamModel
-from training.model.fraud_trees import AMOUNT_COLUMN, FraudTrees, tree_inputs
+from training.model.fraud_trees import AMOUNT_COLUMN, HISTORY_COLUMNS, FraudTrees, tree_inputs
 
 BLEND_GRID: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)
 MIN_BLEND_FRAUDS = 20
@@ -68,11 +68,13 @@ def refit_trees(model: ShopStreamModel, known: pd.DataFrame, history: PurchaseHi
 
 def fit_trees(model: ShopStreamModel, transactions: pd.DataFrame, history: PurchaseHistory,
               seed: int) -> FraudTrees | None:
-    """Trees on the labelled ``transactions`` (None with one class only)."""
+    """Trees on the labelled ``transactions`` (None with one class only), with the user's
+    purchase history among their inputs (``fraud_trees.HISTORY_COLUMNS``): read as of
+    each row's window when ``history`` is :meth:`~PurchaseHistory.windowed`."""
     examples = fraud_examples(model, transactions, history)
-    columns = (AMOUNT_COLUMN, *model.cfg.fraud_features)
-    return FraudTrees.fit(tree_inputs(examples.amount, examples.features),
-                          examples.label.astype(bool), columns, seed)
+    columns = (AMOUNT_COLUMN, *model.cfg.fraud_features, *HISTORY_COLUMNS)
+    inputs = tree_inputs(examples.amount, examples.features, examples.bought)
+    return FraudTrees.fit(inputs, examples.label.astype(bool), columns, seed)
 
 
 def choose_fraud_blend(model: ShopStreamModel, trees: FraudTrees | None,

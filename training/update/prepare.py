@@ -216,7 +216,7 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     tables = rebuild()
     model, teacher = start_model(parent, model_cfg, tables.train_part)
     vocab = prepare_window(model, tables.mixed)
-    fraud = fraud_examples(model, tables.mixed.transactions, history)
+    fraud = fraud_examples(model, tables.mixed.transactions, history, bought=False)
     bought = purchases(tables.mixed.interactions)
     # The window's tables go before its rec rows are built, and are read again when the
     # gate needs them: at millions of interactions the tables and the examples would

@@ -203,7 +203,9 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     verdict against the incumbent and the fraud decision thresholds; then the fraud trees
     refitted on every labelled row, tail included. Returns (the evaluation for the meta,
     the decision)."""
-    history_train = up.history.update(up.train_part.interactions)
+    # Read as of each row's own window: the tail, the reservoir and late labels come from
+    # windows whose buyers' histories have grown since (training.features.bought_before).
+    history_train = up.history.update(up.train_part.interactions).windowed(up.windows.freq)
     ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
                                    inc.continual.repeat_bonus_grid, inc.continual.count_weight_grid,
                                    train_cfg.eval_k)
