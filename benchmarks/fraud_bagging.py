@@ -84,36 +84,55 @@ def run(txns: list[pd.DataFrame], delay: int, seed: int) -> dict[str, Any]:
             per.setdefault(name, []).append(average_precision(yt, s))
             probs.setdefault(name, []).append(1.0 / (1.0 + np.exp(-s)))
         labels.append(yt)
+    return summary(per, probs, labels)
+
+
+def summary(per: dict[str, list[float]], probs: dict[str, list[np.ndarray]],
+            labels: list[np.ndarray]) -> dict[str, Any]:
+    """One source and delay: each arm's mean per-window AP, its APs window by window and the
+    AP of its probabilities pooled over the windows."""
     y_all = np.concatenate(labels)
     return {"windows": len(labels), "frauds": int(y_all.sum()),
             "per_window_ap": {k: float(np.mean(v)) for k, v in per.items()},
+            "each_window_ap": {k: [round(a, 4) for a in v] for k, v in per.items()},
             "pooled_ap": {k: average_precision(y_all, np.concatenate(v))
                           for k, v in probs.items()}}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def arguments(doc: str, name: str) -> argparse.Namespace:
+    """The offline fraud checks' command line (``--ulb``, ``--seed``, ``--out``)."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     parser.add_argument("--ulb", default="../shared/data/ulb_creditcard/creditcard_first_6h.csv")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fraud_bagging"))
+    parser.add_argument("--out", type=Path, default=Path(f"benchmarks/results/{name}"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    return args
+
+
+def write_report(rows: list[dict[str, Any]], out: Path) -> None:
+    """Print the table of :func:`summary` rows; write it (.md) and the rows (.json)."""
+    names = " / ".join(rows[0]["per_window_ap"]) if rows else ""
+    lines = [f"| source | delay | windows (frauds) | per-window AP: {names} "
+             f"| pooled AP: {names} |", "|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['source']} | {r['delay']} | {r['windows']} ({r['frauds']}) | "
+                     + " / ".join(f"{v:.4f}" for v in r["per_window_ap"].values()) + " | "
+                     + " / ".join(f"{v:.4f}" for v in r["pooled_ap"].values()) + " |")
+    print("\n".join(lines))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
+    out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+
+
+def main() -> None:
+    args = arguments(__doc__, "fraud_bagging")
     sources = {"ulb-hours": [w.transactions for w in load_windows("ulb", args.ulb, "hour")]}
     for name, cfg in SHOPS.items():
         sources[name] = [w.transactions for w in load_windows("synthetic", synthetic=cfg)]
     rows = [{"source": name, "delay": d, **run(txns, d, args.seed)}
             for name, txns in sources.items() for d in (0, 1)]
-    lines = ["| source | delay | windows (frauds) | per-window AP: one / five / HGB "
-             "| pooled AP: one / five / HGB |", "|---|---|---|---|---|"]
-    for r in rows:
-        per, pooled = r["per_window_ap"], r["pooled_ap"]
-        lines.append(f"| {r['source']} | {r['delay']} | {r['windows']} ({r['frauds']}) | "
-                     + " / ".join(f"{v:.4f}" for v in per.values()) + " | "
-                     + " / ".join(f"{v:.4f}" for v in pooled.values()) + " |")
-    print("\n".join(lines))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report(rows, args.out)
 
 
 if __name__ == "__main__":

@@ -19,16 +19,12 @@ shops. Printed and written to ``benchmarks/results/fraud_history.{json,md}``.
 
 from __future__ import annotations
 
-import argparse
-import json
-import logging
 from collections.abc import Iterable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-from fraud_bagging import SHOPS
+from fraud_bagging import SHOPS, arguments, summary, write_report
 from sklearn.ensemble import HistGradientBoostingClassifier
 
 from training.data.schema import transaction_feature_columns
@@ -96,37 +92,16 @@ def run(txns: list[pd.DataFrame], delay: int, seed: int) -> dict[str, Any]:
             per[arm].append(average_precision(yt, s))
             probs[arm].append(1.0 / (1.0 + np.exp(-s)))
         labels.append(yt)
-    y_all = np.concatenate(labels)
-    return {"windows": len(labels), "frauds": int(y_all.sum()),
-            "per_window_ap": {k: float(np.mean(v)) for k, v in per.items()},
-            "each_window_ap": {k: [round(a, 4) for a in v] for k, v in per.items()},
-            "pooled_ap": {k: average_precision(y_all, np.concatenate(v))
-                          for k, v in probs.items()}}
+    return summary(per, probs, labels)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ulb", default="../shared/data/ulb_creditcard/creditcard_first_6h.csv")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/fraud_history"))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.WARNING)
+    args = arguments(__doc__, "fraud_history")
     sources = {"ulb-hours": with_history(load_windows("ulb", args.ulb, "hour"))}
     for name, cfg in {"demo-shop": DEMO, **SHOPS}.items():
         sources[name] = with_history(load_windows("synthetic", synthetic=cfg))
-    rows = [{"source": name, "delay": d, **run(txns, d, args.seed)}
-            for name, txns in sources.items() for d in (0, 1)]
-    names = " / ".join(ARMS)
-    lines = [f"| source | delay | windows (frauds) | per-window AP: {names} "
-             f"| pooled AP: {names} |", "|---|---|---|---|---|"]
-    for r in rows:
-        lines.append(f"| {r['source']} | {r['delay']} | {r['windows']} ({r['frauds']}) | "
-                     + " / ".join(f"{v:.4f}" for v in r["per_window_ap"].values()) + " | "
-                     + " / ".join(f"{v:.4f}" for v in r["pooled_ap"].values()) + " |")
-    print("\n".join(lines))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.with_suffix(".json").write_text(json.dumps(rows, indent=2))
-    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    write_report([{"source": name, "delay": d, **run(txns, d, args.seed)}
+                  for name, txns in sources.items() for d in (0, 1)], args.out)
 
 
 if __name__ == "__main__":
