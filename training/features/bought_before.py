@@ -46,12 +46,13 @@ class BoughtBefore:
 
     users: pd.Index  # user ids; a user's code is its position (one more: unknown users)
     items: pd.Index  # item ids
-    earliest_first_us: np.ndarray  # per user code: its earliest known first purchase
-    earliest_last_us: np.ndarray  # per user code: the earliest of its pairs' last purchases
-    undated: np.ndarray  # per user code: a pair without a first purchase time
+    # A pair's purchase is proven before a reference when its first purchase is (or, where
+    # the first is unknown, its last): the earliest such time per user and per pair.
+    user_proof_us: np.ndarray
+    user_undated: np.ndarray  # per user code: a pair without a first purchase time
     pair_key: np.ndarray  # sorted user_code * len(items) + item_code
-    pair_first_us: np.ndarray  # NOW where unknown
-    pair_last_us: np.ndarray
+    pair_proof_us: np.ndarray
+    pair_undated: np.ndarray
 
     @classmethod
     def of(cls, profile: PurchaseProfile) -> BoughtBefore:
@@ -62,15 +63,14 @@ class BoughtBefore:
         key = user.astype(np.int64) * max(len(items), 1) + items.get_indexer(
             pairs["item_id"].to_numpy(dtype=object))
         undated = pairs["first"].isna().to_numpy()
-        first = np.where(undated, NOW, micros(pairs["first"].fillna(pairs["last"])))
-        last = micros(pairs["last"])
-        per_user = [np.full(len(users) + 1, NOW, dtype=np.int64) for _ in range(2)]
-        np.minimum.at(per_user[0], user, first)
-        np.minimum.at(per_user[1], user, last)
+        # first <= last wherever both are known, so the earlier of the two is the proof.
+        proof = micros(pairs["first"].fillna(pairs["last"]))
+        user_proof = np.full(len(users) + 1, NOW, dtype=np.int64)
+        np.minimum.at(user_proof, user, proof)
         by_key = np.argsort(key, kind="stable")
-        return cls(users, items, per_user[0], per_user[1],
+        return cls(users, items, user_proof,
                    np.bincount(user[undated], minlength=len(users) + 1) > 0,
-                   key[by_key], first[by_key], last[by_key])
+                   key[by_key], proof[by_key], undated[by_key])
 
     def flags(self, user_ids: np.ndarray, item_ids: np.ndarray,
               reference_us: np.ndarray | None = None) -> np.ndarray:
@@ -83,8 +83,8 @@ class BoughtBefore:
         item = self.items.get_indexer(np.asarray(item_ids, dtype=object))
         ref = np.full(len(user), NOW, dtype=np.int64) if reference_us is None \
             else np.asarray(reference_us, dtype=np.int64)
-        bought = (self.earliest_first_us[user] < ref) | (self.earliest_last_us[user] < ref)
-        anything = np.where(bought, 1.0, np.where(self.undated[user], np.nan, 0.0))
+        anything = np.where(self.user_proof_us[user] < ref, 1.0,
+                            np.where(self.user_undated[user], np.nan, 0.0))
         return np.stack([anything, self._item(user, item, ref)], axis=1).astype(np.float32)
 
     def _item(self, user: np.ndarray, item: np.ndarray, ref: np.ndarray) -> np.ndarray:
@@ -94,7 +94,7 @@ class BoughtBefore:
         key = user.astype(np.int64) * max(len(self.items), 1) + item
         pos = np.minimum(np.searchsorted(self.pair_key, key), len(self.pair_key) - 1)
         found = (user < len(self.users)) & (item >= 0) & (self.pair_key[pos] == key)
-        first, last = self.pair_first_us[pos], self.pair_last_us[pos]
-        out[found & (last >= ref) & (first == NOW)] = np.nan
-        out[found & ((first < ref) | (last < ref))] = 1.0
+        proven = found & (self.pair_proof_us[pos] < ref)
+        out[found & ~proven & self.pair_undated[pos]] = np.nan
+        out[proven] = 1.0
         return out
