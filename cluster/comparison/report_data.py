@@ -100,10 +100,11 @@ def series(result: Mapping[str, Any], method: str, task: str, metric: str) -> li
     return [number(dig(pre, w, method, task, metric)) for w in result["evaluated_windows"]]
 
 
-def update_seconds(result: Mapping[str, Any], method: str) -> list[float]:
-    """Update wall seconds of ``method`` for each window (NaN where missing)."""
+def update_seconds(result: Mapping[str, Any], method: str, field: str = "wall_s") -> list[float]:
+    """Update wall seconds (or another numeric ``field`` of the update rows, e.g. ``steps``)
+    of ``method`` for each window (NaN where missing)."""
     ups = result.get("updates") or {}
-    return [number(dig(ups, w, method, "wall_s")) for w in result["windows"]]
+    return [number(dig(ups, w, method, field)) for w in result["windows"]]
 
 
 def finite_mean(values: list[float]) -> tuple[float, int]:

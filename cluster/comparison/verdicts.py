@@ -5,7 +5,8 @@ per-user difference of warm NDCG@k (pooled over the evaluated windows, the same 
 methods; see :mod:`cluster.comparison.intervals`) excludes 0, and "not distinguishable"
 otherwise. Where a run has no interval (fraud, or a results dict from before intervals), the
 window means are shown without a better/worse claim. Update costs are compared only when both
-methods ran on the same trainer. A missing method or task says "not measured".
+methods ran on the same trainer, over the updates after the first version. A missing method
+or task says "not measured".
 """
 
 from __future__ import annotations
@@ -93,26 +94,41 @@ def compare_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str:
 
 
 def time_line(result: Mapping[str, Any], a: str, b: str) -> str:
-    """Paired comparison of mean update wall seconds per window; "not comparable" when the
-    two ran on different trainers."""
+    """Paired comparison of mean update wall seconds per window, over the updates after the
+    first version; "not comparable" when the two ran on different trainers.
+
+    The first window is shown apart, not averaged in: there every neural arm fits its first
+    version from scratch on the same data, so its times differ only by the process start-up
+    (loading the encoder, filling the shared title cache, first imports), which whichever
+    arm runs first pays. The pipeline runs ours first; run in the other order, the full
+    retrain paid it (``docs/trainer.md``, "Comparing update costs")."""
     if a not in result["methods"] or b not in result["methods"]:
         return f"update cost: {a} vs {b}: {NOT_MEASURED} (method not run)"
-    ma, mb, pairs = _paired(update_seconds(result, a), update_seconds(result, b))
+    xs, ys = update_seconds(result, a), update_seconds(result, b)
+    ma, mb, pairs = _paired(xs[1:], ys[1:])
+    first = (f"; first version, fitted from scratch by both: {xs[0]:.2f} s vs {ys[0]:.2f} s, "
+             "the arm run first paying the process start-up"
+             if xs and math.isfinite(xs[0]) and math.isfinite(ys[0]) else "")
     if not pairs:
-        return f"update cost: {a} vs {b}: {NOT_MEASURED} (no window timed for both)"
+        return (f"update cost: {a} vs {b}: {NOT_MEASURED} (no update after the first version "
+                f"timed for both){first}")
+    per = f"mean wall time per update after the first version ({len(pairs)} windows"
     comparable = trainers_comparable(result, a, b)
     if comparable is False:
         return (f"update cost: {a} vs {b}: not comparable ({a} ran on the "
                 f"{trainer_of(result, a)} trainer, {b} on {trainer_of(result, b)}): {ma:.2f} s "
-                f"vs {mb:.2f} s mean wall time per window ({len(pairs)} windows)")
+                f"vs {mb:.2f} s {per}){first}")
     trainer = ("trainers not recorded, comparability unknown" if not comparable
                else f"both on the {trainer_of(result, a)} trainer"
                if trainer_of(result, a) == trainer_of(result, b)
                else f"one trainer policy: {a} {trainer_of(result, a)}, "
                     f"{b} {trainer_of(result, b)}")
+    sa, sb, steps = _paired(update_seconds(result, a, "steps")[1:],
+                            update_seconds(result, b, "steps")[1:])
+    work = f"; {sa:.1f} vs {sb:.1f} training steps" if len(steps) == len(pairs) else ""
     rel = _relation(ma, mb, "slower than", "faster than")
-    return (f"update cost: {a} is {rel} {b}: {ma:.2f} s vs {mb:.2f} s mean wall time per "
-            f"window ({_ratio(ma, mb)}; {len(pairs)} windows; {trainer})")
+    return (f"update cost: {a} is {rel} {b}: {ma:.2f} s vs {mb:.2f} s {per}, "
+            f"{_ratio(ma, mb)}; {trainer}{work}){first}")
 
 
 def forgetting_line(result: Mapping[str, Any], a: str, b: str, task: str) -> str:

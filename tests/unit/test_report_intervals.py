@@ -194,8 +194,8 @@ def test_update_times_on_different_trainers_are_not_comparable(recorded) -> None
     assert summary_table(result)[1][0][-1] == "ray"
     assert time_line(result, "incremental", "full_retrain") == (
         "update cost: incremental vs full_retrain: not comparable (incremental ran on the ray "
-        "trainer, full_retrain on local): 2.00 s vs 8.00 s mean wall time per window "
-        "(1 windows)")
+        "trainer, full_retrain on local): 2.00 s vs 8.00 s mean wall time per update after the "
+        "first version (1 windows)")
     text = summary_markdown(result, [])
     assert ("Update wall times are NOT comparable: `incremental` ran on the `ray` trainer, the "
             "other neural arms on `local`") in text
