@@ -14,6 +14,7 @@ from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
 from training.data.labels import labels_arrived
 from training.data.schema import WindowData
+from training.data.source_config import SourceError
 from training.data.sources import load_windows
 from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig, generate
@@ -98,3 +99,27 @@ def test_an_update_reads_its_window_and_its_parents_only(folder: Path,
 
 def list_of(folder: Path) -> list[str]:
     return window_ids(load_windows("windows", str(folder)))
+
+
+def test_windows_without_a_length_are_refused_before_an_update(folder: Path,
+                                                               tmp_path: Path) -> None:
+    """The fraud trees' history flags are read as of each row's own window; windows that do
+    not say their length would have every row read today's history, so nothing trains."""
+    import json
+    import shutil
+
+    bare = tmp_path / "bare"
+    shutil.copytree(folder, bare)
+    meta = bare / list_of(folder)[0] / "_window.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items()
+                                if k != "freq"}))
+    with pytest.raises(SourceError, match="freq: .*does not say its window length"):
+        load_windows("windows", str(bare))
+    held = WindowSet.of(generate(SHOP).windows)  # in memory, no freq given
+    inc = IncrementalConfig.of(source="windows", path=str(folder), store=str(tmp_path / "s"),
+                               trainer="local", use_best_config=False)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(type(inc.source), "load", lambda self, synthetic=None: held)
+        with pytest.raises(SourceError, match="freq: the windows of .* do not say their length"):
+            prepare_update(open_store(inc.store.uri), inc, TRAIN, MODEL, None, tmp_path / "up")
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import overload
 
 from training.data.schema import WindowData
+from training.data.source_config import SourceError
 from training.data.windows import (
     list_windows,
     read_window,
@@ -56,7 +57,11 @@ class WindowSet(Sequence[WindowData]):
     def from_folder(cls, root: str | Path) -> WindowSet:
         """The complete windows under ``root`` (see :mod:`training.data.windows`)."""
         ids = list_windows(root)
-        freq = str(read_window_meta(root, ids[0])["freq"]) if ids else None
+        freq = read_window_meta(root, ids[0]).get("freq") if ids else None
+        if ids and not freq:
+            raise SourceError(f"freq: {Path(root) / ids[0]} does not say its window length "
+                              "(hour, day, week or month); write the folder again with "
+                              "training.data.windows")
         return cls(ids, lambda wid: read_window(root, wid), freq=freq,
                    columns=lambda wid: transaction_columns(root, wid))
 

@@ -15,6 +15,7 @@ import pandas as pd
 from training.config import TrainConfig
 from training.data.labels import known_at, labels_arrived, split_arrived
 from training.data.schema import WindowData
+from training.data.source_config import SourceError
 from training.data.sources import merge_windows
 from training.data.split import choose_window
 from training.data.synthetic import SyntheticShopConfig
@@ -197,6 +198,11 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
     it, mix replay, build examples; a fallback retrain after too many rejections."""
     use_returning_pool()  # the driver reads the window and builds its examples here
     windows = inc.source.load(synthetic)
+    if windows.freq is None and len(windows):
+        # The fraud trees' purchase-history flags are read as of each row's own window
+        # (judge); without the length every row would read today's history.
+        raise SourceError(f"freq: the windows of {inc.source.path or inc.source.name} do not "
+                          "say their length (hour, day, week or month)")
     start = plan_start(store, inc)
     window_id = choose_window(windows, inc.window, start.after).window_id
     if start.kind == FALLBACK:

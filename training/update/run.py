@@ -204,7 +204,8 @@ def judge(up: Update, fit: FitResult, inc: IncrementalConfig, train_cfg: TrainCo
     refitted on every labelled row, tail included. Returns (the evaluation for the meta,
     the decision)."""
     # Read as of each row's own window: the tail, the reservoir and late labels come from
-    # windows whose buyers' histories have grown since (training.features.bought_before).
+    # windows whose buyers' histories have grown since (training.features.bought_before);
+    # prepare_update refused windows without a length.
     history_train = up.history.update(up.train_part.interactions).windowed(up.windows.freq)
     ranking = choose_ranking_terms(fit.model, history_train, up.holdout,
                                    inc.continual.repeat_bonus_grid, inc.continual.count_weight_grid,
