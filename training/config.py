@@ -13,6 +13,7 @@ from training.cli import require
 from training.epoch_schedule import EpochSchedule, normalize_schedule
 
 Schedule = Literal["constant", "linear", "cosine"]
+Determinism = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class TrainConfig:
                 "training.epoch_schedule"})
     device: str = field(default="auto", metadata={
         "help": "'auto' (CUDA when available), 'cpu' or 'cuda[:N]'"})
+    deterministic: Determinism = field(default="auto", metadata={
+        "help": "torch's deterministic kernels, so the same data, seed, worker count and "
+                "hardware give bit-identical weights: 'auto' = on when training on CPU "
+                "(no cost measured there: benchmarks/recorded/determinism.md), off on CUDA "
+                "(not measured); 'on' or 'off' everywhere"})
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "epoch_schedule", normalize_schedule(self.epoch_schedule))
@@ -77,6 +83,8 @@ class TrainConfig:
         require(1 <= self.eval_k <= 1000, "eval_k", f"must be in [1, 1000], got {self.eval_k}")
         require(self.device == "auto" or self.device.startswith(("cpu", "cuda")), "device",
                 f"must be 'auto', 'cpu' or 'cuda[:N]', got {self.device!r}")
+        require(self.deterministic in ("auto", "on", "off"), "deterministic",
+                f"must be auto, on or off, got {self.deterministic!r}")
 
     @property
     def task_weights(self) -> dict[str, float]:

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 
@@ -66,6 +67,24 @@ def resolve_device(setting: str) -> torch.device:
 def seed_torch(cfg: TrainConfig, rank: int = 0) -> None:
     """Dropout is reproducible per (seed, rank)."""
     torch.manual_seed(cfg.seed * 1000 + rank)
+
+
+def use_determinism(cfg: TrainConfig, device: torch.device) -> bool:
+    """Switch torch's deterministic kernels on or off for this process (``cfg.deterministic``;
+    'auto': on for CPU training); returns whether they are on.
+
+    Without them the CPU backward of advanced indexing (``index_put_`` with accumulate) adds
+    its rows in thread order: two runs of one update differed by ~1e-6 in the embeddings,
+    enough to move near-tied cells of a long report. The deterministic CPU kernel sorts
+    instead, and was no slower (``benchmarks/determinism.py``)."""
+    on = cfg.deterministic == "on" or (cfg.deterministic == "auto" and device.type == "cpu")
+    if on and device.type == "cuda":
+        # cuBLAS reads this when its handle is created; without it, CUDA matmuls are not
+        # deterministic and torch warns on each.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    # warn_only: an op without a deterministic kernel warns instead of failing the update.
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    return on
 
 
 def build_optimizer(model: ShopStreamModel, cfg: TrainConfig) -> torch.optim.Optimizer:
@@ -316,6 +335,7 @@ def fit(model: ShopStreamModel, examples: WindowExamples, cfg: TrainConfig,
     saved moments), schedule, objective, then :func:`run_epochs`. ``model`` is left alone."""
     device = resolve_device(cfg.device)
     seed_torch(cfg)
+    use_determinism(cfg, device)
     student = model_from_state(*model_state(model)).train().to(device)
     teacher = teacher.to(device).eval() if teacher is not None else None
     model.text.use_shared_cache()

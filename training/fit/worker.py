@@ -41,6 +41,7 @@ from training.fit.engine import (
     run_steps,
     seed_torch,
     share_text_cache,
+    use_determinism,
 )
 from training.fit.example_shards import read_example_shard, read_manifest, shard_bytes
 from training.fit.optim_state import (
@@ -142,6 +143,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     # Seeded before the model is built (as ever): changing this order changes the dropout.
     seed_torch(cfg, rank)
     device = ray.train.torch.get_device()
+    use_determinism(cfg, device)
     with config["start"].as_directory() as directory:
         state = read_start_state(Path(directory))
     model, teacher = state.model, state.teacher
