@@ -74,9 +74,10 @@ def use_determinism(cfg: TrainConfig, device: torch.device) -> bool:
     'auto': on for CPU training); returns whether they are on.
 
     Without them the CPU backward of advanced indexing (``index_put_`` with accumulate) adds
-    its rows in thread order: two runs of one update differed by ~1e-6 in the embeddings,
-    enough to move near-tied cells of a long report. The deterministic CPU kernel sorts
-    instead, and was no slower (``benchmarks/determinism.py``)."""
+    its rows in thread order: two runs of one update differed by up to 3e-5 in 11-28 of 124
+    tensors (mostly the user and item embeddings), enough to move near-tied cells of a long
+    report. The deterministic CPU kernel sorts instead, and was no slower
+    (``benchmarks/determinism.py``)."""
     on = cfg.deterministic == "on" or (cfg.deterministic == "auto" and device.type == "cpu")
     if on and device.type == "cuda":
         # cuBLAS reads this when its handle is created; without it, CUDA matmuls are not
