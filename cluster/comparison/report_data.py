@@ -100,11 +100,16 @@ def series(result: Mapping[str, Any], method: str, task: str, metric: str) -> li
     return [number(dig(pre, w, method, task, metric)) for w in result["evaluated_windows"]]
 
 
-def update_seconds(result: Mapping[str, Any], method: str, field: str = "wall_s") -> list[float]:
-    """Update wall seconds (or another numeric ``field`` of the update rows, e.g. ``steps``)
-    of ``method`` for each window (NaN where missing)."""
+def update_values(result: Mapping[str, Any], method: str, field: str) -> list[float]:
+    """A numeric ``field`` of ``method``'s update rows (``wall_s``, ``steps``) for each
+    window (NaN where missing)."""
     ups = result.get("updates") or {}
     return [number(dig(ups, w, method, field)) for w in result["windows"]]
+
+
+def update_seconds(result: Mapping[str, Any], method: str) -> list[float]:
+    """Update wall seconds of ``method`` for each window (NaN where missing)."""
+    return update_values(result, method, "wall_s")
 
 
 def finite_mean(values: list[float]) -> tuple[float, int]:

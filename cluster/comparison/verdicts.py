@@ -28,6 +28,7 @@ from cluster.comparison.report_data import (
     trainer_of,
     trainers_comparable,
     update_seconds,
+    update_values,
 )
 
 
@@ -123,8 +124,8 @@ def time_line(result: Mapping[str, Any], a: str, b: str) -> str:
                if trainer_of(result, a) == trainer_of(result, b)
                else f"one trainer policy: {a} {trainer_of(result, a)}, "
                     f"{b} {trainer_of(result, b)}")
-    sa, sb, steps = _paired(update_seconds(result, a, "steps")[1:],
-                            update_seconds(result, b, "steps")[1:])
+    sa, sb, steps = _paired(update_values(result, a, "steps")[1:],
+                            update_values(result, b, "steps")[1:])
     work = f"; {sa:.1f} vs {sb:.1f} training steps" if len(steps) == len(pairs) else ""
     rel = _relation(ma, mb, "slower than", "faster than")
     return (f"update cost: {a} is {rel} {b}: {ma:.2f} s vs {mb:.2f} s {per}, "
