@@ -12,11 +12,13 @@ from training.fit.objective import (
     ObjectiveError,
     TrainingObjective,
     adversarial_delta,
+    fraud_distill_loss,
     rec_distill_loss,
     teacher_view,
     unwrap_model,
 )
 from training.model import (
+    BatchError,
     FraudBatch,
     IdMap,
     ModelConfig,
@@ -27,6 +29,7 @@ from training.model import (
     model_from_state,
     model_state,
 )
+from training.model.item_table import FrozenItemTables, ItemTable
 from training.model.outputs import fraud_bce
 
 pytestmark = pytest.mark.unit
@@ -265,3 +268,44 @@ def test_wrapped_in_ddp_it_gives_the_plain_gradients_and_trains(base):
         assert not torch.equal(wrapped.fraud_mlp[0].weight, before)
     finally:
         dist.destroy_process_group()
+
+
+def test_teacher_item_rows_are_computed_once_and_equal_the_uncached_ones(base):
+    student, teacher = copy_of(base), copy_of(base)
+    objective = TrainingObjective(student, WEIGHTS, POS_WEIGHT, teacher=teacher,
+                                  distill_weight=1.0).eval()
+    tables = objective.teacher_tables
+    assert tables is not None and tables.rows == len(TITLES) + 1 and tables.computed == 0
+    first = MultiTaskBatch(RecBatch(torch.tensor([1, 2]), torch.tensor([[1, 0], [2, 0]]),
+                                    torch.tensor([3, 4])), None)
+    objective(first)
+    assert tables.computed == 5  # items 0..4: what the first batch needs, no more
+    for _ in range(3):
+        out = objective(batch())
+        torch.testing.assert_close(out["distill_rec"], rec_distill_loss(
+            student.rec_logits(rec_batch()), teacher.rec_logits(rec_batch()).logits, 2.0))
+        mine, theirs = student.step_outputs(batch()), teacher.step_outputs(batch())
+        assert mine.fraud is not None and theirs.fraud is not None
+        torch.testing.assert_close(out["distill_fraud"], fraud_distill_loss(
+            student.fraud_head(mine.fraud), teacher.fraud_head(theirs.fraud)))
+    assert tables.computed == 7
+
+
+def test_frozen_item_tables_compute_each_item_once_and_keep_the_models_errors(base):
+    model = copy_of(base)
+    calls: list[list[int]] = []
+
+    def compute(idx: torch.Tensor) -> ItemTable:
+        calls.append(idx.tolist())
+        return model.item_table(idx)
+
+    tables = FrozenItemTables(compute, len(TITLES) + 1)
+    for idx, computed in (([3, 1, 3], [[1, 3]]), ([1, 2, 3], [[1, 3], [2]]),
+                          ([2, 1], [[1, 3], [2]])):
+        got = tables(torch.tensor(idx))
+        want = model.item_table(torch.tensor(idx))
+        assert calls == computed and torch.equal(got.uniq, want.uniq)
+        torch.testing.assert_close(got.vectors, want.vectors)
+        torch.testing.assert_close(got.text, want.text)
+    with pytest.raises(BatchError, match="item index out of range"):
+        tables(torch.tensor([1, 99]))  # the model's own error, not a zero row

@@ -88,3 +88,27 @@ def test_the_shared_cache_is_bounded_by_text_cache_size() -> None:
     small.use_shared_cache()
     small.warm(TITLES)
     assert small.cache_len == 2
+
+
+def test_the_signature_is_hashed_once_per_load_and_a_copy_keeps_it() -> None:
+    from training.model import IdMap, ShopStreamModel, copy_model
+
+    cfg = ModelConfig(encoder_init="tiny_random", finetune_layers=1, max_title_tokens=16)
+    model = ShopStreamModel(cfg, IdMap(["u1"]), IdMap(["i1"]), ["", "red shoe"])
+    hashes: list[str] = []
+    real = TextEncoder._hash_frozen
+
+    def counted(encoder: TextEncoder) -> str:
+        hashes.append(real(encoder))
+        return hashes[-1]
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TextEncoder, "_hash_frozen", counted)
+        signature = model.text.frozen_signature()
+        assert model.text.frozen_signature() == signature and len(hashes) == 1
+        copy = copy_model(model)
+        assert copy.text.frozen_signature() == signature and len(hashes) == 1
+        other = make(seed=3)
+        copy.text.load_state_dict(other.state_dict())  # new frozen weights: hash again
+        assert copy.text.frozen_signature() == other.frozen_signature() != signature
+        assert len(hashes) == 3

@@ -30,7 +30,7 @@ from training.features.examples import WindowExamples, iter_batches, steps_per_e
 from training.fit.objective import TrainingObjective
 from training.fit.optim_state import restore_optimizer_state
 from training.fit.result import OptimizerState
-from training.model import MultiTaskBatch, ShopStreamModel, model_from_state, model_state
+from training.model import MultiTaskBatch, ShopStreamModel, copy_model
 
 logger = logging.getLogger(__name__)
 
@@ -337,7 +337,7 @@ def fit(model: ShopStreamModel, examples: WindowExamples, cfg: TrainConfig,
     device = resolve_device(cfg.device)
     seed_torch(cfg)
     use_determinism(cfg, device)
-    student = model_from_state(*model_state(model)).train().to(device)
+    student = copy_model(model).train().to(device)
     teacher = teacher.to(device).eval() if teacher is not None else None
     model.text.use_shared_cache()
     share_text_cache(student, teacher, {})

@@ -32,6 +32,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from training.model import FraudBatch, MultiTaskBatch, ShopStreamModel
+from training.model.item_table import FrozenItemTables
 from training.model.outputs import FraudInputs, RecLogits, StepOutputs, fraud_bce
 
 logger = logging.getLogger(__name__)
@@ -94,6 +95,12 @@ def teacher_view(batch: MultiTaskBatch, n_users: int, n_items: int) -> MultiTask
         fraud = FraudBatch(f.features, f.amount, users(f.user_idx), items(f.hist_idx),
                            items(f.item_idx), f.label, f.bought)
     return MultiTaskBatch(rec, fraud)
+
+
+def teacher_item_rows(teacher: ShopStreamModel) -> int:
+    """The teacher's item table size: the rows its item tower has an embedding and a title
+    for (the teacher's view of a batch clamps every other index to 0)."""
+    return min(teacher.item_emb.num_embeddings, len(teacher.item_titles))
 
 
 def rec_distill_loss(student: RecLogits, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -196,6 +203,10 @@ class TrainingObjective(nn.Module):
             teacher.eval().requires_grad_(False)
         # Not a submodule on purpose: DDP must not sync it, state_dict must not hold it.
         self._teacher_ref: tuple[ShopStreamModel, ...] = () if teacher is None else (teacher,)
+        # The teacher's item rows do not change during a fit: each is computed once (it was
+        # two thirds of a distillation step's cost, recomputed every step).
+        self.teacher_tables = None if teacher is None else FrozenItemTables(
+            teacher.item_table, teacher_item_rows(teacher))
 
     @staticmethod
     def _check_teacher(model: ShopStreamModel, teacher: ShopStreamModel) -> None:
@@ -261,7 +272,8 @@ class TrainingObjective(nn.Module):
         n_users = min(len(teacher.users), teacher.user_emb.num_embeddings)
         n_items = min(len(teacher.items), teacher.item_emb.num_embeddings)
         with torch.no_grad():
-            seen = teacher.step_outputs(teacher_view(batch, n_users, n_items))
+            seen = teacher.step_outputs(teacher_view(batch, n_users, n_items),
+                                        item_table=self.teacher_tables)
             teacher_fraud = None if seen.fraud is None else teacher.fraud_head(seen.fraud)
         rec = fraud = torch.zeros((), device=out.zero.device)
         if out.rec is not None and seen.rec is not None:

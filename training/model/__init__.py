@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 _HOMES: dict[str, str] = {
     **dict.fromkeys(("BatchError", "FraudBatch", "MultiTaskBatch", "RecBatch"), "batches"),
     "ModelConfig": "config",
-    **dict.fromkeys(("ModelFormatError", "config_from_json", "load_model", "model_from_state",
-                     "model_state", "save_model"), "io"),
+    **dict.fromkeys(("ModelFormatError", "config_from_json", "copy_model", "load_model",
+                     "model_from_state", "model_state", "save_model"), "io"),
     **dict.fromkeys(("TASKS", "ShopStreamModel", "fraud_input_matrix", "fraud_stats",
                      "item_title_list", "signed_log1p"), "multitask"),
     **dict.fromkeys(("TextEncoder", "encoder_package_path", "mean_pool"), "text"),
@@ -36,6 +36,7 @@ __all__ = [
     "ShopStreamModel",
     "TextEncoder",
     "config_from_json",
+    "copy_model",
     "encoder_package_path",
     "fraud_input_matrix",
     "fraud_stats",
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
     from training.model.io import (
         ModelFormatError,
         config_from_json,
+        copy_model,
         load_model,
         model_from_state,
         model_state,

@@ -127,6 +127,15 @@ def model_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> ShopSt
     return model.eval()
 
 
+def copy_model(model: nn.Module) -> ShopStreamModel:
+    """An in-process copy of ``model`` (fresh tensors, eval mode) that keeps its encoder's
+    frozen signature instead of hashing the copied weights again."""
+    source = _unwrap(model)
+    copy = model_from_state(*model_state(source))
+    copy.text.copy_signature_from(source.text)
+    return copy
+
+
 def _write_atomic(path: Path, write: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     write(tmp)

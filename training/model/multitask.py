@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import numpy as np
 import torch
@@ -330,9 +330,11 @@ class ShopStreamModel(FraudHead, nn.Module):
             raise ValueError(f"weights: unknown task(s) {unknown}; expected keys from {TASKS}")
         return {task: float(weights.get(task, 1.0)) for task in TASKS}
 
-    def step_outputs(self, batch: MultiTaskBatch) -> StepOutputs:
+    def step_outputs(self, batch: MultiTaskBatch,
+                     item_table: Callable[[Tensor], ItemTable] | None = None) -> StepOutputs:
         """Rec logits and fraud-head inputs of one step, each distinct item title of both
-        tasks encoded once; a task whose batch is None or empty is None."""
+        tasks encoded once; a task whose batch is None or empty is None. ``item_table``
+        replaces :meth:`item_table` (a frozen model's :class:`FrozenItemTables`)."""
         rec = batch.rec if batch.rec is not None and len(batch.rec) > 0 else None
         fraud = batch.fraud if batch.fraud is not None and len(batch.fraud) > 0 else None
         if rec is not None:
@@ -343,7 +345,7 @@ class ShopStreamModel(FraudHead, nn.Module):
             [self._fraud_items(fraud)] if fraud is not None else [])
         out = StepOutputs(self._zero())
         if needed:
-            table = self._item_table(torch.cat(needed))
+            table = (item_table or self._item_table)(torch.cat(needed))
             if rec is not None:
                 out.rec = self._rec_logits(rec, table)
             if fraud is not None:

@@ -26,13 +26,7 @@ from training.features.replay import ReplayBuffer
 from training.fit.loop import init_model, prepare_window
 from training.incremental_config import IncrementalConfig
 from training.memory import release_arrow_pool, use_returning_pool
-from training.model import (
-    ModelConfig,
-    ShopStreamModel,
-    load_model,
-    model_from_state,
-    model_state,
-)
+from training.model import ModelConfig, ShopStreamModel, copy_model, load_model
 from training.store import CheckpointStore
 from training.update.bundle import Parent, load_parent
 from training.update.head import FALLBACK, START_HEAD, StartPoint, plan_start
@@ -137,7 +131,7 @@ def start_model(parent: Parent | None, model_cfg: ModelConfig, train_part: Windo
     if parent is None:
         return init_model(model_cfg, train_part), None
     teacher = parent.model.eval()
-    return model_from_state(*model_state(teacher)).train(), teacher
+    return copy_model(teacher).train(), teacher
 
 
 def carried_tail(windows: Sequence[WindowData], parent: Parent | None, window: WindowData,
