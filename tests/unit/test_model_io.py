@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from training.model import (
     FraudBatch,
@@ -15,6 +16,7 @@ from training.model import (
     ModelFormatError,
     RecBatch,
     ShopStreamModel,
+    copy_model,
     item_title_list,
     load_model,
     model_from_state,
@@ -72,7 +74,7 @@ def test_save_load_reproduces_identical_outputs(model, tmp_path):
     assert loaded.cfg == model.cfg
     assert torch.equal(loaded.fraud_std, torch.tensor([2.0, 1.5, 3.0]))
     meta = json.loads((tmp_path / "ckpt" / "model.json").read_text())
-    assert meta["format_version"] == 1
+    assert meta["format_version"] == 2
     assert meta["encoder_name"] == "sentence-transformers/all-MiniLM-L6-v2"
     assert meta["model_config"]["fraud_features"] == ["v1", "v2"]
     assert meta["users"] == ["u1", "u2", "u3"]
@@ -102,9 +104,9 @@ def test_missing_meta_and_unknown_version_are_named(model, tmp_path):
     save_model(model, tmp_path)
     meta_path = tmp_path / "model.json"
     meta = json.loads(meta_path.read_text())
-    meta["format_version"] = 2
+    meta["format_version"] = 3
     meta_path.write_text(json.dumps(meta))
-    with pytest.raises(ModelFormatError, match="model.json: format_version 2"):
+    with pytest.raises(ModelFormatError, match="model.json: format_version 3"):
         load_model(tmp_path)
     meta_path.write_text("{not json")
     with pytest.raises(ModelFormatError, match="model.json: not valid JSON"):
@@ -119,3 +121,80 @@ def test_weights_that_do_not_fit_the_vocab_are_named(model):
     meta = dict(meta, users=meta["users"][:-1])
     with pytest.raises(ModelFormatError, match="do not fit"):
         model_from_state(tensors, meta)
+
+
+def pretrained_model(finetune_layers: int) -> ShopStreamModel:
+    cfg = ModelConfig(dim=8, fraud_features=("v1", "v2"), fraud_hidden=8,
+                      finetune_layers=finetune_layers)
+    items = IdMap(TITLES)
+    model = ShopStreamModel(cfg, IdMap(["u1", "u2"]), items, item_title_list(items, TITLES))
+    model.extend_vocab(["u3"], ["i5"], {"i5": "green hat"})
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(0.01)
+    return model.eval()
+
+
+@pytest.mark.parametrize("finetune_layers", [0, 1])
+def test_frozen_package_weights_are_left_to_the_package_and_load_back(tmp_path,
+                                                                      finetune_layers):
+    model = pretrained_model(finetune_layers)
+    save_model(model, tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["format_version"] == 2
+    assert meta["encoder_weights"] == {"frozen": "package",
+                                       "frozen_signature": model.text.frozen_signature()}
+    stored = set(load_file(str(tmp_path / "model.safetensors")))
+    frozen = {"text.bert." + name for name in model.text.frozen_names()}
+    assert frozen and not stored & frozen and stored | frozen == set(model.state_dict())
+    # MiniLM's frozen part is nearly all of a version: 91 MB -> under 8 MB (one trained layer)
+    size = (tmp_path / "model.safetensors").stat().st_size
+    assert size < (8e6 if finetune_layers else 1e6)
+    loaded = load_model(tmp_path)
+    assert loaded.text.frozen_from_package
+    for key, value in model.state_dict().items():
+        assert torch.equal(loaded.state_dict()[key], value), key
+    for got, want in zip(outputs(loaded), outputs(model)):
+        torch.testing.assert_close(got, want)
+    assert copy_model(loaded).text.frozen_from_package  # a trained copy saves as small
+
+
+def test_other_frozen_weights_are_stored_whole_and_a_changed_package_is_refused(tmp_path):
+    model = pretrained_model(1)
+    other = pretrained_model(1)
+    with torch.no_grad():
+        state = {k: v + 0.5 for k, v in other.text.state_dict().items()}
+    other.text.load_state_dict(state)  # frozen weights that are not the package's
+    assert not other.text.frozen_from_package
+    save_model(other, tmp_path / "whole")
+    assert "encoder_weights" not in json.loads((tmp_path / "whole" / "model.json").read_text())
+    loaded = load_model(tmp_path / "whole")
+    assert not loaded.text.frozen_from_package
+    assert loaded.text.frozen_signature() == other.text.frozen_signature()
+    # a checkpoint trained on other package weights than the installed ones
+    save_model(model, tmp_path / "small")
+    meta_path = tmp_path / "small" / "model.json"
+    meta = json.loads(meta_path.read_text())
+    meta["encoder_weights"]["frozen_signature"] = "0" * 32
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="encoder_weights: the checkpoint was trained "
+                                               "on frozen encoder weights 0000"):
+        load_model(tmp_path / "small")
+    meta["encoder_weights"] = {"frozen": "elsewhere"}
+    meta_path.write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="encoder_weights must be"):
+        load_model(tmp_path / "small")
+
+
+def test_a_format_1_checkpoint_with_every_tensor_still_loads(tmp_path):
+    model = pretrained_model(1)
+    tensors, meta = model_state(model)
+    assert "encoder_weights" not in meta
+    loaded = model_from_state(tensors, dict(meta, format_version=1))
+    for got, want in zip(outputs(loaded), outputs(model)):
+        torch.testing.assert_close(got, want)
+    # its frozen weights hash as the package's: its next checkpoint leaves them out
+    assert loaded.text.frozen_from_package
+    save_model(loaded, tmp_path)
+    assert "encoder_weights" in json.loads((tmp_path / "model.json").read_text())

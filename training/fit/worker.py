@@ -22,7 +22,6 @@ from typing import Any
 import ray.train
 import ray.train.torch
 import torch
-from safetensors.torch import load_file
 
 from training.cli import config_from_dict
 from training.config import TrainConfig
@@ -53,7 +52,7 @@ from training.fit.optim_state import (
 from training.fit.shard_spill import ShardSpill, spill_needed
 from training.fit.start_state import read_start_state
 from training.model import MultiTaskBatch, ShopStreamModel, save_model
-from training.model.io import WEIGHTS_FILE
+from training.model.io import load_checkpoint_into
 
 __all__ = ["STATE_FILE", "STEADY_WARMUP_STEPS", "InjectedFailure", "WorkerSettings",
            "global_steps", "train_loop_per_worker"]
@@ -83,7 +82,7 @@ def _resume(model: ShopStreamModel, optimizer: torch.optim.Optimizer) -> int:
     with checkpoint.as_directory() as directory:
         path = Path(directory)
         state = json.loads((path / STATE_FILE).read_text())
-        model.load_state_dict(load_file(str(path / WEIGHTS_FILE)))
+        load_checkpoint_into(model, path)
         load_optimizer(path / OPTIMIZER_FILE, optimizer, model, state["optimizer"])
     logger.info("resumed from Ray Train checkpoint at step %d", state["step"])
     return int(state["step"])

@@ -35,6 +35,9 @@ TINY_BERT: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2,
 FROZEN_CHUNK = 256
 # Frozen-part outputs shared within a process, per hash of the frozen weights.
 _SHARED_CACHES: dict[str, OrderedDict[str, Tensor]] = {}
+# frozen_signature of the installed package's weights, per (package folder, frozen layers,
+# title limit, finetune_layers == 0): every encoder loaded from the package hashes it once.
+_PACKAGE_SIGNATURES: dict[tuple[str, int, int, bool], str] = {}
 
 
 def encoder_package_path() -> str:
@@ -69,8 +72,12 @@ class TextEncoder(nn.Module):
         from transformers import AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self._package = path
         # Any: transformers' BertModel submodules are untyped for mypy.
         self.bert: Any = self._build_bert(cfg, encoder_config, path)
+        # Whether the frozen weights are the installed package's, as loaded (a checkpoint
+        # then stores only the trainable rest: training.model.io).
+        self._from_package = encoder_config is None and cfg.encoder_init == "pretrained"
         n_layers = self.num_layers
         require(cfg.finetune_layers <= n_layers, "finetune_layers",
                 f"the encoder has {n_layers} layers, cannot fine-tune {cfg.finetune_layers}")
@@ -83,7 +90,7 @@ class TextEncoder(nn.Module):
         self._signature: str | None = None
         self.cache_hits = 0
         self.cache_misses = 0
-        # New weights (checkpoint load) make every cached output stale.
+        # New frozen weights (checkpoint load) make every cached output stale.
         self.register_load_state_dict_pre_hook(self._drop_cache_on_load)
         self.train(self.training)
 
@@ -105,7 +112,17 @@ class TextEncoder(nn.Module):
                 return AutoModel.from_config(BertConfig.from_dict(dict(encoder_config)))
         if cfg.encoder_init == "pretrained":
             logger.info("loading pretrained encoder %s from %s", cfg.encoder_name, path)
-            return AutoModel.from_pretrained(path)
+            # Its per-tensor progress bar (0.05 s of loading) would print on every
+            # checkpoint load: the checkpoints take their frozen weights from here.
+            from transformers.utils import logging as hf_logging
+
+            shown = hf_logging.is_progress_bar_enabled()
+            hf_logging.disable_progress_bar()
+            try:
+                return AutoModel.from_pretrained(path)
+            finally:
+                if shown:
+                    hf_logging.enable_progress_bar()
         config = BertConfig(vocab_size=len(self.tokenizer),
                             max_position_embeddings=max(64, cfg.max_title_tokens), **TINY_BERT)
         return AutoModel.from_config(config)
@@ -147,23 +164,61 @@ class TextEncoder(nn.Module):
             self._cache, self._shared = OrderedDict(), False
         self._cache.clear()
 
-    def _drop_cache_on_load(self, *args: Any, **kwargs: Any) -> None:
-        self.clear_cache()
-        self._signature = None
+    def frozen_names(self) -> list[str]:
+        """Names (under ``bert.``) of the frozen weights, pooler included: the state a
+        checkpoint may leave to the package."""
+        return [name for name, _ in self.bert.named_parameters()
+                if not self._is_trainable(name)]
+
+    def _drop_cache_on_load(self, module: nn.Module, state_dict: Mapping[str, Any],
+                            prefix: str, *args: Any) -> None:
+        # Only a load that brings frozen weights changes them (a checkpoint that left them
+        # to the package loads the trainable rest only).
+        if any(f"{prefix}bert.{name}" in state_dict for name in self.frozen_names()):
+            self.clear_cache()
+            self._signature = None
+            self._from_package = False
+
+    def _package_key(self) -> tuple[str, int, int, bool]:
+        return (self._package, self.n_frozen, self.cfg.max_title_tokens,
+                self.cfg.finetune_layers == 0)
+
+    @property
+    def frozen_from_package(self) -> bool:
+        """Whether the frozen weights are the installed package's (as it loaded them)."""
+        return self._from_package
 
     def frozen_signature(self) -> str:
         """Hash of everything the frozen outputs depend on: the frozen weights, how many
-        layers are frozen, the tokenizer and the title length limit (computed once per
-        load: hashing MiniLM's 86 MB takes about 0.12 s)."""
+        layers are frozen, the tokenizer and the title length limit (hashing MiniLM's 86 MB
+        takes about 0.12 s: once per load, and once per process for the package's)."""
         if self._signature is None:
-            self._signature = self._hash_frozen()
+            key = self._package_key()
+            if self._from_package and key in _PACKAGE_SIGNATURES:
+                self._signature = _PACKAGE_SIGNATURES[key]
+            else:
+                self._signature = self._hash_frozen()
+                if self._from_package:
+                    _PACKAGE_SIGNATURES[key] = self._signature
         return self._signature
 
+    def recognise_package(self) -> bool:
+        """Whether the frozen weights are the installed package's; for weights loaded from a
+        checkpoint that stored them whole, compares hashes (the package's hashed once per
+        process), so later checkpoints of this model leave them to the package."""
+        if not self._from_package and self.cfg.encoder_init == "pretrained":
+            key = self._package_key()
+            if key not in _PACKAGE_SIGNATURES:
+                TextEncoder(self.cfg).frozen_signature()  # loads the package: memoised
+            self._from_package = self.frozen_signature() == _PACKAGE_SIGNATURES[key]
+        return self._from_package
+
     def copy_signature_from(self, source: TextEncoder) -> None:
-        """Take ``source``'s :meth:`frozen_signature` (hashed at most once for both): for an
-        encoder whose state was just copied from ``source`` in this process
-        (:func:`copy_model`)."""
-        if source.cfg.text_cache_size:  # only the shared cache reads the signature
+        """Take ``source``'s :meth:`frozen_signature` (hashed at most once for both) and
+        where its frozen weights came from: for an encoder whose state was just copied from
+        ``source`` in this process (:func:`copy_model`)."""
+        self._from_package = source._from_package
+        if source.cfg.text_cache_size or source._from_package:
             self._signature = source.frozen_signature()
 
     def _hash_frozen(self) -> str:
