@@ -18,16 +18,13 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import logging
-import os
 import statistics
-import time
-from pathlib import Path
 from typing import Any
 
 import repo_path  # noqa: F401  (the repository root on sys.path)
 import torch
+from recording import first_window_parser, record_parts
 
 from training.config import Determinism, TrainConfig
 from training.data.sources import load_windows
@@ -108,31 +105,15 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default="online_retail")
-    parser.add_argument("--path", default="../shared/data/online_retail")
-    parser.add_argument("--freq", default="month")
-    parser.add_argument("--rounds", type=int, default=3, help="runs per mode (>= 2)")
-    parser.add_argument("--finetune-layers", type=int, nargs="+", default=[0, 1])
+    parser = first_window_parser(__doc__, 3, "benchmarks/results/determinism")
     parser.add_argument("--max-steps", type=int, default=40,
                         help="steps a run when encoder layers train (~1 s each on 2 cores)")
-    parser.add_argument("--out", default="benchmarks/results/determinism")
     args = parser.parse_args(argv)
     if args.rounds < 2:
         parser.error("--rounds: at least 2 runs per mode are needed to compare")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    result: dict[str, Any] = {"benchmark": "determinism", "args": vars(args),
-                              "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    result["parts"] = [encoder_part(args, n) for n in args.finetune_layers]
-    result.update(loadavg_end=os.getloadavg(), finished=time.strftime("%Y-%m-%d %H:%M"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    record_parts("determinism", args, lambda layers: encoder_part(args, layers),
+                 args.finetune_layers, markdown)
     return 0
 
 

@@ -14,9 +14,7 @@ Results: ``benchmarks/results/version_size.{json,md}``; recorded: ``benchmarks/r
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import shutil
 import statistics
 import tempfile
@@ -27,6 +25,7 @@ from typing import Any
 
 import repo_path  # noqa: F401  (the repository root on sys.path)
 import torch
+from recording import first_window_parser, record_parts
 
 from training.data.sources import load_windows
 from training.fit.loop import init_model
@@ -100,29 +99,13 @@ def markdown(result: dict[str, Any]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--source", default="online_retail")
-    parser.add_argument("--path", default="../shared/data/online_retail")
-    parser.add_argument("--freq", default="month")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--finetune-layers", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--out", default="benchmarks/results/version_size")
+    parser = first_window_parser(__doc__, 5, "benchmarks/results/version_size")
     args = parser.parse_args(argv)
     if args.rounds < 1:
         parser.error("--rounds: at least 1")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    result: dict[str, Any] = {"benchmark": "version_size", "args": vars(args),
-                              "torch": torch.__version__, "threads": torch.get_num_threads(),
-                              "cpus": os.cpu_count(), "loadavg_start": os.getloadavg()}
-    result["parts"] = [encoder_part(args, n) for n in args.finetune_layers]
-    result.update(loadavg_end=os.getloadavg(), finished=time.strftime("%Y-%m-%d %H:%M"))
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
-    table = markdown(result)
-    out.with_suffix(".md").write_text(table)
-    print(table)
+    record_parts("version_size", args, lambda layers: encoder_part(args, layers),
+                 args.finetune_layers, markdown)
     return 0
 
 
