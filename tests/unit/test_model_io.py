@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 
 from training.model import (
     FraudBatch,
@@ -191,10 +191,13 @@ def test_a_format_1_checkpoint_with_every_tensor_still_loads(tmp_path):
     model = pretrained_model(1)
     tensors, meta = model_state(model)
     assert "encoder_weights" not in meta
-    loaded = model_from_state(tensors, dict(meta, format_version=1))
+    (tmp_path / "old").mkdir()
+    save_file(tensors, str(tmp_path / "old" / "model.safetensors"))
+    (tmp_path / "old" / "model.json").write_text(json.dumps(dict(meta, format_version=1)))
+    loaded = load_model(tmp_path / "old")
     for got, want in zip(outputs(loaded), outputs(model)):
         torch.testing.assert_close(got, want)
     # its frozen weights hash as the package's: its next checkpoint leaves them out
     assert loaded.text.frozen_from_package
-    save_model(loaded, tmp_path)
-    assert "encoder_weights" in json.loads((tmp_path / "model.json").read_text())
+    save_model(loaded, tmp_path / "new")
+    assert "encoder_weights" in json.loads((tmp_path / "new" / "model.json").read_text())

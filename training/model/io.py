@@ -146,8 +146,6 @@ def model_from_state(tensors: dict[str, Tensor], meta: dict[str, Any]) -> ShopSt
         except CalibrationError as err:
             raise ModelFormatError(str(err)) from err
     load_weights(model, tensors, meta)
-    if package is None:
-        model.text.recognise_package()  # an older version that stored them whole
     return model.eval()
 
 
@@ -257,9 +255,12 @@ def load_model(directory: str | Path) -> ShopStreamModel:
     :class:`ModelFormatError` naming the broken file."""
     tensors, meta = read_checkpoint(directory)
     try:
-        return model_from_state(tensors, meta)
+        model = model_from_state(tensors, meta)
     except ModelFormatError as err:
         raise ModelFormatError(f"{Path(directory) / WEIGHTS_FILE} / {META_FILE}: {err}") from err
+    if ENCODER_WEIGHTS_KEY not in meta:
+        model.text.recognise_package()  # stored whole (format 1): its next version is small
+    return model
 
 
 def load_checkpoint_into(model: ShopStreamModel, directory: str | Path) -> None:
