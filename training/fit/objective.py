@@ -97,12 +97,6 @@ def teacher_view(batch: MultiTaskBatch, n_users: int, n_items: int) -> MultiTask
     return MultiTaskBatch(rec, fraud)
 
 
-def teacher_item_rows(teacher: ShopStreamModel) -> int:
-    """The teacher's item table size: the rows its item tower has an embedding and a title
-    for (the teacher's view of a batch clamps every other index to 0)."""
-    return min(teacher.item_emb.num_embeddings, len(teacher.item_titles))
-
-
 def rec_distill_loss(student: RecLogits, teacher_logits: Tensor, temperature: float) -> Tensor:
     """Mean over rows of KL(softmax(teacher/T) ‖ softmax(student/T))·T² over the student's
     valid candidates (masked ones count for neither)."""
@@ -203,10 +197,10 @@ class TrainingObjective(nn.Module):
             teacher.eval().requires_grad_(False)
         # Not a submodule on purpose: DDP must not sync it, state_dict must not hold it.
         self._teacher_ref: tuple[ShopStreamModel, ...] = () if teacher is None else (teacher,)
-        # The teacher's item rows do not change during a fit: each is computed once (it was
-        # two thirds of a distillation step's cost, recomputed every step).
+        # The teacher's item rows do not change during a fit: each is computed once, not
+        # every step.
         self.teacher_tables = None if teacher is None else FrozenItemTables(
-            teacher.item_table, teacher_item_rows(teacher))
+            teacher.item_table, teacher.item_rows)
 
     @staticmethod
     def _check_teacher(model: ShopStreamModel, teacher: ShopStreamModel) -> None:

@@ -42,7 +42,7 @@ class FraudHead:
     fraud_trees: FraudTrees | None
     fraud_calibration: FraudCalibration
 
-    def _item_table(self, idx: Tensor) -> ItemTable:
+    def item_table(self, idx: Tensor) -> ItemTable:
         raise NotImplementedError
 
     def _user_vectors(self, user_idx: Tensor, hist_idx: Tensor, table: ItemTable) -> Tensor:
@@ -66,7 +66,7 @@ class FraudHead:
         saves encoding the titles."""
         batch.validate(len(self.cfg.fraud_features))
         if table is None:
-            table = self._item_table(self._fraud_items(batch))
+            table = self.item_table(self._fraud_items(batch))
         return self._fraud_inputs(batch, table)
 
     def fraud_head(self, inputs: FraudInputs, numeric: Tensor | None = None) -> Tensor:
@@ -78,7 +78,7 @@ class FraudHead:
     def fraud_logits(self, batch: FraudBatch) -> Tensor:
         """Fraud logits [B] (sigmoid = probability of fraud)."""
         batch.validate(len(self.cfg.fraud_features))
-        table = self._item_table(self._fraud_items(batch))
+        table = self.item_table(self._fraud_items(batch))
         return self.fraud_head(self._fraud_inputs(batch, table))
 
     def set_fraud_trees(self, trees: FraudTrees | None, weight: float) -> None:

@@ -76,9 +76,8 @@ def model_state(model: nn.Module, leave_to_package: bool = False
     ``leave_to_package``: when the encoder's frozen weights are the installed package's, leave
     them out and record their hash (what :func:`save_model` writes)."""
     model = _unwrap(model)
-    left: set[str] = set()
-    if leave_to_package and model.text.frozen_from_package:
-        left = {ENCODER_PREFIX + name for name in model.text.frozen_names()}
+    left = _frozen_keys(model) if leave_to_package and model.text.frozen_from_package \
+        else set()
     tensors = {name: value.detach().to("cpu", copy=True).contiguous()
                for name, value in model.state_dict().items() if name not in left}
     meta: dict[str, Any] = {
@@ -98,6 +97,11 @@ def model_state(model: nn.Module, leave_to_package: bool = False
         meta[ENCODER_WEIGHTS_KEY] = {"frozen": "package",
                                      "frozen_signature": model.text.frozen_signature()}
     return tensors, meta
+
+
+def _frozen_keys(model: ShopStreamModel) -> set[str]:
+    """The state-dict keys of the encoder's frozen weights (what the package may supply)."""
+    return {ENCODER_PREFIX + name for name in model.text.frozen_names()}
 
 
 def _check_meta(meta: dict[str, Any]) -> None:
@@ -184,7 +188,7 @@ def load_weights(model: ShopStreamModel, tensors: dict[str, Tensor],
     except RuntimeError as err:
         raise ModelFormatError(f"weights do not fit the recorded architecture: {err}") from err
     if package is not None:
-        left = {ENCODER_PREFIX + name for name in model.text.frozen_names()}
+        left = _frozen_keys(model)
         missing, unexpected = set(result.missing_keys) - left, result.unexpected_keys
         if missing or unexpected or left & set(tensors):
             raise ModelFormatError(

@@ -132,15 +132,16 @@ class ShopStreamModel(FraudHead, nn.Module):
 
     # ---- item and user towers -------------------------------------------------------------
 
+    @property
+    def item_rows(self) -> int:
+        """The item table's size, not len(self.items): ids added to the IdMap directly (not
+        through extend_vocab) have no embedding row yet."""
+        return min(self.item_emb.num_embeddings, len(self.item_titles))
+
     def item_table(self, idx: Tensor) -> ItemTable:
         """Item-tower and title vectors of the distinct items of ``idx``."""
-        return self._item_table(idx)
-
-    def _item_table(self, idx: Tensor) -> ItemTable:
         uniq = torch.unique(idx.reshape(-1).long())
-        # The table size, not len(self.items): ids added to the IdMap directly (not through
-        # extend_vocab) have no embedding row yet.
-        rows = min(self.item_emb.num_embeddings, len(self.item_titles))
+        rows = self.item_rows
         if uniq.numel() and (int(uniq[0]) < 0 or int(uniq[-1]) >= rows):
             raise BatchError(f"item index out of range [0, {rows}): "
                              f"{int(uniq[0])}..{int(uniq[-1])} (new ids need extend_vocab)")
@@ -151,7 +152,7 @@ class ShopStreamModel(FraudHead, nn.Module):
 
     def item_vectors(self, item_idx: Tensor) -> Tensor:
         """Item tower [n, dim] (L2-normalised); each distinct item's title is encoded once."""
-        return self._item_table(item_idx).rows(item_idx)
+        return self.item_table(item_idx).rows(item_idx)
 
     def item_vectors_from_titles(self, titles: list[str]) -> Tensor:
         """Cold start: vectors [n, dim] from titles alone (no id embedding)."""
@@ -174,7 +175,7 @@ class ShopStreamModel(FraudHead, nn.Module):
         """User tower [B, dim] (L2-normalised) from the id and the recent items (0 = pad);
         ``table`` (e.g. serving's precomputed one) saves encoding the history's titles."""
         return self._user_vectors(user_idx, hist_idx,
-                                  self._item_table(hist_idx) if table is None else table)
+                                  self.item_table(hist_idx) if table is None else table)
 
     def popularity_score(self, pop: Tensor) -> Tensor:
         """Logit term [n] of items from their popularity features [n, P]."""
@@ -306,7 +307,7 @@ class ShopStreamModel(FraudHead, nn.Module):
     def rec_logits(self, batch: RecBatch) -> RecLogits:
         """Logits [B, C] over the candidates (targets, then ``neg_idx``) and their mask."""
         batch.validate()
-        return self._rec_logits(batch, self._item_table(self._rec_items(batch)))
+        return self._rec_logits(batch, self.item_table(self._rec_items(batch)))
 
     def rec_loss(self, batch: RecBatch) -> Tensor:
         """Sampled softmax over in-batch targets (+ ``neg_idx``); 0 for an empty batch."""
@@ -332,9 +333,8 @@ class ShopStreamModel(FraudHead, nn.Module):
 
     def step_outputs(self, batch: MultiTaskBatch,
                      item_table: Callable[[Tensor], ItemTable] | None = None) -> StepOutputs:
-        """Rec logits and fraud-head inputs of one step, each distinct item title of both
-        tasks encoded once; a task whose batch is None or empty is None. ``item_table``
-        replaces :meth:`item_table` (a frozen model's :class:`FrozenItemTables`)."""
+        """Rec logits and fraud-head inputs of one step, each distinct item title of both tasks
+        encoded once (by ``item_table``, default :meth:`item_table`); an empty task is None."""
         rec = batch.rec if batch.rec is not None and len(batch.rec) > 0 else None
         fraud = batch.fraud if batch.fraud is not None and len(batch.fraud) > 0 else None
         if rec is not None:
@@ -345,7 +345,7 @@ class ShopStreamModel(FraudHead, nn.Module):
             [self._fraud_items(fraud)] if fraud is not None else [])
         out = StepOutputs(self._zero())
         if needed:
-            table = (item_table or self._item_table)(torch.cat(needed))
+            table = (item_table or self.item_table)(torch.cat(needed))
             if rec is not None:
                 out.rec = self._rec_logits(rec, table)
             if fraud is not None:
