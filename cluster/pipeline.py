@@ -38,6 +38,7 @@ from training.cli import (
     setup_logging,
 )
 from training.data.source_config import SourceError
+from training.heap import TRAINING_MODULES, frozen_import_heap
 from training.incremental_config import IncrementalConfig, explicit_settings
 from training.stage_args import training_configs, training_parser
 from training.store import StoreError
@@ -114,17 +115,22 @@ def main(argv: list[str] | None = None) -> int:
         cfg = dataclasses.replace(dataclass_from_args(PipelineConfig, args), once=args.once)
         inc = dataclass_from_args(IncrementalConfig, args)
         configs = training_configs(args)
-        import ray
-
-        if not ray.is_initialized():
-            ray.init(address=inc.scaling.ray_address or os.environ.get("RAY_ADDRESS") or None)
-        result = run(cfg, inc, configs, explicit_settings(args))
-    except (ConfigError, SourceError, StoreError, PipelineStateError, ServeStepError) as err:
+    except (ConfigError, SourceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    print_outcome(result, cfg)
-    if cfg.serve and not cfg.once:
-        serve_forever()
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=inc.scaling.ray_address or os.environ.get("RAY_ADDRESS") or None)
+    with frozen_import_heap(("cluster.runner", *TRAINING_MODULES)):
+        try:
+            result = run(cfg, inc, configs, explicit_settings(args))
+        except (ConfigError, SourceError, StoreError, PipelineStateError, ServeStepError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        print_outcome(result, cfg)
+        if cfg.serve and not cfg.once:
+            serve_forever()
     return 0
 
 

@@ -14,6 +14,7 @@ import sys
 
 from training.cli import ConfigError, dataclass_from_args, default_env, setup_logging
 from training.data.source_config import SourceError
+from training.heap import TRAINING_MODULES, frozen_import_heap
 from training.incremental_config import IncrementalConfig, explicit_settings
 from training.stage_args import training_configs, training_parser
 from training.store.errors import StoreError
@@ -34,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
         if not ray.is_initialized():
             default_env()
             ray.init(address=inc.scaling.ray_address or None)
-        summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
+        with frozen_import_heap(TRAINING_MODULES):
+            summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
     except (ConfigError, SourceError, StoreError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
