@@ -3,8 +3,9 @@
 A ShopStream driver holds about 0.6 M container objects that live as long as the process:
 the functions, classes and tables of torch, transformers, Ray, pandas and scikit-learn.
 CPython's full (generation 2) collection walks every one of them each time it runs, and in
-an update loop it runs every few seconds: 0.3-0.4 s a pause on the 2-core machines, about a
-tenth of a pipeline run (``benchmarks/gc_pauses.py``). ``gc.freeze`` moves the objects alive
+an update loop it runs every few seconds: 0.2-0.4 s a pause on the 2-core machines, 3-9% of
+a pipeline run (``benchmarks/gc_pauses.py``), landing on whichever update is running.
+``gc.freeze`` moves the objects alive
 now into a permanent generation the collector skips; objects made later are collected as
 before, by reference counting and by the (now small) full collections.
 
