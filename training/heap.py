@@ -5,9 +5,9 @@ the functions, classes and tables of torch, transformers, Ray, pandas and scikit
 CPython's full (generation 2) collection walks every one of them each time it runs, and in
 an update loop it runs every few seconds: 0.2-0.4 s a pause on the 2-core machines, 3-9% of
 a pipeline run (``benchmarks/gc_pauses.py``), landing on whichever update is running.
-``gc.freeze`` moves the objects alive
-now into a permanent generation the collector skips; objects made later are collected as
-before, by reference counting and by the (now small) full collections.
+``gc.freeze`` moves the objects alive now into a permanent generation the collector skips;
+objects made later are collected as before, by reference counting and by the (now small)
+full collections.
 
 Set ``SHOPSTREAM_GC_FREEZE=0`` to leave the collector as Python ships it (for example, to
 inspect the whole heap with ``gc.get_objects()``).
