@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if not ray.is_initialized():
         ray.init(address=inc.scaling.ray_address or os.environ.get("RAY_ADDRESS") or None)
-    with frozen_import_heap(("cluster.runner", *TRAINING_MODULES)):
+    with frozen_import_heap(TRAINING_MODULES):
         try:
             result = run(cfg, inc, configs, explicit_settings(args))
         except (ConfigError, SourceError, StoreError, PipelineStateError, ServeStepError) as err:

@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -258,10 +260,8 @@ def load_model(directory: str | Path) -> ShopStreamModel:
     """Load a checkpoint written by :func:`save_model` (eval mode); raises
     :class:`ModelFormatError` naming the broken file."""
     tensors, meta = read_checkpoint(directory)
-    try:
+    with _naming_files(directory):
         model = model_from_state(tensors, meta)
-    except ModelFormatError as err:
-        raise ModelFormatError(f"{Path(directory) / WEIGHTS_FILE} / {META_FILE}: {err}") from err
     if ENCODER_WEIGHTS_KEY not in meta:
         model.text.recognise_package()  # stored whole (format 1): its next version is small
     return model
@@ -270,7 +270,14 @@ def load_model(directory: str | Path) -> ShopStreamModel:
 def load_checkpoint_into(model: ShopStreamModel, directory: str | Path) -> None:
     """Load the weights of a checkpoint of ``model`` itself (a resumed run) into it."""
     tensors, meta = read_checkpoint(directory)
-    try:
+    with _naming_files(directory):
         load_weights(model, tensors, meta)
+
+
+@contextmanager
+def _naming_files(directory: str | Path) -> Iterator[None]:
+    """Prefix a :class:`ModelFormatError` raised inside with the checkpoint's two files."""
+    try:
+        yield
     except ModelFormatError as err:
         raise ModelFormatError(f"{Path(directory) / WEIGHTS_FILE} / {META_FILE}: {err}") from err
