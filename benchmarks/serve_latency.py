@@ -63,6 +63,7 @@ import torch
 from serve_load import measure
 
 from serving.config import SERVE_START_ENV, ServeConfig
+from serving.loopback import haproxy_env
 from tests.support.ports import free_port, haproxy_port_env
 from tests.support.published import (
     FRAUD_FEATURES,
@@ -341,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per request otherwise
     ENV.update(haproxy_port_env())  # chosen when the run starts, not when imported
+    ENV.update(haproxy_env("127.0.0.1"))
     os.environ.update(ENV)
     # Read by the Serve controller that ray.init starts below (ENV reaches it through both).
     ENV["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if args.ingress == "haproxy" else "0"

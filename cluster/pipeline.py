@@ -30,6 +30,7 @@ from typing import Any
 
 from cluster.pipeline_config import PipelineConfig
 from serving.config import SERVE_START_ENV
+from serving.loopback import haproxy_env
 from training.cli import (
     ConfigError,
     add_dataclass_args,
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging()
     default_env(SERVE_START_ENV)
     from cluster.runner import PipelineStateError
-    from cluster.serve_step import ServeStepError
+    from cluster.serve_step import SERVE_HOST, ServeStepError
 
     try:
         cfg = dataclasses.replace(dataclass_from_args(PipelineConfig, args), once=args.once)
@@ -118,6 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     except (ConfigError, SourceError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    if cfg.serve:  # before Ray starts: its HAProxy reads it (serving.loopback)
+        os.environ.update(haproxy_env(SERVE_HOST))
     import ray
 
     if not ray.is_initialized():

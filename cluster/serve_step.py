@@ -25,6 +25,9 @@ from training.data.schema import WindowData
 logger = logging.getLogger(__name__)
 
 APP_NAME = "shopstream"
+# The step serves on this host only (a cluster user reaches it through `ray job submit`'s
+# head node or serves with `python -m serving.app --host 0.0.0.0`).
+SERVE_HOST = "127.0.0.1"
 
 
 class ServeStepError(RuntimeError):
@@ -37,10 +40,10 @@ def start_serve(store: str, endpoint_url: str | None, port: int) -> str:
 
     from serving.app import build_app
 
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    serve.start(http_options={"host": SERVE_HOST, "port": port})
     config = ServeConfig(store=store, endpoint_url=endpoint_url, poll_interval_s=0.5)
     serve.run(build_app(AppArgs(config)), name=APP_NAME, route_prefix="/", blocking=False)
-    return f"http://127.0.0.1:{port}"
+    return f"http://{SERVE_HOST}:{port}"
 
 
 def _headers() -> dict[str, str]:

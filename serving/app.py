@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from serving.config import SERVE_START_ENV, AppArgs, ServeConfig
+from serving.loopback import haproxy_env
 from training.cli import (
     ConfigError,
     add_dataclass_args,
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     default_env(SERVE_START_ENV)
+    os.environ.update(haproxy_env(config.host))
     import ray
     from ray import serve
 

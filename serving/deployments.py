@@ -39,6 +39,7 @@ from serving.config import (
     deployment_names,
 )
 from serving.errors import ErrorInfo, ServingError, UnavailableError
+from serving.loopback import keep_replica_grpc_on_loopback
 from serving.schemas import (
     FraudListResponse,
     FraudRequest,
@@ -71,6 +72,7 @@ class _ModelDeployment:
 
     def __init__(self, config: ServeConfig, name: str) -> None:
         setup_logging()
+        keep_replica_grpc_on_loopback()
         from serving.replica import ModelReplica
 
         tag = serve.get_replica_context().replica_tag
@@ -137,6 +139,7 @@ class Ingress:
     def __init__(self, recommender: DeploymentHandle, fraud_scorer: DeploymentHandle,
                  config: ServeConfig) -> None:
         setup_logging()
+        keep_replica_grpc_on_loopback()
         self._models = {RECOMMENDER: recommender, FRAUD_SCORER: fraud_scorer}
         self._config = config
         self._caller = ModelCaller(config.request_timeout_s, config.hedge_after_s)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from serving.config import SERVE_START_ENV
+from serving.loopback import haproxy_env
 from tests.support.ports import haproxy_port_env
 from training.cli import LOCAL_RAY_ENV
 
@@ -124,6 +125,7 @@ def ray_cluster() -> Iterator[None]:
 
     # Own HAProxy ports, chosen when the session's Ray starts (not at collection).
     RAY_ENV.update(haproxy_port_env())
+    RAY_ENV.update(haproxy_env("127.0.0.1"))  # the app's stats and metrics ports on loopback
     os.environ.update(RAY_ENV)
     # Worker, replica and Ray Train logs stay in the session's log files (tests that look for
     # leaked secrets read those) instead of flooding the pytest output between tests.

@@ -9,6 +9,7 @@ reload tests publish new versions into its store, so later tests see later versi
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,6 +37,8 @@ from tests.integration.serve_support import (
     replica_pids,
     wait_skipped,
 )
+from tests.support.listeners import descendants, listeners
+from tests.support.ports import HAPROXY_PORT_SETTINGS
 from tests.support.published import (
     publish,
     shop_history,
@@ -94,6 +97,22 @@ def test_http_enters_through_haproxy(app: App) -> None:
     assert any(f":{port}" in text for text in configs), (port, [t[:400] for t in configs])
     with app.client() as client:
         assert client.get("/healthz").status_code == 200
+
+
+def test_every_listener_stays_on_loopback(app: App) -> None:
+    """serving.loopback: with Serve up (HAProxy, its stats page and exporter, three
+    deployments' replicas and their gRPC servers), no process of this session's Ray accepts
+    connections from another host. Ray 2.60 binds HAProxy's stats and metrics ports and each
+    replica's gRPC server on every interface by itself."""
+    with app.client() as client:  # the split topology's handle calls cross the gRPC servers
+        assert client.post("/fraud", json=TXNS[0]).status_code == 200
+    found = listeners(descendants(os.getpid()))
+    outside = [x for x in found if not x.loopback]
+    assert not outside, outside
+    haproxy_ports = {x.port for x in found if x.name == "haproxy"}
+    assert {int(os.environ[name]) for name in HAPROXY_PORT_SETTINGS} <= haproxy_ports, found
+    replicas = {x.pid for x in found if x.name.startswith("ray::ServeRepli")}
+    assert len(replicas) >= 3, found  # Ingress, Recommender and FraudScorer at least
 
 
 def test_new_catalogue_items_are_ranked_from_their_titles(app: App) -> None:

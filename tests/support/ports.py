@@ -22,11 +22,13 @@ def free_port() -> int:
     return port
 
 
+HAPROXY_PORT_SETTINGS: tuple[str, ...] = ("RAY_SERVE_HAPROXY_STATS_PORT",
+                                          "RAY_SERVE_HAPROXY_METRICS_PORT")
+
+
 def haproxy_port_env() -> dict[str, str]:
     """Own ports for Serve's HAProxy stats page and Prometheus exporter (Ray's defaults,
     8404 and 9101, are fixed): a second Ray with Serve on the same host (a benchmark beside
     the test suite, two CI jobs) would otherwise fail to start HAProxy. Ray binds both on
-    every interface; only the port can be chosen."""
-    stats, metrics = free_ports(2)
-    return {"RAY_SERVE_HAPROXY_STATS_PORT": str(stats),
-            "RAY_SERVE_HAPROXY_METRICS_PORT": str(metrics)}
+    every interface; serving.loopback.haproxy_env moves them to 127.0.0.1."""
+    return dict(zip(HAPROXY_PORT_SETTINGS, map(str, free_ports(2))))
