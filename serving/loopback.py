@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import shlex
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -86,7 +87,23 @@ def haproxy_env(host: str) -> dict[str, str]:
     real = _real_haproxy()
     if real is None:
         return {}  # Serve names the missing binary itself when it starts HAProxy
-    return {HAPROXY_BINARY_ENV: str(_install_wrapper(real))}
+    wrapper = _install_wrapper(real)
+    if not _runs(wrapper):
+        logger.warning("%s does not run (a noexec temp folder?): Serve's HAProxy keeps its "
+                       "stats and metrics ports on every interface", wrapper)
+        return {}
+    return {HAPROXY_BINARY_ENV: str(wrapper)}
+
+
+def _runs(wrapper: Path) -> bool:
+    """Whether the wrapper starts HAProxy (``-v``): a wrapper that cannot run would stop
+    Serve from starting at all, which is worse than the wildcard ports."""
+    try:
+        done = subprocess.run([str(wrapper), "-v"], capture_output=True, timeout=30,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
 
 
 def _real_haproxy() -> str | None:

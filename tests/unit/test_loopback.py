@@ -114,6 +114,14 @@ def test_the_wrapper_execs_the_configured_binary_on_the_copy(
     assert haproxy_env("localhost") == env
 
 
+def test_a_wrapper_that_cannot_run_is_not_installed(
+        fake_haproxy: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """Serve would fail to start HAProxy at all: the wildcard ports are the lesser harm."""
+    fake_haproxy.write_text("#!/bin/sh\nexit 3\n")
+    assert haproxy_env("127.0.0.1") == {}
+    assert "does not run" in caplog.text
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
 def test_no_wrapper_when_serve_listens_beyond_this_host(fake_haproxy: Path,
                                                         host: str) -> None:
