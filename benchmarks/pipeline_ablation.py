@@ -36,6 +36,9 @@ VARIANTS: dict[str, list[str]] = {
     "noterms": ["--repeat-bonus-grid=", "--count-weight-grid="],
     "nodrop": ["--id-dropout", "0"],
     "neither": ["--repeat-bonus-grid=", "--count-weight-grid=", "--id-dropout", "0"],
+    # The top MiniLM layer trained with the towers (ModelConfig's default; the runs above
+    # and the recorded reports keep the encoder frozen).
+    "finetune1": ["--model-finetune-layers", "1"],
 }
 
 
