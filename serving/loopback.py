@@ -36,6 +36,7 @@ import logging
 import os
 import re
 import shlex
+import stat
 import subprocess
 import sys
 import tempfile
@@ -87,7 +88,12 @@ def haproxy_env(host: str) -> dict[str, str]:
     real = _real_haproxy()
     if real is None:
         return {}  # Serve names the missing binary itself when it starts HAProxy
-    wrapper = _install_wrapper(real)
+    try:
+        wrapper = _install_wrapper(real)
+    except OSError as exc:  # PermissionError included
+        logger.warning("no HAProxy wrapper (%s): Serve's HAProxy keeps its stats and metrics "
+                       "ports on every interface", exc)
+        return {}
     if not _runs(wrapper):
         logger.warning("%s does not run (a noexec temp folder?): Serve's HAProxy keeps its "
                        "stats and metrics ports on every interface", wrapper)
@@ -135,6 +141,7 @@ def _install_wrapper(real: str) -> Path:
             f'{shlex.quote(real)} "$@"\n')
     folder = Path(tempfile.gettempdir()) / f"shopstream-{os.getuid()}"
     folder.mkdir(mode=0o700, exist_ok=True)
+    _check_private(folder)
     wrapper = folder / f"{WRAPPER_NAME}-{hashlib.sha256(text.encode()).hexdigest()[:12]}"
     if not wrapper.is_file() or wrapper.read_text() != text:
         partial = folder / f"{wrapper.name}.{os.getpid()}.tmp"
@@ -142,6 +149,15 @@ def _install_wrapper(real: str) -> Path:
         partial.chmod(0o755)
         os.replace(partial, wrapper)
     return wrapper
+
+
+def _check_private(folder: Path) -> None:
+    """The wrapper's folder must be this user's alone: in a shared temp folder another user
+    could have made it first, and a script of theirs would then run as HAProxy."""
+    st = folder.lstat()
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+        raise PermissionError(f"{folder} is not a folder of this user's alone "
+                              f"(mode {stat.S_IMODE(st.st_mode):o}, owner {st.st_uid})")
 
 
 def keep_replica_grpc_on_loopback() -> bool:

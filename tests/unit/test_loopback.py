@@ -122,6 +122,17 @@ def test_a_wrapper_that_cannot_run_is_not_installed(
     assert "does not run" in caplog.text
 
 
+def test_a_wrapper_folder_others_can_write_is_refused(
+        fake_haproxy: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """In a shared temp folder another user may have made the folder first."""
+    folder = tmp_path / f"shopstream-{os.getuid()}"
+    folder.mkdir(mode=0o777)
+    folder.chmod(0o777)
+    assert haproxy_env("127.0.0.1") == {}
+    assert "not a folder of this user's alone" in caplog.text
+    assert list(folder.iterdir()) == []  # nothing written into it
+
+
 @pytest.mark.parametrize("host", ["0.0.0.0", "10.0.0.5", "::"])
 def test_no_wrapper_when_serve_listens_beyond_this_host(fake_haproxy: Path,
                                                         host: str) -> None:
