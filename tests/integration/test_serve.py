@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 
 from serving.config import AppArgs
+from tests.integration.ray_nodes import group_pids
 from tests.integration.serve_support import (
     AUTH,
     MAX_BODY,
@@ -37,7 +38,7 @@ from tests.integration.serve_support import (
     replica_pids,
     wait_skipped,
 )
-from tests.support.listeners import descendants, listeners
+from tests.support.listeners import listeners
 from tests.support.ports import HAPROXY_PORT_SETTINGS
 from tests.support.published import (
     publish,
@@ -106,7 +107,8 @@ def test_every_listener_stays_on_loopback(app: App) -> None:
     replica's gRPC server on every interface by itself."""
     with app.client() as client:  # the split topology's handle calls cross the gRPC servers
         assert client.post("/fraud", json=TXNS[0]).status_code == 200
-    found = listeners(descendants(os.getpid()))
+    # This session's process group and every descendant: Ray's daemons, workers, HAProxy.
+    found = listeners(set(group_pids({os.getpgrp()})))
     outside = [x for x in found if not x.loopback]
     assert not outside, outside
     haproxy_ports = {x.port for x in found if x.name == "haproxy"}

@@ -1,4 +1,4 @@
-"""The TCP ports a process tree listens on, read from Linux's /proc (no psutil here)."""
+"""The TCP ports a set of processes listens on, read from Linux's /proc (no psutil here)."""
 
 from __future__ import annotations
 
@@ -22,24 +22,6 @@ class Listener:
         address = ipaddress.ip_address(self.host)
         mapped = getattr(address, "ipv4_mapped", None)
         return bool((mapped or address).is_loopback)
-
-
-def descendants(pid: int) -> set[int]:
-    """``pid``'s children, their children and so on (not ``pid`` itself)."""
-    parents: dict[int, int] = {}
-    for stat in PROC.glob("[0-9]*/stat"):
-        try:
-            # The comm in brackets may hold spaces: the parent pid follows its ')'.
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:  # the process ended while we looked
-            continue
-        parents[int(stat.parent.name)] = int(fields[1])
-    found: set[int] = set()
-    frontier = {pid}
-    while frontier:
-        frontier = {child for child, parent in parents.items() if parent in frontier} - found
-        found |= frontier
-    return found
 
 
 def _address(hex_address: str) -> tuple[str, int]:
