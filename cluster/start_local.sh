@@ -30,7 +30,9 @@ when the shell that runs this script has no venv activated.
 
 Exports RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, RAY_USAGE_STATS_ENABLED=0, HF_HUB_OFFLINE=1,
 TRANSFORMERS_OFFLINE=1 and TOKENIZERS_PARALLELISM=false into the head (every worker inherits
-them). Token auth: RAY_AUTH_MODE defaults to "disabled" (loopback only); clients must use the
+them), and Serve's settings as `python -m serving.app` has them on a local Ray: HTTP through
+HAProxy (RAY_SERVE_ENABLE_HA_PROXY=1 ...; a value you exported wins) with its stats and
+metrics ports on 127.0.0.1 (RAY_SERVE_HAPROXY_BINARY_PATH, serving/loopback.py). Token auth: RAY_AUTH_MODE defaults to "disabled" (loopback only); clients must use the
 same mode, so export RAY_AUTH_MODE=disabled where you run `ray job submit` -- otherwise a
 ~/.ray/auth_token file switches the client to token mode. Set RAY_AUTH_MODE=token here and
 in the client to use token auth on both sides.
@@ -67,6 +69,27 @@ if [[ -x "$repo/.venv/bin/python" ]]; then
 else
     echo "warning: no $repo/.venv: jobs run the python on this shell's PATH" \
          "($(command -v python || echo none)), which must have the project installed" >&2
+fi
+# Serve on this head as `python -m serving.app` serves on a local Ray: HTTP through HAProxy
+# (serving.config.SERVE_START_ENV; a value already exported wins) and HAProxy's stats and
+# metrics ports on 127.0.0.1, not every interface (serving.loopback). Read by the Serve
+# controller a job starts, so it must be in the head's environment.
+if serve_env=$(cd "$repo" && python - <<'PY'
+import os
+import shlex
+
+from serving.config import SERVE_START_ENV
+from serving.loopback import haproxy_env
+
+env = {k: os.environ.get(k, v) for k, v in SERVE_START_ENV.items()}
+env.update(haproxy_env("127.0.0.1"))
+print("\n".join(f"export {k}={shlex.quote(v)}" for k, v in env.items()))
+PY
+); then
+    eval "$serve_env"
+else
+    echo "warning: could not import serving.config: Serve jobs on this head use Serve's" \
+         "defaults (its Python proxy)" >&2
 fi
 
 # In a session of its own the head's daemons form one process group, which is how

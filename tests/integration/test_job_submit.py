@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from serving.config import SERVE_START_ENV
+from serving.loopback import HAPROXY_BINARY_ENV, WRAPPER_NAME
 from tests.integration.ray_nodes import (
     REPO,
     alive,
@@ -86,8 +88,29 @@ def test_the_readme_job_submit_publishes_a_version_from_a_shell_without_the_venv
 
     head_pids = group_pids(node_groups(temp_dir))
     assert len(head_pids) >= 5  # GCS, raylet, dashboard, agents, ...: the script's group
+    assert_serves_like_the_app(head_pids)
     stopped = subprocess.run(["bash", stop.split()[0], "--temp-dir", temp_dir], cwd=REPO,
                              env=bare_env(), capture_output=True, text=True, timeout=60,
                              check=False)
     assert stopped.returncode == 0, stopped.stderr
     assert [pid for pid in head_pids if alive(pid)] == []
+
+
+def process_env(pid: int) -> dict[str, str]:
+    raw = Path(f"/proc/{pid}/environ").read_bytes()
+    return dict(item.split("=", 1) for item in raw.decode(errors="replace").split("\0")
+                if "=" in item)
+
+
+def assert_serves_like_the_app(head_pids: list[int]) -> None:
+    """The head's raylet (whose environment every Serve actor a job starts inherits) has
+    serving.config.SERVE_START_ENV and the loopback HAProxy wrapper (serving.loopback), as
+    `python -m serving.app` sets them on a local Ray: a job's Serve app must not listen
+    beyond loopback."""
+    raylets = [pid for pid in head_pids
+               if Path(f"/proc/{pid}/comm").read_text().strip() == "raylet"]
+    assert len(raylets) == 1, head_pids
+    env = process_env(raylets[0])
+    assert {k: env.get(k) for k in SERVE_START_ENV} == SERVE_START_ENV
+    wrapper = Path(env[HAPROXY_BINARY_ENV])
+    assert wrapper.name.startswith(WRAPPER_NAME) and os.access(wrapper, os.X_OK), wrapper
