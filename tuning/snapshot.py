@@ -1,4 +1,5 @@
-"""A read-only, in-memory copy of a store's ``latest`` version, shipped to every trial.
+"""A read-only, in-memory copy of a store's ``latest`` version (and its title vectors,
+``training.store.title_vectors``), shipped to every trial.
 
 Trials call :func:`training.update.prepare.prepare_update` exactly as ``training.incremental``
 does, but on this snapshot rather than on the store itself: every trial then starts from
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from training.store import LATEST_KEY, CheckpointMissingError, CheckpointStore, StoreError
 from training.store.meta import META_NAME, dump_json
+from training.store.title_vectors import TITLE_AREA
 
 SNAPSHOT_AREA = "versions"
 
@@ -80,4 +82,7 @@ def snapshot_version(store: CheckpointStore, version: str | None) -> SnapshotSto
             objects[f"{prefix}/{META_NAME}"] = (Path(tmp) / META_NAME).read_bytes()
         objects[LATEST_KEY] = dump_json({"version": info.version,
                                          "created_at": info.created_at}, LATEST_KEY)
+    # The frozen encoder's title vectors, so that no trial encodes the catalogue again.
+    for key in store.list_keys(f"{TITLE_AREA}/"):
+        objects[key] = b"".join(store.iter_object(key))
     return SnapshotStore(store.uri, objects)

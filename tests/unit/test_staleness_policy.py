@@ -25,6 +25,7 @@ from cluster.comparison.staleness import (
 )
 from tests.unit.tiny_shop import RUN_MODEL as MODEL
 from tests.unit.tiny_shop import RUN_TRAIN as TRAIN
+from tests.unit.tiny_shop import update_config
 from training.cli import ConfigError
 from training.data.schema import WindowData
 from training.data.sources import load_windows
@@ -46,12 +47,6 @@ SHOP = SyntheticShopConfig(n_windows=5, interactions_per_window=300,
                            fraud_rate=0.1)
 WINDOWS = load_windows("synthetic", synthetic=SHOP)
 IDS = [w.window_id for w in WINDOWS]
-
-
-def _inc(store: Path, **changes: Any) -> IncrementalConfig:
-    return IncrementalConfig.of(source="synthetic", store=str(store), trainer="local",
-                             use_best_config=False, gate_tolerance=1.0,
-                             **changes)
 
 
 def _update(inc: IncrementalConfig, reject: bool = False) -> dict[str, Any]:
@@ -93,7 +88,7 @@ def _n_purchases(windows: list[WindowData]) -> int:
 def advance(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """promote w0 → reject w1 → (what w2's update starts from) → promote w2."""
     root = tmp_path_factory.mktemp("advance")
-    inc = _inc(root / "store")
+    inc = update_config(root / "store")
     first = _update(inc)
     rejected = _update(inc, reject=True)
     store = open_store(inc.store.uri)
@@ -162,7 +157,7 @@ def test_candidate_from_the_head_is_gated_and_promoted_against_latest(
 
 
 def test_hold_resumes_from_latest_after_a_rejection(tmp_path: Path) -> None:
-    inc = _inc(tmp_path / "store", on_reject="hold", fallback_after=0)
+    inc = update_config(tmp_path / "store", on_reject="hold", fallback_after=0)
     first = _update(inc)
     rejected = _update(inc, reject=True)
     up = _prepared(inc, tmp_path / "prepared")
@@ -180,7 +175,7 @@ def test_hold_resumes_from_latest_after_a_rejection(tmp_path: Path) -> None:
 def fallback(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """promote w0 → reject w1 → reject w2 → fallback retrain on w3 (fit inputs captured)."""
     root = tmp_path_factory.mktemp("fallback")
-    inc = _inc(root / "store", fallback_after=2)
+    inc = update_config(root / "store", fallback_after=2)
     runs = [_update(inc), _update(inc, reject=True), _update(inc, reject=True)]
     fits: list[tuple[Any, ...]] = []
     real_fit = training.update.run.fit_window
@@ -230,7 +225,7 @@ def test_fallback_trains_fresh_on_every_window_so_far(fallback: dict[str, Any]) 
 
 def test_a_rejected_fallback_becomes_the_head_and_restarts_the_count(
         tmp_path: Path) -> None:
-    inc = _inc(tmp_path / "store", fallback_after=1)
+    inc = update_config(tmp_path / "store", fallback_after=1)
     _update(inc)
     rejected = _update(inc, reject=True)
     retrain = _update(inc, reject=True)
@@ -246,7 +241,7 @@ def test_a_rejected_fallback_becomes_the_head_and_restarts_the_count(
 
 
 def test_full_retrain_makes_every_update_a_gated_retrain(tmp_path: Path) -> None:
-    inc = _inc(tmp_path / "store", full_retrain=True)
+    inc = update_config(tmp_path / "store", full_retrain=True)
     first = _update(inc)
     rejected = _update(inc, reject=True)
     again = _update(inc)

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from training.cli import ConfigError
@@ -277,3 +278,16 @@ def test_snapshot_holds_latest_verbatim_and_refuses_writes(tmp_path: Path) -> No
     assert len(snap.list_versions()) == 1  # only latest travels to the trials
     with pytest.raises(ReadOnlySnapshotError, match="read-only"):
         snap.put_config("best", {"x": 1})
+
+
+def test_snapshot_carries_the_title_vectors(tmp_path: Path) -> None:
+    """training.store.title_vectors: trials take the catalogue's vectors from the snapshot
+    instead of encoding every title again."""
+    store = LocalStore(tmp_path / "store")
+    store.publish({"model.safetensors": b"w"}, {"window": "w1"}, parent=None)
+    vectors = {"mug": np.arange(3, dtype=np.float32), "cup": np.ones(3, dtype=np.float32)}
+    store.put_title_vectors("sig1", vectors)
+    back = snapshot_latest(store).get_title_vectors("sig1")
+    assert list(back) == ["mug", "cup"] and all(np.array_equal(back[t], vectors[t])
+                                                for t in vectors)
+    assert snapshot_latest(LocalStore(tmp_path / "empty")).get_title_vectors("sig1") == {}

@@ -11,6 +11,7 @@ from training.data.schema import WindowData
 from training.features.examples import WindowExamples
 from training.features.history import PurchaseHistory
 from training.fit.loop import init_model
+from training.incremental_config import IncrementalConfig
 from training.model import ModelConfig
 
 TINY = ModelConfig(encoder_init="tiny_random", finetune_layers=1, dim=16, history_len=3,
@@ -22,6 +23,13 @@ CFG = TrainConfig(epochs=2, batch_size=8, lr=1e-2, encoder_lr=1e-3, warmup_frac=
 RUN_MODEL = ModelConfig(encoder_init="tiny_random", dim=16, history_len=3)
 RUN_TRAIN = TrainConfig(epochs=1, batch_size=64, n_negatives=8)
 BASE = pd.Timestamp("2024-01-01", tz="UTC")
+
+
+def update_config(store: object, **changes: object) -> IncrementalConfig:
+    """An update on the synthetic source into ``store``, in this process, with no tuned
+    config and a gate that promotes (the multi-window update tests' settings)."""
+    return IncrementalConfig.of(source="synthetic", store=str(store), trainer="local",
+                                use_best_config=False, gate_tolerance=1.0, **changes)
 
 
 def ts_range(n: int) -> pd.Series:

@@ -35,6 +35,8 @@ TINY_BERT: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2,
 FROZEN_CHUNK = 256
 # Frozen-part outputs shared within a process, per hash of the frozen weights.
 _SHARED_CACHES: dict[str, OrderedDict[str, Tensor]] = {}
+# Titles this process has pushed through a frozen part (:func:`titles_encoded`).
+_ENCODED = {"titles": 0}
 # frozen_signature of the installed package's weights, per (package folder, frozen layers,
 # title limit, finetune_layers == 0): every encoder loaded from the package hashes it once.
 _PACKAGE_SIGNATURES: dict[tuple[str, int, int, bool], str] = {}
@@ -50,6 +52,17 @@ def encoder_package_path() -> str:
 def _layer_out(out: Any) -> Tensor:
     # BertLayer returns a tensor in transformers 5.x and a tuple in 4.x.
     return out[0] if isinstance(out, tuple) else out
+
+
+def titles_encoded() -> int:
+    """How many titles this process has encoded (frozen part computed, not found cached)."""
+    return _ENCODED["titles"]
+
+
+def drop_shared_caches() -> None:
+    """Forget the process-wide caches: encoders made after this start empty, as in a new
+    process (encoders already sharing one keep it)."""
+    _SHARED_CACHES.clear()
 
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -136,6 +149,12 @@ class TextEncoder(nn.Module):
     @property
     def num_layers(self) -> int:
         return int(self.bert.config.num_hidden_layers)
+
+    @property
+    def pools_frozen(self) -> bool:
+        """Whether the whole encoder is frozen, so its cache holds each title's final
+        vector [output_dim] (else the states after the last frozen layer)."""
+        return self.n_frozen == self.num_layers
 
     @property
     def output_dim(self) -> int:
@@ -265,6 +284,10 @@ class TextEncoder(nn.Module):
         while len(self._cache) > self.cfg.text_cache_size:
             self._cache.popitem(last=False)
 
+    def cached_titles(self) -> list[str]:
+        """The titles whose frozen outputs are cached, least recently used first."""
+        return list(self._cache)
+
     @property
     def cache_len(self) -> int:
         return len(self._cache)
@@ -317,7 +340,7 @@ class TextEncoder(nn.Module):
             ids, mask = self._padded([token_ids[i] for i in rows])
             hidden = self.bert.embeddings(input_ids=ids)
             hidden = self._run_layers(hidden, mask, 0, self.n_frozen)
-            if self.n_frozen == self.num_layers:
+            if self.pools_frozen:
                 pooled = mean_pool(hidden, mask).cpu()
                 for k, i in enumerate(rows):
                     out[i] = pooled[k]
@@ -340,6 +363,7 @@ class TextEncoder(nn.Module):
         self.cache_hits += len(found)
         self.cache_misses += len(missing)
         if missing:
+            _ENCODED["titles"] += len(missing)
             for title, value in zip(missing, self._frozen_part(missing)):
                 found[title] = value
                 if self.cfg.text_cache_size > 0:
@@ -373,7 +397,7 @@ class TextEncoder(nn.Module):
             return torch.zeros(0, self.output_dim, device=self._device())
         distinct = list(dict.fromkeys(titles))
         frozen = self._cached_frozen(distinct)
-        if self.n_frozen == self.num_layers:
+        if self.pools_frozen:
             pooled = torch.stack(frozen).to(self._device(), self._dtype())
         else:
             pooled = self._top_layers(frozen)

@@ -9,6 +9,7 @@ Layout under the store root (a directory, or an S3 bucket prefix)::
                                    kept apart so versions/ is exactly the promotable lineage
     latest.json                    {"version", "created_at"}; written last, atomically
     configs/<name>.json            small JSON documents (e.g. the run config)
+    caches/titles/<hash>.safetensors  the frozen encoder's title vectors (title_vectors)
 
 Publishing uploads every file, then ``meta.json``, reads every object back to check
 its sha256 and size, calls :meth:`CheckpointStore._before_promote`, and only then
@@ -71,6 +72,7 @@ from training.store.meta import (
     pointer_version,
 )
 from training.store.retention import Retention
+from training.store.title_vectors import TitleVectors
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,7 @@ logger = logging.getLogger(__name__)
 _Store = TypeVar("_Store", bound="CheckpointStore")
 
 
-class CheckpointStore(Retention, ConfigDocuments, ABC):
+class CheckpointStore(Retention, ConfigDocuments, TitleVectors, ABC):
     """Versioned checkpoints under one root; see the module docstring for the layout."""
 
     # ---- raw object operations: the whole of what a backend implements. Public so a

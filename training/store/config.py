@@ -75,6 +75,10 @@ class StoreConfig:
         "help": "S3 endpoint (MinIO, moto); unset uses AWS_ENDPOINT_URL or AWS itself"})
     keep_last: int = field(default=5, metadata={
         "help": "published versions kept by retention (latest and its parent always are)"})
+    title_cache: bool = field(default=True, metadata={
+        "help": "keep the frozen encoder's title vectors in the store "
+                "(caches/titles/), so an update in a new process encodes only new titles "
+                "(training.update.title_cache; with finetune_layers 0)"})
 
     def __post_init__(self) -> None:
         require(bool(self.uri.strip()), "uri", "must not be empty")

@@ -18,6 +18,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from training.cli import ConfigError
 from training.store.base import CheckpointStore
 from training.store.errors import (
@@ -28,6 +30,7 @@ from training.store.errors import (
     InvalidMetaError,
 )
 from training.store.keys import version_time
+from training.store.title_vectors import title_key
 
 Tamper = Callable[[str, "bytes | None"], None]
 Check = Callable[[CheckpointStore, Tamper, Path], None]
@@ -296,6 +299,22 @@ def check_configs(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None
     _raises(CheckpointCorruptError, lambda: store.get_config("broken"), "configs/broken.json")
 
 
+def check_title_vectors(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
+    _expect(store.get_title_vectors("ab12") == {}, "title vectors before put")
+    vectors = {"Tasse \u00e0 th\u00e9": np.arange(4, dtype=np.float32),
+               "mug": np.full(4, -1.5, dtype=np.float32)}
+    store.put_title_vectors("ab12", vectors)
+    back = store.get_title_vectors("ab12")
+    _expect(list(back) == list(vectors)
+            and all(np.array_equal(back[t], v) for t, v in vectors.items()), "title vectors rt")
+    store.put_title_vectors("ab12", {"mug": np.zeros(4, dtype=np.float32)})
+    _expect(list(store.get_title_vectors("ab12")) == ["mug"], "title vectors overwrite")
+    tamper(title_key("ab12"), b"not safetensors")
+    _expect(store.get_title_vectors("ab12") == {}, "damaged title vectors must read as none")
+    _raises(InvalidKeyError, lambda: store.put_title_vectors("../x", {}), "../x")
+    _expect(store.latest() is None and store.list_versions() == [], "title vectors published")
+
+
 def check_key_validation(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
     for bad in BAD_KEYS:
         _raises(InvalidKeyError, partial(store.publish, {bad: b"x"}, {}, None), repr(bad))
@@ -373,5 +392,6 @@ def check_opened(store: CheckpointStore, tamper: Tamper, workdir: Path) -> None:
 CHECKS: tuple[Check, ...] = (check_round_trip, check_ordering, check_retention,
                              check_atomic_publish, check_load_detects_tampering,
                              check_broken_metadata, check_rejected, check_configs,
+                             check_title_vectors,
                              check_key_validation, check_racing_publishers, check_verify,
                              check_opened)

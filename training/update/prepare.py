@@ -30,6 +30,7 @@ from training.model import ModelConfig, ShopStreamModel, copy_model, load_model
 from training.store import CheckpointStore
 from training.update.bundle import Parent, load_parent
 from training.update.head import FALLBACK, START_HEAD, StartPoint, plan_start
+from training.update.title_cache import TitleSeed, seed_titles
 
 
 @dataclass
@@ -68,6 +69,8 @@ class Update:
     # The replay buffer's counts the tables were mixed from: a rebuild after the buffer
     # took the window would mix another sample.
     replay_seen: dict[str, int] = field(default_factory=dict)
+    # The store's title vectors taken into this process (training.update.title_cache).
+    titles: TitleSeed = field(default_factory=TitleSeed)
 
     @property
     def kind(self) -> str:
@@ -189,7 +192,16 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
                    model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
                    directory: Path) -> Update:
     """Load the training head (or latest, or start fresh), pick and split the window after
-    it, mix replay, build examples; a fallback retrain after too many rejections."""
+    it, mix replay, build examples; a fallback retrain after too many rejections. The
+    store's title vectors of the catalogue are in the encoder's cache before it returns."""
+    up = _prepare(store, inc, train_cfg, model_cfg, synthetic, directory)
+    up.titles = seed_titles(store, up.model, inc.store.title_cache)
+    return up
+
+
+def _prepare(store: CheckpointStore, inc: IncrementalConfig, train_cfg: TrainConfig,
+             model_cfg: ModelConfig, synthetic: SyntheticShopConfig | None,
+             directory: Path) -> Update:
     use_returning_pool()  # the driver reads the window and builds its examples here
     windows = inc.source.load(synthetic)
     if windows.freq is None and len(windows):

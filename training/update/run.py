@@ -60,6 +60,7 @@ from training.update.head import INCREMENTAL, StartPoint, after_update, write_he
 from training.update.phases import Laps
 from training.update.prepare import Update, prepare_update
 from training.update.ranking_terms import choose_ranking_terms
+from training.update.title_cache import keep_titles
 
 logger = logging.getLogger(__name__)
 
@@ -182,6 +183,8 @@ def run_incremental(inc: IncrementalConfig, train_cfg: TrainConfig, model_cfg: M
         summary = _publish(store, inc, Path(tmp) / "candidate", fit, replay,
                            up.history.update(window.interactions), up.start, window,
                            evaluation, decision, train_cfg, config_used, up.vocab)
+        summary["titles"] = up.titles.summary(
+            keep_titles(store, fit.model, up.titles, inc.store.title_cache))
         laps.lap("publish")
     summary["seconds"] = round(laps.total(), 1)
     summary["phases"] = laps.to_json()
@@ -326,4 +329,5 @@ def summary_line(summary: dict[str, Any]) -> str:
             f"candidate={fmt} ranking_terms={summary.get('ranking_terms')} "
             f"gate='{summary['gate']}' config={summary['config_used']} "
             f"trainer={train.get('trainer')} ({train.get('trainer_reason')}) "
-            f"seconds={summary.get('seconds')} phases={summary.get('phases')}")
+            f"seconds={summary.get('seconds')} phases={summary.get('phases')} "
+            f"titles={summary.get('titles')}")
