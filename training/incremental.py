@@ -28,13 +28,12 @@ def main(argv: list[str] | None = None) -> int:
         inc = dataclass_from_args(IncrementalConfig, args)
         train_cfg, model_cfg, synthetic = training_configs(args)
         explicit = explicit_settings(args)
-        import ray
-
+        from training.fit.ray_session import join_running_ray
         from training.update.run import run_incremental, summary_line
 
-        if not ray.is_initialized():
-            default_env()
-            ray.init(address=inc.scaling.ray_address or None)
+        default_env()
+        # A running Ray is joined now; none is started for an update trained in-process.
+        join_running_ray(inc.scaling.ray_address)
         with frozen_import_heap(TRAINING_MODULES):
             summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)
     except (ConfigError, SourceError, StoreError) as err:

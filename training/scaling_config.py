@@ -16,7 +16,9 @@ class ScalingConfig:
     """The trainer and the Ray Train workers of an update."""
 
     ray_address: str | None = field(default=None, metadata={
-        "help": "Ray cluster address (default: RAY_ADDRESS, else a local Ray)"})
+        "help": "Ray cluster address (default: RAY_ADDRESS, else a Ray started by `ray start` "
+                "on this machine, else a local instance, which training.incremental starts "
+                "only when the update takes Ray Train; 'local' starts one at once)"})
     trainer: str = field(default="auto", metadata={
         "help": "auto: ray when the update is big enough to repay Ray Train's start-up "
                 "(see ray_min_steps), needs GPUs or mid-run checkpoints, else local; ray: "

@@ -34,6 +34,7 @@ from training.fit.engine import PEAK_LR_KEY, WorkerSettings, total_steps
 from training.fit.example_shards import write_example_shards
 from training.fit.local import fit_local
 from training.fit.optim_state import OPTIMIZER_FILE
+from training.fit.ray_session import ensure_ray, gpus_for_auto
 from training.fit.result import FitResult, OptimizerState
 from training.fit.start_state import write_start_state
 from training.fit.worker import STATE_FILE, train_loop_per_worker
@@ -51,7 +52,7 @@ class TrainerStartError(RuntimeError):
 
 def resolve_use_gpu(setting: str) -> bool:
     if setting == "auto":
-        return float(ray.cluster_resources().get("GPU", 0)) > 0
+        return gpus_for_auto()
     return setting == "true"
 
 
@@ -92,8 +93,7 @@ def choose_trainer(inc: IncrementalConfig, train_cfg: TrainConfig,
     optimizer steps (docs/trainer.md)."""
     if inc.scaling.trainer != "auto":
         return inc.scaling.trainer, f"trainer={inc.scaling.trainer}"
-    if inc.scaling.use_gpu == "true" or (inc.scaling.use_gpu == "auto" and ray.is_initialized()
-                                 and resolve_use_gpu("auto")):
+    if resolve_use_gpu(inc.scaling.use_gpu):
         return "ray", "auto: GPUs requested or in the Ray cluster"
     if inc.scaling.checkpoint_every > 0 or inc.scaling.inject_failure_at_step is not None:
         return "ray", "auto: mid-run checkpoints need Ray Train"
@@ -123,6 +123,7 @@ def fit_ray(inc: IncrementalConfig, train_cfg: TrainConfig, model: ShopStreamMod
             teacher: ShopStreamModel | None, optimizer: OptimizerState | None,
             examples: WindowExamples, window_id: str) -> FitResult:
     """Train ``model`` on ``examples`` across ``inc.num_workers`` Ray Train workers."""
+    ensure_ray(inc.scaling.ray_address)
     use_gpu = resolve_use_gpu(inc.scaling.use_gpu)
     # Titles are encoded once here (and kept for the gate's evaluation), not once per
     # worker and again for the teacher: the frozen outputs travel with the start state.
