@@ -145,6 +145,15 @@ def test_an_online_retail_day_on_ray_train(tmp_path: Path) -> None:
     assert result["train"]["steps"] > 0
     meta = open_store(str(tmp_path / "store")).read_meta(result["version"])
     assert meta["window"] == "2010-12-01"
+    # The model Ray Train returned keeps the driver's title vectors in the store
+    # (training.update.title_cache): every title of its catalogue, item index 0's included.
+    store = open_store(str(tmp_path / "store"))
+    with store.opened(result["version"]) as (_, folder):
+        model = load_model(folder)
+    stored = store.get_title_vectors(
+        model.text.frozen_signature())
+    assert result["titles"]["written"] == len(stored) > 0
+    assert set(model.item_titles) <= set(stored)
 
 
 def test_a_run_the_cluster_cannot_place_fails_in_bounded_time_and_publishes_nothing(

@@ -193,7 +193,7 @@ def prepare_update(store: CheckpointStore, inc: IncrementalConfig, train_cfg: Tr
                    directory: Path) -> Update:
     """Load the training head (or latest, or start fresh), pick and split the window after
     it, mix replay, build examples; a fallback retrain after too many rejections. The
-    store's title vectors of the catalogue are in the encoder's cache before it returns."""
+    store's title vectors are in the encoder's cache before it returns (title_cache)."""
     up = _prepare(store, inc, train_cfg, model_cfg, synthetic, directory)
     up.titles = seed_titles(store, up.model, inc.store.title_cache)
     return up
