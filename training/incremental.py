@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 
-from training.cli import ConfigError, dataclass_from_args, default_env, setup_logging
+from training.cli import ConfigError, dataclass_from_args, setup_logging
 from training.data.source_config import SourceError
 from training.heap import TRAINING_MODULES, frozen_import_heap
 from training.incremental_config import IncrementalConfig, explicit_settings
@@ -31,8 +31,8 @@ def main(argv: list[str] | None = None) -> int:
         from training.fit.ray_session import join_running_ray
         from training.update.run import run_incremental, summary_line
 
-        default_env()
-        # A running Ray is joined now; none is started for an update trained in-process.
+        # A running Ray is joined now (default_env set first); none is started for an
+        # update trained in-process.
         join_running_ray(inc.scaling.ray_address)
         with frozen_import_heap(TRAINING_MODULES):
             summary = run_incremental(inc, train_cfg, model_cfg, synthetic, explicit)

@@ -56,11 +56,12 @@ def test_with_nothing_running_nothing_starts_until_ray_train_needs_it(fake_ray: 
     assert fake_ray.calls == ["auto", None]
 
 
-def test_a_running_cluster_or_an_address_is_joined_at_once(fake_ray: FakeRay) -> None:
+def test_a_running_cluster_or_an_address_is_joined_at_once(
+        fake_ray: FakeRay, monkeypatch: pytest.MonkeyPatch) -> None:
     fake_ray.running = True
     assert ray_session.join_running_ray(None) is True and fake_ray.calls == ["auto"]
     other = FakeRay()
-    ray_session.ray = other  # type: ignore[assignment]  (undone by monkeypatch)
+    monkeypatch.setattr(ray_session, "ray", other)
     assert ray_session.join_running_ray("10.0.0.5:6379") is True
     assert other.calls == ["10.0.0.5:6379"]
 
