@@ -229,7 +229,51 @@ def deploy_app(serve_http: str, work: Path, options: dict[str, Any] | None = Non
     wait_serving(serve_http, version, headers=AUTH)
     print(f"app deployed and serving in {time.monotonic() - started:.1f} s")
     yield state
-    serve.delete("shopstream")
+    delete_app_now("shopstream")
+
+
+def delete_app_now(name: str, timeout_s: float = 60.0) -> None:
+    """Delete Serve app ``name`` at a module's end without the ingress replicas' hold.
+
+    A graceful stop keeps each ingress replica reachable for
+    RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S (30 s) so that a load balancer in front
+    can deregister it; the redeploy tests run with that hold, as a shop does. When a module
+    is done nothing is in front and nothing is in flight, so once the controller has begun
+    the delete (no replica is replaced after that) the app's replicas are killed.
+    Bounded: fails naming the app's status if it is still there after ``timeout_s``."""
+    import ray
+    from ray import serve
+
+    serve.delete(name, _blocking=False)
+    deadline = time.monotonic() + timeout_s
+    while app_status(name) not in ("DELETING", None):
+        if time.monotonic() > deadline:
+            pytest.fail(f"Serve app {name!r} not deleting after {timeout_s} s: "
+                        f"{app_status(name)}")
+        time.sleep(0.1)
+    prefix = f"SERVE_REPLICA::{name}#"
+    for actor in ray.util.list_named_actors(all_namespaces=True):
+        if actor["name"].startswith(prefix):
+            try:
+                ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]),
+                         no_restart=True)
+            except ValueError:  # it stopped on its own meanwhile
+                pass
+    while app_status(name) is not None:
+        if time.monotonic() > deadline:
+            pytest.fail(f"Serve app {name!r} still there {timeout_s} s after its delete: "
+                        f"{app_status(name)}")
+        time.sleep(0.1)
+
+
+def app_status(name: str) -> str | None:
+    """Serve's status of app ``name`` (``RUNNING``, ``DELETING``, ...); None once gone
+    (Serve reports a deleted app as absent or ``NOT_STARTED``)."""
+    from ray import serve
+
+    app = serve.status().applications.get(name)
+    status = None if app is None else str(getattr(app.status, "value", app.status))
+    return None if status == "NOT_STARTED" else status
 
 
 def replica_pids(deployment: str) -> list[int]:

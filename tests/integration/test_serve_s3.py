@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from serving.config import FUSED, ServeConfig
+from tests.integration.serve_support import delete_app_now
 from tests.support.published import (
     Reference,
     perturbed,
@@ -90,7 +91,7 @@ def s3_app(serve_http: str, moto_server: str, tmp_path_factory: pytest.TempPathF
                     Reference(version, model, history, thresholds))
         wait_serving(serve_http, version)
         yield app
-    serve.delete("shopstream-s3")
+    delete_app_now("shopstream-s3")
 
 
 def test_both_endpoints_answer_with_the_version_published_on_s3(s3_app: S3App) -> None:
