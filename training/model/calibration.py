@@ -26,9 +26,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import StratifiedKFold
 
 KINDS = ("identity", "platt", "isotonic", "constant")
 # Held-out frauds each method needs: at least 4 per cross-fitting fold for Platt. Measured on
@@ -96,6 +93,11 @@ class FraudCalibration:
 
 def fit_kind(kind: str, labels: np.ndarray, scores: np.ndarray) -> FraudCalibration:
     """One calibration of ``kind`` fitted on all of (labels, scores)."""
+    # scikit-learn is imported by the fits only: a replica applies a stored map (numpy),
+    # and importing sklearn would add about a second to every replica's start.
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.linear_model import LogisticRegression
+
     if kind == "platt":
         reg = LogisticRegression(C=1e4).fit(_logit(scores)[:, None], labels)
         return FraudCalibration("platt", float(reg.coef_[0, 0]), float(reg.intercept_[0]))
@@ -109,6 +111,8 @@ def fit_kind(kind: str, labels: np.ndarray, scores: np.ndarray) -> FraudCalibrat
 
 def out_of_fold_brier(kind: str, labels: np.ndarray, scores: np.ndarray, seed: int) -> float:
     """Brier score of ``kind`` fitted on 4/5 of the rows and applied to the other 1/5."""
+    from sklearn.model_selection import StratifiedKFold
+
     folds = StratifiedKFold(n_splits=FOLDS, shuffle=True, random_state=seed)
     calibrated = np.empty(len(scores))
     for train, test in folds.split(scores, labels):
