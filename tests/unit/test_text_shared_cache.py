@@ -7,8 +7,7 @@ import dataclasses
 import pytest
 import torch
 
-from training.model import ModelConfig, TextEncoder
-from training.model import text as text_module
+from training.model import ModelConfig, TextEncoder, text_cache
 
 pytestmark = pytest.mark.unit
 
@@ -17,7 +16,7 @@ TITLES = ["red shoe", "blue mug", "Set Of 3 Cake Tins Pantry Design", "x"]
 
 @pytest.fixture(autouse=True)
 def no_shared_caches(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(text_module, "_SHARED_CACHES", {})
+    monkeypatch.setattr(text_cache, "SHARED_CACHES", {})
 
 
 def make(seed: int = 0, finetune_layers: int = 1, cache: int = 100) -> TextEncoder:
@@ -80,7 +79,7 @@ def test_no_cache_means_no_sharing_and_no_imports() -> None:
     off = make(cache=0)
     off.use_shared_cache()
     off.import_cache(make().export_cache(TITLES))
-    assert off.cache_len == 0 and text_module._SHARED_CACHES == {}
+    assert off.cache_len == 0 and text_cache.SHARED_CACHES == {}
 
 
 def test_the_shared_cache_is_bounded_by_text_cache_size() -> None:

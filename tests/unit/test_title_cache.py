@@ -3,7 +3,7 @@ taken by the next update in a new process (training.update.title_cache).
 
 No Ray: ``trainer="local"``, a tiny random encoder (wholly frozen, the default), a tiny
 synthetic shop on a local store. A new process is simulated by dropping the process-wide
-title caches (``training.model.text.drop_shared_caches``)."""
+title caches (``training.model.text_cache.drop_shared_caches``)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from tests.unit.tiny_shop import update_config
 from training.data.synthetic import SyntheticShopConfig
 from training.incremental_config import IncrementalConfig
 from training.model import load_model
-from training.model.text import drop_shared_caches
+from training.model.text_cache import drop_shared_caches
 from training.store import open_store
 from training.store.title_vectors import (
     TITLE_AREA,

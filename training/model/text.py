@@ -7,7 +7,8 @@ trainable top layers. With ``finetune_layers == 0`` the cache holds the final po
 
 Encoders whose frozen weights are identical (every version of one model, its distillation
 teacher, the comparison arms) compute identical frozen outputs, so they may share one cache
-per process (:meth:`TextEncoder.use_shared_cache`, keyed by a hash of the frozen weights);
+per process (:meth:`TextEncoder.use_shared_cache`, keyed by a hash of the frozen weights;
+the process-wide state is in ``training.model.text_cache``);
 :meth:`export_cache` / :meth:`import_cache` carry entries to Ray Train workers.
 """
 
@@ -24,6 +25,7 @@ import torch
 from torch import Tensor, nn
 
 from training.cli import require
+from training.model import text_cache
 from training.model.config import ModelConfig
 
 logger = logging.getLogger(__name__)
@@ -33,13 +35,6 @@ TINY_BERT: dict[str, Any] = {"hidden_size": 32, "num_hidden_layers": 2,
                              "num_attention_heads": 2, "intermediate_size": 64}
 # Titles pushed through the frozen part at once when filling the cache.
 FROZEN_CHUNK = 256
-# Frozen-part outputs shared within a process, per hash of the frozen weights.
-_SHARED_CACHES: dict[str, OrderedDict[str, Tensor]] = {}
-# Titles this process has pushed through a frozen part (:func:`titles_encoded`).
-_ENCODED = {"titles": 0}
-# frozen_signature of the installed package's weights, per (package folder, frozen layers,
-# title limit, finetune_layers == 0): every encoder loaded from the package hashes it once.
-_PACKAGE_SIGNATURES: dict[tuple[str, int, int, bool], str] = {}
 
 
 def encoder_package_path() -> str:
@@ -52,17 +47,6 @@ def encoder_package_path() -> str:
 def _layer_out(out: Any) -> Tensor:
     # BertLayer returns a tensor in transformers 5.x and a tuple in 4.x.
     return out[0] if isinstance(out, tuple) else out
-
-
-def titles_encoded() -> int:
-    """How many titles this process has encoded (frozen part computed, not found cached)."""
-    return _ENCODED["titles"]
-
-
-def drop_shared_caches() -> None:
-    """Forget the process-wide caches: encoders made after this start empty, as in a new
-    process (encoders already sharing one keep it)."""
-    _SHARED_CACHES.clear()
 
 
 def mean_pool(hidden: Tensor, mask: Tensor) -> Tensor:
@@ -213,12 +197,12 @@ class TextEncoder(nn.Module):
         takes about 0.12 s: once per load, and once per process for the package's)."""
         if self._signature is None:
             key = self._package_key()
-            if self._from_package and key in _PACKAGE_SIGNATURES:
-                self._signature = _PACKAGE_SIGNATURES[key]
+            if self._from_package and key in text_cache.PACKAGE_SIGNATURES:
+                self._signature = text_cache.PACKAGE_SIGNATURES[key]
             else:
                 self._signature = self._hash_frozen()
                 if self._from_package:
-                    _PACKAGE_SIGNATURES[key] = self._signature
+                    text_cache.PACKAGE_SIGNATURES[key] = self._signature
         return self._signature
 
     def recognise_package(self) -> bool:
@@ -227,9 +211,9 @@ class TextEncoder(nn.Module):
         process), so later checkpoints of this model leave them to the package."""
         if not self._from_package and self.cfg.encoder_init == "pretrained":
             key = self._package_key()
-            if key not in _PACKAGE_SIGNATURES:
+            if key not in text_cache.PACKAGE_SIGNATURES:
                 TextEncoder(self.cfg).frozen_signature()  # loads the package: memoised
-            self._from_package = self.frozen_signature() == _PACKAGE_SIGNATURES[key]
+            self._from_package = self.frozen_signature() == text_cache.PACKAGE_SIGNATURES[key]
         return self._from_package
 
     def copy_signature_from(self, source: TextEncoder) -> None:
@@ -256,7 +240,7 @@ class TextEncoder(nn.Module):
         a checkpoint load leaves it)."""
         if self._shared or self.cfg.text_cache_size == 0:
             return
-        shared = _SHARED_CACHES.setdefault(self.frozen_signature(), OrderedDict())
+        shared = text_cache.shared_cache(self.frozen_signature())
         shared.update(self._cache)
         self._cache, self._shared = shared, True
         self._trim()
@@ -363,7 +347,7 @@ class TextEncoder(nn.Module):
         self.cache_hits += len(found)
         self.cache_misses += len(missing)
         if missing:
-            _ENCODED["titles"] += len(missing)
+            text_cache.count_encoded(len(missing))
             for title, value in zip(missing, self._frozen_part(missing)):
                 found[title] = value
                 if self.cfg.text_cache_size > 0:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from training.model import ShopStreamModel
-from training.model.text import titles_encoded
+from training.model.text_cache import titles_encoded
 from training.store import CheckpointStore
 
 logger = logging.getLogger(__name__)
