@@ -24,21 +24,29 @@ from typing import Any
 import numpy as np
 import repo_path  # noqa: F401  (the repository root on sys.path)
 
+from training.incremental_config import REVIEW_FPR
+
 SHOP = ["--synth-interactions-per-window", "2500", "--synth-transactions-per-window", "1200",
         "--synth-n-users", "600", "--synth-n-items", "300", "--synth-fraud-rate", "0.04"]
 
 
 def split_rates(labels: np.ndarray, scores: np.ndarray, known: np.ndarray,
                 threshold: float) -> dict[str, Any]:
-    """Realised review FPR over all legitimate rows and over those of known and new users."""
-    legit, flagged = ~labels.astype(bool), scores >= threshold
+    """Realised review FPR over all legitimate rows and over those of known and new users,
+    each as the report reads it (``realised_review``)."""
+    from cluster.comparison.fraud_intervals import realised_review
+
+    legit = ~labels.astype(bool)
+    review = {"review": threshold, "target": {"fpr": REVIEW_FPR}}
 
     def fpr(rows: np.ndarray) -> float | None:
-        return float(flagged[rows].mean()) if rows.any() else None
+        row = realised_review(review, labels[rows], scores[rows])
+        return None if row is None else float(row["fpr"])
 
     return {"review_threshold": threshold, "known_share": float(known.mean()),
-            "fpr_all": fpr(legit), "fpr_known": fpr(legit & known), "fpr_new": fpr(legit & ~known),
-            "legit_known": int((legit & known).sum()), "legit_new": int((legit & ~known).sum()),
+            "fpr_all": fpr(np.ones(len(labels), dtype=bool)), "fpr_known": fpr(known),
+            "fpr_new": fpr(~known), "legit_known": int((legit & known).sum()),
+            "legit_new": int((legit & ~known).sum()),
             "frauds_new_user": int((~legit & ~known).sum()), "frauds": int((~legit).sum())}
 
 
@@ -51,18 +59,17 @@ def run(weeks: int, label_delay: int, work: Path) -> dict[str, dict[str, Any]]:
 
     def probe(self: Any, window: str, labels: np.ndarray, scores: np.ndarray) -> None:
         record(self, window, labels, scores)
+        live = self.result.get("realised_fpr", {}).get(window)  # what the report records
         t = [w.window_id for w in self.windows].index(window)
         seen: set[str] = set()
         for earlier in self.windows[:t]:
             seen |= set(earlier.transactions["user_id"].dropna())
             seen |= set(earlier.interactions["user_id"].dropna())
         txns = self.windows[t].transactions
-        live = self.store.latest()
-        thresholds = self.store.read_meta(live.version).get("fraud_thresholds") or {}
-        if len(txns) != len(labels) or thresholds.get("review") is None:
+        if live is None or len(txns) != len(labels):
             return
         known = txns["user_id"].isin(seen).to_numpy()
-        rows[window] = split_rates(labels, scores, known, float(thresholds["review"]))
+        rows[window] = split_rates(labels, scores, known, float(live["review_threshold"]))
 
     runner.Pipeline.record_realised_fpr = probe  # type: ignore[method-assign]
     try:
